@@ -1,0 +1,382 @@
+#include "formats/bsr.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <numeric>
+#include <string>
+
+#include "formats/error.h"
+
+namespace sparq {
+namespace {
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+[[noreturn]] void format_error(const std::string& what) {
+  throw Error(Status::kFormatError, "packed weights: " + what);
+}
+
+void check_dims(int64_t n, int64_t k, BlockShape block) {
+  if (n <= 0 || k <= 0) throw Error(Status::kInvalidArgument, "matrix dimensions must be > 0");
+  if (n > INT32_MAX || k > INT32_MAX) {
+    throw Error(Status::kInvalidArgument, "matrix dimensions must fit in 32 bits");
+  }
+  if (block.out < 1 || block.in < 1 || block.out > 64 || block.in > 64) {
+    throw Error(Status::kInvalidArgument, "block shape out of range");
+  }
+}
+
+// Multiplies with an overflow check (for sizes read from untrusted bytes).
+int64_t checked_mul(int64_t a, int64_t b, const char* what) {
+  int64_t r = 0;
+  if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &r)) format_error(std::string(what) + " overflows");
+  return r;
+}
+
+}  // namespace
+
+std::string block_shape_name(BlockShape b) {
+  return std::to_string(b.out) + "x" + std::to_string(b.in);
+}
+
+bool parse_block_shape(const std::string& text, BlockShape* out) {
+  int o = 0, i = 0;
+  char tail = 0;
+  if (std::sscanf(text.c_str(), "%dx%d%c", &o, &i, &tail) != 2) return false;
+  if (o < 1 || i < 1 || o > 64 || i > 64) return false;
+  *out = BlockShape{o, i};
+  return true;
+}
+
+double BsrMatrix::block_sparsity() const {
+  const double total = static_cast<double>(block_rows()) * static_cast<double>(block_cols());
+  return total == 0 ? 0.0 : 1.0 - static_cast<double>(nnz_blocks()) / total;
+}
+
+void BsrMatrix::to_dense(float* wt) const {
+  std::fill(wt, wt + n * k, 0.0f);
+  const int64_t bo = block.out, bi = block.in;
+  for (int64_t br = 0; br < block_rows(); ++br) {
+    for (int64_t b = row_ptr[br]; b < row_ptr[br + 1]; ++b) {
+      const float* v = values.data() + b * bo * bi;
+      for (int64_t r = 0; r < bo; ++r) {
+        const int64_t row = br * bo + r;
+        if (row >= n) break;
+        for (int64_t c = 0; c < bi; ++c) {
+          const int64_t colk = col[b] * bi + c;
+          if (colk < k) wt[row * k + colk] = v[r * bi + c];
+        }
+      }
+    }
+  }
+}
+
+BsrMatrix bsr_from_dense(const float* wt, int64_t n, int64_t k, BlockShape block) {
+  check_dims(n, k, block);
+  BsrMatrix m;
+  m.n = n;
+  m.k = k;
+  m.block = block;
+  const int64_t bo = block.out, bi = block.in;
+  m.row_ptr.push_back(0);
+  for (int64_t br = 0; br < m.block_rows(); ++br) {
+    for (int64_t bc = 0; bc < m.block_cols(); ++bc) {
+      bool any = false;
+      for (int64_t r = 0; r < bo && !any; ++r) {
+        const int64_t row = br * bo + r;
+        if (row >= n) break;
+        for (int64_t c = 0; c < bi; ++c) {
+          const int64_t colk = bc * bi + c;
+          if (colk < k && wt[row * k + colk] != 0.0f) {
+            any = true;
+            break;
+          }
+        }
+      }
+      if (!any) continue;
+      m.col.push_back(bc);
+      for (int64_t r = 0; r < bo; ++r) {
+        for (int64_t c = 0; c < bi; ++c) {
+          const int64_t row = br * bo + r, colk = bc * bi + c;
+          m.values.push_back(row < n && colk < k ? wt[row * k + colk] : 0.0f);
+        }
+      }
+    }
+    m.row_ptr.push_back(static_cast<int64_t>(m.col.size()));
+  }
+  return m;
+}
+
+void prune_blocks(float* wt, int64_t n, int64_t k, BlockShape block, double sparsity) {
+  check_dims(n, k, block);
+  if (!(sparsity >= 0.0 && sparsity <= 1.0)) {
+    throw Error(Status::kInvalidArgument, "sparsity must be in [0, 1]");
+  }
+  const int64_t bo = block.out, bi = block.in;
+  const int64_t brs = ceil_div(n, bo), bcs = ceil_div(k, bi), total = brs * bcs;
+  std::vector<double> norm(static_cast<size_t>(total), 0.0);
+  for (int64_t row = 0; row < n; ++row) {
+    for (int64_t colk = 0; colk < k; ++colk) {
+      const double v = wt[row * k + colk];
+      norm[static_cast<size_t>((row / bo) * bcs + colk / bi)] += v * v;
+    }
+  }
+  const int64_t drop = std::llround(sparsity * static_cast<double>(total));
+  std::vector<int64_t> order(static_cast<size_t>(total));
+  std::iota(order.begin(), order.end(), 0);
+  auto less = [&](int64_t a, int64_t b) {
+    const double na = norm[static_cast<size_t>(a)], nb = norm[static_cast<size_t>(b)];
+    return na < nb || (na == nb && a < b);
+  };
+  if (drop < total) {
+    std::nth_element(order.begin(), order.begin() + drop, order.end(), less);
+  }
+  for (int64_t i = 0; i < drop; ++i) {
+    const int64_t b = order[static_cast<size_t>(i)];
+    const int64_t br = b / bcs, bc = b % bcs;
+    for (int64_t r = 0; r < bo; ++r) {
+      const int64_t row = br * bo + r;
+      if (row >= n) break;
+      for (int64_t c = 0; c < bi; ++c) {
+        const int64_t colk = bc * bi + c;
+        if (colk < k) wt[row * k + colk] = 0.0f;
+      }
+    }
+  }
+}
+
+double weight_sparsity(const float* wt, int64_t n, int64_t k) {
+  int64_t zeros = 0;
+  for (int64_t i = 0; i < n * k; ++i) zeros += wt[i] == 0.0f;
+  return n * k == 0 ? 0.0 : static_cast<double>(zeros) / static_cast<double>(n * k);
+}
+
+void quantize_per_channel(const float* wt, int64_t n, int64_t k, int8_t* q, float* scales) {
+  for (int64_t row = 0; row < n; ++row) {
+    const float* w = wt + row * k;
+    float maxabs = 0.0f;
+    for (int64_t c = 0; c < k; ++c) maxabs = std::max(maxabs, std::fabs(w[c]));
+    const float scale = maxabs > 0.0f ? maxabs / 127.0f : 1.0f;
+    scales[row] = scale;
+    for (int64_t c = 0; c < k; ++c) {
+      const float v = std::nearbyint(w[c] / scale);
+      q[row * k + c] = static_cast<int8_t>(std::min(127.0f, std::max(-127.0f, v)));
+    }
+  }
+}
+
+std::size_t PackedMatrix::bytes() const {
+  return group_ptr_.size() + indices_.size() + values_.size() + compensation_.size() +
+         scales_.size();
+}
+
+double PackedMatrix::stored_density() const {
+  const int64_t slots = view_.num_groups * view_.rows_per_block * view_.group;
+  if (slots == 0) return 0.0;
+  int64_t nonzero = 0;
+  if (view_.type == WeightType::kF32) {
+    const float* v = static_cast<const float*>(view_.values);
+    for (int64_t i = 0; i < slots; ++i) nonzero += v[i] != 0.0f;
+  } else {
+    const int8_t* v = static_cast<const int8_t*>(view_.values);
+    for (int64_t i = 0; i < slots; ++i) nonzero += v[i] != 0;
+  }
+  return static_cast<double>(nonzero) / static_cast<double>(slots);
+}
+
+PackedMatrix PackedMatrix::pack_f32(const float* wt, int64_t n, int64_t k, BlockShape block,
+                                    bool dense) {
+  return pack(WeightType::kF32, wt, nullptr, n, k, block, dense);
+}
+
+PackedMatrix PackedMatrix::pack_s8(const int8_t* wq, const float* scales, int64_t n, int64_t k,
+                                   BlockShape block, bool dense) {
+  return pack(WeightType::kS8, wq, scales, n, k, block, dense);
+}
+
+PackedMatrix PackedMatrix::pack(WeightType type, const void* w, const float* scales, int64_t n,
+                                int64_t k, BlockShape block, bool dense) {
+  check_dims(n, k, block);
+  const bool s8 = type == WeightType::kS8;
+  const int64_t R = block.out % 4 == 0 ? 4 : 1;
+  const int64_t G = s8 ? 4 : 1;
+  const int64_t nbr = ceil_div(n, R);
+  auto weight = [&](int64_t row, int64_t colk) -> float {
+    if (row >= n || colk >= k) return 0.0f;
+    return s8 ? static_cast<float>(static_cast<const int8_t*>(w)[row * k + colk])
+              : static_cast<const float*>(w)[row * k + colk];
+  };
+
+  // Input indices each block-row stores, in ascending order, before grouping.
+  std::vector<std::vector<int32_t>> cols;
+  if (!dense) {
+    cols.resize(static_cast<size_t>(nbr));
+    const int64_t bi = block.in;
+    for (int64_t br = 0; br < nbr; ++br) {
+      std::vector<int32_t>& list = cols[static_cast<size_t>(br)];
+      for (int64_t c0 = 0; c0 < k; c0 += bi) {
+        bool any = false;
+        for (int64_t c = c0; c < std::min(k, c0 + bi) && !any; ++c) {
+          for (int64_t r = 0; r < R; ++r) {
+            if (weight(br * R + r, c) != 0.0f) {
+              any = true;
+              break;
+            }
+          }
+        }
+        if (!any) continue;
+        for (int64_t c = c0; c < std::min(k, c0 + bi); ++c) list.push_back(static_cast<int32_t>(c));
+      }
+    }
+  }
+
+  PackedMatrix p;
+  p.block_ = block;
+  PackedWeights& v = p.view_;
+  v.type = type;
+  v.n = static_cast<int32_t>(n);
+  v.k = static_cast<int32_t>(k);
+  v.rows_per_block = static_cast<int32_t>(R);
+  v.group = static_cast<int32_t>(G);
+  v.num_block_rows = static_cast<int32_t>(nbr);
+  v.dense = dense;
+  if (dense) {
+    v.num_groups = nbr * ceil_div(k, G);
+  } else {
+    p.group_ptr_.resize(static_cast<size_t>(nbr + 1) * sizeof(int32_t));
+    int32_t* gp = p.group_ptr_.as<int32_t>();
+    int64_t total = 0;
+    for (int64_t br = 0; br < nbr; ++br) {
+      gp[br] = static_cast<int32_t>(total);
+      total += ceil_div(static_cast<int64_t>(cols[static_cast<size_t>(br)].size()), G);
+    }
+    if (total > INT32_MAX / 4) throw Error(Status::kUnsupported, "matrix has too many blocks");
+    gp[nbr] = static_cast<int32_t>(total);
+    v.num_groups = total;
+  }
+  const size_t elem = s8 ? 1 : 4;
+  p.values_.resize(static_cast<size_t>(v.num_groups * R * G) * elem);
+  if (!dense) p.indices_.resize(static_cast<size_t>(v.num_groups * G) * sizeof(int32_t));
+  if (s8) {
+    p.compensation_.resize(static_cast<size_t>(nbr * R) * sizeof(int32_t));
+    p.scales_.resize(static_cast<size_t>(nbr * R) * sizeof(float));
+  }
+
+  int32_t* idx = dense ? nullptr : p.indices_.as<int32_t>();
+  int64_t g = 0;
+  for (int64_t br = 0; br < nbr; ++br) {
+    const int64_t count = dense ? k : static_cast<int64_t>(cols[static_cast<size_t>(br)].size());
+    const int64_t ngroups = ceil_div(count, G);
+    for (int64_t gl = 0; gl < ngroups; ++gl, ++g) {
+      for (int64_t j = 0; j < G; ++j) {
+        const int64_t pos = gl * G + j;
+        const bool real = pos < count;
+        int64_t colk = 0;
+        if (dense) {
+          colk = std::min(pos, k - 1);
+        } else {
+          colk = cols[static_cast<size_t>(br)][static_cast<size_t>(std::min(pos, count - 1))];
+          idx[g * G + j] = static_cast<int32_t>(colk);
+        }
+        for (int64_t r = 0; r < R; ++r) {
+          const float val = real ? weight(br * R + r, colk) : 0.0f;
+          const size_t at = static_cast<size_t>((g * R + r) * G + j);
+          if (s8) {
+            p.values_.as<int8_t>()[at] = static_cast<int8_t>(val);
+          } else {
+            p.values_.as<float>()[at] = val;
+          }
+        }
+      }
+    }
+  }
+  v.group_ptr = dense ? nullptr : p.group_ptr_.as<int32_t>();
+  v.indices = idx;
+  v.values = p.values_.data();
+  if (s8) {
+    int32_t* comp = p.compensation_.as<int32_t>();
+    float* sc = p.scales_.as<float>();
+    for (int64_t row = 0; row < nbr * R; ++row) {
+      int64_t sum = 0;
+      if (row < n) {
+        for (int64_t c = 0; c < k; ++c) sum += static_cast<const int8_t*>(w)[row * k + c];
+      }
+      comp[row] = static_cast<int32_t>(128 * sum);
+      sc[row] = row < n && scales != nullptr ? scales[row] : 1.0f;
+    }
+    v.compensation = comp;
+    v.scales = sc;
+  }
+  return p;
+}
+
+void validate_packed(const PackedWeights& w, const PackedArraySizes& s) {
+  if (w.n <= 0 || w.k <= 0) format_error("dimensions must be positive");
+  if (w.rows_per_block != 4 && w.rows_per_block != 1) format_error("rows per block must be 1 or 4");
+  const int64_t G = w.type == WeightType::kS8 ? 4 : 1;
+  if (w.type != WeightType::kS8 && w.type != WeightType::kF32) format_error("unknown weight type");
+  if (w.group != G) format_error("group size does not match the weight type");
+  const int64_t R = w.rows_per_block;
+  const int64_t nbr = ceil_div(w.n, R);
+  if (w.num_block_rows != nbr) format_error("block-row count does not match N");
+  if (w.num_groups < 0) format_error("negative group count");
+  if (w.values == nullptr && w.num_groups > 0) format_error("missing values");
+  if (w.dense) {
+    if (w.num_groups != checked_mul(nbr, ceil_div(w.k, G), "group count")) {
+      format_error("dense group count does not match N and K");
+    }
+  } else {
+    if (w.group_ptr == nullptr || (w.indices == nullptr && w.num_groups > 0)) {
+      format_error("missing index arrays");
+    }
+    if (s.group_ptr != nbr + 1) format_error("group offset array has the wrong length");
+    if (w.group_ptr[0] != 0) format_error("first group offset is not 0");
+    for (int64_t br = 0; br < nbr; ++br) {
+      if (w.group_ptr[br + 1] < w.group_ptr[br]) format_error("group offsets decrease");
+    }
+    if (w.group_ptr[nbr] != w.num_groups) format_error("last group offset is not the group count");
+    if (s.indices != checked_mul(w.num_groups, G, "index count")) {
+      format_error("index array has the wrong length");
+    }
+    for (int64_t br = 0; br < nbr; ++br) {
+      int32_t prev = -1;
+      for (int64_t i = w.group_ptr[br] * G; i < w.group_ptr[br + 1] * G; ++i) {
+        const int32_t c = w.indices[i];
+        if (c < 0 || c >= w.k) {
+          format_error("index " + std::to_string(c) + " out of range [0, " + std::to_string(w.k) +
+                       ") in block-row " + std::to_string(br));
+        }
+        if (c < prev) format_error("indices not sorted in block-row " + std::to_string(br));
+        prev = c;
+      }
+    }
+  }
+  const int64_t slots = checked_mul(checked_mul(w.num_groups, R, "value count"), G, "value count");
+  if (s.values != slots) format_error("value array has the wrong length");
+  if (w.type == WeightType::kS8) {
+    if (w.compensation == nullptr || w.scales == nullptr) format_error("missing int8 side arrays");
+    if (s.compensation != nbr * R || s.scales != nbr * R) {
+      format_error("compensation or scale array has the wrong length");
+    }
+    std::vector<int64_t> sums(static_cast<size_t>(nbr * R), 0);
+    const int8_t* v = static_cast<const int8_t*>(w.values);
+    for (int64_t br = 0; br < nbr; ++br) {
+      const int64_t g0 = w.dense ? br * ceil_div(w.k, G) : w.group_ptr[br];
+      const int64_t g1 = w.dense ? g0 + ceil_div(w.k, G) : w.group_ptr[br + 1];
+      for (int64_t g = g0; g < g1; ++g)
+        for (int64_t r = 0; r < R; ++r)
+          for (int64_t j = 0; j < G; ++j) sums[static_cast<size_t>(br * R + r)] += v[(g * R + r) * G + j];
+    }
+    for (int64_t row = 0; row < nbr * R; ++row) {
+      if (128 * sums[static_cast<size_t>(row)] != w.compensation[row]) {
+        format_error("compensation of row " + std::to_string(row) + " does not match its weights");
+      }
+      if (!(std::isfinite(w.scales[row]) && w.scales[row] > 0.0f)) {
+        format_error("scale of row " + std::to_string(row) + " is not finite and positive");
+      }
+    }
+  }
+}
+
+}  // namespace sparq

@@ -1,0 +1,36 @@
+// Run-time CPU feature detection and the ISA ladder the kernels dispatch on.
+//
+// The ladder, widest first: avx512vnni > avx512 (F+BW+VL+DQ) > avx2 (AVX2+FMA) > generic.
+// A level is usable only when CPUID reports every feature it needs AND the OS has
+// enabled the matching register state in XCR0 (checked with xgetbv), so a CPU or
+// hypervisor without AVX-512 state never sees an AVX-512 instruction.
+// SPARQ_MAX_ISA=avx512vnni|avx512|avx2|generic caps the choice (tests use it to run
+// every path on one machine); SPARQ_VERBOSE=1 logs the chosen kernels to stderr.
+#ifndef SPARQ_KERNELS_COMMON_ISA_H_
+#define SPARQ_KERNELS_COMMON_ISA_H_
+
+#include <string>
+
+#include "sparq/export.h"
+
+namespace sparq {
+
+enum class Isa : int { kGeneric = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Vnni = 3 };
+
+SPARQ_API const char* isa_name(Isa isa);
+// Parses "generic", "avx2", "avx512", "avx512vnni"; returns false on anything else.
+SPARQ_API bool parse_isa(const std::string& text, Isa* out);
+
+// The widest level this CPU and OS support (ignores SPARQ_MAX_ISA).
+SPARQ_API Isa detected_isa();
+// detected_isa() capped by SPARQ_MAX_ISA (read once; an invalid value is reported on
+// stderr and ignored).
+SPARQ_API Isa active_isa();
+// True when `isa` can run here (isa <= detected_isa()).
+SPARQ_API bool isa_supported(Isa isa);
+// SPARQ_VERBOSE is set to a non-zero value.
+SPARQ_API bool verbose();
+
+}  // namespace sparq
+
+#endif  // SPARQ_KERNELS_COMMON_ISA_H_

@@ -1,0 +1,79 @@
+// fp32 SpMM on AVX2+FMA, written with xsimd: f32_bsr4x1_spmm_ukernel_4x16__avx2 and
+// f32_bsr1x1_spmm_ukernel_1x32__avx2.
+//
+// Tile: R output rows x NV*8 tokens, R*NV ymm accumulators; per nonzero index NV
+// loads of X and R*NV FMAs with the broadcast weight. Tokens that do not fill a tile
+// run through the scalar kernel, so nothing past m_end is read.
+#include <xsimd/xsimd.hpp>
+
+#include "kernels/spmm/epilogue_xsimd.h"
+#include "kernels/spmm/spmm.h"
+#include "kernels/spmm/spmm_avx2.h"
+#include "kernels/spmm/spmm_scalar_impl.h"
+
+namespace sparq {
+namespace avx2 {
+namespace {
+
+using Arch = xsimd::fma3<xsimd::avx2>;
+using B = xsimd::batch<float, Arch>;
+constexpr int kLanes = static_cast<int>(B::size);
+
+template <int R, int NV, bool kDense>
+inline void f32_tile(const PackedWeights& w, const float* x, int64_t ldx, int64_t m0, int64_t br,
+                     B (&acc)[R][NV]) {
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < NV; ++j) acc[r][j] = B(0.0f);
+  const float* values = static_cast<const float*>(w.values);
+  const int64_t gpr = w.k;  // fp32 groups hold one index
+  const int64_t g0 = kDense ? br * gpr : w.group_ptr[br];
+  const int64_t g1 = kDense ? g0 + gpr : w.group_ptr[br + 1];
+  for (int64_t g = g0; g < g1; ++g) {
+    const int64_t kk = kDense ? g - g0 : w.indices[g];
+    const float* xr = x + kk * ldx + m0;
+    B xv[NV];
+    for (int j = 0; j < NV; ++j) xv[j] = B::load_unaligned(xr + kLanes * j);
+    const float* wv = values + g * R;
+    for (int r = 0; r < R; ++r) {
+      const B wb(wv[r]);
+      for (int j = 0; j < NV; ++j) acc[r][j] = xsimd::fma(wb, xv[j], acc[r][j]);
+    }
+  }
+}
+
+template <int R, int NV>
+void f32_spmm(const PackedWeights& w, const float* x, int64_t ldx, int64_t m_begin, int64_t m_end,
+              int64_t br_begin, int64_t br_end, const Epilogue& ep) {
+  constexpr int64_t kTile = kLanes * NV;
+  const int64_t m_full = m_begin + (m_end - m_begin) / kTile * kTile;
+  for (int64_t m0 = m_begin; m0 < m_full; m0 += kTile) {
+    for (int64_t br = br_begin; br < br_end; ++br) {
+      B acc[R][NV];
+      if (w.dense) f32_tile<R, NV, true>(w, x, ldx, m0, br, acc);
+      else f32_tile<R, NV, false>(w, x, ldx, m0, br, acc);
+      for (int r = 0; r < R; ++r) {
+        const int64_t n = br * R + r;
+        if (n >= w.n) break;
+        for (int j = 0; j < NV; ++j) xsimd_epilogue_store(ep, n, m0 + kLanes * j, acc[r][j]);
+      }
+    }
+  }
+  if (m_full < m_end) scalar_f32_spmm(w, x, ldx, m_full, m_end, br_begin, br_end, ep);
+}
+
+}  // namespace
+
+void f32_bsr4x1_spmm_ukernel_4x16__avx2(const PackedWeights& w, const float* x, int64_t ldx,
+                                        int64_t m_begin, int64_t m_end, int64_t br_begin,
+                                        int64_t br_end, const Epilogue& ep) {
+  f32_spmm<4, 2>(w, x, ldx, m_begin, m_end, br_begin, br_end, ep);
+}
+
+void f32_bsr1x1_spmm_ukernel_1x32__avx2(const PackedWeights& w, const float* x, int64_t ldx,
+                                        int64_t m_begin, int64_t m_end, int64_t br_begin,
+                                        int64_t br_end, const Epilogue& ep) {
+  f32_spmm<1, 4>(w, x, ldx, m_begin, m_end, br_begin, br_end, ep);
+}
+
+}  // namespace avx2
+}  // namespace sparq

@@ -1,0 +1,88 @@
+// fp32 SpMM on AVX-512F: f32_bsr4x1_spmm_ukernel_4x64__avx512f and
+// f32_bsr1x1_spmm_ukernel_1x128__avx512f.
+//
+// Operands: packed fp32 weights (R x 1 per index, R = 4 or 1), X fp32 [K][ldx].
+// Tile: R output rows x NV*16 tokens, R*NV zmm accumulators; per nonzero index, NV
+// loads of X and R*NV FMAs with the broadcast weight. Token tails use masked loads
+// and stores: nothing outside [m_begin, m_end) is read or written.
+// Accumulation in fp32 in index order (ascending k within a block-row).
+#include <immintrin.h>
+
+#include "kernels/spmm/epilogue_avx512.h"
+#include "kernels/spmm/spmm.h"
+#include "kernels/spmm/spmm_avx512.h"
+
+namespace sparq {
+namespace avx512 {
+namespace {
+
+template <int R, int NV, bool kDense, bool kFull>
+inline void f32_tile(const PackedWeights& w, const float* x, int64_t ldx, int64_t m0,
+                     const __mmask16* masks, int64_t br, __m512 (&acc)[R][NV]) {
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < NV; ++j) acc[r][j] = _mm512_setzero_ps();
+  const float* values = static_cast<const float*>(w.values);
+  const int64_t gpr = (static_cast<int64_t>(w.k) + w.group - 1) / w.group;
+  const int64_t g0 = kDense ? br * gpr : w.group_ptr[br];
+  const int64_t g1 = kDense ? g0 + gpr : w.group_ptr[br + 1];
+  const int32_t* idx = w.indices;
+  for (int64_t g = g0; g < g1; ++g) {
+    const int64_t kk = kDense ? g - g0 : idx[g];
+    const float* xr = x + kk * ldx + m0;
+    __m512 xv[NV];
+    for (int j = 0; j < NV; ++j) {
+      xv[j] = kFull ? _mm512_loadu_ps(xr + 16 * j) : _mm512_maskz_loadu_ps(masks[j], xr + 16 * j);
+    }
+    const float* wv = values + g * R;
+    for (int r = 0; r < R; ++r) {
+      const __m512 wb = _mm512_set1_ps(wv[r]);
+      for (int j = 0; j < NV; ++j) acc[r][j] = _mm512_fmadd_ps(wb, xv[j], acc[r][j]);
+    }
+  }
+}
+
+template <int R, int NV>
+void f32_spmm(const PackedWeights& w, const float* x, int64_t ldx, int64_t m_begin, int64_t m_end,
+              int64_t br_begin, int64_t br_end, const Epilogue& ep) {
+  constexpr int64_t kTile = 16 * NV;
+  for (int64_t m0 = m_begin; m0 < m_end; m0 += kTile) {
+    const int64_t valid = m_end - m0 < kTile ? m_end - m0 : kTile;
+    const bool full = valid == kTile;
+    __mmask16 masks[NV];
+    for (int j = 0; j < NV; ++j) masks[j] = avx512_lane_mask(valid, j);
+    for (int64_t br = br_begin; br < br_end; ++br) {
+      __m512 acc[R][NV];
+      if (w.dense) {
+        if (full) f32_tile<R, NV, true, true>(w, x, ldx, m0, masks, br, acc);
+        else f32_tile<R, NV, true, false>(w, x, ldx, m0, masks, br, acc);
+      } else {
+        if (full) f32_tile<R, NV, false, true>(w, x, ldx, m0, masks, br, acc);
+        else f32_tile<R, NV, false, false>(w, x, ldx, m0, masks, br, acc);
+      }
+      for (int r = 0; r < R; ++r) {
+        const int64_t n = br * R + r;
+        if (n >= w.n) break;
+        for (int j = 0; j < NV; ++j) {
+          if (masks[j]) avx512_epilogue_store(ep, n, m0 + 16 * j, acc[r][j], masks[j]);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void f32_bsr4x1_spmm_ukernel_4x64__avx512f(const PackedWeights& w, const float* x, int64_t ldx,
+                                           int64_t m_begin, int64_t m_end, int64_t br_begin,
+                                           int64_t br_end, const Epilogue& ep) {
+  f32_spmm<4, 4>(w, x, ldx, m_begin, m_end, br_begin, br_end, ep);
+}
+
+void f32_bsr1x1_spmm_ukernel_1x128__avx512f(const PackedWeights& w, const float* x, int64_t ldx,
+                                            int64_t m_begin, int64_t m_end, int64_t br_begin,
+                                            int64_t br_end, const Epilogue& ep) {
+  f32_spmm<1, 8>(w, x, ldx, m_begin, m_end, br_begin, br_end, ep);
+}
+
+}  // namespace avx512
+}  // namespace sparq

@@ -1,0 +1,137 @@
+// Sparse-weight x dense-activation matmul (SpMM) and the dense GEMM that shares it.
+//
+// Orientation (DESIGN.md): the weight is the left operand,
+//     Y[N, M] = W^T[N, K] . X[K, M]
+// with N output channels, K input channels and M tokens. X and Y are feature-major:
+// row k of X holds every token's value of feature k, contiguous, with a row stride
+// (`ldx`, in elements). Vector lanes run along tokens, so a weight is broadcast and
+// multiplied against a contiguous run of tokens; no output gather is needed.
+//
+// Packed weights (see docs/bsr-format.md for the exact byte layout):
+//   * rows are grouped into block-rows of R = rows_per_block rows (4 for the 4x1
+//     block shape, 1 for 1x4 and 1x1); the last block-row is zero-padded past N;
+//   * each block-row lists its groups; a group holds G = group input indices (4 for
+//     int8, so one row of a group is one 32-bit VNNI operand; 1 for fp32) and the
+//     R x G weights at those indices, row-major within the group;
+//   * a short int8 group is padded with zero weights and a repeat of its last index,
+//     so every index is a valid row of X;
+//   * `dense` matrices store no indices: group g of every block-row covers inputs
+//     [g*G, g*G+G) clamped to K-1, with zero weights past K.
+//
+// int8: X is u8 with zero point 128 (x_u8 = x_q + 128 for symmetric x_q); W is s8,
+// symmetric per output channel. acc = sum_k w*x_u8, so the product of the symmetric
+// values is acc - 128 * sum_k w = acc - compensation[n], precomputed at pack time.
+#ifndef SPARQ_KERNELS_SPMM_SPMM_H_
+#define SPARQ_KERNELS_SPMM_SPMM_H_
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/common/isa.h"
+#include "sparq/export.h"
+
+namespace sparq {
+
+enum class WeightType : uint8_t { kF32 = 0, kS8 = 1 };
+
+// A non-owning view of packed weights. Every pointer is 64-byte aligned when produced
+// by formats/bsr (not required by the kernels).
+struct PackedWeights {
+  WeightType type = WeightType::kF32;
+  int32_t n = 0;               // output channels (rows of W^T)
+  int32_t k = 0;               // input channels
+  int32_t rows_per_block = 4;  // R: 4 or 1
+  int32_t group = 1;           // G: 4 for kS8, 1 for kF32
+  int32_t num_block_rows = 0;  // ceil(n / R)
+  bool dense = false;          // no index arrays; groups cover [0, K) in order
+  int64_t num_groups = 0;      // total groups over all block-rows
+  const int32_t* group_ptr = nullptr;  // [num_block_rows + 1]; null when dense
+  const int32_t* indices = nullptr;    // [num_groups * G]; null when dense
+  const void* values = nullptr;        // kF32: float[num_groups][R]; kS8: int8[num_groups][R][G]
+  const int32_t* compensation = nullptr;  // kS8: [num_block_rows * R], 128 * row sum of W
+  const float* scales = nullptr;          // kS8: [num_block_rows * R], per-channel scale
+
+  int64_t groups_per_dense_row() const { return (static_cast<int64_t>(k) + group - 1) / group; }
+  int64_t group_begin(int64_t br) const {
+    return dense ? br * groups_per_dense_row() : group_ptr[br];
+  }
+  int64_t group_end(int64_t br) const {
+    return dense ? (br + 1) * groups_per_dense_row() : group_ptr[br + 1];
+  }
+};
+
+enum class Activation : uint8_t { kNone = 0, kGeluErf = 1, kGeluTanh = 2 };
+
+// What happens to each accumulator before it is stored:
+//   y = acc'                                (acc' = acc for fp32; acc - compensation[n]
+//                                            converted to float for int8)
+//   y *= channel_scale[n]   if set          (int8: the weight's per-channel scale)
+//   y *= token_scale[m]     if set          (int8: the activation's per-token scale)
+//   y += bias[n]            if set
+//   y  = gelu(y)            per activation   (erf form or tanh form)
+//   y += residual[n*ld_residual + m]  if set
+//   out_f32[n*ld_out + m] = y,  or
+//   out_u8[n*ld_out + m]  = clamp(nearbyint(y * out_inv_scale) + out_zero_point, 0, 255)
+struct Epilogue {
+  const float* channel_scale = nullptr;
+  const float* token_scale = nullptr;
+  const float* bias = nullptr;
+  Activation activation = Activation::kNone;
+  const float* residual = nullptr;
+  int64_t ld_residual = 0;
+  float* out_f32 = nullptr;
+  uint8_t* out_u8 = nullptr;
+  int64_t ld_out = 0;
+  float out_inv_scale = 1.0f;
+  int32_t out_zero_point = 0;
+};
+
+// A kernel computes block-rows [br_begin, br_end) for tokens [m_begin, m_end). It is
+// single-threaded, never fails and touches only those rows and tokens of the output.
+// X rows are read only at tokens [m_begin, m_end) (no over-read past m_end).
+using F32SpmmFn = void (*)(const PackedWeights& w, const float* x, int64_t ldx, int64_t m_begin,
+                           int64_t m_end, int64_t br_begin, int64_t br_end, const Epilogue& ep);
+using U8S8SpmmFn = void (*)(const PackedWeights& w, const uint8_t* x, int64_t ldx,
+                            int64_t m_begin, int64_t m_end, int64_t br_begin, int64_t br_end,
+                            const Epilogue& ep);
+
+// One ISA's kernels. Entries are indexed by rows_per_block (4 or 1).
+struct SpmmKernels {
+  Isa isa = Isa::kGeneric;
+  F32SpmmFn f32_r4 = nullptr;
+  F32SpmmFn f32_r1 = nullptr;
+  U8S8SpmmFn u8s8_r4 = nullptr;
+  U8S8SpmmFn u8s8_r1 = nullptr;
+  const char* f32_r4_name = "";
+  const char* f32_r1_name = "";
+  const char* u8s8_r4_name = "";
+  const char* u8s8_r1_name = "";
+
+  F32SpmmFn f32(int rows_per_block) const { return rows_per_block == 4 ? f32_r4 : f32_r1; }
+  U8S8SpmmFn u8s8(int rows_per_block) const { return rows_per_block == 4 ? u8s8_r4 : u8s8_r1; }
+  const char* f32_name(int r) const { return r == 4 ? f32_r4_name : f32_r1_name; }
+  const char* u8s8_name(int r) const { return r == 4 ? u8s8_r4_name : u8s8_r1_name; }
+};
+
+// The kernels of one ISA (must be supported here: see isa_supported()).
+SPARQ_API const SpmmKernels& spmm_kernels(Isa isa);
+// The kernels for active_isa(), chosen once.
+SPARQ_API const SpmmKernels& spmm_kernels();
+
+// Per-ISA tables, defined in the per-ISA translation units.
+namespace generic {
+const SpmmKernels& kernels();
+}
+namespace avx2 {
+const SpmmKernels& kernels();
+}
+namespace avx512 {
+const SpmmKernels& kernels();
+}
+namespace avx512vnni {
+const SpmmKernels& kernels();
+}
+
+}  // namespace sparq
+
+#endif  // SPARQ_KERNELS_SPMM_SPMM_H_

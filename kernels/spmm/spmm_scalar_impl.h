@@ -1,0 +1,75 @@
+// Plain-loop SpMM over the packed layout, for any block-row size and group size. It is
+// the generic dispatch path and the tail path (tokens that do not fill a vector tile)
+// of the AVX2 kernels. Included into each translation unit that needs it, inside that
+// unit's own namespace.
+//
+// Accumulation: fp32 in float, index order within a block-row; int8 in exact int32.
+#ifndef SPARQ_KERNELS_SPMM_SPMM_SCALAR_IMPL_H_
+#define SPARQ_KERNELS_SPMM_SPMM_SCALAR_IMPL_H_
+
+#include <cstdint>
+
+#include "kernels/spmm/epilogue_scalar.h"
+#include "kernels/spmm/spmm.h"
+
+namespace sparq {
+namespace {
+
+// Index of input `j` of group `g` in block-row `br`.
+static inline int64_t scalar_group_index(const PackedWeights& w, int64_t g, int64_t j) {
+  if (!w.dense) return w.indices[g * w.group + j];
+  const int64_t first = (g % w.groups_per_dense_row()) * w.group;
+  const int64_t kk = first + j;
+  return kk < w.k ? kk : w.k - 1;
+}
+
+[[maybe_unused]] static void scalar_f32_spmm(const PackedWeights& w, const float* x, int64_t ldx, int64_t m_begin,
+                            int64_t m_end, int64_t br_begin, int64_t br_end, const Epilogue& ep) {
+  const int64_t R = w.rows_per_block, G = w.group;
+  const float* values = static_cast<const float*>(w.values);
+  for (int64_t br = br_begin; br < br_end; ++br) {
+    const int64_t g0 = w.group_begin(br), g1 = w.group_end(br);
+    for (int64_t r = 0; r < R; ++r) {
+      const int64_t n = br * R + r;
+      if (n >= w.n) break;
+      for (int64_t m = m_begin; m < m_end; ++m) {
+        float acc = 0.0f;
+        for (int64_t g = g0; g < g1; ++g) {
+          for (int64_t j = 0; j < G; ++j) {
+            acc += values[(g * R + r) * G + j] * x[scalar_group_index(w, g, j) * ldx + m];
+          }
+        }
+        scalar_epilogue_store(ep, n, m, acc);
+      }
+    }
+  }
+}
+
+[[maybe_unused]] static void scalar_u8s8_spmm(const PackedWeights& w, const uint8_t* x, int64_t ldx,
+                             int64_t m_begin, int64_t m_end, int64_t br_begin, int64_t br_end,
+                             const Epilogue& ep) {
+  const int64_t R = w.rows_per_block, G = w.group;
+  const int8_t* values = static_cast<const int8_t*>(w.values);
+  for (int64_t br = br_begin; br < br_end; ++br) {
+    const int64_t g0 = w.group_begin(br), g1 = w.group_end(br);
+    for (int64_t r = 0; r < R; ++r) {
+      const int64_t n = br * R + r;
+      if (n >= w.n) break;
+      for (int64_t m = m_begin; m < m_end; ++m) {
+        int32_t acc = 0;
+        for (int64_t g = g0; g < g1; ++g) {
+          for (int64_t j = 0; j < G; ++j) {
+            acc += int32_t{values[(g * R + r) * G + j]} *
+                   int32_t{x[scalar_group_index(w, g, j) * ldx + m]};
+          }
+        }
+        scalar_epilogue_store(ep, n, m, static_cast<float>(acc - w.compensation[n]));
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace sparq
+
+#endif  // SPARQ_KERNELS_SPMM_SPMM_SCALAR_IMPL_H_

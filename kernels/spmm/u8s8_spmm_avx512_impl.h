@@ -1,0 +1,156 @@
+// u8 x s8 SpMM on AVX-512, shared by the AVX512-VNNI unit (vpdpbusd) and the
+// AVX-512BW unit (the same dot product widened to 16 bits with vpmaddwd, which never
+// saturates). Included into one translation unit per ISA; everything is internal.
+//
+// Operands: packed s8 weights, groups of G = 4 input indices; per group R dwords (one
+// per output row, 4 s8 weights each). X is u8 [K][ldx] with zero point 128.
+// Tile: R output rows x 64 tokens = 4*R zmm int32 accumulators.
+// Per group: load the 4 X rows of its indices (64 tokens each; masked on a token tail,
+// so nothing past m_end is read), interleave them into VNNI order (4 bytes of one
+// token from the 4 indices in each dword) with 8 unpacks, then per row broadcast its
+// dword and run 4 dot products. After the unpacks, vector j holds, in 128-bit lane L,
+// tokens 16L+4j .. 16L+4j+3; the epilogue undoes that with a 4x4 transpose of lanes.
+// Accumulation: exact int32 (|acc| <= K * 255 * 128 < 2^31 for K < 65793).
+#ifndef SPARQ_KERNELS_SPMM_U8S8_SPMM_AVX512_IMPL_H_
+#define SPARQ_KERNELS_SPMM_U8S8_SPMM_AVX512_IMPL_H_
+
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "kernels/spmm/epilogue_avx512.h"
+#include "kernels/spmm/spmm.h"
+
+namespace sparq {
+namespace {
+
+// Dot-product policies: acc += sum over the 4 bytes of each dword of a_u8 * b_s8.
+struct DotVnni {
+  struct Prepared {
+    __m512i a;
+  };
+  struct Weight {
+    __m512i b;
+  };
+  static inline Prepared prepare(__m512i a) { return {a}; }
+  static inline Weight weight(int32_t dword) { return {_mm512_set1_epi32(dword)}; }
+  static inline __m512i dot(__m512i acc, const Prepared& a, const Weight& b) {
+    return _mm512_dpbusd_epi32(acc, a.a, b.b);
+  }
+};
+
+struct DotWiden16 {
+  struct Prepared {
+    __m512i even, odd;  // bytes 0,2 and 1,3 of each dword, zero-extended to 16 bits
+  };
+  struct Weight {
+    __m512i even, odd;  // bytes 0,2 and 1,3, sign-extended to 16 bits
+  };
+  static inline Prepared prepare(__m512i a) {
+    return {_mm512_and_si512(a, _mm512_set1_epi16(0x00FF)), _mm512_srli_epi16(a, 8)};
+  }
+  static inline Weight weight(int32_t dword) {
+    const __m512i b = _mm512_set1_epi32(dword);
+    return {_mm512_srai_epi16(_mm512_slli_epi16(b, 8), 8), _mm512_srai_epi16(b, 8)};
+  }
+  static inline __m512i dot(__m512i acc, const Prepared& a, const Weight& b) {
+    const __m512i lo = _mm512_madd_epi16(a.even, b.even);
+    const __m512i hi = _mm512_madd_epi16(a.odd, b.odd);
+    return _mm512_add_epi32(acc, _mm512_add_epi32(lo, hi));
+  }
+};
+
+static inline __m512i load_tokens(const uint8_t* p, bool full, __mmask64 mask) {
+  return full ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi8(mask, p);
+}
+
+template <class Dot, int R, bool kDense, bool kFull>
+inline void u8s8_tile(const PackedWeights& w, const uint8_t* x, int64_t ldx, int64_t m0,
+                      __mmask64 mask, int64_t br, __m512i (&acc)[R][4]) {
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < 4; ++j) acc[r][j] = _mm512_setzero_si512();
+  const int8_t* values = static_cast<const int8_t*>(w.values);
+  const int64_t gpr = (static_cast<int64_t>(w.k) + 3) / 4;
+  const int64_t g0 = kDense ? br * gpr : w.group_ptr[br];
+  const int64_t g1 = kDense ? g0 + gpr : w.group_ptr[br + 1];
+  const int64_t k_last = w.k - 1;
+  for (int64_t g = g0; g < g1; ++g) {
+    int64_t i0, i1, i2, i3;
+    if (kDense) {
+      const int64_t first = (g - g0) * 4;
+      i0 = first;
+      i1 = first + 1 <= k_last ? first + 1 : k_last;
+      i2 = first + 2 <= k_last ? first + 2 : k_last;
+      i3 = first + 3 <= k_last ? first + 3 : k_last;
+    } else {
+      const int32_t* idx = w.indices + g * 4;
+      i0 = idx[0];
+      i1 = idx[1];
+      i2 = idx[2];
+      i3 = idx[3];
+    }
+    const __m512i a0 = load_tokens(x + i0 * ldx + m0, kFull, mask);
+    const __m512i a1 = load_tokens(x + i1 * ldx + m0, kFull, mask);
+    const __m512i a2 = load_tokens(x + i2 * ldx + m0, kFull, mask);
+    const __m512i a3 = load_tokens(x + i3 * ldx + m0, kFull, mask);
+    const __m512i t0 = _mm512_unpacklo_epi8(a0, a1);
+    const __m512i t1 = _mm512_unpackhi_epi8(a0, a1);
+    const __m512i t2 = _mm512_unpacklo_epi8(a2, a3);
+    const __m512i t3 = _mm512_unpackhi_epi8(a2, a3);
+    const typename Dot::Prepared v[4] = {
+        Dot::prepare(_mm512_unpacklo_epi16(t0, t2)), Dot::prepare(_mm512_unpackhi_epi16(t0, t2)),
+        Dot::prepare(_mm512_unpacklo_epi16(t1, t3)), Dot::prepare(_mm512_unpackhi_epi16(t1, t3))};
+    const int32_t* wd = reinterpret_cast<const int32_t*>(values + g * R * 4);
+    for (int r = 0; r < R; ++r) {
+      int32_t dword;
+      __builtin_memcpy(&dword, wd + r, sizeof(dword));
+      const typename Dot::Weight b = Dot::weight(dword);
+      for (int j = 0; j < 4; ++j) acc[r][j] = Dot::dot(acc[r][j], v[j], b);
+    }
+  }
+}
+
+template <class Dot, int R>
+void u8s8_spmm(const PackedWeights& w, const uint8_t* x, int64_t ldx, int64_t m_begin,
+               int64_t m_end, int64_t br_begin, int64_t br_end, const Epilogue& ep) {
+  for (int64_t m0 = m_begin; m0 < m_end; m0 += 64) {
+    const int64_t valid = m_end - m0 < 64 ? m_end - m0 : 64;
+    const bool full = valid == 64;
+    const __mmask64 mask = full ? ~__mmask64{0} : ((__mmask64{1} << valid) - 1);
+    __mmask16 lane_masks[4];
+    for (int j = 0; j < 4; ++j) lane_masks[j] = avx512_lane_mask(valid, j);
+    for (int64_t br = br_begin; br < br_end; ++br) {
+      __m512i acc[R][4];
+      if (w.dense) {
+        if (full) u8s8_tile<Dot, R, true, true>(w, x, ldx, m0, mask, br, acc);
+        else u8s8_tile<Dot, R, true, false>(w, x, ldx, m0, mask, br, acc);
+      } else {
+        if (full) u8s8_tile<Dot, R, false, true>(w, x, ldx, m0, mask, br, acc);
+        else u8s8_tile<Dot, R, false, false>(w, x, ldx, m0, mask, br, acc);
+      }
+      for (int r = 0; r < R; ++r) {
+        const int64_t n = br * R + r;
+        if (n >= w.n) break;
+        // 4x4 transpose of 128-bit lanes: out[q] = lane q of acc[r][0..3] = tokens 16q..16q+15.
+        const __m512i u0 = _mm512_shuffle_i32x4(acc[r][0], acc[r][1], 0x44);
+        const __m512i u1 = _mm512_shuffle_i32x4(acc[r][0], acc[r][1], 0xEE);
+        const __m512i u2 = _mm512_shuffle_i32x4(acc[r][2], acc[r][3], 0x44);
+        const __m512i u3 = _mm512_shuffle_i32x4(acc[r][2], acc[r][3], 0xEE);
+        const __m512i out[4] = {
+            _mm512_shuffle_i32x4(u0, u2, 0x88), _mm512_shuffle_i32x4(u0, u2, 0xDD),
+            _mm512_shuffle_i32x4(u1, u3, 0x88), _mm512_shuffle_i32x4(u1, u3, 0xDD)};
+        const __m512i comp = _mm512_set1_epi32(w.compensation[n]);
+        for (int q = 0; q < 4; ++q) {
+          if (!lane_masks[q]) break;
+          const __m512 y = _mm512_cvtepi32_ps(_mm512_sub_epi32(out[q], comp));
+          avx512_epilogue_store(ep, n, m0 + 16 * q, y, lane_masks[q]);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace sparq
+
+#endif  // SPARQ_KERNELS_SPMM_U8S8_SPMM_AVX512_IMPL_H_

@@ -1,0 +1,29 @@
+// u8s8_bsr4x1_spmm_ukernel_4x64c4__avx512vnni and u8s8_bsr1x1_spmm_ukernel_1x64c4__avx512vnni:
+// the u8 x s8 SpMM with vpdpbusd. Layout and contracts: u8s8_spmm_avx512_impl.h.
+#include "kernels/spmm/u8s8_spmm_avx512_impl.h"
+
+#include "kernels/spmm/spmm.h"
+#include "kernels/spmm/spmm_avx512.h"
+
+namespace sparq {
+namespace avx512vnni {
+
+const SpmmKernels& kernels() {
+  static const SpmmKernels table = [] {
+    SpmmKernels t;
+    t.isa = Isa::kAvx512Vnni;
+    t.f32_r4 = avx512::f32_bsr4x1_spmm_ukernel_4x64__avx512f;
+    t.f32_r1 = avx512::f32_bsr1x1_spmm_ukernel_1x128__avx512f;
+    t.u8s8_r4 = u8s8_spmm<DotVnni, 4>;
+    t.u8s8_r1 = u8s8_spmm<DotVnni, 1>;
+    t.f32_r4_name = "f32_bsr4x1_spmm_ukernel_4x64__avx512f";
+    t.f32_r1_name = "f32_bsr1x1_spmm_ukernel_1x128__avx512f";
+    t.u8s8_r4_name = "u8s8_bsr4x1_spmm_ukernel_4x64c4__avx512vnni";
+    t.u8s8_r1_name = "u8s8_bsr1x1_spmm_ukernel_1x64c4__avx512vnni";
+    return t;
+  }();
+  return table;
+}
+
+}  // namespace avx512vnni
+}  // namespace sparq

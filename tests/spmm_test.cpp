@@ -1,0 +1,158 @@
+// Every SpMM kernel of every ISA this CPU supports, against the reference in
+// spmm_tester.h: awkward shapes, every block shape, 0/50/90/100% sparsity, dense
+// packing, every epilogue feature, and serial/threaded twins.
+#include <gtest/gtest.h>
+
+#include <tuple>
+#include <vector>
+
+#include "kernels/common/isa.h"
+#include "tests/spmm_tester.h"
+
+namespace sparq::test {
+namespace {
+
+struct Shape {
+  int64_t m, k, n;
+};
+
+// M, K and N below, at and above the vector width, tile and block; primes; BERT-ish.
+const std::vector<Shape> kShapes = {
+    {1, 1, 1},     {3, 5, 7},     {16, 4, 4},   {17, 9, 5},     {33, 13, 11}, {64, 64, 64},
+    {65, 31, 18},  {100, 129, 67}, {127, 37, 9}, {128, 256, 130}, {200, 70, 33}, {250, 3, 4}};
+const std::vector<double> kSparsities = {0.0, 0.5, 0.9, 1.0};
+const std::vector<BlockShape> kBlocks = {kBlock4x1, kBlock1x4, kBlock1x1};
+
+class SpmmIsaTest : public ::testing::TestWithParam<Isa> {
+ protected:
+  void SetUp() override {
+    if (!isa_supported(GetParam())) GTEST_SKIP() << isa_name(GetParam()) << " not supported here";
+  }
+  const SpmmKernels& kernels() const { return spmm_kernels(GetParam()); }
+};
+
+TEST_P(SpmmIsaTest, F32AllShapesSparsitiesBlocks) {
+  for (const Shape& s : kShapes)
+    for (double sp : kSparsities)
+      for (BlockShape b : kBlocks) {
+        SpmmTester().m(s.m).k(s.k).n(s.n).block(b).sparsity(sp).TestF32(kernels());
+        if (HasFatalFailure()) return;
+      }
+}
+
+TEST_P(SpmmIsaTest, U8S8AllShapesSparsitiesBlocksBitExact) {
+  for (const Shape& s : kShapes)
+    for (double sp : kSparsities)
+      for (BlockShape b : kBlocks) {
+        SpmmTester().m(s.m).k(s.k).n(s.n).block(b).sparsity(sp).TestU8S8(kernels());
+        if (HasFatalFailure()) return;
+      }
+}
+
+TEST_P(SpmmIsaTest, DensePacking) {
+  for (const Shape& s : kShapes)
+    for (BlockShape b : {kBlock4x1, kBlock1x1}) {
+      SpmmTester().m(s.m).k(s.k).n(s.n).block(b).sparsity(0.0).dense(true).TestF32(kernels());
+      SpmmTester().m(s.m).k(s.k).n(s.n).block(b).sparsity(0.0).dense(true).TestU8S8(kernels());
+      // A pruned matrix packed dense still computes the same product.
+      SpmmTester().m(s.m).k(s.k).n(s.n).block(b).sparsity(0.7).dense(true).TestU8S8(kernels());
+      if (HasFatalFailure()) return;
+    }
+}
+
+TEST_P(SpmmIsaTest, EpilogueFeatures) {
+  for (const Shape& s : {Shape{37, 50, 21}, Shape{128, 96, 64}}) {
+    for (BlockShape b : {kBlock4x1, kBlock1x1}) {
+      for (bool dense : {false, true}) {
+        auto base = [&] { return SpmmTester().m(s.m).k(s.k).n(s.n).block(b).sparsity(0.6).dense(dense); };
+        base().bias(true).TestF32(kernels());
+        base().channel_scale(true).bias(true).activation(Activation::kGeluErf).TestF32(kernels());
+        base().bias(true).activation(Activation::kGeluTanh).residual(true).TestF32(kernels());
+        base().residual(true).u8_out(true).TestF32(kernels());
+        base().channel_scale(true).token_scale(true).TestU8S8(kernels());
+        base().channel_scale(true).token_scale(true).bias(true).activation(Activation::kGeluErf)
+            .TestU8S8(kernels());
+        base().channel_scale(true).token_scale(true).bias(true).activation(Activation::kGeluTanh)
+            .residual(true).TestU8S8(kernels());
+        base().channel_scale(true).token_scale(true).bias(true).u8_out(true).TestU8S8(kernels());
+        if (HasFatalFailure()) return;
+      }
+    }
+  }
+}
+
+TEST_P(SpmmIsaTest, BertShapes) {
+  for (const Shape& s : {Shape{128, 768, 768}, Shape{128, 768, 3072}, Shape{130, 3072, 768}}) {
+    SpmmTester().m(s.m).k(s.k).n(s.n).sparsity(0.9).TestU8S8(kernels());
+    SpmmTester().m(s.m).k(s.k).n(s.n).sparsity(0.9).bias(true).TestF32(kernels());
+    if (HasFatalFailure()) return;
+  }
+}
+
+// Threaded twin: two threads through the nonzero-balanced partition give the same
+// answers as the reference (and so as the serial run).
+TEST_P(SpmmIsaTest, ThreadedTwin) {
+  for (const Shape& s : {Shape{128, 300, 260}, Shape{64, 768, 1000}, Shape{19, 129, 333}}) {
+    for (BlockShape b : kBlocks) {
+      SpmmTester().m(s.m).k(s.k).n(s.n).block(b).sparsity(0.8).threads(2).TestU8S8(kernels());
+      SpmmTester().m(s.m).k(s.k).n(s.n).block(b).sparsity(0.8).threads(2).bias(true)
+          .TestF32(kernels());
+      SpmmTester().m(s.m).k(s.k).n(s.n).block(b).sparsity(0.0).dense(true).threads(2)
+          .TestU8S8(kernels());
+      if (HasFatalFailure()) return;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllIsas, SpmmIsaTest,
+                         ::testing::Values(Isa::kGeneric, Isa::kAvx2, Isa::kAvx512,
+                                           Isa::kAvx512Vnni),
+                         [](const ::testing::TestParamInfo<Isa>& param_info) {
+                           return std::string(isa_name(param_info.param));
+                         });
+
+TEST(SpmmThreads, SerialAndThreadedAreBitIdentical) {
+  const SpmmKernels& k = spmm_kernels();
+  std::vector<float> w = random_floats(512 * 384, 5);
+  // Rows of very different density: the first quarter dense, the rest 95% sparse.
+  prune_blocks(w.data() + 128 * 384, 384, 384, kBlock4x1, 0.95);
+  const PackedMatrix p = PackedMatrix::pack_f32(w.data(), 512, 384, kBlock4x1);
+  std::vector<float> x = random_floats(384 * 128, 6);
+  std::vector<float> y1(512 * 128), y2(512 * 128);
+  Epilogue e1, e2;
+  e1.out_f32 = y1.data();
+  e2.out_f32 = y2.data();
+  e1.ld_out = e2.ld_out = 128;
+  spmm_f32(k, nullptr, p.view(), x.data(), 128, 128, e1);
+  ThreadPool pool(2);
+  spmm_f32(k, &pool, p.view(), x.data(), 128, 128, e2);
+  EXPECT_EQ(y1, y2);
+}
+
+TEST(SpmmThreads, PartitionBalancesByNonzeros) {
+  std::vector<float> w = random_floats(1024 * 512, 8);
+  prune_blocks(w.data() + 256 * 512, 768, 512, kBlock4x1, 0.95);  // dense top quarter
+  const PackedMatrix p = PackedMatrix::pack_f32(w.data(), 1024, 512, kBlock4x1);
+  const PackedWeights& v = p.view();
+  const std::vector<int64_t> b = partition_block_rows(v, 2);
+  ASSERT_EQ(b.size(), 3u);
+  const int64_t first = v.group_ptr[b[1]] - v.group_ptr[b[0]];
+  const int64_t second = v.group_ptr[b[2]] - v.group_ptr[b[1]];
+  // Splitting by rows would put ~87% of the work in the first half.
+  EXPECT_LT(std::abs(first - second), (first + second) / 10);
+  EXPECT_LT(b[1], v.num_block_rows / 2);
+}
+
+TEST(Isa, ParseAndName) {
+  Isa isa{};
+  for (const char* name : {"generic", "avx2", "avx512", "avx512vnni"}) {
+    ASSERT_TRUE(parse_isa(name, &isa));
+    EXPECT_STREQ(isa_name(isa), name);
+  }
+  EXPECT_FALSE(parse_isa("sse9", &isa));
+  EXPECT_TRUE(isa_supported(Isa::kGeneric));
+  EXPECT_LE(active_isa(), detected_isa());
+}
+
+}  // namespace
+}  // namespace sparq::test
