@@ -1,0 +1,203 @@
+#include "bench/baseline/kernel_bench.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "bench/baseline/onednn_matmul.h"
+#include "engine/parallel.h"
+#include "formats/error.h"
+#include "kernels/spmm/spmm.h"
+
+namespace sparq::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Enough rotating copies of each side's inputs (weights and activations) that one pass
+// overflows the last-level cache (32 MiB per CCD here), so neither side is timed on
+// cache-warm inputs. Each side writes one output buffer, as a planned model would.
+constexpr double kRotationBytes = 96.0 * 1024 * 1024;
+
+int copies_for(double bytes_per_copy) {
+  if (const char* e = std::getenv("SPARQ_BENCH_COPIES")) return std::max(1, std::atoi(e));
+  const double c = std::ceil(kRotationBytes / std::max(bytes_per_copy, 1.0));
+  return static_cast<int>(std::min(64.0, std::max(2.0, c)));
+}
+
+// One independent set of operands for sparq.
+struct SparqCopy {
+  PackedMatrix w;
+  AlignedBuffer x;
+  std::vector<float> token_scale;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t h = v.size() / 2;
+  return v.size() % 2 ? v[h] : 0.5 * (v[h - 1] + v[h]);
+}
+
+// Times `calls` calls of f (rotating i), returning ms per call.
+template <class F>
+double time_calls(F&& f, int calls, int& i) {
+  const auto t0 = Clock::now();
+  for (int c = 0; c < calls; ++c) f(i++);
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count() / calls;
+}
+
+}  // namespace
+
+KernelBenchResult run_kernel_bench(const KernelBenchConfig& cfg) {
+  KernelBenchResult res;
+  res.config = cfg;
+  BlockShape block = kBlock4x1;
+  if (cfg.block != "auto" && !parse_block_shape(cfg.block, &block)) {
+    throw Error(Status::kInvalidArgument, "unknown block shape '" + cfg.block + "'");
+  }
+  res.block = block_shape_name(block);
+  const int64_t m = cfg.m, k = cfg.k, n = cfg.n;
+
+  // Weights: seeded uniform, magnitude-pruned in the chosen block shape.
+  std::vector<float> wt(static_cast<size_t>(n * k));
+  std::mt19937 rng(1234);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (auto& v : wt) v = u(rng);
+  prune_blocks(wt.data(), n, k, block, cfg.sparsity);
+  const bool dense = cfg.sparsity == 0.0;  // sparq's dense GEMM path
+  std::vector<int8_t> q;
+  std::vector<float> scales(static_cast<size_t>(n));
+  if (cfg.int8) {
+    q.resize(wt.size());
+    quantize_per_channel(wt.data(), n, k, q.data(), scales.data());
+  }
+  auto pack = [&] {
+    return cfg.int8 ? PackedMatrix::pack_s8(q.data(), scales.data(), n, k, block, dense)
+                    : PackedMatrix::pack_f32(wt.data(), n, k, block, dense);
+  };
+
+  const size_t act_elem = cfg.int8 ? 1 : 4;
+  std::vector<SparqCopy> sq;
+  {
+    SparqCopy first;
+    first.w = pack();
+    const double per = static_cast<double>(first.w.bytes() + m * k * act_elem);
+    const int copies = copies_for(per);
+    sq.push_back(std::move(first));
+    for (int c = 1; c < copies; ++c) sq.push_back(SparqCopy{pack(), {}, {}});
+  }
+  for (SparqCopy& c : sq) {
+    c.x.resize(static_cast<size_t>(m * k) * act_elem);
+    if (cfg.int8) {
+      auto* x = c.x.as<uint8_t>();
+      for (int64_t i = 0; i < m * k; ++i) x[i] = static_cast<uint8_t>(rng() & 0xFF);
+      c.token_scale.assign(static_cast<size_t>(m), 0.02f);
+    } else {
+      auto* x = c.x.as<float>();
+      for (int64_t i = 0; i < m * k; ++i) x[i] = u(rng);
+    }
+  }
+  AlignedBuffer y(static_cast<size_t>(m * n) * 4);
+  res.stored_density = sq[0].w.stored_density();
+  const SpmmKernels& kernels = spmm_kernels();
+  const int R = sq[0].w.view().rows_per_block;
+  res.sparq_kernel = cfg.int8 ? kernels.u8s8_name(R) : kernels.f32_name(R);
+
+  const double onednn_per = static_cast<double>(k * n * act_elem + m * k * act_elem);
+  OnednnMatmul dnn(m, k, n, cfg.int8, copies_for(onednn_per));
+  dnn.set_weights(wt.data());
+  res.onednn_impl = dnn.implementation();
+
+  ThreadPool pool(cfg.threads);
+  OnednnMatmul::set_threads(cfg.threads);
+  auto run_sparq = [&](int i) {
+    SparqCopy& c = sq[static_cast<size_t>(i) % sq.size()];
+    Epilogue ep;
+    ep.out_f32 = y.as<float>();
+    ep.ld_out = m;
+    if (cfg.int8) {
+      ep.channel_scale = c.w.view().scales;
+      ep.token_scale = c.token_scale.data();
+      spmm_u8s8(kernels, &pool, c.w.view(), c.x.as<uint8_t>(), m, m, ep);
+    } else {
+      spmm_f32(kernels, &pool, c.w.view(), c.x.as<float>(), m, m, ep);
+    }
+  };
+  auto run_dnn = [&](int i) { dnn.run(i); };
+
+  // Warm up both (page faults, thread start-up), then size a sample to about
+  // sample_seconds from the warm-up rate.
+  int is = 0, id = 0;
+  const double warm_s = time_calls(run_sparq, std::max<int>(3, static_cast<int>(sq.size())), is);
+  const double warm_d = time_calls(run_dnn, std::max(3, dnn.copies()), id);
+  auto calls_for = [&](double ms) {
+    return std::max(3, static_cast<int>(cfg.sample_seconds * 1e3 / std::max(ms, 1e-4)));
+  };
+  const int calls_s = calls_for(warm_s), calls_d = calls_for(warm_d);
+  std::vector<double> ts, td;
+  for (int s = 0; s < cfg.samples; ++s) {
+    // Let the other side's spinning workers (TBB, OpenMP) go idle between samples.
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    ts.push_back(time_calls(run_sparq, calls_s, is));
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    td.push_back(time_calls(run_dnn, calls_d, id));
+  }
+  res.sparq_ms = median(ts);
+  res.onednn_ms = median(td);
+  res.speedup = res.onednn_ms / res.sparq_ms;
+  const PackedWeights& v = sq[0].w.view();
+  const double slots = static_cast<double>(v.num_groups) * v.rows_per_block * v.group;
+  const double nonzero_ops = 2.0 * slots * res.stored_density * static_cast<double>(m);
+  res.sparq_gops = nonzero_ops / (res.sparq_ms * 1e6);
+  res.sparq_eff_gops = 2.0 * m * k * n / (res.sparq_ms * 1e6);
+  res.onednn_gops = 2.0 * m * k * n / (res.onednn_ms * 1e6);
+  return res;
+}
+
+std::vector<KernelBenchConfig> sweep_grid() {
+  std::vector<KernelBenchConfig> grid;
+  const int64_t kn[][2] = {{768, 768}, {768, 3072}, {3072, 768}, {1024, 4096}, {4096, 1024}};
+  for (int threads : {1, 2})
+    for (bool int8 : {true, false})
+      for (int64_t m : {128, 384})
+        for (const auto& s : kn)
+          for (double sp : {0.0, 0.5, 0.7, 0.8, 0.9, 0.95}) {
+            KernelBenchConfig c;
+            c.m = m;
+            c.k = s[0];
+            c.n = s[1];
+            c.sparsity = sp;
+            c.int8 = int8;
+            c.threads = threads;
+            grid.push_back(c);
+          }
+  return grid;
+}
+
+std::string to_json(const std::vector<KernelBenchResult>& results) {
+  std::ostringstream os;
+  os.precision(6);
+  os << "[";
+  for (size_t i = 0; i < results.size(); ++i) {
+    const KernelBenchResult& r = results[i];
+    os << (i ? ",\n " : "\n ") << "{\"m\":" << r.config.m << ",\"k\":" << r.config.k
+       << ",\"n\":" << r.config.n << ",\"sparsity\":" << r.config.sparsity << ",\"precision\":\""
+       << (r.config.int8 ? "int8" : "fp32") << "\",\"block\":\"" << r.block
+       << "\",\"threads\":" << r.config.threads << ",\"sparq_ms\":" << r.sparq_ms
+       << ",\"onednn_ms\":" << r.onednn_ms << ",\"speedup\":" << r.speedup
+       << ",\"sparq_kernel\":\"" << r.sparq_kernel << "\",\"onednn_impl\":\"" << r.onednn_impl
+       << "\",\"stored_density\":" << r.stored_density << ",\"sparq_gops\":" << r.sparq_gops
+       << ",\"sparq_effective_gops\":" << r.sparq_eff_gops << ",\"onednn_gops\":" << r.onednn_gops
+       << "}";
+  }
+  os << "\n]\n";
+  return os.str();
+}
+
+}  // namespace sparq::bench

@@ -1,0 +1,189 @@
+// The sparq command-line tool. Contract: DESIGN.md ("CLI contract").
+// Errors: one line on stderr beginning "sparq: error:", exit 1 (2 for usage errors).
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "bench/baseline/kernel_bench.h"
+#include "bench/baseline/onednn_matmul.h"
+#include "bench/baseline/peak.h"
+#include "engine/parallel.h"
+#include "formats/error.h"
+#include "kernels/common/isa.h"
+#include "sparq/sparq.h"
+
+namespace {
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+const char* kUsage =
+    "usage: sparq <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  kernel-bench [--m M] [--k K] [--n N] [--sparsity S] [--precision fp32|int8]\n"
+    "               [--block auto|4x1|1x4|1x1] [--threads T] [--sweep] [--json]\n"
+    "      time sparq's SpMM against oneDNN's dense matmul on the same shape\n"
+    "      (defaults: M=128 K=768 N=3072 S=0.9 int8, block auto (4x1), 1 thread)\n"
+    "  version      print the library version and the kernel ISA in use\n";
+
+// Parses "--flag value" pairs and bare switches.
+class Args {
+ public:
+  Args(int argc, char** argv, int first) : argv_(argv + first, argv + argc) {}
+  bool flag(const std::string& name) {
+    for (size_t i = 0; i < argv_.size(); ++i) {
+      if (argv_[i] == name) {
+        argv_.erase(argv_.begin() + static_cast<long>(i));
+        return true;
+      }
+    }
+    return false;
+  }
+  bool value(const std::string& name, std::string* out) {
+    for (size_t i = 0; i < argv_.size(); ++i) {
+      if (argv_[i] == name) {
+        if (i + 1 >= argv_.size()) throw UsageError(name + " needs a value");
+        *out = argv_[i + 1];
+        argv_.erase(argv_.begin() + static_cast<long>(i), argv_.begin() + static_cast<long>(i) + 2);
+        return true;
+      }
+    }
+    return false;
+  }
+  int64_t integer(const std::string& name, int64_t def, int64_t lo, int64_t hi) {
+    std::string v;
+    if (!value(name, &v)) return def;
+    char* end = nullptr;
+    const long long x = std::strtoll(v.c_str(), &end, 10);
+    if (v.empty() || *end != '\0' || x < lo || x > hi) {
+      throw UsageError(name + " must be an integer in [" + std::to_string(lo) + ", " +
+                       std::to_string(hi) + "], got '" + v + "'");
+    }
+    return x;
+  }
+  double real(const std::string& name, double def, double lo, double hi) {
+    std::string v;
+    if (!value(name, &v)) return def;
+    char* end = nullptr;
+    const double x = std::strtod(v.c_str(), &end);
+    if (v.empty() || *end != '\0' || !(x >= lo && x <= hi)) {
+      throw UsageError(name + " must be a number in [" + std::to_string(lo) + ", " +
+                       std::to_string(hi) + "], got '" + v + "'");
+    }
+    return x;
+  }
+  void finish() {
+    if (!argv_.empty()) throw UsageError("unexpected argument '" + argv_.front() + "'");
+  }
+
+ private:
+  std::vector<std::string> argv_;
+};
+
+int kernel_bench(Args& args) {
+  using namespace sparq::bench;
+  const bool json = args.flag("--json");
+  const bool sweep = args.flag("--sweep");
+  KernelBenchConfig base;
+  base.m = args.integer("--m", base.m, 1, 1 << 20);
+  base.k = args.integer("--k", base.k, 1, 1 << 20);
+  base.n = args.integer("--n", base.n, 1, 1 << 20);
+  base.sparsity = args.real("--sparsity", base.sparsity, 0.0, 0.999999);
+  std::string precision = "int8";
+  args.value("--precision", &precision);
+  if (precision != "int8" && precision != "fp32") {
+    throw UsageError("--precision must be fp32 or int8, got '" + precision + "'");
+  }
+  base.int8 = precision == "int8";
+  args.value("--block", &base.block);
+  sparq::BlockShape b;
+  if (base.block != "auto" && !(base.block == "4x1" || base.block == "1x4" || base.block == "1x1")) {
+    throw UsageError("--block must be auto, 4x1, 1x4 or 1x1, got '" + base.block + "'");
+  }
+  (void)b;
+  base.threads = static_cast<int>(args.integer("--threads", base.threads, 0, 1024));
+  if (base.threads == 0) base.threads = sparq::ThreadPool::hardware_threads();
+  args.finish();
+  if (base.m * base.k > (int64_t{1} << 30) || base.k * base.n > (int64_t{1} << 30) ||
+      base.m * base.n > (int64_t{1} << 30)) {
+    throw UsageError("shape too large for kernel-bench (each operand at most 2^30 elements)");
+  }
+
+  std::vector<KernelBenchConfig> configs;
+  if (sweep) {
+    for (KernelBenchConfig c : sweep_grid()) {
+      c.block = base.block;
+      configs.push_back(c);
+    }
+  } else {
+    configs.push_back(base);
+  }
+
+  double peak_fma = 0, peak_vnni = 0;
+  if (!json) {
+    peak_fma = measure_peak_fma_gflops();
+    peak_vnni = measure_peak_vnni_gops();
+    std::printf("sparq %s kernels: %s; oneDNN %s\n", sparq_version(), sparq_kernel_isa(),
+                OnednnMatmul::version().c_str());
+    std::printf("one-core peak: AVX-512 FMA %.1f GFLOP/s, VNNI %.1f GOP/s\n", peak_fma, peak_vnni);
+    std::printf("%5s %5s %5s %5s %4s %5s %3s %9s %9s %7s %9s %6s  %s\n", "M", "K", "N", "spars",
+                "prec", "block", "thr", "sparq_ms", "onednn_ms", "speedup", "nz_GOP/s", "%peak",
+                "kernel");
+    std::fflush(stdout);
+  }
+  std::vector<KernelBenchResult> results;
+  for (size_t i = 0; i < configs.size(); ++i) {
+    if (!json && configs.size() > 1) {
+      std::fprintf(stderr, "[%zu/%zu]\r", i + 1, configs.size());
+    }
+    results.push_back(run_kernel_bench(configs[i]));
+    if (!json) {
+      const KernelBenchResult& r = results.back();
+      const double peak = (r.config.int8 ? peak_vnni : peak_fma) * r.config.threads;
+      std::printf("%5lld %5lld %5lld %5.2f %4s %5s %3d %9.4f %9.4f %6.2fx %9.1f %5.1f%%  %s\n",
+                  static_cast<long long>(r.config.m), static_cast<long long>(r.config.k),
+                  static_cast<long long>(r.config.n), r.config.sparsity,
+                  r.config.int8 ? "int8" : "fp32", r.block.c_str(), r.config.threads, r.sparq_ms,
+                  r.onednn_ms, r.speedup, r.sparq_gops, peak > 0 ? 100.0 * r.sparq_gops / peak : 0.0,
+                  r.sparq_kernel.c_str());
+      std::fflush(stdout);
+    }
+  }
+  if (json) std::fputs(to_json(results).c_str(), stdout);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fputs(kUsage, stderr);
+    return 2;
+  }
+  const std::string cmd = argv[1];
+  try {
+    if (cmd == "-h" || cmd == "--help" || cmd == "help") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+    Args args(argc, argv, 2);
+    if (cmd == "kernel-bench") return kernel_bench(args);
+    if (cmd == "version") {
+      args.finish();
+      std::printf("sparq %s (kernels: %s, cpu: %s)\n", sparq_version(), sparq_kernel_isa(),
+                  sparq::isa_name(sparq::detected_isa()));
+      return 0;
+    }
+    throw UsageError("unknown command '" + cmd + "'");
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "sparq: error: %s\n%s", e.what(), kUsage);
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "sparq: error: %s\n", e.what());
+    return 1;
+  }
+}
