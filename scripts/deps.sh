@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the Debian packages sparq builds, tests and benchmarks with, when missing.
+# Sourced by scripts/test.sh and scripts/demo.sh. Needs root (or sudo) only when
+# something is missing.
+set -euo pipefail
+
+SPARQ_PACKAGES=(
+  build-essential cmake pkg-config
+  libdnnl-dev libtbb-dev libxsimd-dev
+  libbenchmark-dev libgtest-dev
+  qemu-user
+)
+
+sparq_install_deps() {
+  local missing=()
+  for p in "${SPARQ_PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+      missing+=("$p")
+    fi
+  done
+  if [ ${#missing[@]} -eq 0 ]; then
+    return 0
+  fi
+  echo "sparq: installing ${missing[*]}" >&2
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -q >&2
+  $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+}
