@@ -34,8 +34,11 @@ struct DotVnni {
   };
   static inline Prepared prepare(__m512i a) { return {a}; }
   static inline Weight weight(int32_t dword) { return {_mm512_set1_epi32(dword)}; }
+  // GCC 12 treats the accumulator of _mm512_dpbusd_epi32 as a separate input and
+  // copies it around every instruction (and spills); asm ties it to the output.
   static inline __m512i dot(__m512i acc, const Prepared& a, const Weight& b) {
-    return _mm512_dpbusd_epi32(acc, a.a, b.b);
+    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a.a), "v"(b.b));
+    return acc;
   }
 };
 
@@ -64,9 +67,13 @@ static inline __m512i load_tokens(const uint8_t* p, bool full, __mmask64 mask) {
   return full ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi8(mask, p);
 }
 
+// One tile: block-row `br`, tokens [m0, m0 + valid), accumulators in registers from
+// the first group to the epilogue.
 template <class Dot, int R, bool kDense, bool kFull>
 inline void u8s8_tile(const PackedWeights& w, const uint8_t* x, int64_t ldx, int64_t m0,
-                      __mmask64 mask, int64_t br, __m512i (&acc)[R][4]) {
+                      int64_t valid, int64_t br, const Epilogue& ep) {
+  const __mmask64 mask = kFull ? ~__mmask64{0} : ((__mmask64{1} << valid) - 1);
+  __m512i acc[R][4];
   for (int r = 0; r < R; ++r)
     for (int j = 0; j < 4; ++j) acc[r][j] = _mm512_setzero_si512();
   const int8_t* values = static_cast<const int8_t*>(w.values);
@@ -74,6 +81,7 @@ inline void u8s8_tile(const PackedWeights& w, const uint8_t* x, int64_t ldx, int
   const int64_t g0 = kDense ? br * gpr : w.group_ptr[br];
   const int64_t g1 = kDense ? g0 + gpr : w.group_ptr[br + 1];
   const int64_t k_last = w.k - 1;
+  const uint8_t* xm = x + m0;
   for (int64_t g = g0; g < g1; ++g) {
     int64_t i0, i1, i2, i3;
     if (kDense) {
@@ -89,10 +97,10 @@ inline void u8s8_tile(const PackedWeights& w, const uint8_t* x, int64_t ldx, int
       i2 = idx[2];
       i3 = idx[3];
     }
-    const __m512i a0 = load_tokens(x + i0 * ldx + m0, kFull, mask);
-    const __m512i a1 = load_tokens(x + i1 * ldx + m0, kFull, mask);
-    const __m512i a2 = load_tokens(x + i2 * ldx + m0, kFull, mask);
-    const __m512i a3 = load_tokens(x + i3 * ldx + m0, kFull, mask);
+    const __m512i a0 = load_tokens(xm + i0 * ldx, kFull, mask);
+    const __m512i a1 = load_tokens(xm + i1 * ldx, kFull, mask);
+    const __m512i a2 = load_tokens(xm + i2 * ldx, kFull, mask);
+    const __m512i a3 = load_tokens(xm + i3 * ldx, kFull, mask);
     const __m512i t0 = _mm512_unpacklo_epi8(a0, a1);
     const __m512i t1 = _mm512_unpackhi_epi8(a0, a1);
     const __m512i t2 = _mm512_unpacklo_epi8(a2, a3);
@@ -108,6 +116,25 @@ inline void u8s8_tile(const PackedWeights& w, const uint8_t* x, int64_t ldx, int
       for (int j = 0; j < 4; ++j) acc[r][j] = Dot::dot(acc[r][j], v[j], b);
     }
   }
+  for (int r = 0; r < R; ++r) {
+    const int64_t n = br * R + r;
+    if (n >= w.n) break;
+    // 4x4 transpose of 128-bit lanes: out[q] = lane q of acc[r][0..3] = tokens 16q..16q+15.
+    const __m512i u0 = _mm512_shuffle_i32x4(acc[r][0], acc[r][1], 0x44);
+    const __m512i u1 = _mm512_shuffle_i32x4(acc[r][0], acc[r][1], 0xEE);
+    const __m512i u2 = _mm512_shuffle_i32x4(acc[r][2], acc[r][3], 0x44);
+    const __m512i u3 = _mm512_shuffle_i32x4(acc[r][2], acc[r][3], 0xEE);
+    const __m512i out[4] = {
+        _mm512_shuffle_i32x4(u0, u2, 0x88), _mm512_shuffle_i32x4(u0, u2, 0xDD),
+        _mm512_shuffle_i32x4(u1, u3, 0x88), _mm512_shuffle_i32x4(u1, u3, 0xDD)};
+    const __m512i comp = _mm512_set1_epi32(w.compensation[n]);
+    for (int q = 0; q < 4; ++q) {
+      const __mmask16 lanes = avx512_lane_mask(valid, q);
+      if (!lanes) break;
+      const __m512 y = _mm512_cvtepi32_ps(_mm512_sub_epi32(out[q], comp));
+      avx512_epilogue_store(ep, n, m0 + 16 * q, y, lanes);
+    }
+  }
 }
 
 template <class Dot, int R>
@@ -115,36 +142,13 @@ void u8s8_spmm(const PackedWeights& w, const uint8_t* x, int64_t ldx, int64_t m_
                int64_t m_end, int64_t br_begin, int64_t br_end, const Epilogue& ep) {
   for (int64_t m0 = m_begin; m0 < m_end; m0 += 64) {
     const int64_t valid = m_end - m0 < 64 ? m_end - m0 : 64;
-    const bool full = valid == 64;
-    const __mmask64 mask = full ? ~__mmask64{0} : ((__mmask64{1} << valid) - 1);
-    __mmask16 lane_masks[4];
-    for (int j = 0; j < 4; ++j) lane_masks[j] = avx512_lane_mask(valid, j);
     for (int64_t br = br_begin; br < br_end; ++br) {
-      __m512i acc[R][4];
       if (w.dense) {
-        if (full) u8s8_tile<Dot, R, true, true>(w, x, ldx, m0, mask, br, acc);
-        else u8s8_tile<Dot, R, true, false>(w, x, ldx, m0, mask, br, acc);
+        if (valid == 64) u8s8_tile<Dot, R, true, true>(w, x, ldx, m0, valid, br, ep);
+        else u8s8_tile<Dot, R, true, false>(w, x, ldx, m0, valid, br, ep);
       } else {
-        if (full) u8s8_tile<Dot, R, false, true>(w, x, ldx, m0, mask, br, acc);
-        else u8s8_tile<Dot, R, false, false>(w, x, ldx, m0, mask, br, acc);
-      }
-      for (int r = 0; r < R; ++r) {
-        const int64_t n = br * R + r;
-        if (n >= w.n) break;
-        // 4x4 transpose of 128-bit lanes: out[q] = lane q of acc[r][0..3] = tokens 16q..16q+15.
-        const __m512i u0 = _mm512_shuffle_i32x4(acc[r][0], acc[r][1], 0x44);
-        const __m512i u1 = _mm512_shuffle_i32x4(acc[r][0], acc[r][1], 0xEE);
-        const __m512i u2 = _mm512_shuffle_i32x4(acc[r][2], acc[r][3], 0x44);
-        const __m512i u3 = _mm512_shuffle_i32x4(acc[r][2], acc[r][3], 0xEE);
-        const __m512i out[4] = {
-            _mm512_shuffle_i32x4(u0, u2, 0x88), _mm512_shuffle_i32x4(u0, u2, 0xDD),
-            _mm512_shuffle_i32x4(u1, u3, 0x88), _mm512_shuffle_i32x4(u1, u3, 0xDD)};
-        const __m512i comp = _mm512_set1_epi32(w.compensation[n]);
-        for (int q = 0; q < 4; ++q) {
-          if (!lane_masks[q]) break;
-          const __m512 y = _mm512_cvtepi32_ps(_mm512_sub_epi32(out[q], comp));
-          avx512_epilogue_store(ep, n, m0 + 16 * q, y, lane_masks[q]);
-        }
+        if (valid == 64) u8s8_tile<Dot, R, false, true>(w, x, ldx, m0, valid, br, ep);
+        else u8s8_tile<Dot, R, false, false>(w, x, ldx, m0, valid, br, ep);
       }
     }
   }
