@@ -199,6 +199,11 @@ PackedMatrix PackedMatrix::pack(WeightType type, const void* w, const float* sca
                                 int64_t k, BlockShape block, bool dense) {
   check_dims(n, k, block);
   const bool s8 = type == WeightType::kS8;
+  if (s8 && k > kMaxInt8K) {
+    throw Error(Status::kUnsupported, "int8 weights with K = " + std::to_string(k) +
+                                          " input channels exceed the limit of " +
+                                          std::to_string(kMaxInt8K));
+  }
   const int64_t R = block.out % 4 == 0 ? 4 : 1;
   const int64_t G = s8 ? 4 : 1;
   const int64_t nbr = ceil_div(n, R);
@@ -317,6 +322,7 @@ void validate_packed(const PackedWeights& w, const PackedArraySizes& s) {
   const int64_t G = w.type == WeightType::kS8 ? 4 : 1;
   if (w.type != WeightType::kS8 && w.type != WeightType::kF32) format_error("unknown weight type");
   if (w.group != G) format_error("group size does not match the weight type");
+  if (w.type == WeightType::kS8 && w.k > kMaxInt8K) format_error("int8 K above the limit");
   const int64_t R = w.rows_per_block;
   const int64_t nbr = ceil_div(w.n, R);
   if (w.num_block_rows != nbr) format_error("block-row count does not match N");

@@ -72,6 +72,9 @@ SPARQ_API double weight_sparsity(const float* wt, int64_t n, int64_t k);
 SPARQ_API void quantize_per_channel(const float* wt, int64_t n, int64_t k, int8_t* q,
                                     float* scales);
 
+// Largest K an int8 matrix may have: the int32 accumulator of 255 x 128 x K stays exact.
+inline constexpr int64_t kMaxInt8K = 65536;
+
 // Owning packed weights in the kernels' layout (see spmm.h). Rows per block-row are 4
 // when the block shape's `out` is a multiple of 4, else 1.
 class SPARQ_API PackedMatrix {

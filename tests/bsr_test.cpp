@@ -181,7 +181,9 @@ TEST_F(ValidateTest, CompensationMismatch) { val_[5] ^= 1; ExpectFormatError("co
 TEST_F(ValidateTest, BadScale) { sc_[2] = -1.0f; ExpectFormatError("scale"); }
 TEST_F(ValidateTest, WrongRowsPerBlock) { v_.rows_per_block = 3; ExpectFormatError("R"); }
 TEST_F(ValidateTest, BlockRowCountMismatch) { v_.num_block_rows += 1; ExpectFormatError("nbr"); }
-TEST_F(ValidateTest, GroupCountOverflow) {
+// Sizes are 32-bit so their products cannot overflow int64; a huge, inconsistent
+// header must still be refused before anything is read.
+TEST_F(ValidateTest, HugeInconsistentHeader) {
   v_.dense = true;
   v_.n = INT32_MAX;
   v_.k = INT32_MAX;
@@ -189,6 +191,13 @@ TEST_F(ValidateTest, GroupCountOverflow) {
   v_.num_block_rows = INT32_MAX;
   v_.num_groups = INT64_MAX;
   EXPECT_THROW(validate_packed(v_, PackedArraySizes{}), Error);
+}
+TEST_F(ValidateTest, Int8KAboveLimit) {
+  v_.k = static_cast<int32_t>(kMaxInt8K + 1);
+  ExpectFormatError("K limit");
+  std::vector<int8_t> q(4 * (kMaxInt8K + 1), 1);
+  std::vector<float> sc(4, 1.0f);
+  EXPECT_THROW(PackedMatrix::pack_s8(q.data(), sc.data(), 4, kMaxInt8K + 1, kBlock4x1), Error);
 }
 TEST_F(ValidateTest, WrongValueLength) {
   PackedArraySizes s = sizes_of(v_);

@@ -54,7 +54,8 @@ double time_calls(F&& f, int calls, int& i) {
 
 }  // namespace
 
-KernelBenchResult run_kernel_bench(const KernelBenchConfig& cfg) {
+KernelBenchResult run_kernel_bench(const KernelBenchConfig& config) {
+  const KernelBenchConfig& cfg = config;
   KernelBenchResult res;
   res.config = cfg;
   BlockShape block = kBlock4x1;

@@ -1,7 +1,7 @@
-// Compiled with AVX-512 + VNNI flags (see CMakeLists.txt); callers check the CPU first.
+// The AVX-512 instructions are in inline assembly only, so this file needs no ISA flags
+// (and none of its inline template code can leak wider instructions); the CPU is
+// checked before they run.
 #include "bench/baseline/peak.h"
-
-#include <immintrin.h>
 
 #include <chrono>
 

@@ -1,3 +1,4 @@
+#include <cassert>
 #include <cstdio>
 
 #include "kernels/spmm/spmm.h"
@@ -5,6 +6,7 @@
 namespace sparq {
 
 const SpmmKernels& spmm_kernels(Isa isa) {
+  assert(isa_supported(isa) && "kernels of an ISA this CPU lacks");
   switch (isa) {
     case Isa::kAvx512Vnni: return avx512vnni::kernels();
     case Isa::kAvx512: return avx512::kernels();

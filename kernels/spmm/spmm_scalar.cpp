@@ -1,5 +1,5 @@
-// The generic (portable, scalar) SpMM path: f32_bsr_spmm_ukernel_1x1__scalar and
-// u8s8_bsr_spmm_ukernel_1x1c4__scalar, for every block-row size.
+// The generic (portable, scalar) SpMM path, for every block-row size:
+// f32_bsr{4x1,1x1}_spmm_ukernel_1x1__scalar and u8s8_bsr{4x1,1x1}_spmm_ukernel_1x1c4__scalar.
 #include "kernels/spmm/spmm_scalar_impl.h"
 
 namespace sparq {
