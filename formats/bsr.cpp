@@ -185,6 +185,18 @@ double PackedMatrix::stored_density() const {
   return static_cast<double>(nonzero) / static_cast<double>(slots);
 }
 
+PackedArraySizes PackedMatrix::array_sizes() const { return expected_array_sizes(view_); }
+
+PackedArraySizes expected_array_sizes(const PackedWeights& v) {
+  PackedArraySizes s;
+  s.group_ptr = v.dense ? 0 : v.num_block_rows + 1;
+  s.indices = v.dense ? 0 : v.num_groups * v.group;
+  s.values = v.num_groups * v.rows_per_block * v.group;
+  s.compensation = s.scales =
+      v.type == WeightType::kS8 ? int64_t{v.num_block_rows} * v.rows_per_block : 0;
+  return s;
+}
+
 PackedMatrix PackedMatrix::pack_f32(const float* wt, int64_t n, int64_t k, BlockShape block,
                                     bool dense) {
   return pack(WeightType::kF32, wt, nullptr, n, k, block, dense);

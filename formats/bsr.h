@@ -72,6 +72,14 @@ SPARQ_API double weight_sparsity(const float* wt, int64_t n, int64_t k);
 SPARQ_API void quantize_per_channel(const float* wt, int64_t n, int64_t k, int8_t* q,
                                     float* scales);
 
+// Element counts of the arrays behind a PackedWeights, as a loader found them.
+struct PackedArraySizes {
+  int64_t group_ptr = 0, indices = 0, values = 0, compensation = 0, scales = 0;
+};
+
+// The element counts a well-formed matrix with this header has (a writer's sizes).
+SPARQ_API PackedArraySizes expected_array_sizes(const PackedWeights& w);
+
 // Largest K an int8 matrix may have: the int32 accumulator of 255 x 128 x K stays exact.
 inline constexpr int64_t kMaxInt8K = 65536;
 
@@ -89,6 +97,8 @@ class SPARQ_API PackedMatrix {
   std::size_t bytes() const;
   // Fraction of stored weight slots (including group padding) that are nonzero.
   double stored_density() const;
+  // Element counts of the arrays behind view(), as validate_packed expects them.
+  PackedArraySizes array_sizes() const;
 
   // fp32 weights W^T[N][K]. dense=true stores every weight (no indices).
   static PackedMatrix pack_f32(const float* wt, int64_t n, int64_t k, BlockShape block,
@@ -103,11 +113,6 @@ class SPARQ_API PackedMatrix {
   PackedWeights view_;
   BlockShape block_;
   AlignedBuffer group_ptr_, indices_, values_, compensation_, scales_;
-};
-
-// Element counts of the arrays behind a PackedWeights, as a loader found them.
-struct PackedArraySizes {
-  int64_t group_ptr = 0, indices = 0, values = 0, compensation = 0, scales = 0;
 };
 
 // Checks a packed matrix read from untrusted bytes before any kernel touches it:

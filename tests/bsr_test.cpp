@@ -89,15 +89,6 @@ TEST(Quantize, PerChannelSymmetric) {
   EXPECT_EQ(q[3], 0);
 }
 
-PackedArraySizes sizes_of(const PackedWeights& v) {
-  PackedArraySizes s;
-  s.group_ptr = v.dense ? 0 : v.num_block_rows + 1;
-  s.indices = v.dense ? 0 : v.num_groups * v.group;
-  s.values = v.num_groups * v.rows_per_block * v.group;
-  s.compensation = s.scales = v.type == WeightType::kS8 ? v.num_block_rows * v.rows_per_block : 0;
-  return s;
-}
-
 TEST(Pack, Int8LayoutGroupsFourIndicesAndPads) {
   // N=4, K=6, 4x1: block-row 0 has nonzero columns {0, 2, 3, 4, 5} -> 2 groups,
   // the second padded with index 5 repeated and zero weights.
@@ -118,7 +109,7 @@ TEST(Pack, Int8LayoutGroupsFourIndicesAndPads) {
   int32_t sum_row1 = 0;
   for (int c = 0; c < 6; ++c) sum_row1 += q[6 + c];
   EXPECT_EQ(v.compensation[1], 128 * sum_row1);
-  EXPECT_NO_THROW(validate_packed(v, sizes_of(v)));
+  EXPECT_NO_THROW(validate_packed(v, p.array_sizes()));
 }
 
 TEST(Pack, FullySparseMatrixHasEmptyBlockRows) {
@@ -126,7 +117,7 @@ TEST(Pack, FullySparseMatrixHasEmptyBlockRows) {
   const PackedMatrix p = PackedMatrix::pack_f32(w.data(), 9, 5, kBlock4x1);
   EXPECT_EQ(p.view().num_groups, 0);
   EXPECT_EQ(p.view().num_block_rows, 3);
-  EXPECT_NO_THROW(validate_packed(p.view(), sizes_of(p.view())));
+  EXPECT_NO_THROW(validate_packed(p.view(), p.array_sizes()));
 }
 
 // Corrupts a copy of each array of a valid matrix and expects a FormatError.
@@ -157,7 +148,7 @@ class ValidateTest : public ::testing::Test {
   }
   void ExpectFormatError(const char* what) {
     try {
-      validate_packed(v_, sizes_of(v_));
+      validate_packed(v_, expected_array_sizes(v_));
       ADD_FAILURE() << "no error for " << what;
     } catch (const Error& e) {
       EXPECT_EQ(e.status(), Status::kFormatError) << what;
@@ -171,7 +162,7 @@ class ValidateTest : public ::testing::Test {
   std::vector<float> sc_;
 };
 
-TEST_F(ValidateTest, AcceptsValid) { EXPECT_NO_THROW(validate_packed(v_, sizes_of(v_))); }
+TEST_F(ValidateTest, AcceptsValid) { EXPECT_NO_THROW(validate_packed(v_, expected_array_sizes(v_))); }
 TEST_F(ValidateTest, IndexOutOfRange) { idx_[3] = 40; ExpectFormatError("index == K"); }
 TEST_F(ValidateTest, NegativeIndex) { idx_[0] = -1; ExpectFormatError("negative index"); }
 TEST_F(ValidateTest, UnsortedIndices) { std::swap(idx_[0], idx_[2]); ExpectFormatError("unsorted"); }
@@ -200,7 +191,7 @@ TEST_F(ValidateTest, Int8KAboveLimit) {
   EXPECT_THROW(PackedMatrix::pack_s8(q.data(), sc.data(), 4, kMaxInt8K + 1, kBlock4x1), Error);
 }
 TEST_F(ValidateTest, WrongValueLength) {
-  PackedArraySizes s = sizes_of(v_);
+  PackedArraySizes s = expected_array_sizes(v_);
   s.values -= 1;
   EXPECT_THROW(validate_packed(v_, s), Error);
 }

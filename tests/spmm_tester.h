@@ -94,8 +94,7 @@ class SpmmTester {
     std::vector<float> scales(static_cast<size_t>(n_));
     quantize_per_channel(w.data(), n_, k_, q.data(), scales.data());
     const PackedMatrix packed = PackedMatrix::pack_s8(q.data(), scales.data(), n_, k_, block_, dense_);
-    PackedArraySizes sizes = ArraySizes(packed);
-    validate_packed(packed.view(), sizes);
+    validate_packed(packed.view(), packed.array_sizes());
     GuardedBuffer<uint8_t> x(static_cast<size_t>(k_ * m_));
     std::mt19937 rng(seed_ + 1);
     for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<uint8_t>(rng() & 0xFF);
@@ -168,16 +167,6 @@ class SpmmTester {
     std::vector<float> w = random_floats(static_cast<size_t>(n_ * k_), seed_);
     prune_blocks(w.data(), n_, k_, block_, sparsity_);
     return w;
-  }
-
-  static PackedArraySizes ArraySizes(const PackedMatrix& p) {
-    const PackedWeights& v = p.view();
-    PackedArraySizes s;
-    s.group_ptr = v.dense ? 0 : v.num_block_rows + 1;
-    s.indices = v.dense ? 0 : v.num_groups * v.group;
-    s.values = v.num_groups * v.rows_per_block * v.group;
-    s.compensation = s.scales = v.type == WeightType::kS8 ? v.num_block_rows * v.rows_per_block : 0;
-    return s;
   }
 
   template <class T>
