@@ -1,5 +1,7 @@
 #include "engine/parallel.h"
 
+#include "formats/aligned_buffer.h"
+
 #include <sched.h>
 
 #include <algorithm>
@@ -105,6 +107,17 @@ void spmm_f32(const SpmmKernels& kernels, ThreadPool* pool, const PackedWeights&
 
 void spmm_u8s8(const SpmmKernels& kernels, ThreadPool* pool, const PackedWeights& w,
                const uint8_t* x, int64_t ldx, int64_t m, const Epilogue& ep) {
+  if (w.dense && w.rows_per_block == 4 && kernels.u8s8_gemm_r4 != nullptr && m > 0) {
+    // Dense weights: interleave the activations once for all block-rows (K x M bytes)
+    // instead of once per block-row inside the kernel.
+    thread_local AlignedBuffer scratch;
+    const int64_t ldq = (m + 63) / 64 * 64;
+    const size_t bytes = static_cast<size_t>((w.k + 3) / 4 * ldq * 4);
+    if (scratch.size() < bytes) scratch.resize(bytes);
+    kernels.u8_pack_quads(x, ldx, w.k, m, scratch.as<uint8_t>(), ldq);
+    run_spmm(kernels.u8s8_gemm_r4, pool, w, scratch.as<uint8_t>(), ldq, m, ep);
+    return;
+  }
   run_spmm(kernels.u8s8(w.rows_per_block), pool, w, x, ldx, m, ep);
 }
 

@@ -109,6 +109,9 @@ KernelBenchResult run_kernel_bench(const KernelBenchConfig& config) {
   const SpmmKernels& kernels = spmm_kernels();
   const int R = sq[0].w.view().rows_per_block;
   res.sparq_kernel = cfg.int8 ? kernels.u8s8_name(R) : kernels.f32_name(R);
+  if (cfg.int8 && dense && R == 4 && kernels.u8s8_gemm_r4 != nullptr) {
+    res.sparq_kernel = kernels.u8s8_gemm_r4_name;
+  }
 
   const double onednn_per = static_cast<double>(k * n * act_elem + m * k * act_elem);
   OnednnMatmul dnn(m, k, n, cfg.int8, copies_for(onednn_per));

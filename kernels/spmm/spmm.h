@@ -95,6 +95,11 @@ using U8S8SpmmFn = void (*)(const PackedWeights& w, const uint8_t* x, int64_t ld
                             int64_t m_begin, int64_t m_end, int64_t br_begin, int64_t br_end,
                             const Epilogue& ep);
 
+// Repacks u8 X [K][ldx] (tokens [0, m)) into quads of inputs in VNNI order for a packed
+// dense GEMM: byte (q * ldq + t) * 4 + j = X[4q + j][t], zero past K and past m.
+using U8PackQuadsFn = void (*)(const uint8_t* x, int64_t ldx, int64_t k, int64_t m, uint8_t* xq,
+                               int64_t ldq);
+
 // One ISA's kernels. Entries are indexed by rows_per_block (4 or 1).
 struct SpmmKernels {
   Isa isa = Isa::kGeneric;
@@ -102,6 +107,11 @@ struct SpmmKernels {
   F32SpmmFn f32_r1 = nullptr;
   U8S8SpmmFn u8s8_r4 = nullptr;
   U8S8SpmmFn u8s8_r1 = nullptr;
+  // Optional dense int8 GEMM on activations repacked by u8_pack_quads (ldq = padded
+  // token count, a multiple of 64); used for dense packed weights with R = 4.
+  U8PackQuadsFn u8_pack_quads = nullptr;
+  U8S8SpmmFn u8s8_gemm_r4 = nullptr;
+  const char* u8s8_gemm_r4_name = "";
   const char* f32_r4_name = "";
   const char* f32_r1_name = "";
   const char* u8s8_r4_name = "";

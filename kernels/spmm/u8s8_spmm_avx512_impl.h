@@ -154,6 +154,83 @@ void u8s8_spmm(const PackedWeights& w, const uint8_t* x, int64_t ldx, int64_t m_
   }
 }
 
+
+// Dense u8 x s8 GEMM on pre-interleaved activations: u8s8_gemm_ukernel_4x64c4__<isa>.
+// Xq is X repacked by pack_activations_vnni: quad q (inputs 4q..4q+3), token t at byte
+// offset (q * ldq + t) * 4, tokens padded to a multiple of 64 and inputs to a multiple
+// of 4 with zeros. Each group needs 4 contiguous loads, 4 broadcasts and 16 vpdpbusd: no
+// interleave, and the accumulators are already in token order.
+template <class Dot, int R>
+void u8s8_gemm_packed(const PackedWeights& w, const uint8_t* xq, int64_t ldq, int64_t m_begin,
+                      int64_t m_end, int64_t br_begin, int64_t br_end, const Epilogue& ep) {
+  const int8_t* values = static_cast<const int8_t*>(w.values);
+  const int64_t gpr = (static_cast<int64_t>(w.k) + 3) / 4;
+  for (int64_t m0 = m_begin; m0 < m_end; m0 += 64) {
+    const int64_t valid = m_end - m0 < 64 ? m_end - m0 : 64;
+    for (int64_t br = br_begin; br < br_end; ++br) {
+      __m512i acc[R][4];
+      for (int r = 0; r < R; ++r)
+        for (int j = 0; j < 4; ++j) acc[r][j] = _mm512_setzero_si512();
+      const int64_t g0 = br * gpr;
+      const uint8_t* xp = xq + m0 * 4;
+      for (int64_t q = 0; q < gpr; ++q, xp += ldq * 4) {
+        const typename Dot::Prepared v[4] = {
+            Dot::prepare(_mm512_loadu_si512(xp)), Dot::prepare(_mm512_loadu_si512(xp + 64)),
+            Dot::prepare(_mm512_loadu_si512(xp + 128)), Dot::prepare(_mm512_loadu_si512(xp + 192))};
+        const int32_t* wd = reinterpret_cast<const int32_t*>(values + (g0 + q) * R * 4);
+        for (int r = 0; r < R; ++r) {
+          int32_t dword;
+          __builtin_memcpy(&dword, wd + r, sizeof(dword));
+          const typename Dot::Weight b = Dot::weight(dword);
+          for (int j = 0; j < 4; ++j) acc[r][j] = Dot::dot(acc[r][j], v[j], b);
+        }
+      }
+      for (int r = 0; r < R; ++r) {
+        const int64_t n = br * R + r;
+        if (n >= w.n) break;
+        const __m512i comp = _mm512_set1_epi32(w.compensation[n]);
+        for (int q = 0; q < 4; ++q) {
+          const __mmask16 lanes = avx512_lane_mask(valid, q);
+          if (!lanes) break;
+          const __m512 y = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][q], comp));
+          avx512_epilogue_store(ep, n, m0 + 16 * q, y, lanes);
+        }
+      }
+    }
+  }
+}
+
+// Repacks X (u8 [K][ldx], tokens [0, m)) for u8s8_gemm_packed: quad q, token t at byte
+// (q * ldq + t) * 4 holds X[4q..4q+3][t]; inputs past K and tokens past m are zero.
+// ldq must be a multiple of 64 and >= m. The same unpacks as the sparse kernel, done
+// once per call instead of once per block-row, then a lane transpose to token order.
+static void u8_pack_quads(const uint8_t* x, int64_t ldx, int64_t k, int64_t m, uint8_t* xq,
+                          int64_t ldq) {
+  const __m512i zero = _mm512_setzero_si512();
+  for (int64_t q = 0; q < (k + 3) / 4; ++q) {
+    for (int64_t m0 = 0; m0 < ldq; m0 += 64) {
+      const int64_t valid = m - m0 < 0 ? 0 : (m - m0 < 64 ? m - m0 : 64);
+      const __mmask64 mask = valid == 64 ? ~__mmask64{0} : ((__mmask64{1} << valid) - 1);
+      __m512i a[4];
+      for (int j = 0; j < 4; ++j) {
+        const int64_t kk = 4 * q + j;
+        a[j] = kk < k && valid > 0 ? _mm512_maskz_loadu_epi8(mask, x + kk * ldx + m0) : zero;
+      }
+      const __m512i t0 = _mm512_unpacklo_epi8(a[0], a[1]), t1 = _mm512_unpackhi_epi8(a[0], a[1]);
+      const __m512i t2 = _mm512_unpacklo_epi8(a[2], a[3]), t3 = _mm512_unpackhi_epi8(a[2], a[3]);
+      const __m512i v0 = _mm512_unpacklo_epi16(t0, t2), v1 = _mm512_unpackhi_epi16(t0, t2);
+      const __m512i v2 = _mm512_unpacklo_epi16(t1, t3), v3 = _mm512_unpackhi_epi16(t1, t3);
+      const __m512i u0 = _mm512_shuffle_i32x4(v0, v1, 0x44), u1 = _mm512_shuffle_i32x4(v0, v1, 0xEE);
+      const __m512i u2 = _mm512_shuffle_i32x4(v2, v3, 0x44), u3 = _mm512_shuffle_i32x4(v2, v3, 0xEE);
+      uint8_t* out = xq + (q * ldq + m0) * 4;
+      _mm512_storeu_si512(out, _mm512_shuffle_i32x4(u0, u2, 0x88));
+      _mm512_storeu_si512(out + 64, _mm512_shuffle_i32x4(u0, u2, 0xDD));
+      _mm512_storeu_si512(out + 128, _mm512_shuffle_i32x4(u1, u3, 0x88));
+      _mm512_storeu_si512(out + 192, _mm512_shuffle_i32x4(u1, u3, 0xDD));
+    }
+  }
+}
+
 }  // namespace
 }  // namespace sparq
 

@@ -23,6 +23,9 @@ const SpmmKernels& kernels() {
     t.f32_r1_name = "f32_bsr1x1_spmm_ukernel_1x128__avx512f";
     t.u8s8_r4_name = "u8s8_bsr4x1_spmm_ukernel_4x64c4__avx512bw";
     t.u8s8_r1_name = "u8s8_bsr1x1_spmm_ukernel_1x64c4__avx512bw";
+    t.u8_pack_quads = u8_pack_quads;
+    t.u8s8_gemm_r4 = u8s8_gemm_packed<DotWiden16, 4>;
+    t.u8s8_gemm_r4_name = "u8s8_gemm_ukernel_4x64c4__avx512bw";
     return t;
   }();
   return table;
