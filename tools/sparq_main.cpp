@@ -100,11 +100,9 @@ int kernel_bench(Args& args) {
   }
   base.int8 = precision == "int8";
   args.value("--block", &base.block);
-  sparq::BlockShape b;
   if (base.block != "auto" && !(base.block == "4x1" || base.block == "1x4" || base.block == "1x1")) {
     throw UsageError("--block must be auto, 4x1, 1x4 or 1x1, got '" + base.block + "'");
   }
-  (void)b;
   base.threads = static_cast<int>(args.integer("--threads", base.threads, 0, 1024));
   if (base.threads == 0) base.threads = sparq::ThreadPool::hardware_threads();
   args.finish();

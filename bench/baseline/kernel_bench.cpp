@@ -54,8 +54,7 @@ double time_calls(F&& f, int calls, int& i) {
 
 }  // namespace
 
-KernelBenchResult run_kernel_bench(const KernelBenchConfig& config) {
-  const KernelBenchConfig& cfg = config;
+KernelBenchResult run_kernel_bench(const KernelBenchConfig& cfg) {
   KernelBenchResult res;
   res.config = cfg;
   BlockShape block = kBlock4x1;

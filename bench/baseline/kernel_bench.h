@@ -34,7 +34,7 @@ struct KernelBenchResult {
   double onednn_gops = 0;      // 2*M*K*N / time
 };
 
-KernelBenchResult run_kernel_bench(const KernelBenchConfig& config);
+KernelBenchResult run_kernel_bench(const KernelBenchConfig& cfg);
 
 // The sweep grid of issue 2: M in {128, 384} x (K, N) in {(768, 768), (768, 3072),
 // (3072, 768), (1024, 4096), (4096, 1024)} x sparsity in {0, .5, .7, .8, .9, .95} x
