@@ -17,7 +17,8 @@ namespace {
 
 using BatchF32x16 = xsimd::batch<float, xsimd::avx512f>;
 
-static inline __m512 avx512_activation(Activation act, __m512 y) {
+// Out of line: large, and only reached when an activation is fused.
+__attribute__((noinline)) static __m512 avx512_activation(Activation act, __m512 y) {
   if (act == Activation::kGeluErf) {
     const BatchF32x16 v(y);
     const BatchF32x16 half(0.5f), one(1.0f), sqrt_half(0.70710678118654752f);
@@ -31,15 +32,14 @@ static inline __m512 avx512_activation(Activation act, __m512 y) {
   return y;
 }
 
-// `y` holds tokens [m, m+16) of output row n; lanes outside `mask` are ignored.
-static inline void avx512_epilogue_store(const Epilogue& ep, int64_t n, int64_t m, __m512 y,
-                                         __mmask16 mask) {
-  if (ep.channel_scale) y = _mm512_mul_ps(y, _mm512_set1_ps(ep.channel_scale[n]));
-  if (ep.token_scale) y = _mm512_mul_ps(y, _mm512_maskz_loadu_ps(mask, ep.token_scale + m));
-  if (ep.bias) y = _mm512_add_ps(y, _mm512_set1_ps(ep.bias[n]));
-  if (ep.activation != Activation::kNone) y = avx512_activation(ep.activation, y);
+// Everything after the activation: residual add and the fp32 or u8 store.
+__attribute__((always_inline)) static inline void avx512_epilogue_finish(const Epilogue& ep,
+                                                                       int64_t n, int64_t m,
+                                                                       __m512 y, __mmask16 mask) {
+  const bool full = mask == __mmask16(0xFFFF);
   if (ep.residual) {
-    y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(mask, ep.residual + n * ep.ld_residual + m));
+    const float* res = ep.residual + n * ep.ld_residual + m;
+    y = _mm512_add_ps(y, full ? _mm512_loadu_ps(res) : _mm512_maskz_loadu_ps(mask, res));
   }
   if (ep.out_u8) {
     __m512 q = _mm512_roundscale_ps(_mm512_mul_ps(y, _mm512_set1_ps(ep.out_inv_scale)),
@@ -47,9 +47,73 @@ static inline void avx512_epilogue_store(const Epilogue& ep, int64_t n, int64_t 
     q = _mm512_add_ps(q, _mm512_set1_ps(static_cast<float>(ep.out_zero_point)));
     q = _mm512_min_ps(_mm512_max_ps(q, _mm512_setzero_ps()), _mm512_set1_ps(255.0f));
     const __m128i bytes = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(q));
-    _mm_mask_storeu_epi8(ep.out_u8 + n * ep.ld_out + m, mask, bytes);
+    if (full) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(ep.out_u8 + n * ep.ld_out + m), bytes);
+    } else {
+      _mm_mask_storeu_epi8(ep.out_u8 + n * ep.ld_out + m, mask, bytes);
+    }
+  } else if (full) {
+    // Plain stores where the whole vector is valid: masked stores are much slower on
+    // AMD cores.
+    _mm512_storeu_ps(ep.out_f32 + n * ep.ld_out + m, y);
   } else {
     _mm512_mask_storeu_ps(ep.out_f32 + n * ep.ld_out + m, mask, y);
+  }
+}
+
+// The epilogue of one tile runs in two phases so that no call happens while the tile's
+// accumulators are live (a call clobbers every zmm register and GCC would keep all of
+// them on the stack):
+//   phase 1, inlined, per vector: scales and bias; without an activation also the rest
+//     of the epilogue; with one, the value goes to `stage` (16 floats);
+//   phase 2, out of line, once per tile and only with an activation:
+//     avx512_epilogue_stage_finish.
+// `y` holds tokens [m, m+16) of output row n; lanes outside `mask` are ignored.
+__attribute__((always_inline)) static inline void avx512_epilogue_store(const Epilogue& ep,
+                                                                      int64_t n, int64_t m,
+                                                                      __m512 y, __mmask16 mask,
+                                                                      float* stage) {
+  if (ep.channel_scale) y = _mm512_mul_ps(y, _mm512_set1_ps(ep.channel_scale[n]));
+  if (ep.token_scale) {
+    y = _mm512_mul_ps(y, mask == __mmask16(0xFFFF) ? _mm512_loadu_ps(ep.token_scale + m)
+                                                   : _mm512_maskz_loadu_ps(mask, ep.token_scale + m));
+  }
+  if (ep.bias) y = _mm512_add_ps(y, _mm512_set1_ps(ep.bias[n]));
+  if (ep.activation != Activation::kNone) {
+    _mm512_store_ps(stage, y);
+    return;
+  }
+  avx512_epilogue_finish(ep, n, m, y, mask);
+}
+
+// Phase 2: rows [n0, n0 + rows) of a tile of `valid` tokens from m0, staged as
+// stage[r * ld_stage + t].
+__attribute__((noinline)) static void avx512_epilogue_stage_finish(const Epilogue& ep, int64_t n0,
+                                                                   int64_t rows, int64_t m0,
+                                                                   int64_t valid,
+                                                                   const float* stage,
+                                                                   int64_t ld_stage) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t t = 0; t < valid; t += 16) {
+      const int64_t left = valid - t;
+      const __mmask16 mask =
+          left >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
+      const __m512 y = avx512_activation(ep.activation, _mm512_load_ps(stage + r * ld_stage + t));
+      avx512_epilogue_finish(ep, n0 + r, m0 + t, y, mask);
+    }
+  }
+}
+
+// Asks for rows [0, k) of a token panel (each `row_bytes` long from `base`, rows `ld_bytes`
+// apart) to be brought into L2. A sparse kernel reads those rows in an order the hardware
+// prefetcher cannot guess. When the panel comes from DRAM, that costs a full miss
+// latency per line. One sequential sweep before the tile streams it in at bandwidth
+// instead.
+static inline void avx512_prefetch_panel_l2(const void* base, int64_t k, int64_t ld_bytes,
+                                            int64_t row_bytes) {
+  const char* p = static_cast<const char*>(base);
+  for (int64_t r = 0; r < k; ++r, p += ld_bytes) {
+    for (int64_t b = 0; b < row_bytes; b += 64) _mm_prefetch(p + b, _MM_HINT_T1);
   }
 }
 

@@ -16,13 +16,19 @@ namespace sparq {
 namespace avx512 {
 namespace {
 
+// One tile: block-row `br`, tokens [m0, m0 + valid); accumulators stay in registers
+// from the first index to the epilogue (which is unrolled and makes no calls).
 template <int R, int NV, bool kDense, bool kFull>
-inline void f32_tile(const PackedWeights& w, const float* x, int64_t ldx, int64_t m0,
-                     const __mmask16* masks, int64_t br, __m512 (&acc)[R][NV]) {
+__attribute__((always_inline)) inline void f32_tile(const PackedWeights& w, const float* x,
+                                                    int64_t ldx, int64_t m0, int64_t valid,
+                                                    int64_t br, const Epilogue& ep) {
+  __mmask16 masks[NV];
+  for (int j = 0; j < NV; ++j) masks[j] = kFull ? __mmask16(0xFFFF) : avx512_lane_mask(valid, j);
+  __m512 acc[R][NV];
   for (int r = 0; r < R; ++r)
     for (int j = 0; j < NV; ++j) acc[r][j] = _mm512_setzero_ps();
   const float* values = static_cast<const float*>(w.values);
-  const int64_t gpr = (static_cast<int64_t>(w.k) + w.group - 1) / w.group;
+  const int64_t gpr = w.k;  // fp32 groups hold one index
   const int64_t g0 = kDense ? br * gpr : w.group_ptr[br];
   const int64_t g1 = kDense ? g0 + gpr : w.group_ptr[br + 1];
   const int32_t* idx = w.indices;
@@ -39,6 +45,20 @@ inline void f32_tile(const PackedWeights& w, const float* x, int64_t ldx, int64_
       for (int j = 0; j < NV; ++j) acc[r][j] = _mm512_fmadd_ps(wb, xv[j], acc[r][j]);
     }
   }
+  alignas(64) float stage[R][16 * NV];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    const int64_t n = br * R + r;
+    if (n >= w.n) continue;
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) {
+      if (masks[j]) avx512_epilogue_store(ep, n, m0 + 16 * j, acc[r][j], masks[j], &stage[r][16 * j]);
+    }
+  }
+  if (ep.activation != Activation::kNone) {
+    const int64_t rows = w.n - br * R < R ? w.n - br * R : R;
+    avx512_epilogue_stage_finish(ep, br * R, rows, m0, valid, &stage[0][0], 16 * NV);
+  }
 }
 
 template <int R, int NV>
@@ -47,24 +67,14 @@ void f32_spmm(const PackedWeights& w, const float* x, int64_t ldx, int64_t m_beg
   constexpr int64_t kTile = 16 * NV;
   for (int64_t m0 = m_begin; m0 < m_end; m0 += kTile) {
     const int64_t valid = m_end - m0 < kTile ? m_end - m0 : kTile;
-    const bool full = valid == kTile;
-    __mmask16 masks[NV];
-    for (int j = 0; j < NV; ++j) masks[j] = avx512_lane_mask(valid, j);
+    if (!w.dense) avx512_prefetch_panel_l2(x + m0, w.k, ldx * 4, valid * 4);
     for (int64_t br = br_begin; br < br_end; ++br) {
-      __m512 acc[R][NV];
       if (w.dense) {
-        if (full) f32_tile<R, NV, true, true>(w, x, ldx, m0, masks, br, acc);
-        else f32_tile<R, NV, true, false>(w, x, ldx, m0, masks, br, acc);
+        if (valid == kTile) f32_tile<R, NV, true, true>(w, x, ldx, m0, valid, br, ep);
+        else f32_tile<R, NV, true, false>(w, x, ldx, m0, valid, br, ep);
       } else {
-        if (full) f32_tile<R, NV, false, true>(w, x, ldx, m0, masks, br, acc);
-        else f32_tile<R, NV, false, false>(w, x, ldx, m0, masks, br, acc);
-      }
-      for (int r = 0; r < R; ++r) {
-        const int64_t n = br * R + r;
-        if (n >= w.n) break;
-        for (int j = 0; j < NV; ++j) {
-          if (masks[j]) avx512_epilogue_store(ep, n, m0 + 16 * j, acc[r][j], masks[j]);
-        }
+        if (valid == kTile) f32_tile<R, NV, false, true>(w, x, ldx, m0, valid, br, ep);
+        else f32_tile<R, NV, false, false>(w, x, ldx, m0, valid, br, ep);
       }
     }
   }
