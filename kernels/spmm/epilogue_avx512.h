@@ -61,31 +61,10 @@ __attribute__((always_inline)) static inline void avx512_epilogue_finish(const E
   }
 }
 
-// The epilogue of one tile runs in two phases so that no call happens while the tile's
-// accumulators are live (a call clobbers every zmm register and GCC would keep all of
-// them on the stack):
-//   phase 1, inlined, per vector: scales and bias; without an activation also the rest
-//     of the epilogue; with one, the value goes to `stage` (16 floats);
-//   phase 2, out of line, once per tile and only with an activation:
-//     avx512_epilogue_stage_finish.
-// `y` holds tokens [m, m+16) of output row n; lanes outside `mask` are ignored.
-__attribute__((always_inline)) static inline void avx512_epilogue_store(const Epilogue& ep,
-                                                                      int64_t n, int64_t m,
-                                                                      __m512 y, __mmask16 mask,
-                                                                      float* stage) {
-  if (ep.channel_scale) y = _mm512_mul_ps(y, _mm512_set1_ps(ep.channel_scale[n]));
-  if (ep.token_scale) {
-    y = _mm512_mul_ps(y, mask == __mmask16(0xFFFF) ? _mm512_loadu_ps(ep.token_scale + m)
-                                                   : _mm512_maskz_loadu_ps(mask, ep.token_scale + m));
-  }
-  if (ep.bias) y = _mm512_add_ps(y, _mm512_set1_ps(ep.bias[n]));
-  if (ep.activation != Activation::kNone) {
-    _mm512_store_ps(stage, y);
-    return;
-  }
-  avx512_epilogue_finish(ep, n, m, y, mask);
-}
-
+// With an activation the epilogue runs in two phases so that no call happens while a
+// tile's accumulators are live (a call clobbers every zmm register, and GCC would keep
+// all of them on the stack): Avx512TileEpilogue::row() applies scales and bias and stages
+// the values; this function then applies the activation and the rest, once per tile.
 // Phase 2: rows [n0, n0 + rows) of a tile of `valid` tokens from m0, staged as
 // stage[r * ld_stage + t].
 __attribute__((noinline)) static void avx512_epilogue_stage_finish(const Epilogue& ep, int64_t n0,
@@ -124,6 +103,94 @@ static inline __mmask16 avx512_lane_mask(int64_t valid, int j) {
   if (left <= 0) return 0;
   return static_cast<__mmask16>((1u << left) - 1u);
 }
+
+
+// The epilogue of one kernel call, resolved once: every field copied out of Epilogue
+// into a local object, so that stores to the output cannot force reloads, the tile's
+// token scales loaded once per token tile, and each row's channel scale and bias once per
+// row. Used inlined: the kernel builds one per call and its tile function calls
+// begin_tile() and row(). Rows with an activation go through stage_finish() once per tile
+// (see above).
+template <int NV>
+class Avx512TileEpilogue {
+ public:
+  explicit Avx512TileEpilogue(const Epilogue& ep)
+      : channel_scale_(ep.channel_scale),
+        token_scale_(ep.token_scale),
+        bias_(ep.bias),
+        residual_(ep.residual),
+        out_f32_(ep.out_f32),
+        out_u8_(ep.out_u8),
+        ld_residual_(ep.ld_residual),
+        ld_out_(ep.ld_out),
+        inv_scale_(ep.out_inv_scale),
+        zero_point_(static_cast<float>(ep.out_zero_point)),
+        staged_(ep.activation != Activation::kNone) {}
+
+  bool staged() const { return staged_; }
+
+  __attribute__((always_inline)) void begin_tile(int64_t m0, int64_t valid) {
+    m0_ = m0;
+    for (int j = 0; j < NV; ++j) {
+      mask_[j] = avx512_lane_mask(valid, j);
+      ts_[j] = token_scale_ ? _mm512_maskz_loadu_ps(mask_[j], token_scale_ + m0 + 16 * j)
+                            : _mm512_set1_ps(1.0f);
+    }
+  }
+
+  // y[j] holds tokens [m0 + 16j, m0 + 16j + 16) of row n before scaling. With an
+  // activation the scaled values go to stage_row[16j ...] instead of the output.
+  __attribute__((always_inline)) void row(int64_t n, __m512 (&y)[NV], float* stage_row) const {
+    const __m512 cs = _mm512_set1_ps(channel_scale_ ? channel_scale_[n] : 1.0f);
+    const __m512 b = _mm512_set1_ps(bias_ ? bias_[n] : 0.0f);
+    for (int j = 0; j < NV; ++j) {
+      if (!mask_[j]) continue;
+      __m512 v = _mm512_mul_ps(_mm512_mul_ps(y[j], cs), ts_[j]);
+      v = _mm512_add_ps(v, b);
+      if (staged_) {
+        _mm512_store_ps(stage_row + 16 * j, v);
+        continue;
+      }
+      store(n, m0_ + 16 * j, v, mask_[j]);
+    }
+  }
+
+ private:
+  __attribute__((always_inline)) void store(int64_t n, int64_t m, __m512 y, __mmask16 mask) const {
+    const bool full = mask == __mmask16(0xFFFF);
+    if (residual_) {
+      const float* res = residual_ + n * ld_residual_ + m;
+      y = _mm512_add_ps(y, full ? _mm512_loadu_ps(res) : _mm512_maskz_loadu_ps(mask, res));
+    }
+    if (out_u8_) {
+      __m512 q = _mm512_roundscale_ps(_mm512_mul_ps(y, _mm512_set1_ps(inv_scale_)),
+                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      q = _mm512_add_ps(q, _mm512_set1_ps(zero_point_));
+      q = _mm512_min_ps(_mm512_max_ps(q, _mm512_setzero_ps()), _mm512_set1_ps(255.0f));
+      const __m128i bytes = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(q));
+      uint8_t* out = out_u8_ + n * ld_out_ + m;
+      if (full) _mm_storeu_si128(reinterpret_cast<__m128i*>(out), bytes);
+      else _mm_mask_storeu_epi8(out, mask, bytes);
+    } else if (full) {
+      _mm512_storeu_ps(out_f32_ + n * ld_out_ + m, y);  // masked stores are slow on AMD
+    } else {
+      _mm512_mask_storeu_ps(out_f32_ + n * ld_out_ + m, mask, y);
+    }
+  }
+
+  const float* channel_scale_;
+  const float* token_scale_;
+  const float* bias_;
+  const float* residual_;
+  float* out_f32_;
+  uint8_t* out_u8_;
+  int64_t ld_residual_, ld_out_;
+  float inv_scale_, zero_point_;
+  bool staged_;
+  int64_t m0_ = 0;
+  __mmask16 mask_[NV] = {};
+  __m512 ts_[NV] = {};
+};
 
 }  // namespace
 }  // namespace sparq

@@ -21,7 +21,8 @@ namespace {
 template <int R, int NV, bool kDense, bool kFull>
 __attribute__((always_inline)) inline void f32_tile(const PackedWeights& w, const float* x,
                                                     int64_t ldx, int64_t m0, int64_t valid,
-                                                    int64_t br, const Epilogue& ep) {
+                                                    int64_t br, const Avx512TileEpilogue<NV>& te,
+                                                    const Epilogue& ep) {
   __mmask16 masks[NV];
   for (int j = 0; j < NV; ++j) masks[j] = kFull ? __mmask16(0xFFFF) : avx512_lane_mask(valid, j);
   __m512 acc[R][NV];
@@ -48,14 +49,9 @@ __attribute__((always_inline)) inline void f32_tile(const PackedWeights& w, cons
   alignas(64) float stage[R][16 * NV];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
-    const int64_t n = br * R + r;
-    if (n >= w.n) continue;
-#pragma GCC unroll 8
-    for (int j = 0; j < NV; ++j) {
-      if (masks[j]) avx512_epilogue_store(ep, n, m0 + 16 * j, acc[r][j], masks[j], &stage[r][16 * j]);
-    }
+    if (br * R + r < w.n) te.row(br * R + r, acc[r], stage[r]);
   }
-  if (ep.activation != Activation::kNone) {
+  if (te.staged()) {
     const int64_t rows = w.n - br * R < R ? w.n - br * R : R;
     avx512_epilogue_stage_finish(ep, br * R, rows, m0, valid, &stage[0][0], 16 * NV);
   }
@@ -65,17 +61,23 @@ template <int R, int NV>
 void f32_spmm(const PackedWeights& w, const float* x, int64_t ldx, int64_t m_begin, int64_t m_end,
               int64_t br_begin, int64_t br_end, const Epilogue& ep) {
   constexpr int64_t kTile = 16 * NV;
+  Avx512TileEpilogue<NV> te(ep);
   for (int64_t m0 = m_begin; m0 < m_end; m0 += kTile) {
     const int64_t valid = m_end - m0 < kTile ? m_end - m0 : kTile;
+    te.begin_tile(m0, valid);
     if (!w.dense) avx512_prefetch_panel_l2(x + m0, w.k, ldx * 4, valid * 4);
-    for (int64_t br = br_begin; br < br_end; ++br) {
-      if (w.dense) {
-        if (valid == kTile) f32_tile<R, NV, true, true>(w, x, ldx, m0, valid, br, ep);
-        else f32_tile<R, NV, true, false>(w, x, ldx, m0, valid, br, ep);
-      } else {
-        if (valid == kTile) f32_tile<R, NV, false, true>(w, x, ldx, m0, valid, br, ep);
-        else f32_tile<R, NV, false, false>(w, x, ldx, m0, valid, br, ep);
-      }
+    if (w.dense && valid == kTile) {
+      for (int64_t br = br_begin; br < br_end; ++br)
+        f32_tile<R, NV, true, true>(w, x, ldx, m0, valid, br, te, ep);
+    } else if (w.dense) {
+      for (int64_t br = br_begin; br < br_end; ++br)
+        f32_tile<R, NV, true, false>(w, x, ldx, m0, valid, br, te, ep);
+    } else if (valid == kTile) {
+      for (int64_t br = br_begin; br < br_end; ++br)
+        f32_tile<R, NV, false, true>(w, x, ldx, m0, valid, br, te, ep);
+    } else {
+      for (int64_t br = br_begin; br < br_end; ++br)
+        f32_tile<R, NV, false, false>(w, x, ldx, m0, valid, br, te, ep);
     }
   }
 }

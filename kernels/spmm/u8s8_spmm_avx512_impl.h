@@ -82,8 +82,10 @@ static inline __m512i load_tokens(const uint8_t* p, bool full, __mmask64 mask) {
 // One tile: block-row `br`, tokens [m0, m0 + valid), accumulators in registers from
 // the first group to the epilogue.
 template <class Dot, int R, bool kDense, bool kFull>
-inline void u8s8_tile(const PackedWeights& w, const uint8_t* x, int64_t ldx, int64_t m0,
-                      int64_t valid, int64_t br, const Epilogue& ep) {
+__attribute__((always_inline)) inline void u8s8_tile(const PackedWeights& w, const uint8_t* x,
+                                                     int64_t ldx, int64_t m0, int64_t valid,
+                                                     int64_t br, const Avx512TileEpilogue<4>& te,
+                                                     const Epilogue& ep) {
   const __mmask64 mask = kFull ? ~__mmask64{0} : ((__mmask64{1} << valid) - 1);
   __m512i acc[R][4];
   for (int r = 0; r < R; ++r)
@@ -150,15 +152,11 @@ inline void u8s8_tile(const PackedWeights& w, const uint8_t* x, int64_t ldx, int
         _mm512_shuffle_i32x4(u0, u2, 0x88), _mm512_shuffle_i32x4(u0, u2, 0xDD),
         _mm512_shuffle_i32x4(u1, u3, 0x88), _mm512_shuffle_i32x4(u1, u3, 0xDD)};
     const __m512i comp = _mm512_set1_epi32(w.compensation[n]);
-#pragma GCC unroll 4
-    for (int q = 0; q < 4; ++q) {
-      const __mmask16 lanes = kFull ? __mmask16(0xFFFF) : avx512_lane_mask(valid, q);
-      if (!lanes) continue;
-      const __m512 y = _mm512_cvtepi32_ps(_mm512_sub_epi32(out[q], comp));
-      avx512_epilogue_store(ep, n, m0 + 16 * q, y, lanes, &stage[r][16 * q]);
-    }
+    __m512 y[4];
+    for (int q = 0; q < 4; ++q) y[q] = _mm512_cvtepi32_ps(_mm512_sub_epi32(out[q], comp));
+    te.row(n, y, stage[r]);
   }
-  if (ep.activation != Activation::kNone) {
+  if (te.staged()) {
     const int64_t rows = w.n - br * R < R ? w.n - br * R : R;
     avx512_epilogue_stage_finish(ep, br * R, rows, m0, valid, &stage[0][0], 64);
   }
@@ -167,17 +165,24 @@ inline void u8s8_tile(const PackedWeights& w, const uint8_t* x, int64_t ldx, int
 template <class Dot, int R>
 void u8s8_spmm(const PackedWeights& w, const uint8_t* x, int64_t ldx, int64_t m_begin,
                int64_t m_end, int64_t br_begin, int64_t br_end, const Epilogue& ep) {
+  Avx512TileEpilogue<4> te(ep);
   for (int64_t m0 = m_begin; m0 < m_end; m0 += 64) {
     const int64_t valid = m_end - m0 < 64 ? m_end - m0 : 64;
+    te.begin_tile(m0, valid);
     if (!w.dense) avx512_prefetch_panel_l2(x + m0, w.k, ldx, valid);
-    for (int64_t br = br_begin; br < br_end; ++br) {
-      if (w.dense) {
-        if (valid == 64) u8s8_tile<Dot, R, true, true>(w, x, ldx, m0, valid, br, ep);
-        else u8s8_tile<Dot, R, true, false>(w, x, ldx, m0, valid, br, ep);
-      } else {
-        if (valid == 64) u8s8_tile<Dot, R, false, true>(w, x, ldx, m0, valid, br, ep);
-        else u8s8_tile<Dot, R, false, false>(w, x, ldx, m0, valid, br, ep);
-      }
+    // One loop per variant so each inlines its tile without a branch per block-row.
+    if (w.dense && valid == 64) {
+      for (int64_t br = br_begin; br < br_end; ++br)
+        u8s8_tile<Dot, R, true, true>(w, x, ldx, m0, valid, br, te, ep);
+    } else if (w.dense) {
+      for (int64_t br = br_begin; br < br_end; ++br)
+        u8s8_tile<Dot, R, true, false>(w, x, ldx, m0, valid, br, te, ep);
+    } else if (valid == 64) {
+      for (int64_t br = br_begin; br < br_end; ++br)
+        u8s8_tile<Dot, R, false, true>(w, x, ldx, m0, valid, br, te, ep);
+    } else {
+      for (int64_t br = br_begin; br < br_end; ++br)
+        u8s8_tile<Dot, R, false, false>(w, x, ldx, m0, valid, br, te, ep);
     }
   }
 }
@@ -193,8 +198,10 @@ void u8s8_gemm_packed(const PackedWeights& w, const uint8_t* xq, int64_t ldq, in
                       int64_t m_end, int64_t br_begin, int64_t br_end, const Epilogue& ep) {
   const int8_t* values = static_cast<const int8_t*>(w.values);
   const int64_t gpr = (static_cast<int64_t>(w.k) + 3) / 4;
+  Avx512TileEpilogue<4> te(ep);
   for (int64_t m0 = m_begin; m0 < m_end; m0 += 64) {
     const int64_t valid = m_end - m0 < 64 ? m_end - m0 : 64;
+    te.begin_tile(m0, valid);
     for (int64_t br = br_begin; br < br_end; ++br) {
       __m512i acc[R][4];
       for (int r = 0; r < R; ++r)
@@ -217,15 +224,11 @@ void u8s8_gemm_packed(const PackedWeights& w, const uint8_t* xq, int64_t ldq, in
         const int64_t n = br * R + r;
         if (n >= w.n) continue;
         const __m512i comp = _mm512_set1_epi32(w.compensation[n]);
-#pragma GCC unroll 4
-        for (int q = 0; q < 4; ++q) {
-          const __mmask16 lanes = avx512_lane_mask(valid, q);
-          if (!lanes) continue;
-          const __m512 y = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][q], comp));
-          avx512_epilogue_store(ep, n, m0 + 16 * q, y, lanes, &stage[r][16 * q]);
-        }
+        __m512 y[4];
+        for (int q = 0; q < 4; ++q) y[q] = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][q], comp));
+        te.row(n, y, stage[r]);
       }
-      if (ep.activation != Activation::kNone) {
+      if (te.staged()) {
         const int64_t rows = w.n - br * R < R ? w.n - br * R : R;
         avx512_epilogue_stage_finish(ep, br * R, rows, m0, valid, &stage[0][0], 64);
       }
