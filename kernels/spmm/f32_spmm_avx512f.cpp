@@ -61,23 +61,27 @@ template <int R, int NV>
 void f32_spmm(const PackedWeights& w, const float* x, int64_t ldx, int64_t m_begin, int64_t m_end,
               int64_t br_begin, int64_t br_end, const Epilogue& ep) {
   constexpr int64_t kTile = 16 * NV;
+  // Token chunks, block-rows, then the chunk's tiles. Dense weights: chunks of two tiles,
+  // so each weight is read from memory once per chunk and its second use comes from L1
+  // (dense 65% -> 77% of peak). Sparse: one tile, because two tiles double the
+  // activation lines each index touches (90% sparse: 0.41 -> 0.51 ms with two).
+  const int64_t kChunk = w.dense ? 2 * kTile : kTile;
   Avx512TileEpilogue<NV> te(ep);
-  for (int64_t m0 = m_begin; m0 < m_end; m0 += kTile) {
-    const int64_t valid = m_end - m0 < kTile ? m_end - m0 : kTile;
-    te.begin_tile(m0, valid);
-    if (!w.dense) avx512_prefetch_panel_l2(x + m0, w.k, ldx * 4, valid * 4);
-    if (w.dense && valid == kTile) {
-      for (int64_t br = br_begin; br < br_end; ++br)
-        f32_tile<R, NV, true, true>(w, x, ldx, m0, valid, br, te, ep);
-    } else if (w.dense) {
-      for (int64_t br = br_begin; br < br_end; ++br)
-        f32_tile<R, NV, true, false>(w, x, ldx, m0, valid, br, te, ep);
-    } else if (valid == kTile) {
-      for (int64_t br = br_begin; br < br_end; ++br)
-        f32_tile<R, NV, false, true>(w, x, ldx, m0, valid, br, te, ep);
-    } else {
-      for (int64_t br = br_begin; br < br_end; ++br)
-        f32_tile<R, NV, false, false>(w, x, ldx, m0, valid, br, te, ep);
+  for (int64_t c0 = m_begin; c0 < m_end; c0 += kChunk) {
+    const int64_t c1 = m_end - c0 < kChunk ? m_end : c0 + kChunk;
+    if (!w.dense) avx512_prefetch_panel_l2(x + c0, w.k, ldx * 4, (c1 - c0) * 4);
+    for (int64_t br = br_begin; br < br_end; ++br) {
+      for (int64_t m0 = c0; m0 < c1; m0 += kTile) {
+        const int64_t valid = c1 - m0 < kTile ? c1 - m0 : kTile;
+        te.begin_tile(m0, valid);
+        if (w.dense) {
+          if (valid == kTile) f32_tile<R, NV, true, true>(w, x, ldx, m0, valid, br, te, ep);
+          else f32_tile<R, NV, true, false>(w, x, ldx, m0, valid, br, te, ep);
+        } else {
+          if (valid == kTile) f32_tile<R, NV, false, true>(w, x, ldx, m0, valid, br, te, ep);
+          else f32_tile<R, NV, false, false>(w, x, ldx, m0, valid, br, te, ep);
+        }
+      }
     }
   }
 }

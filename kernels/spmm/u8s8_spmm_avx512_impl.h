@@ -166,6 +166,9 @@ template <class Dot, int R>
 void u8s8_spmm(const PackedWeights& w, const uint8_t* x, int64_t ldx, int64_t m_begin,
                int64_t m_end, int64_t br_begin, int64_t br_end, const Epilogue& ep) {
   Avx512TileEpilogue<4> te(ep);
+  // Tiles outside block-rows: the 64-token panel (K x 64 bytes) is what stays cached.
+  // (Two tiles per block-row pass, which reads each weight once per two tiles, measured
+  // 0.16 -> 0.24 ms at 90% sparsity: each index then touches two activation lines.)
   for (int64_t m0 = m_begin; m0 < m_end; m0 += 64) {
     const int64_t valid = m_end - m0 < 64 ? m_end - m0 : 64;
     te.begin_tile(m0, valid);
@@ -193,46 +196,54 @@ void u8s8_spmm(const PackedWeights& w, const uint8_t* x, int64_t ldx, int64_t m_
 // offset (q * ldq + t) * 4, tokens padded to a multiple of 64 and inputs to a multiple
 // of 4 with zeros. Each group needs 4 contiguous loads, 4 broadcasts and 16 vpdpbusd: no
 // interleave, and the accumulators are already in token order.
+// One tile of the packed dense GEMM: block-row `br`, tokens [m0, m0 + valid).
+template <class Dot, int R>
+__attribute__((always_inline)) inline void gemm_tile(const PackedWeights& w, const uint8_t* xq,
+                                                     int64_t ldq, int64_t m0, int64_t valid,
+                                                     int64_t br, const Avx512TileEpilogue<4>& te,
+                                                     const Epilogue& ep) {
+  const int8_t* values = static_cast<const int8_t*>(w.values);
+  const int64_t gpr = (static_cast<int64_t>(w.k) + 3) / 4;
+  __m512i acc[R][4];
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < 4; ++j) acc[r][j] = _mm512_setzero_si512();
+  const uint8_t* xp = xq + m0 * 4;
+  for (int64_t q = 0; q < gpr; ++q, xp += ldq * 4) {
+    const typename Dot::Prepared v[4] = {
+        Dot::prepare(_mm512_loadu_si512(xp)), Dot::prepare(_mm512_loadu_si512(xp + 64)),
+        Dot::prepare(_mm512_loadu_si512(xp + 128)), Dot::prepare(_mm512_loadu_si512(xp + 192))};
+    const int32_t* wd = reinterpret_cast<const int32_t*>(values + (br * gpr + q) * R * 4);
+    for (int r = 0; r < R; ++r) {
+      const typename Dot::Weight b = Dot::weight(wd + r);
+      for (int j = 0; j < 4; ++j) acc[r][j] = Dot::dot(acc[r][j], v[j], b);
+    }
+  }
+  alignas(64) float stage[R][64];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+    const int64_t n = br * R + r;
+    if (n >= w.n) continue;
+    const __m512i comp = _mm512_set1_epi32(w.compensation[n]);
+    __m512 y[4];
+    for (int q = 0; q < 4; ++q) y[q] = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][q], comp));
+    te.row(n, y, stage[r]);
+  }
+  if (te.staged()) {
+    const int64_t rows = w.n - br * R < R ? w.n - br * R : R;
+    avx512_epilogue_stage_finish(ep, br * R, rows, m0, valid, &stage[0][0], 64);
+  }
+}
+
 template <class Dot, int R>
 void u8s8_gemm_packed(const PackedWeights& w, const uint8_t* xq, int64_t ldq, int64_t m_begin,
                       int64_t m_end, int64_t br_begin, int64_t br_end, const Epilogue& ep) {
-  const int8_t* values = static_cast<const int8_t*>(w.values);
-  const int64_t gpr = (static_cast<int64_t>(w.k) + 3) / 4;
   Avx512TileEpilogue<4> te(ep);
+  // Tiles outside block-rows. (Two tiles per block-row pass, reading each weight once
+  // per two tiles, measured 1.02 -> 1.21 ms here, A/B in one session.)
   for (int64_t m0 = m_begin; m0 < m_end; m0 += 64) {
     const int64_t valid = m_end - m0 < 64 ? m_end - m0 : 64;
     te.begin_tile(m0, valid);
-    for (int64_t br = br_begin; br < br_end; ++br) {
-      __m512i acc[R][4];
-      for (int r = 0; r < R; ++r)
-        for (int j = 0; j < 4; ++j) acc[r][j] = _mm512_setzero_si512();
-      const int64_t g0 = br * gpr;
-      const uint8_t* xp = xq + m0 * 4;
-      for (int64_t q = 0; q < gpr; ++q, xp += ldq * 4) {
-        const typename Dot::Prepared v[4] = {
-            Dot::prepare(_mm512_loadu_si512(xp)), Dot::prepare(_mm512_loadu_si512(xp + 64)),
-            Dot::prepare(_mm512_loadu_si512(xp + 128)), Dot::prepare(_mm512_loadu_si512(xp + 192))};
-        const int32_t* wd = reinterpret_cast<const int32_t*>(values + (g0 + q) * R * 4);
-        for (int r = 0; r < R; ++r) {
-          const typename Dot::Weight b = Dot::weight(wd + r);
-          for (int j = 0; j < 4; ++j) acc[r][j] = Dot::dot(acc[r][j], v[j], b);
-        }
-      }
-      alignas(64) float stage[R][64];
-#pragma GCC unroll 4
-      for (int r = 0; r < R; ++r) {
-        const int64_t n = br * R + r;
-        if (n >= w.n) continue;
-        const __m512i comp = _mm512_set1_epi32(w.compensation[n]);
-        __m512 y[4];
-        for (int q = 0; q < 4; ++q) y[q] = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][q], comp));
-        te.row(n, y, stage[r]);
-      }
-      if (te.staged()) {
-        const int64_t rows = w.n - br * R < R ? w.n - br * R : R;
-        avx512_epilogue_stage_finish(ep, br * R, rows, m0, valid, &stage[0][0], 64);
-      }
-    }
+    for (int64_t br = br_begin; br < br_end; ++br) gemm_tile<Dot, R>(w, xq, ldq, m0, valid, br, te, ep);
   }
 }
 
