@@ -6,7 +6,7 @@ set -euo pipefail
 
 SPARQ_PACKAGES=(
   build-essential cmake pkg-config
-  libdnnl-dev libtbb-dev libxsimd-dev
+  libdnnl-dev libtbb-dev libxsimd-dev libxxhash-dev
   libbenchmark-dev libgtest-dev
   qemu-user
 )
