@@ -7,6 +7,7 @@ set -euo pipefail
 SPARQ_PACKAGES=(
   build-essential cmake pkg-config
   libdnnl-dev libtbb-dev libxsimd-dev libxxhash-dev
+  libonnx-dev libprotobuf-dev protobuf-compiler
   libbenchmark-dev libgtest-dev
   qemu-user
 )
