@@ -8,6 +8,7 @@ SPARQ_PACKAGES=(
   build-essential cmake pkg-config
   libdnnl-dev libtbb-dev libxsimd-dev libxxhash-dev
   libonnx-dev libprotobuf-dev protobuf-compiler
+  python3 python3-torch python3-onnx python3-numpy
   libbenchmark-dev libgtest-dev
   qemu-user
 )

@@ -1,0 +1,751 @@
+#include "engine/interpreter.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <numeric>
+
+#include "formats/error.h"
+
+namespace sparq {
+namespace {
+
+using Shape = std::vector<int64_t>;
+
+int64_t numel(const Shape& s) {
+  int64_t n = 1;
+  for (int64_t d : s) n *= d;
+  return n;
+}
+
+bool is_float(ElemType t) { return t == ElemType::kF32 || t == ElemType::kF64; }
+
+std::shared_ptr<Constant> make(ElemType t, Shape shape) {
+  auto c = std::make_shared<Constant>();
+  c->type = t;
+  c->shape = std::move(shape);
+  c->bytes.assign(static_cast<size_t>(numel(c->shape)) * elem_type_size(t), 0);
+  return c;
+}
+
+double getf(const Constant& c, int64_t i) {
+  switch (c.type) {
+    case ElemType::kF32: return c.data<float>()[i];
+    case ElemType::kF64: return c.data<double>()[i];
+    case ElemType::kI64: return static_cast<double>(c.data<int64_t>()[i]);
+    case ElemType::kI32: return c.data<int32_t>()[i];
+    case ElemType::kS8: return c.data<int8_t>()[i];
+    case ElemType::kU8: case ElemType::kBool: return c.data<uint8_t>()[i];
+  }
+  return 0;
+}
+
+int64_t geti(const Constant& c, int64_t i) {
+  switch (c.type) {
+    case ElemType::kF32: return static_cast<int64_t>(c.data<float>()[i]);
+    case ElemType::kF64: return static_cast<int64_t>(c.data<double>()[i]);
+    case ElemType::kI64: return c.data<int64_t>()[i];
+    case ElemType::kI32: return c.data<int32_t>()[i];
+    case ElemType::kS8: return c.data<int8_t>()[i];
+    case ElemType::kU8: case ElemType::kBool: return c.data<uint8_t>()[i];
+  }
+  return 0;
+}
+
+void setf(Constant& c, int64_t i, double v) {
+  uint8_t* b = c.bytes.data();
+  switch (c.type) {
+    case ElemType::kF32: reinterpret_cast<float*>(b)[i] = static_cast<float>(v); break;
+    case ElemType::kF64: reinterpret_cast<double*>(b)[i] = v; break;
+    case ElemType::kI64: reinterpret_cast<int64_t*>(b)[i] = static_cast<int64_t>(v); break;
+    case ElemType::kI32: reinterpret_cast<int32_t*>(b)[i] = static_cast<int32_t>(v); break;
+    case ElemType::kS8: reinterpret_cast<int8_t*>(b)[i] = static_cast<int8_t>(v); break;
+    case ElemType::kU8: b[i] = static_cast<uint8_t>(v); break;
+    case ElemType::kBool: b[i] = v != 0.0; break;
+  }
+}
+
+void seti(Constant& c, int64_t i, int64_t v) {
+  if (is_float(c.type)) {
+    setf(c, i, static_cast<double>(v));
+    return;
+  }
+  uint8_t* b = c.bytes.data();
+  switch (c.type) {
+    case ElemType::kI64: reinterpret_cast<int64_t*>(b)[i] = v; break;
+    case ElemType::kI32: reinterpret_cast<int32_t*>(b)[i] = static_cast<int32_t>(v); break;
+    case ElemType::kS8: reinterpret_cast<int8_t*>(b)[i] = static_cast<int8_t>(v); break;
+    case ElemType::kU8: b[i] = static_cast<uint8_t>(v); break;
+    case ElemType::kBool: b[i] = v != 0; break;
+    default: break;
+  }
+}
+
+std::vector<int64_t> strides_of(const Shape& s) {
+  std::vector<int64_t> st(s.size(), 1);
+  for (int64_t i = static_cast<int64_t>(s.size()) - 2; i >= 0; --i) st[i] = st[i + 1] * s[i + 1];
+  return st;
+}
+
+class Runner {
+ public:
+  explicit Runner(const Graph& g) : g_(g) {}
+
+  [[noreturn]] void fail(const Node& n, const std::string& what) const {
+    throw Error(Status::kInvalidArgument, "node '" + n.name + "' (" + n.op + "): " + what);
+  }
+  [[noreturn]] void unsupported(const Node& n, const std::string& what) const {
+    throw Error(Status::kUnsupported, "node '" + n.name + "' (" + n.op + "): " + what);
+  }
+
+  Value in(const Node& n, size_t i) {
+    if (i >= n.inputs.size() || n.inputs[i].empty()) return nullptr;
+    auto it = env_.find(n.inputs[i]);
+    if (it == env_.end()) fail(n, "input '" + n.inputs[i] + "' has no value");
+    return it->second;
+  }
+  Value need(const Node& n, size_t i) {
+    Value v = in(n, i);
+    if (!v) fail(n, "missing input " + std::to_string(i));
+    return v;
+  }
+  std::vector<int64_t> ints_of(const Node& n, const Constant& c) {
+    if (is_float(c.type)) fail(n, "expected an integer tensor");
+    std::vector<int64_t> v(static_cast<size_t>(c.elements()));
+    for (size_t i = 0; i < v.size(); ++i) v[i] = geti(c, static_cast<int64_t>(i));
+    return v;
+  }
+  int64_t attr_i(const Node& n, const char* k, int64_t def) {
+    const Attribute* a = n.attr(k);
+    return a ? a->i : def;
+  }
+  float attr_f(const Node& n, const char* k, float def) {
+    const Attribute* a = n.attr(k);
+    return a ? a->f : def;
+  }
+  int64_t axis(const Node& n, int64_t a, size_t rank) {
+    const int64_t r = static_cast<int64_t>(rank);
+    if (a < -r || a >= r) fail(n, "axis " + std::to_string(a) + " out of range for rank " + std::to_string(r));
+    return a < 0 ? a + r : a;
+  }
+
+  Shape broadcast(const Node& n, const std::vector<const Shape*>& shapes) {
+    size_t rank = 0;
+    for (const Shape* s : shapes) rank = std::max(rank, s->size());
+    Shape out(rank, 1);
+    for (const Shape* s : shapes) {
+      for (size_t i = 0; i < s->size(); ++i) {
+        int64_t& o = out[rank - s->size() + i];
+        const int64_t d = (*s)[i];
+        if (o == 1) o = d;
+        else if (d != 1 && d != o) fail(n, "shapes cannot be broadcast together");
+      }
+    }
+    return out;
+  }
+  // Maps every output element to the element of `s` it broadcasts from.
+  std::vector<int64_t> broadcast_index(const Shape& out, const Shape& s) {
+    const size_t rank = out.size();
+    std::vector<int64_t> st(rank, 0);
+    const std::vector<int64_t> sst = strides_of(s);
+    for (size_t i = 0; i < s.size(); ++i) {
+      if (s[i] != 1) st[rank - s.size() + i] = sst[i];
+    }
+    std::vector<int64_t> idx(static_cast<size_t>(numel(out)));
+    std::vector<int64_t> ctr(rank, 0);
+    int64_t off = 0;
+    for (size_t e = 0; e < idx.size(); ++e) {
+      idx[e] = off;
+      for (int64_t d = static_cast<int64_t>(rank) - 1; d >= 0; --d) {
+        if (++ctr[d] < out[d]) {
+          off += st[d];
+          break;
+        }
+        off -= st[d] * (out[d] - 1);
+        ctr[d] = 0;
+      }
+    }
+    return idx;
+  }
+
+  Value binary(const Node& n) {
+    Value a = need(n, 0), b = need(n, 1);
+    const Shape out = broadcast(n, {&a->shape, &b->shape});
+    const auto ia = broadcast_index(out, a->shape), ib = broadcast_index(out, b->shape);
+    const std::string& op = n.op;
+    if (op == "Equal") {
+      auto r = make(ElemType::kBool, out);
+      for (size_t i = 0; i < ia.size(); ++i) {
+        const bool eq = is_float(a->type) || is_float(b->type) ? getf(*a, ia[i]) == getf(*b, ib[i])
+                                                               : geti(*a, ia[i]) == geti(*b, ib[i]);
+        r->bytes[i] = eq;
+      }
+      return r;
+    }
+    if (a->type != b->type && op != "Pow") fail(n, "inputs have different types");
+    auto r = make(a->type, out);
+    if (is_float(a->type)) {
+      for (size_t i = 0; i < ia.size(); ++i) {
+        const double x = getf(*a, ia[i]), y = getf(*b, ib[i]);
+        double v = 0;
+        if (op == "Add") v = x + y;
+        else if (op == "Sub") v = x - y;
+        else if (op == "Mul") v = x * y;
+        else if (op == "Div") v = x / y;
+        else v = std::pow(x, y);
+        setf(*r, static_cast<int64_t>(i), v);
+      }
+    } else {
+      for (size_t i = 0; i < ia.size(); ++i) {
+        const int64_t x = geti(*a, ia[i]), y = geti(*b, ib[i]);
+        int64_t v = 0;
+        if (op == "Add") v = x + y;
+        else if (op == "Sub") v = x - y;
+        else if (op == "Mul") v = x * y;
+        else if (op == "Div") {
+          if (y == 0) fail(n, "integer division by zero");
+          v = x / y;
+        } else {
+          v = static_cast<int64_t>(std::pow(static_cast<double>(x), getf(*b, ib[i])));
+        }
+        seti(*r, static_cast<int64_t>(i), v);
+      }
+    }
+    return r;
+  }
+
+  Value unary(const Node& n) {
+    Value a = need(n, 0);
+    auto r = make(a->type, a->shape);
+    const std::string& op = n.op;
+    for (int64_t i = 0; i < a->elements(); ++i) {
+      if (op == "Not") {
+        r->bytes[static_cast<size_t>(i)] = !a->bytes[static_cast<size_t>(i)];
+        continue;
+      }
+      if (!is_float(a->type) && (op == "Neg" || op == "Relu")) {
+        const int64_t x = geti(*a, i);
+        seti(*r, i, op == "Neg" ? -x : std::max<int64_t>(x, 0));
+        continue;
+      }
+      const double x = getf(*a, i);
+      double v = 0;
+      if (op == "Sqrt") v = std::sqrt(x);
+      else if (op == "Erf") v = std::erf(x);
+      else if (op == "Tanh") v = std::tanh(x);
+      else if (op == "Relu") v = x > 0 ? x : 0;
+      else v = -x;  // Neg
+      setf(*r, i, v);
+    }
+    return r;
+  }
+
+  Value cast(const Node& n) {
+    Value a = need(n, 0);
+    const int64_t to = attr_i(n, "to", 0);
+    ElemType t;
+    switch (to) {
+      case 1: t = ElemType::kF32; break;
+      case 2: t = ElemType::kU8; break;
+      case 3: t = ElemType::kS8; break;
+      case 6: t = ElemType::kI32; break;
+      case 7: t = ElemType::kI64; break;
+      case 9: t = ElemType::kBool; break;
+      case 11: t = ElemType::kF64; break;
+      default: unsupported(n, "cast to type " + std::to_string(to));
+    }
+    auto r = make(t, a->shape);
+    for (int64_t i = 0; i < a->elements(); ++i) {
+      if (is_float(a->type)) setf(*r, i, getf(*a, i));
+      else seti(*r, i, geti(*a, i));
+    }
+    return r;
+  }
+
+  Value where(const Node& n) {
+    Value c = need(n, 0), x = need(n, 1), y = need(n, 2);
+    if (x->type != y->type) fail(n, "X and Y have different types");
+    const Shape out = broadcast(n, {&c->shape, &x->shape, &y->shape});
+    const auto ic = broadcast_index(out, c->shape), ix = broadcast_index(out, x->shape),
+               iy = broadcast_index(out, y->shape);
+    auto r = make(x->type, out);
+    const size_t es = elem_type_size(x->type);
+    for (size_t i = 0; i < ic.size(); ++i) {
+      const Constant& src = c->bytes[static_cast<size_t>(ic[i])] ? *x : *y;
+      const int64_t at = c->bytes[static_cast<size_t>(ic[i])] ? ix[i] : iy[i];
+      std::memcpy(&r->bytes[i * es], &src.bytes[static_cast<size_t>(at) * es], es);
+    }
+    return r;
+  }
+
+  Value matmul(const Node& n, const Constant& a0, const Constant& b0) {
+    Shape as = a0.shape, bs = b0.shape;
+    if (as.empty() || bs.empty()) fail(n, "MatMul of a scalar");
+    const bool a1 = as.size() == 1, b1 = bs.size() == 1;
+    if (a1) as.insert(as.begin(), 1);
+    if (b1) bs.push_back(1);
+    const int64_t M = as[as.size() - 2], K = as.back(), N = bs.back();
+    if (bs[bs.size() - 2] != K) fail(n, "inner dimensions differ: " + std::to_string(K) + " vs " + std::to_string(bs[bs.size() - 2]));
+    const Shape abatch(as.begin(), as.end() - 2), bbatch(bs.begin(), bs.end() - 2);
+    const Shape batch = broadcast(n, {&abatch, &bbatch});
+    const auto ia = broadcast_index(batch, abatch), ib = broadcast_index(batch, bbatch);
+    Shape out = batch;
+    if (!a1) out.push_back(M);
+    if (!b1) out.push_back(N);
+    auto r = make(a0.type, out);
+    std::vector<double> acc(static_cast<size_t>(N));
+    for (size_t bt = 0; bt < ia.size(); ++bt) {
+      const int64_t aoff = ia[bt] * M * K, boff = ib[bt] * K * N;
+      const int64_t roff = static_cast<int64_t>(bt) * M * N;
+      for (int64_t i = 0; i < M; ++i) {
+        std::fill(acc.begin(), acc.end(), 0.0);
+        for (int64_t k = 0; k < K; ++k) {
+          const double x = getf(a0, aoff + i * K + k);
+          if (x == 0.0) continue;
+          for (int64_t j = 0; j < N; ++j) acc[static_cast<size_t>(j)] += x * getf(b0, boff + k * N + j);
+        }
+        for (int64_t j = 0; j < N; ++j) setf(*r, roff + i * N + j, acc[static_cast<size_t>(j)]);
+      }
+    }
+    return r;
+  }
+
+  Value transpose_of(const Node& n, const Constant& a, std::vector<int64_t> perm) {
+    const size_t rank = a.shape.size();
+    if (perm.empty()) {
+      for (size_t i = 0; i < rank; ++i) perm.push_back(static_cast<int64_t>(rank - 1 - i));
+    }
+    if (perm.size() != rank) fail(n, "perm has the wrong length");
+    Shape out(rank);
+    for (size_t i = 0; i < rank; ++i) out[i] = a.shape[static_cast<size_t>(axis(n, perm[i], rank))];
+    auto r = make(a.type, out);
+    const auto ist = strides_of(a.shape);
+    std::vector<int64_t> st(rank);
+    for (size_t i = 0; i < rank; ++i) st[i] = ist[static_cast<size_t>(axis(n, perm[i], rank))];
+    const size_t es = elem_type_size(a.type);
+    std::vector<int64_t> ctr(rank, 0);
+    int64_t off = 0;
+    for (int64_t e = 0; e < r->elements(); ++e) {
+      std::memcpy(&r->bytes[static_cast<size_t>(e) * es], &a.bytes[static_cast<size_t>(off) * es], es);
+      for (int64_t d = static_cast<int64_t>(rank) - 1; d >= 0; --d) {
+        if (++ctr[d] < out[d]) {
+          off += st[d];
+          break;
+        }
+        off -= st[d] * (out[d] - 1);
+        ctr[d] = 0;
+      }
+    }
+    return r;
+  }
+
+  Value reshaped(const Constant& a, Shape s) {
+    auto r = std::make_shared<Constant>(a);
+    r->shape = std::move(s);
+    return r;
+  }
+
+  Value run_node(const Node& n) {
+    const std::string& op = n.op;
+    if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div" || op == "Pow" || op == "Equal") {
+      return binary(n);
+    }
+    if (op == "Sqrt" || op == "Erf" || op == "Tanh" || op == "Relu" || op == "Neg" || op == "Not") {
+      return unary(n);
+    }
+    if (op == "Identity" || op == "Dropout") return need(n, 0);
+    if (op == "Cast") return cast(n);
+    if (op == "Where") return where(n);
+    if (op == "Constant") {
+      if (const Attribute* a = n.attr("value")) return a->t;
+      if (const Attribute* a = n.attr("value_float")) {
+        auto r = make(ElemType::kF32, {});
+        setf(*r, 0, a->f);
+        return r;
+      }
+      if (const Attribute* a = n.attr("value_int")) {
+        auto r = make(ElemType::kI64, {});
+        seti(*r, 0, a->i);
+        return r;
+      }
+      if (const Attribute* a = n.attr("value_ints")) {
+        auto r = make(ElemType::kI64, {static_cast<int64_t>(a->ints.size())});
+        for (size_t i = 0; i < a->ints.size(); ++i) seti(*r, static_cast<int64_t>(i), a->ints[i]);
+        return r;
+      }
+      if (const Attribute* a = n.attr("value_floats")) {
+        auto r = make(ElemType::kF32, {static_cast<int64_t>(a->floats.size())});
+        for (size_t i = 0; i < a->floats.size(); ++i) setf(*r, static_cast<int64_t>(i), a->floats[i]);
+        return r;
+      }
+      unsupported(n, "Constant without a supported value attribute");
+    }
+    if (op == "Shape") {
+      Value a = need(n, 0);
+      const int64_t rank = static_cast<int64_t>(a->shape.size());
+      int64_t start = attr_i(n, "start", 0), end = attr_i(n, "end", rank);
+      if (start < 0) start += rank;
+      if (end < 0) end += rank;
+      start = std::clamp<int64_t>(start, 0, rank);
+      end = std::clamp<int64_t>(end, start, rank);
+      auto r = make(ElemType::kI64, {end - start});
+      for (int64_t i = start; i < end; ++i) seti(*r, i - start, a->shape[static_cast<size_t>(i)]);
+      return r;
+    }
+    if (op == "ConstantOfShape") {
+      const std::vector<int64_t> s = ints_of(n, *need(n, 0));
+      for (int64_t d : s) if (d < 0) fail(n, "negative dimension");
+      const Attribute* v = n.attr("value");
+      auto r = make(v ? v->t->type : ElemType::kF32, s);
+      if (v) {
+        const size_t es = elem_type_size(r->type);
+        for (int64_t i = 0; i < r->elements(); ++i) std::memcpy(&r->bytes[static_cast<size_t>(i) * es], v->t->bytes.data(), es);
+      }
+      return r;
+    }
+    if (op == "Range") {
+      Value s = need(n, 0), l = need(n, 1), d = need(n, 2);
+      const double start = getf(*s, 0), limit = getf(*l, 0), delta = getf(*d, 0);
+      if (delta == 0) fail(n, "delta is zero");
+      const int64_t count = std::max<int64_t>(0, static_cast<int64_t>(std::ceil((limit - start) / delta)));
+      auto r = make(s->type, {count});
+      for (int64_t i = 0; i < count; ++i) {
+        if (is_float(s->type)) setf(*r, i, start + static_cast<double>(i) * delta);
+        else seti(*r, i, geti(*s, 0) + i * geti(*d, 0));
+      }
+      return r;
+    }
+    if (op == "Reshape") {
+      Value a = need(n, 0);
+      std::vector<int64_t> s = ints_of(n, *need(n, 1));
+      const bool allowzero = attr_i(n, "allowzero", 0) != 0;
+      int64_t known = 1, infer = -1;
+      for (size_t i = 0; i < s.size(); ++i) {
+        if (s[i] == 0 && !allowzero) {
+          if (i >= a->shape.size()) fail(n, "0 refers to a missing input dimension");
+          s[i] = a->shape[i];
+        }
+        if (s[i] == -1) {
+          if (infer >= 0) fail(n, "more than one -1");
+          infer = static_cast<int64_t>(i);
+        } else if (s[i] < 0) {
+          fail(n, "negative dimension");
+        } else {
+          known *= s[i];
+        }
+      }
+      if (infer >= 0) {
+        if (known == 0 || a->elements() % known != 0) fail(n, "cannot infer the -1 dimension");
+        s[static_cast<size_t>(infer)] = a->elements() / known;
+      }
+      if (numel(s) != a->elements()) fail(n, "element count changes");
+      return reshaped(*a, s);
+    }
+    if (op == "Unsqueeze" || op == "Squeeze") {
+      Value a = need(n, 0);
+      std::vector<int64_t> axes;
+      if (Value ax = in(n, 1)) axes = ints_of(n, *ax);
+      else if (const Attribute* at = n.attr("axes")) axes = at->ints;
+      Shape s = a->shape;
+      if (op == "Unsqueeze") {
+        const size_t rank = s.size() + axes.size();
+        for (int64_t& x : axes) x = axis(n, x, rank);
+        std::sort(axes.begin(), axes.end());
+        for (int64_t x : axes) s.insert(s.begin() + x, 1);
+      } else {
+        if (axes.empty()) {
+          s.erase(std::remove(s.begin(), s.end(), 1), s.end());
+        } else {
+          for (int64_t& x : axes) x = axis(n, x, s.size());
+          std::sort(axes.rbegin(), axes.rend());
+          for (int64_t x : axes) {
+            if (s[static_cast<size_t>(x)] != 1) fail(n, "squeezed dimension is not 1");
+            s.erase(s.begin() + x);
+          }
+        }
+      }
+      return reshaped(*a, s);
+    }
+    if (op == "Transpose") {
+      Value a = need(n, 0);
+      const Attribute* p = n.attr("perm");
+      return transpose_of(n, *a, p ? p->ints : std::vector<int64_t>{});
+    }
+    if (op == "Concat") {
+      Value first = need(n, 0);
+      const int64_t ax = axis(n, attr_i(n, "axis", 0), first->shape.size());
+      Shape out = first->shape;
+      out[static_cast<size_t>(ax)] = 0;
+      std::vector<Value> parts;
+      for (size_t i = 0; i < n.inputs.size(); ++i) {
+        Value v = need(n, i);
+        if (v->shape.size() != out.size() || v->type != first->type) fail(n, "inputs differ in rank or type");
+        for (size_t d = 0; d < out.size(); ++d) {
+          if (static_cast<int64_t>(d) != ax && v->shape[d] != first->shape[d]) fail(n, "inputs differ in shape");
+        }
+        out[static_cast<size_t>(ax)] += v->shape[static_cast<size_t>(ax)];
+        parts.push_back(v);
+      }
+      auto r = make(first->type, out);
+      const size_t es = elem_type_size(first->type);
+      int64_t outer = 1, inner = 1;
+      for (int64_t d = 0; d < ax; ++d) outer *= out[static_cast<size_t>(d)];
+      for (size_t d = static_cast<size_t>(ax) + 1; d < out.size(); ++d) inner *= out[d];
+      size_t at = 0;
+      for (int64_t o = 0; o < outer; ++o) {
+        for (const Value& v : parts) {
+          const size_t chunk = static_cast<size_t>(v->shape[static_cast<size_t>(ax)] * inner) * es;
+          std::memcpy(&r->bytes[at], &v->bytes[static_cast<size_t>(o) * chunk], chunk);
+          at += chunk;
+        }
+      }
+      return r;
+    }
+    if (op == "Slice") {
+      Value a = need(n, 0);
+      const std::vector<int64_t> starts = ints_of(n, *need(n, 1)), ends = ints_of(n, *need(n, 2));
+      std::vector<int64_t> axes, steps;
+      if (Value v = in(n, 3)) axes = ints_of(n, *v);
+      if (Value v = in(n, 4)) steps = ints_of(n, *v);
+      if (axes.empty()) for (size_t i = 0; i < starts.size(); ++i) axes.push_back(static_cast<int64_t>(i));
+      if (steps.empty()) steps.assign(starts.size(), 1);
+      if (ends.size() != starts.size() || axes.size() != starts.size() || steps.size() != starts.size()) {
+        fail(n, "starts, ends, axes and steps differ in length");
+      }
+      const size_t rank = a->shape.size();
+      std::vector<int64_t> st(rank, 0), sp(rank, 1);
+      Shape out = a->shape;
+      for (size_t i = 0; i < starts.size(); ++i) {
+        const size_t ax = static_cast<size_t>(axis(n, axes[i], rank));
+        const int64_t dim = a->shape[ax], step = steps[i];
+        if (step == 0) fail(n, "step 0");
+        int64_t s = starts[i], e = ends[i];
+        if (s < 0) s += dim;
+        if (e < 0) e += dim;
+        if (step > 0) {
+          s = std::clamp<int64_t>(s, 0, dim);
+          e = std::clamp<int64_t>(e, 0, dim);
+          out[ax] = e > s ? (e - s + step - 1) / step : 0;
+        } else {
+          s = std::clamp<int64_t>(s, 0, dim - 1);
+          e = std::clamp<int64_t>(e, -1, dim - 1);
+          out[ax] = s > e ? (s - e - step - 1) / (-step) : 0;
+        }
+        st[ax] = s;
+        sp[ax] = step;
+      }
+      auto r = make(a->type, out);
+      const auto ist = strides_of(a->shape);
+      const size_t es = elem_type_size(a->type);
+      std::vector<int64_t> ctr(rank, 0);
+      for (int64_t e = 0; e < r->elements(); ++e) {
+        int64_t off = 0;
+        for (size_t d = 0; d < rank; ++d) off += (st[d] + ctr[d] * sp[d]) * ist[d];
+        std::memcpy(&r->bytes[static_cast<size_t>(e) * es], &a->bytes[static_cast<size_t>(off) * es], es);
+        for (int64_t d = static_cast<int64_t>(rank) - 1; d >= 0; --d) {
+          if (++ctr[static_cast<size_t>(d)] < out[static_cast<size_t>(d)]) break;
+          ctr[static_cast<size_t>(d)] = 0;
+        }
+      }
+      return r;
+    }
+    if (op == "Expand") {
+      Value a = need(n, 0);
+      const Shape target = ints_of(n, *need(n, 1));
+      const Shape out = broadcast(n, {&a->shape, &target});
+      const auto ia = broadcast_index(out, a->shape);
+      auto r = make(a->type, out);
+      const size_t es = elem_type_size(a->type);
+      for (size_t i = 0; i < ia.size(); ++i) std::memcpy(&r->bytes[i * es], &a->bytes[static_cast<size_t>(ia[i]) * es], es);
+      return r;
+    }
+    if (op == "Gather") {
+      Value data = need(n, 0), idx = need(n, 1);
+      const size_t rank = data->shape.size();
+      if (rank == 0) fail(n, "Gather from a scalar");
+      const int64_t ax = axis(n, attr_i(n, "axis", 0), rank);
+      const int64_t dim = data->shape[static_cast<size_t>(ax)];
+      Shape out(data->shape.begin(), data->shape.begin() + ax);
+      out.insert(out.end(), idx->shape.begin(), idx->shape.end());
+      out.insert(out.end(), data->shape.begin() + ax + 1, data->shape.end());
+      int64_t outer = 1, inner = 1;
+      for (int64_t d = 0; d < ax; ++d) outer *= data->shape[static_cast<size_t>(d)];
+      for (size_t d = static_cast<size_t>(ax) + 1; d < rank; ++d) inner *= data->shape[d];
+      auto r = make(data->type, out);
+      const size_t es = elem_type_size(data->type), chunk = static_cast<size_t>(inner) * es;
+      const int64_t ni = idx->elements();
+      for (int64_t o = 0; o < outer; ++o) {
+        for (int64_t j = 0; j < ni; ++j) {
+          int64_t k = geti(*idx, j);
+          if (k < -dim || k >= dim) {
+            fail(n, "index " + std::to_string(k) + " out of range [0, " + std::to_string(dim) + ")");
+          }
+          if (k < 0) k += dim;
+          std::memcpy(&r->bytes[static_cast<size_t>(o * ni + j) * chunk],
+                      &data->bytes[static_cast<size_t>(o * dim + k) * chunk], chunk);
+        }
+      }
+      return r;
+    }
+    if (op == "MatMul") return matmul(n, *need(n, 0), *need(n, 1));
+    if (op == "Gemm") {
+      Value a = need(n, 0), b = need(n, 1), c = in(n, 2);
+      if (a->shape.size() != 2 || b->shape.size() != 2) fail(n, "Gemm needs 2-D A and B");
+      if (attr_i(n, "transA", 0)) a = transpose_of(n, *a, {});
+      if (attr_i(n, "transB", 0)) b = transpose_of(n, *b, {});
+      auto ab = std::const_pointer_cast<Constant>(matmul(n, *a, *b));
+      const double alpha = attr_f(n, "alpha", 1.0f), beta = attr_f(n, "beta", 1.0f);
+      const auto ic = c ? broadcast_index(ab->shape, c->shape) : std::vector<int64_t>{};
+      if (c && broadcast(n, {&ab->shape, &c->shape}) != ab->shape) fail(n, "C does not broadcast to A.B");
+      for (int64_t i = 0; i < ab->elements(); ++i) {
+        setf(*ab, i, alpha * getf(*ab, i) + (c ? beta * getf(*c, ic[static_cast<size_t>(i)]) : 0.0));
+      }
+      return ab;
+    }
+    if (op == "Softmax") {
+      Value a = need(n, 0);
+      const size_t rank = a->shape.size();
+      const int64_t ax = axis(n, attr_i(n, "axis", g_.opset >= 13 ? -1 : 1), rank);
+      // opset >= 13: along one axis. Older: over the flattened trailing dimensions.
+      int64_t outer = 1, len = 1, inner = 1;
+      for (int64_t d = 0; d < ax; ++d) outer *= a->shape[static_cast<size_t>(d)];
+      if (g_.opset >= 13) {
+        len = a->shape[static_cast<size_t>(ax)];
+        for (size_t d = static_cast<size_t>(ax) + 1; d < rank; ++d) inner *= a->shape[d];
+      } else {
+        for (size_t d = static_cast<size_t>(ax); d < rank; ++d) len *= a->shape[d];
+      }
+      auto r = make(a->type, a->shape);
+      for (int64_t o = 0; o < outer; ++o) {
+        for (int64_t in_ = 0; in_ < inner; ++in_) {
+          auto at = [&](int64_t j) { return (o * len + j) * inner + in_; };
+          double mx = -INFINITY;
+          for (int64_t j = 0; j < len; ++j) mx = std::max(mx, getf(*a, at(j)));
+          double sum = 0;
+          for (int64_t j = 0; j < len; ++j) sum += std::exp(getf(*a, at(j)) - mx);
+          for (int64_t j = 0; j < len; ++j) setf(*r, at(j), std::exp(getf(*a, at(j)) - mx) / sum);
+        }
+      }
+      return r;
+    }
+    if (op == "ReduceMean") {
+      Value a = need(n, 0);
+      const size_t rank = a->shape.size();
+      std::vector<int64_t> axes;
+      if (const Attribute* at = n.attr("axes")) axes = at->ints;
+      else if (Value v = in(n, 1)) axes = ints_of(n, *v);
+      if (axes.empty()) for (size_t i = 0; i < rank; ++i) axes.push_back(static_cast<int64_t>(i));
+      std::vector<bool> red(rank, false);
+      for (int64_t x : axes) red[static_cast<size_t>(axis(n, x, rank))] = true;
+      const bool keep = attr_i(n, "keepdims", 1) != 0;
+      Shape kept = a->shape;
+      for (size_t d = 0; d < rank; ++d) if (red[d]) kept[d] = 1;
+      std::vector<double> sum(static_cast<size_t>(numel(kept)), 0.0);
+      const auto idx = broadcast_index(a->shape, kept);  // maps input elements to kept slots
+      int64_t count = 1;
+      for (size_t d = 0; d < rank; ++d) if (red[d]) count *= a->shape[d];
+      for (int64_t i = 0; i < a->elements(); ++i) sum[static_cast<size_t>(idx[static_cast<size_t>(i)])] += getf(*a, i);
+      Shape out;
+      for (size_t d = 0; d < rank; ++d) if (!red[d] || keep) out.push_back(kept[d]);
+      auto r = make(a->type, out);
+      for (size_t i = 0; i < sum.size(); ++i) setf(*r, static_cast<int64_t>(i), sum[i] / static_cast<double>(count));
+      return r;
+    }
+    if (op == "CumSum") {
+      Value a = need(n, 0);
+      const int64_t ax = axis(n, geti(*need(n, 1), 0), a->shape.size());
+      const bool exclusive = attr_i(n, "exclusive", 0) != 0, reverse = attr_i(n, "reverse", 0) != 0;
+      int64_t outer = 1, len = a->shape[static_cast<size_t>(ax)], inner = 1;
+      for (int64_t d = 0; d < ax; ++d) outer *= a->shape[static_cast<size_t>(d)];
+      for (size_t d = static_cast<size_t>(ax) + 1; d < a->shape.size(); ++d) inner *= a->shape[d];
+      auto r = make(a->type, a->shape);
+      for (int64_t o = 0; o < outer; ++o) {
+        for (int64_t in_ = 0; in_ < inner; ++in_) {
+          double accf = 0;
+          int64_t acci = 0;
+          for (int64_t jj = 0; jj < len; ++jj) {
+            const int64_t j = reverse ? len - 1 - jj : jj;
+            const int64_t at = (o * len + j) * inner + in_;
+            if (is_float(a->type)) {
+              if (!exclusive) accf += getf(*a, at);
+              setf(*r, at, accf);
+              if (exclusive) accf += getf(*a, at);
+            } else {
+              if (!exclusive) acci += geti(*a, at);
+              seti(*r, at, acci);
+              if (exclusive) acci += geti(*a, at);
+            }
+          }
+        }
+      }
+      return r;
+    }
+    if (op == "LayerNormalization") {
+      Value x = need(n, 0), scale = need(n, 1), bias = in(n, 2);
+      const size_t rank = x->shape.size();
+      const int64_t ax = axis(n, attr_i(n, "axis", -1), rank);
+      const double eps = attr_f(n, "epsilon", 1e-5f);
+      int64_t outer = 1, len = 1;
+      for (int64_t d = 0; d < ax; ++d) outer *= x->shape[static_cast<size_t>(d)];
+      for (size_t d = static_cast<size_t>(ax); d < rank; ++d) len *= x->shape[d];
+      if (scale->elements() != len || (bias && bias->elements() != len)) fail(n, "scale or bias has the wrong size");
+      auto r = make(x->type, x->shape);
+      for (int64_t o = 0; o < outer; ++o) {
+        double mean = 0, var = 0;
+        for (int64_t j = 0; j < len; ++j) mean += getf(*x, o * len + j);
+        mean /= static_cast<double>(len);
+        for (int64_t j = 0; j < len; ++j) {
+          const double d = getf(*x, o * len + j) - mean;
+          var += d * d;
+        }
+        var /= static_cast<double>(len);
+        const double inv = 1.0 / std::sqrt(var + eps);
+        for (int64_t j = 0; j < len; ++j) {
+          double v = (getf(*x, o * len + j) - mean) * inv * getf(*scale, j);
+          if (bias) v += getf(*bias, j);
+          setf(*r, o * len + j, v);
+        }
+      }
+      return r;
+    }
+    unsupported(n, "op is not implemented in the interpreter");
+  }
+
+  std::map<std::string, Value> run(const std::map<std::string, Value>& inputs) {
+    for (const auto& kv : g_.initializers) env_[kv.first] = kv.second;
+    for (const ValueInfo& vi : g_.inputs) {
+      auto it = inputs.find(vi.name);
+      if (it == inputs.end() || !it->second) {
+        throw Error(Status::kInvalidArgument, "missing input '" + vi.name + "'");
+      }
+      env_[vi.name] = it->second;
+    }
+    for (const Node& n : g_.nodes) {
+      Value v = run_node(n);
+      if (n.outputs.empty()) continue;
+      env_[n.outputs[0]] = v;
+      // Dropout's optional mask output, if requested, is all ones in inference.
+      if (n.op == "Dropout" && n.outputs.size() > 1 && !n.outputs[1].empty()) {
+        auto mask = make(ElemType::kBool, v->shape);
+        std::fill(mask->bytes.begin(), mask->bytes.end(), 1);
+        env_[n.outputs[1]] = mask;
+      }
+    }
+    std::map<std::string, Value> out;
+    for (const ValueInfo& vi : g_.outputs) out[vi.name] = env_.at(vi.name);
+    return out;
+  }
+
+ private:
+  const Graph& g_;
+  std::map<std::string, Value> env_;
+};
+
+}  // namespace
+
+std::map<std::string, Value> interpret(const Graph& graph, const std::map<std::string, Value>& inputs) {
+  return Runner(graph).run(inputs);
+}
+
+}  // namespace sparq

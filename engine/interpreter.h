@@ -1,0 +1,27 @@
+// The generic path: runs an imported graph op by op, exactly as ONNX defines each op,
+// with no fusion and no packing. Slow, simple and the reference the fused path is
+// tested against. fp32 math is done in double per op and rounded to float on store.
+#ifndef SPARQ_ENGINE_INTERPRETER_H_
+#define SPARQ_ENGINE_INTERPRETER_H_
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "formats/graph.h"
+#include "sparq/export.h"
+
+namespace sparq {
+
+using Value = std::shared_ptr<const Constant>;
+
+// Evaluates `graph` on `inputs` (by graph input name) and returns every graph output.
+// Throws Error(kInvalidArgument) for bad data found while running (an index out of
+// range, incompatible shapes) naming the node, Error(kUnsupported) for an attribute
+// combination the op implementation does not cover.
+SPARQ_API std::map<std::string, Value> interpret(const Graph& graph,
+                                                 const std::map<std::string, Value>& inputs);
+
+}  // namespace sparq
+
+#endif  // SPARQ_ENGINE_INTERPRETER_H_

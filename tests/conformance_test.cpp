@@ -1,0 +1,121 @@
+// Conformance of the generic path: every model tools/make_models.py generated into
+// SPARQ_MODELS_DIR (one folder each: model.onnx, input_*.npy, ref_*.npy from float64
+// PyTorch) is imported and interpreted, and each output must satisfy
+//   max |out - ref| <= 1e-3 * max |ref|   and   cosine(out, ref) >= 0.99999.
+#include <dirent.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "engine/interpreter.h"
+#include "formats/error.h"
+#include "formats/npy.h"
+#include "formats/onnx_import.h"
+
+namespace sparq::test {
+namespace {
+
+std::string models_dir() {
+  const char* e = std::getenv("SPARQ_MODELS_DIR");
+  return e ? e : "";
+}
+
+std::vector<std::string> list(const std::string& dir, const std::string& prefix, const std::string& suffix) {
+  std::vector<std::string> out;
+  DIR* d = opendir(dir.c_str());
+  if (!d) return out;
+  while (dirent* e = readdir(d)) {
+    const std::string n = e->d_name;
+    if (n.size() >= prefix.size() + suffix.size() && n.compare(0, prefix.size(), prefix) == 0 &&
+        n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0) {
+      out.push_back(n);
+    }
+  }
+  closedir(d);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+double as_double(const Constant& c, int64_t i) {
+  return c.type == ElemType::kF64 ? c.data<double>()[i] : c.data<float>()[i];
+}
+
+void check_model(const std::string& dir) {
+  SCOPED_TRACE(dir);
+  const Graph g = import_onnx(dir + "/model.onnx");
+  std::map<std::string, Value> inputs;
+  for (const std::string& f : list(dir, "input_", ".npy")) {
+    inputs[f.substr(6, f.size() - 10)] = std::make_shared<Constant>(read_npy(dir + "/" + f));
+  }
+  const auto outputs = interpret(g, inputs);
+  const auto refs = list(dir, "ref_", ".npy");
+  ASSERT_FALSE(refs.empty());
+  for (const std::string& f : refs) {
+    const std::string name = f.substr(4, f.size() - 8);
+    SCOPED_TRACE(name);
+    const Constant ref = read_npy(dir + "/" + f);
+    auto it = outputs.find(name);
+    ASSERT_NE(it, outputs.end());
+    const Constant& out = *it->second;
+    ASSERT_EQ(out.shape, ref.shape);
+    double max_ref = 0, max_err = 0, dot = 0, na = 0, nb = 0;
+    for (int64_t i = 0; i < ref.elements(); ++i) {
+      const double r = as_double(ref, i), o = as_double(out, i);
+      max_ref = std::max(max_ref, std::fabs(r));
+      max_err = std::max(max_err, std::fabs(r - o));
+      dot += r * o;
+      na += r * r;
+      nb += o * o;
+    }
+    const double cosine = dot / std::sqrt(na * nb);
+    EXPECT_LE(max_err, 1e-3 * max_ref) << "max |err| " << max_err << ", max |ref| " << max_ref;
+    EXPECT_GE(cosine, 0.99999);
+  }
+}
+
+TEST(Conformance, GenericPathMatchesFloat64References) {
+  const std::string root = models_dir();
+  if (root.empty()) GTEST_SKIP() << "SPARQ_MODELS_DIR is not set";
+  std::vector<std::string> dirs;
+  DIR* d = opendir(root.c_str());
+  if (!d) GTEST_SKIP() << "no models at " << root << " (python3-torch missing?)";
+  while (dirent* e = readdir(d)) {
+    const std::string n = e->d_name;
+    struct stat st {};
+    if (n[0] != '.' && stat((root + "/" + n + "/manifest.json").c_str(), &st) == 0) dirs.push_back(n);
+  }
+  closedir(d);
+  std::sort(dirs.begin(), dirs.end());
+  if (dirs.empty()) GTEST_SKIP() << "no models at " << root;
+  for (const std::string& n : dirs) check_model(root + "/" + n);
+  RecordProperty("models", static_cast<int>(dirs.size()));
+}
+
+TEST(Conformance, TokenIdOutsideVocabularyIsAnError) {
+  const std::string root = models_dir();
+  const std::string dir = root + "/bert-14";
+  struct stat st {};
+  if (root.empty() || stat((dir + "/model.onnx").c_str(), &st) != 0) GTEST_SKIP() << "no bert-14 model";
+  const Graph g = import_onnx(dir + "/model.onnx");
+  std::map<std::string, Value> inputs;
+  for (const std::string& f : list(dir, "input_", ".npy")) {
+    inputs[f.substr(6, f.size() - 10)] = std::make_shared<Constant>(read_npy(dir + "/" + f));
+  }
+  auto ids = std::make_shared<Constant>(*inputs["input_ids"]);
+  reinterpret_cast<int64_t*>(ids->bytes.data())[3] = 1000000;
+  inputs["input_ids"] = ids;
+  try {
+    interpret(g, inputs);
+    ADD_FAILURE() << "out-of-vocabulary id accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("out of range"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace sparq::test

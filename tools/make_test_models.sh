@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Generates the conformance model set into DIR (default build/models) with
+# tools/make_models.py. Skips (exit 0, with a note) when python3-torch is missing.
+set -euo pipefail
+out=${1:-build/models}
+here=$(cd "$(dirname "$0")" && pwd)
+if ! /usr/bin/python3 -c "import torch, onnx, numpy" 2>/dev/null; then
+  echo "make_test_models: python3-torch/python3-onnx/python3-numpy missing; no conformance models" >&2
+  exit 0
+fi
+mkdir -p "$out"
+gen() {
+  local name=$1; shift
+  if [ -f "$out/$name/manifest.json" ] && [ "$out/$name/manifest.json" -nt "$here/make_models.py" ]; then
+    return 0
+  fi
+  /usr/bin/python3 "$here/make_models.py" --out "$out/$name" "$@" 2>"$out/$name.log" >/dev/null ||
+    { cat "$out/$name.log" >&2; exit 1; }
+}
+gen bert-14 --family bert --opset 14
+gen bert-17 --family bert --opset 17
+gen bert-head-14 --family bert --opset 14 --head --batch 3 --seq 7
+gen bert-pruned-4x1 --family bert --opset 17 --prune 0.9 --block 4x1
+gen distilbert-14 --family distilbert --opset 14
+gen distilbert-17 --family distilbert --opset 17 --seq 13
+gen distilbert-head-1x4 --family distilbert --opset 14 --head --prune 0.8 --block 1x4
+gen roberta-14 --family roberta --opset 14
+gen roberta-17 --family roberta --opset 17 --batch 3 --seq 9
+gen roberta-1x1 --family roberta --opset 14 --prune 0.7 --block 1x1
+echo "make_test_models: models in $out" >&2
