@@ -90,7 +90,7 @@ std::vector<int64_t> strides_of(const Shape& s) {
 
 class Runner {
  public:
-  explicit Runner(const Graph& g) : g_(g) {}
+  Runner(const Graph& g, const CustomOp& custom) : g_(g), custom_(custom) {}
 
   [[noreturn]] void fail(const Node& n, const std::string& what) const {
     throw Error(Status::kInvalidArgument, "node '" + n.name + "' (" + n.op + "): " + what);
@@ -221,7 +221,7 @@ class Runner {
     const std::string& op = n.op;
     for (int64_t i = 0; i < a->elements(); ++i) {
       if (op == "Not") {
-        r->bytes[static_cast<size_t>(i)] = !a->bytes[static_cast<size_t>(i)];
+        r->bytes[static_cast<size_t>(i)] = !a->raw()[static_cast<size_t>(i)];
         continue;
       }
       if (!is_float(a->type) && (op == "Neg" || op == "Relu")) {
@@ -272,9 +272,9 @@ class Runner {
     auto r = make(x->type, out);
     const size_t es = elem_type_size(x->type);
     for (size_t i = 0; i < ic.size(); ++i) {
-      const Constant& src = c->bytes[static_cast<size_t>(ic[i])] ? *x : *y;
-      const int64_t at = c->bytes[static_cast<size_t>(ic[i])] ? ix[i] : iy[i];
-      std::memcpy(&r->bytes[i * es], &src.bytes[static_cast<size_t>(at) * es], es);
+      const Constant& src = c->raw()[static_cast<size_t>(ic[i])] ? *x : *y;
+      const int64_t at = c->raw()[static_cast<size_t>(ic[i])] ? ix[i] : iy[i];
+      std::memcpy(&r->bytes[i * es], &src.raw()[static_cast<size_t>(at) * es], es);
     }
     return r;
   }
@@ -327,7 +327,7 @@ class Runner {
     std::vector<int64_t> ctr(rank, 0);
     int64_t off = 0;
     for (int64_t e = 0; e < r->elements(); ++e) {
-      std::memcpy(&r->bytes[static_cast<size_t>(e) * es], &a.bytes[static_cast<size_t>(off) * es], es);
+      std::memcpy(&r->bytes[static_cast<size_t>(e) * es], &a.raw()[static_cast<size_t>(off) * es], es);
       for (int64_t d = static_cast<int64_t>(rank) - 1; d >= 0; --d) {
         if (++ctr[d] < out[d]) {
           off += st[d];
@@ -400,7 +400,7 @@ class Runner {
       auto r = make(v ? v->t->type : ElemType::kF32, s);
       if (v) {
         const size_t es = elem_type_size(r->type);
-        for (int64_t i = 0; i < r->elements(); ++i) std::memcpy(&r->bytes[static_cast<size_t>(i) * es], v->t->bytes.data(), es);
+        for (int64_t i = 0; i < r->elements(); ++i) std::memcpy(&r->bytes[static_cast<size_t>(i) * es], v->t->raw(), es);
       }
       return r;
     }
@@ -496,7 +496,7 @@ class Runner {
       for (int64_t o = 0; o < outer; ++o) {
         for (const Value& v : parts) {
           const size_t chunk = static_cast<size_t>(v->shape[static_cast<size_t>(ax)] * inner) * es;
-          std::memcpy(&r->bytes[at], &v->bytes[static_cast<size_t>(o) * chunk], chunk);
+          std::memcpy(&r->bytes[at], &v->raw()[static_cast<size_t>(o) * chunk], chunk);
           at += chunk;
         }
       }
@@ -542,7 +542,7 @@ class Runner {
       for (int64_t e = 0; e < r->elements(); ++e) {
         int64_t off = 0;
         for (size_t d = 0; d < rank; ++d) off += (st[d] + ctr[d] * sp[d]) * ist[d];
-        std::memcpy(&r->bytes[static_cast<size_t>(e) * es], &a->bytes[static_cast<size_t>(off) * es], es);
+        std::memcpy(&r->bytes[static_cast<size_t>(e) * es], &a->raw()[static_cast<size_t>(off) * es], es);
         for (int64_t d = static_cast<int64_t>(rank) - 1; d >= 0; --d) {
           if (++ctr[static_cast<size_t>(d)] < out[static_cast<size_t>(d)]) break;
           ctr[static_cast<size_t>(d)] = 0;
@@ -557,7 +557,7 @@ class Runner {
       const auto ia = broadcast_index(out, a->shape);
       auto r = make(a->type, out);
       const size_t es = elem_type_size(a->type);
-      for (size_t i = 0; i < ia.size(); ++i) std::memcpy(&r->bytes[i * es], &a->bytes[static_cast<size_t>(ia[i]) * es], es);
+      for (size_t i = 0; i < ia.size(); ++i) std::memcpy(&r->bytes[i * es], &a->raw()[static_cast<size_t>(ia[i]) * es], es);
       return r;
     }
     if (op == "Gather") {
@@ -583,7 +583,7 @@ class Runner {
           }
           if (k < 0) k += dim;
           std::memcpy(&r->bytes[static_cast<size_t>(o * ni + j) * chunk],
-                      &data->bytes[static_cast<size_t>(o * dim + k) * chunk], chunk);
+                      &data->raw()[static_cast<size_t>(o * dim + k) * chunk], chunk);
         }
       }
       return r;
@@ -709,6 +709,11 @@ class Runner {
       }
       return r;
     }
+    if (custom_) {
+      std::vector<Value> ins;
+      for (size_t i = 0; i < n.inputs.size(); ++i) ins.push_back(in(n, i));
+      if (Value v = custom_(n, ins)) return v;
+    }
     unsupported(n, "op is not implemented in the interpreter");
   }
 
@@ -739,13 +744,15 @@ class Runner {
 
  private:
   const Graph& g_;
+  const CustomOp& custom_;
   std::map<std::string, Value> env_;
 };
 
 }  // namespace
 
-std::map<std::string, Value> interpret(const Graph& graph, const std::map<std::string, Value>& inputs) {
-  return Runner(graph).run(inputs);
+std::map<std::string, Value> interpret(const Graph& graph, const std::map<std::string, Value>& inputs,
+                                       const CustomOp& custom) {
+  return Runner(graph, custom).run(inputs);
 }
 
 }  // namespace sparq

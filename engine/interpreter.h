@@ -4,9 +4,11 @@
 #ifndef SPARQ_ENGINE_INTERPRETER_H_
 #define SPARQ_ENGINE_INTERPRETER_H_
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "formats/graph.h"
 #include "sparq/export.h"
@@ -19,8 +21,11 @@ using Value = std::shared_ptr<const Constant>;
 // Throws Error(kInvalidArgument) for bad data found while running (an index out of
 // range, incompatible shapes) naming the node, Error(kUnsupported) for an attribute
 // combination the op implementation does not cover.
+// `custom` (optional) runs ops the interpreter does not know, such as SparqMatMul.
+using CustomOp = std::function<Value(const Node& node, const std::vector<Value>& inputs)>;
 SPARQ_API std::map<std::string, Value> interpret(const Graph& graph,
-                                                 const std::map<std::string, Value>& inputs);
+                                                 const std::map<std::string, Value>& inputs,
+                                                 const CustomOp& custom = nullptr);
 
 }  // namespace sparq
 

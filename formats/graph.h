@@ -26,6 +26,12 @@ struct Constant {
   ElemType type = ElemType::kF32;
   std::vector<int64_t> shape;
   std::vector<uint8_t> bytes;
+  // Set instead of `bytes` for data that lives elsewhere (a mapped .sparq file), kept
+  // alive by `owner`.
+  const uint8_t* view = nullptr;
+  std::shared_ptr<const void> owner;
+
+  const uint8_t* raw() const { return view != nullptr ? view : bytes.data(); }
   int64_t elements() const {
     int64_t e = 1;
     for (int64_t d : shape) e *= d;
@@ -33,7 +39,7 @@ struct Constant {
   }
   template <class T>
   const T* data() const {
-    return reinterpret_cast<const T*>(bytes.data());
+    return reinterpret_cast<const T*>(raw());
   }
 };
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "engine/interpreter.h"
+#include "engine/model.h"
 #include "formats/error.h"
 #include "formats/npy.h"
 #include "formats/onnx_import.h"
@@ -45,14 +46,30 @@ double as_double(const Constant& c, int64_t i) {
   return c.type == ElemType::kF64 ? c.data<double>()[i] : c.data<float>()[i];
 }
 
-void check_model(const std::string& dir) {
-  SCOPED_TRACE(dir);
-  const Graph g = import_onnx(dir + "/model.onnx");
+std::map<std::string, Value> load_inputs(const std::string& dir) {
   std::map<std::string, Value> inputs;
   for (const std::string& f : list(dir, "input_", ".npy")) {
     inputs[f.substr(6, f.size() - 10)] = std::make_shared<Constant>(read_npy(dir + "/" + f));
   }
-  const auto outputs = interpret(g, inputs);
+  return inputs;
+}
+
+// mode: "interpret" (the generic path on the imported graph), "fp32" or "int8"
+// (converted to .sparq, loaded, run by a Session with `threads`).
+std::map<std::string, Value> run_model(const std::string& dir, const std::string& mode, int threads) {
+  const Graph g = import_onnx(dir + "/model.onnx");
+  if (mode == "interpret") return interpret(g, load_inputs(dir));
+  ConvertOptions o;
+  o.precision = mode;
+  const std::string out = dir + "/model-" + mode + ".sparq";
+  convert_graph(g, out, o);
+  Session s(Model::load(out), threads);
+  return s.run(load_inputs(dir));
+}
+
+void check_model(const std::string& dir, const std::string& mode = "interpret", int threads = 1) {
+  SCOPED_TRACE(dir + " " + mode + " threads=" + std::to_string(threads));
+  const auto outputs = run_model(dir, mode, threads);
   const auto refs = list(dir, "ref_", ".npy");
   ASSERT_FALSE(refs.empty());
   for (const std::string& f : refs) {
@@ -73,6 +90,23 @@ void check_model(const std::string& dir) {
       nb += o * o;
     }
     const double cosine = dot / std::sqrt(na * nb);
+    if (mode == "int8") {
+      // int8: cosine >= 0.99 for every token (each row of the last dimension).
+      const int64_t width = ref.shape.back(), rows = ref.elements() / width;
+      double worst = 1.0;
+      for (int64_t r = 0; r < rows; ++r) {
+        double d = 0, a2 = 0, b2 = 0;
+        for (int64_t j = 0; j < width; ++j) {
+          const double x = as_double(ref, r * width + j), y = as_double(out, r * width + j);
+          d += x * y;
+          a2 += x * x;
+          b2 += y * y;
+        }
+        worst = std::min(worst, d / std::sqrt(a2 * b2));
+      }
+      EXPECT_GE(worst, 0.99) << "worst per-token cosine";
+      continue;
+    }
     EXPECT_LE(max_err, 1e-3 * max_ref) << "max |err| " << max_err << ", max |ref| " << max_ref;
     EXPECT_GE(cosine, 0.99999);
   }
@@ -94,6 +128,44 @@ TEST(Conformance, GenericPathMatchesFloat64References) {
   if (dirs.empty()) GTEST_SKIP() << "no models at " << root;
   for (const std::string& n : dirs) check_model(root + "/" + n);
   RecordProperty("models", static_cast<int>(dirs.size()));
+}
+
+std::vector<std::string> model_dirs() {
+  std::vector<std::string> dirs;
+  const std::string root = models_dir();
+  DIR* d = root.empty() ? nullptr : opendir(root.c_str());
+  if (!d) return dirs;
+  while (dirent* e = readdir(d)) {
+    const std::string n = e->d_name;
+    struct stat st {};
+    if (n[0] != '.' && stat((root + "/" + n + "/manifest.json").c_str(), &st) == 0) dirs.push_back(root + "/" + n);
+  }
+  closedir(d);
+  std::sort(dirs.begin(), dirs.end());
+  return dirs;
+}
+
+TEST(Conformance, ConvertedFp32MatchesFloat64References) {
+  const auto dirs = model_dirs();
+  if (dirs.empty()) GTEST_SKIP() << "no models";
+  for (const std::string& d : dirs) check_model(d, "fp32", 1);
+}
+
+TEST(Conformance, ConvertedInt8CosinePerToken) {
+  const auto dirs = model_dirs();
+  if (dirs.empty()) GTEST_SKIP() << "no models";
+  for (const std::string& d : dirs) check_model(d, "int8", 1);
+}
+
+TEST(Conformance, SameOutputsAtOneAndTwoThreads) {
+  const auto dirs = model_dirs();
+  if (dirs.empty()) GTEST_SKIP() << "no models";
+  for (const std::string& d : dirs) {
+    for (const char* mode : {"fp32", "int8"}) {
+      const auto a = run_model(d, mode, 1), b = run_model(d, mode, 2);
+      for (const auto& kv : a) EXPECT_EQ(kv.second->bytes, b.at(kv.first)->bytes) << d << " " << mode << " " << kv.first;
+    }
+  }
 }
 
 TEST(Conformance, TokenIdOutsideVocabularyIsAnError) {

@@ -1,0 +1,323 @@
+#include "engine/model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <set>
+
+#include "formats/aligned_buffer.h"
+#include "formats/error.h"
+#include "formats/graph_io.h"
+
+namespace sparq {
+namespace {
+
+int64_t count_nonzero(const float* w, int64_t count) {
+  int64_t nz = 0;
+  for (int64_t i = 0; i < count; ++i) nz += w[i] != 0.0f;
+  return nz;
+}
+
+// Slots a block shape needs to hold every nonzero (nonzero blocks x block size).
+int64_t block_slots(const float* wt, int64_t n, int64_t k, BlockShape b) {
+  const BsrMatrix m = bsr_from_dense(wt, n, k, b);
+  return m.nnz_blocks() * b.out * b.in;
+}
+
+std::string weight_name(const Node& n) { return n.inputs.size() > 1 ? n.inputs[1] : n.name; }
+
+}  // namespace
+
+double sparse_break_even_density(bool int8) {
+  // Measured with `sparq kernel-bench` on AVX512-VNNI (bench/results, docs/performance.md):
+  // at 50% sparsity the sparse kernels beat sparq's dense path by 1.6x (int8) and 1.8x
+  // (fp32), at 0% they lose by 1.3x. Kept as one compiled-in table so the same input
+  // and flags give the same file on every machine.
+  return int8 ? 0.70 : 0.70;
+}
+
+BlockShape detect_block(const float* wt, int64_t n, int64_t k) {
+  const int64_t nz = count_nonzero(wt, n * k);
+  if (nz == 0) return kBlock4x1;
+  // A pattern fits when it holds the nonzeros with at most 2% zero-filled slots.
+  auto fits = [&](BlockShape b) { return block_slots(wt, n, k, b) * 100 <= nz * 102; };
+  if (fits(kBlock4x1)) return kBlock4x1;
+  if (fits(kBlock1x4)) return kBlock1x4;
+  return kBlock1x1;
+}
+
+std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
+                                       const ConvertOptions& opts,
+                                       const std::function<void(size_t, size_t)>& progress) {
+  const bool int8 = opts.precision == "int8";
+  if (!int8 && opts.precision != "fp32") {
+    throw Error(Status::kInvalidArgument, "precision must be fp32 or int8, not '" + opts.precision + "'");
+  }
+  BlockShape requested = kBlock4x1;
+  const bool auto_block = opts.block == "auto";
+  if (!auto_block && !(opts.block == "4x1" || opts.block == "1x4" || opts.block == "1x1")) {
+    throw Error(Status::kInvalidArgument, "block must be auto, 4x1, 1x4 or 1x1, not '" + opts.block + "'");
+  }
+  if (!auto_block) parse_block_shape(opts.block, &requested);
+  if (opts.prune >= 1.0) throw Error(Status::kInvalidArgument, "prune sparsity must be in [0, 1)");
+
+  // Uses of each initializer, to drop the ones only a converted MatMul read.
+  std::map<std::string, int> uses;
+  for (const Node& n : g.nodes)
+    for (const std::string& s : n.inputs) ++uses[s];
+  std::vector<size_t> targets;
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& n = g.nodes[i];
+    if (n.op != "MatMul" || n.inputs.size() != 2) continue;
+    const Constant* w = g.initializer(n.inputs[1]);
+    if (w == nullptr || w->type != ElemType::kF32 || w->shape.size() != 2 || g.initializer(n.inputs[0])) continue;
+    targets.push_back(i);
+  }
+
+  SparqFileWriter writer;
+  std::vector<std::unique_ptr<PackedMatrix>> packed;
+  std::vector<LayerReport> report;
+  for (size_t t = 0; t < targets.size(); ++t) {
+    Node& n = g.nodes[targets[t]];
+    const Constant& w = *g.initializer(n.inputs[1]);
+    const int64_t k = w.shape[0], nn = w.shape[1];
+    if (k == 0 || nn == 0) continue;
+    std::vector<float> wt(static_cast<size_t>(nn * k));
+    const float* src = w.data<float>();
+    for (int64_t kk = 0; kk < k; ++kk)
+      for (int64_t j = 0; j < nn; ++j) wt[static_cast<size_t>(j * k + kk)] = src[kk * nn + j];
+    if (opts.prune >= 0) prune_blocks(wt.data(), nn, k, requested, opts.prune);
+    const BlockShape block = auto_block ? detect_block(wt.data(), nn, k) : requested;
+    const double density = static_cast<double>(count_nonzero(wt.data(), nn * k)) / static_cast<double>(nn * k);
+    const bool sparse = density <= sparse_break_even_density(int8);
+    if (int8) {
+      if (k > kMaxInt8K) {
+        throw Error(Status::kUnsupported, "weight '" + weight_name(n) + "' has K = " + std::to_string(k) +
+                                              ", above the int8 limit");
+      }
+      std::vector<int8_t> q(wt.size());
+      std::vector<float> scales(static_cast<size_t>(nn));
+      quantize_per_channel(wt.data(), nn, k, q.data(), scales.data());
+      packed.push_back(std::make_unique<PackedMatrix>(PackedMatrix::pack_s8(q.data(), scales.data(), nn, k, block, !sparse)));
+    } else {
+      packed.push_back(std::make_unique<PackedMatrix>(PackedMatrix::pack_f32(wt.data(), nn, k, block, !sparse)));
+    }
+    const std::string pname = "packed/" + std::to_string(t);
+    add_packed(writer, pname, *packed.back());
+    LayerReport r;
+    r.name = weight_name(n);
+    r.k = k;
+    r.n = nn;
+    r.sparsity = 1.0 - density;
+    r.block = block_shape_name(block);
+    r.sparse = sparse;
+    r.bytes = packed.back()->bytes();
+    report.push_back(r);
+    if (--uses[n.inputs[1]] == 0) g.initializers.erase(n.inputs[1]);
+    Attribute wa, pa, ka, na;
+    wa.kind = pa.kind = Attribute::Kind::kString;
+    wa.s = pname;
+    pa.s = opts.precision;
+    n.op = "SparqMatMul";
+    n.inputs.resize(1);
+    n.attrs = {{"weight", wa}, {"precision", pa}};
+    if (progress) progress(t + 1, targets.size());
+  }
+  writer.set_metadata(serialize_graph(g, writer));
+  writer.write(out_path);
+  return report;
+}
+
+std::shared_ptr<const Model> Model::load(const std::string& path) {
+  auto m = std::shared_ptr<Model>(new Model());
+  m->path_ = path;
+  m->file_ = SparqFile::open(path);
+  m->graph_ = deserialize_graph(m->file_);
+  for (const Node& n : m->graph_.nodes) {
+    if (n.op != "SparqMatMul") continue;
+    const Attribute* w = n.attr("weight");
+    const Attribute* p = n.attr("precision");
+    if (w == nullptr || p == nullptr || w->kind != Attribute::Kind::kString || n.inputs.size() != 1) {
+      throw Error(Status::kFormatError, path + ": node '" + n.name + "' is a malformed SparqMatMul");
+    }
+    if (!m->packed_.count(w->s)) m->packed_[w->s] = read_packed(*m->file_, w->s);
+    const PackedWeights& pw = m->packed_[w->s];
+    if ((p->s == "int8") != (pw.type == WeightType::kS8)) {
+      throw Error(Status::kFormatError, path + ": node '" + n.name + "' precision does not match its weights");
+    }
+  }
+  return m;
+}
+
+const PackedWeights& Model::packed(const std::string& name) const {
+  auto it = packed_.find(name);
+  if (it == packed_.end()) throw Error(Status::kFormatError, "no packed weight '" + name + "'");
+  return it->second;
+}
+
+Session::Session(std::shared_ptr<const Model> model, int threads)
+    : model_(std::move(model)), pool_(threads) {}
+
+Value Session::sparq_matmul(const Node& n, const std::vector<Value>& in) {
+  const PackedWeights& w = model_->packed(n.attr("weight")->s);
+  const Value& xv = in.at(0);
+  if (!xv || xv->type != ElemType::kF32 || xv->shape.empty() || xv->shape.back() != w.k) {
+    throw Error(Status::kInvalidArgument, "node '" + n.name + "': input does not have K = " + std::to_string(w.k));
+  }
+  const int64_t k = w.k, nn = w.n, m = xv->elements() / k;
+  const float* x = xv->data<float>();
+  auto y = std::make_shared<Constant>();
+  y->type = ElemType::kF32;
+  y->shape = xv->shape;
+  y->shape.back() = nn;
+  y->bytes.resize(static_cast<size_t>(m * nn) * 4);
+  if (m == 0) return y;
+  AlignedBuffer yt(static_cast<size_t>(nn * m) * 4);
+  Epilogue ep;
+  ep.out_f32 = yt.as<float>();
+  ep.ld_out = m;
+  const SpmmKernels& kernels = spmm_kernels();
+  if (w.type == WeightType::kS8) {
+    // Dynamic per-token quantization: symmetric, shifted to u8 with zero point 128.
+    AlignedBuffer xq(static_cast<size_t>(k * m));
+    std::vector<float> scale(static_cast<size_t>(m));
+    uint8_t* q = xq.as<uint8_t>();
+    for (int64_t t = 0; t < m; ++t) {
+      float mx = 0;
+      for (int64_t j = 0; j < k; ++j) mx = std::max(mx, std::fabs(x[t * k + j]));
+      const float s = mx > 0 ? mx / 127.0f : 1.0f;
+      scale[static_cast<size_t>(t)] = s;
+      const float inv = 1.0f / s;
+      for (int64_t j = 0; j < k; ++j) {
+        const float v = std::min(127.0f, std::max(-127.0f, std::nearbyint(x[t * k + j] * inv)));
+        q[j * m + t] = static_cast<uint8_t>(static_cast<int>(v) + 128);
+      }
+    }
+    ep.channel_scale = w.scales;
+    ep.token_scale = scale.data();
+    spmm_u8s8(kernels, &pool_, w, q, m, m, ep);
+  } else {
+    AlignedBuffer xt(static_cast<size_t>(k * m) * 4);
+    float* t = xt.as<float>();
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t j = 0; j < k; ++j) t[j * m + r] = x[r * k + j];
+    spmm_f32(kernels, &pool_, w, t, m, m, ep);
+  }
+  float* out = reinterpret_cast<float*>(y->bytes.data());
+  const float* src = yt.as<float>();
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t j = 0; j < nn; ++j) out[r * nn + j] = src[j * m + r];
+  return y;
+}
+
+std::map<std::string, Value> Session::run(std::map<std::string, Value> inputs) {
+  const Graph& g = model_->graph();
+  auto bad = [](const std::string& what) { throw Error(Status::kInvalidArgument, what); };
+  std::set<std::string> known;
+  std::string names;
+  for (const ValueInfo& v : g.inputs) {
+    known.insert(v.name);
+    names += (names.empty() ? "" : ", ") + v.name;
+  }
+  for (const auto& kv : inputs) {
+    if (!known.count(kv.first)) bad("unknown input '" + kv.first + "' (the model's inputs: " + names + ")");
+    if (!kv.second) bad("input '" + kv.first + "' has no data");
+  }
+  const ValueInfo* ids_info = nullptr;
+  for (const ValueInfo& v : g.inputs) {
+    if (v.name == "input_ids") ids_info = &v;
+  }
+  std::vector<int64_t> ref_shape;
+  if (ids_info != nullptr) {
+    if (!inputs.count("input_ids")) bad("missing required input 'input_ids'");
+  }
+  // Integer inputs: int64 or int32 (widened), rank 2, all of one [batch, sequence] shape.
+  for (const ValueInfo& v : g.inputs) {
+    auto it = inputs.find(v.name);
+    if (it == inputs.end()) continue;
+    const Constant& c = *it->second;
+    if (v.type == ElemType::kI64 || v.type == ElemType::kI32) {
+      if (c.type != ElemType::kI64 && c.type != ElemType::kI32) {
+        bad("input '" + v.name + "' must be int64 or int32, got " + elem_type_name(c.type));
+      }
+      if (c.type == ElemType::kI32) {
+        auto w = std::make_shared<Constant>();
+        w->type = ElemType::kI64;
+        w->shape = c.shape;
+        w->bytes.resize(static_cast<size_t>(c.elements()) * 8);
+        for (int64_t i = 0; i < c.elements(); ++i) reinterpret_cast<int64_t*>(w->bytes.data())[i] = c.data<int32_t>()[i];
+        it->second = w;
+      }
+    } else if (c.type != v.type) {
+      bad("input '" + v.name + "' must be " + std::string(elem_type_name(v.type)) + ", got " + elem_type_name(c.type));
+    }
+    if (!v.shape.empty() && c.shape.size() != v.shape.size()) {
+      bad("input '" + v.name + "' must have rank " + std::to_string(v.shape.size()) + ", got " +
+          std::to_string(c.shape.size()));
+    }
+    for (size_t d = 0; d < v.shape.size() && d < c.shape.size(); ++d) {
+      if (v.shape[d].value >= 0 && v.shape[d].value != c.shape[d]) {
+        bad("input '" + v.name + "' dimension " + std::to_string(d) + " must be " + std::to_string(v.shape[d].value));
+      }
+    }
+    if (v.name == "input_ids") ref_shape = c.shape;
+  }
+  for (const auto& kv : inputs) {
+    if (!ref_shape.empty() && kv.second->shape != ref_shape) {
+      bad("input '" + kv.first + "' has a different [batch, sequence] shape than input_ids");
+    }
+  }
+  // Defaults: attention_mask all ones, token_type_ids zeros.
+  for (const ValueInfo& v : g.inputs) {
+    if (inputs.count(v.name)) continue;
+    if ((v.name == "attention_mask" || v.name == "token_type_ids") && !ref_shape.empty()) {
+      auto c = std::make_shared<Constant>();
+      c->type = v.type;
+      c->shape = ref_shape;
+      c->bytes.assign(static_cast<size_t>(c->elements()) * elem_type_size(v.type), 0);
+      if (v.name == "attention_mask") {
+        for (int64_t i = 0; i < c->elements(); ++i) {
+          if (v.type == ElemType::kI64) reinterpret_cast<int64_t*>(c->bytes.data())[i] = 1;
+          else if (v.type == ElemType::kI32) reinterpret_cast<int32_t*>(c->bytes.data())[i] = 1;
+          else c->bytes[static_cast<size_t>(i) * elem_type_size(v.type)] = 1;
+        }
+      }
+      inputs[v.name] = c;
+      continue;
+    }
+    bad("missing required input '" + v.name + "'");
+  }
+  // Index ranges: every graph input gathered directly from a constant table.
+  for (const Node& n : g.nodes) {
+    if (n.op != "Gather" || n.inputs.size() < 2) continue;
+    auto it = inputs.find(n.inputs[1]);
+    const Constant* table = g.initializer(n.inputs[0]);
+    if (it == inputs.end() || table == nullptr || table->shape.empty()) continue;
+    const int64_t rows = table->shape[0];
+    const Constant& ids = *it->second;
+    for (int64_t i = 0; i < ids.elements(); ++i) {
+      const int64_t id = ids.data<int64_t>()[i];
+      if (id < 0 || id >= rows) {
+        const int64_t seq = ids.shape.size() == 2 ? ids.shape[1] : 1;
+        bad("input '" + n.inputs[1] + "': value " + std::to_string(id) + " at [" + std::to_string(i / seq) +
+            ", " + std::to_string(i % seq) + "] is outside [0, " + std::to_string(rows) + ") of '" + n.inputs[0] + "'");
+      }
+    }
+  }
+  // Sequence length against a position table, when the model has one.
+  if (ref_shape.size() == 2) {
+    for (const auto& kv : g.initializers) {
+      if (kv.first.find("position_embeddings") != std::string::npos && !kv.second->shape.empty() &&
+          ref_shape[1] > kv.second->shape[0]) {
+        bad("sequence length " + std::to_string(ref_shape[1]) + " exceeds the position table (" +
+            std::to_string(kv.second->shape[0]) + " positions)");
+      }
+    }
+  }
+  return interpret(g, inputs, [this](const Node& n, const std::vector<Value>& in) -> Value {
+    if (n.op == "SparqMatMul") return sparq_matmul(n, in);
+    return nullptr;
+  });
+}
+
+}  // namespace sparq

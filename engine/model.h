@@ -1,0 +1,87 @@
+// Converting an imported graph into a .sparq file, loading it, and running it.
+//
+// This is the first, generic version of the executor: the graph runs through the
+// reference interpreter, except that every MatMul with a constant 2-D weight becomes a
+// `SparqMatMul` node that runs sparq's SpMM (or dense) kernels on packed weights in
+// fp32 or int8 (dynamic per-token activation quantization). Fusions, layouts and a
+// static memory plan come next (docs/architecture.md).
+#ifndef SPARQ_ENGINE_MODEL_H_
+#define SPARQ_ENGINE_MODEL_H_
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/interpreter.h"
+#include "engine/parallel.h"
+#include "formats/bsr.h"
+#include "formats/graph.h"
+#include "formats/sparq_file.h"
+#include "sparq/export.h"
+
+namespace sparq {
+
+struct ConvertOptions {
+  std::string precision = "fp32";  // fp32 | int8
+  std::string block = "auto";      // auto | 4x1 | 1x4 | 1x1
+  double prune = -1.0;             // < 0: no pruning; else sparsity in [0, 1)
+};
+
+struct LayerReport {
+  std::string name;  // the weight's initializer name
+  int64_t k = 0, n = 0;
+  double sparsity = 0;  // fraction of zero weights after pruning
+  std::string block;    // detected or chosen pattern
+  bool sparse = true;   // false: runs through the dense path
+  uint64_t bytes = 0;   // packed bytes
+};
+
+// Below this fraction of nonzero weights a layer runs sparse (per ISA table; see
+// docs/performance.md for the measurement behind the values).
+SPARQ_API double sparse_break_even_density(bool int8);
+
+// Detects the block pattern the nonzeros of W^T[N][K] follow: 4x1 or 1x4 when every
+// nonzero lies in such blocks with almost no zero-filled slots, else 1x1.
+SPARQ_API BlockShape detect_block(const float* wt, int64_t n, int64_t k);
+
+// Converts `g` (from import_onnx) and writes `out_path` atomically. `progress` is called
+// with (done, total) weights.
+SPARQ_API std::vector<LayerReport> convert_graph(
+    Graph g, const std::string& out_path, const ConvertOptions& opts,
+    const std::function<void(size_t, size_t)>& progress = nullptr);
+
+class SPARQ_API Model {
+ public:
+  static std::shared_ptr<const Model> load(const std::string& path);
+  const Graph& graph() const { return graph_; }
+  const SparqFile& file() const { return *file_; }
+  const PackedWeights& packed(const std::string& name) const;
+  std::string path() const { return path_; }
+
+ private:
+  std::shared_ptr<const SparqFile> file_;
+  Graph graph_;
+  std::map<std::string, PackedWeights> packed_;
+  std::string path_;
+};
+
+class SPARQ_API Session {
+ public:
+  Session(std::shared_ptr<const Model> model, int threads);
+  // Applies the input rules of DESIGN.md (input_ids required, attention_mask and
+  // token_type_ids defaulted, int32 accepted, names, ranks and shapes checked, ids in
+  // range) and runs the graph. Throws Error(kInvalidArgument) on bad input.
+  std::map<std::string, Value> run(std::map<std::string, Value> inputs);
+  int threads() const { return pool_.threads(); }
+
+ private:
+  Value sparq_matmul(const Node& n, const std::vector<Value>& in);
+  std::shared_ptr<const Model> model_;
+  ThreadPool pool_;
+};
+
+}  // namespace sparq
+
+#endif  // SPARQ_ENGINE_MODEL_H_
