@@ -13,12 +13,12 @@
 #include "formats/error.h"
 #include "kernels/common/isa.h"
 #include "sparq/sparq.h"
+#include "tools/cli.h"
 
 namespace {
 
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
+using sparq::cli::Args;
+using sparq::cli::UsageError;
 
 const char* kUsage =
     "usage: sparq <command> [options]\n"
@@ -28,61 +28,17 @@ const char* kUsage =
     "               [--block auto|4x1|1x4|1x1] [--threads T] [--sweep] [--json]\n"
     "      time sparq's SpMM against oneDNN's dense matmul on the same shape\n"
     "      (defaults: M=128 K=768 N=3072 S=0.9 int8, block auto (4x1), 1 thread)\n"
+    "  convert MODEL.onnx -o OUT.sparq [--precision fp32|int8] [--block auto|4x1|1x4|1x1]\n"
+    "          [--prune SPARSITY] [--threads N]\n"
+    "      convert an ONNX encoder into sparq's block-sparse format\n"
+    "  run MODEL.sparq -i NAME=FILE.npy [-i ...] -o OUTDIR [--threads N]\n"
+    "      run a model; writes OUTDIR/<output>.npy (float32) for every output\n"
+    "  bench MODEL.sparq [--batch B] [--seq S] [--threads T] [--warmup N] [--iterations N]\n"
+    "          [--json]\n"
+    "      latency (p50, p90, p99, mean) and throughput on random in-vocabulary ids\n"
+    "  inspect MODEL.sparq [--verify] [--json]\n"
+    "      describe a .sparq file; --verify also checks every data checksum\n"
     "  version      print the library version and the kernel ISA in use\n";
-
-// Parses "--flag value" pairs and bare switches.
-class Args {
- public:
-  Args(int argc, char** argv, int first) : argv_(argv + first, argv + argc) {}
-  bool flag(const std::string& name) {
-    for (size_t i = 0; i < argv_.size(); ++i) {
-      if (argv_[i] == name) {
-        argv_.erase(argv_.begin() + static_cast<long>(i));
-        return true;
-      }
-    }
-    return false;
-  }
-  bool value(const std::string& name, std::string* out) {
-    for (size_t i = 0; i < argv_.size(); ++i) {
-      if (argv_[i] == name) {
-        if (i + 1 >= argv_.size()) throw UsageError(name + " needs a value");
-        *out = argv_[i + 1];
-        argv_.erase(argv_.begin() + static_cast<long>(i), argv_.begin() + static_cast<long>(i) + 2);
-        return true;
-      }
-    }
-    return false;
-  }
-  int64_t integer(const std::string& name, int64_t def, int64_t lo, int64_t hi) {
-    std::string v;
-    if (!value(name, &v)) return def;
-    char* end = nullptr;
-    const long long x = std::strtoll(v.c_str(), &end, 10);
-    if (v.empty() || *end != '\0' || x < lo || x > hi) {
-      throw UsageError(name + " must be an integer in [" + std::to_string(lo) + ", " +
-                       std::to_string(hi) + "], got '" + v + "'");
-    }
-    return x;
-  }
-  double real(const std::string& name, double def, double lo, double hi) {
-    std::string v;
-    if (!value(name, &v)) return def;
-    char* end = nullptr;
-    const double x = std::strtod(v.c_str(), &end);
-    if (v.empty() || *end != '\0' || !(x >= lo && x <= hi)) {
-      throw UsageError(name + " must be a number in [" + std::to_string(lo) + ", " +
-                       std::to_string(hi) + "], got '" + v + "'");
-    }
-    return x;
-  }
-  void finish() {
-    if (!argv_.empty()) throw UsageError("unexpected argument '" + argv_.front() + "'");
-  }
-
- private:
-  std::vector<std::string> argv_;
-};
 
 int kernel_bench(Args& args) {
   using namespace sparq::bench;
@@ -170,6 +126,10 @@ int main(int argc, char** argv) {
     }
     Args args(argc, argv, 2);
     if (cmd == "kernel-bench") return kernel_bench(args);
+    if (cmd == "convert") return sparq::cli::convert_cmd(args);
+    if (cmd == "run") return sparq::cli::run_cmd(args);
+    if (cmd == "bench") return sparq::cli::bench_cmd(args);
+    if (cmd == "inspect") return sparq::cli::inspect_cmd(args);
     if (cmd == "version") {
       args.finish();
       std::printf("sparq %s (kernels: %s, cpu: %s)\n", sparq_version(), sparq_kernel_isa(),

@@ -1,0 +1,257 @@
+// sparq convert | run | bench | inspect (contract: DESIGN.md, "CLI contract").
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <random>
+#include <sstream>
+
+#include "engine/model.h"
+#include "formats/error.h"
+#include "formats/npy.h"
+#include "formats/onnx_import.h"
+#include "tools/cli.h"
+
+namespace sparq::cli {
+namespace {
+
+std::string precision_flag(Args& args) {
+  std::string p = "fp32";
+  args.value("--precision", &p);
+  if (p != "fp32" && p != "int8") throw UsageError("--precision must be fp32 or int8, got '" + p + "'");
+  return p;
+}
+
+int threads_flag(Args& args) { return static_cast<int>(args.integer("--threads", 0, 0, 1024)); }
+
+std::string json_escape(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    if (c == '"' || c == '\\') o += '\\';
+    if (static_cast<unsigned char>(c) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+      o += buf;
+      continue;
+    }
+    o += c;
+  }
+  return o;
+}
+
+std::string safe_file_name(const std::string& name) {
+  std::string o = name;
+  for (char& c : o) {
+    const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '_' || c == '-';
+    if (!ok) c = '_';
+  }
+  if (o.empty() || o == "." || o == "..") o = "_" + o;
+  return o;
+}
+
+}  // namespace
+
+int convert_cmd(Args& args) {
+  ConvertOptions o;
+  std::string out;
+  if (!args.value("-o", &out) && !args.value("--output", &out)) throw UsageError("convert needs -o OUT.sparq");
+  o.precision = precision_flag(args);
+  args.value("--block", &o.block);
+  if (o.block != "auto" && o.block != "4x1" && o.block != "1x4" && o.block != "1x1") {
+    throw UsageError("--block must be auto, 4x1, 1x4 or 1x1, got '" + o.block + "'");
+  }
+  std::string prune;
+  if (args.value("--prune", &prune)) {
+    char* end = nullptr;
+    o.prune = std::strtod(prune.c_str(), &end);
+    if (prune.empty() || *end != '\0' || !(o.prune >= 0.0 && o.prune < 1.0)) {
+      throw UsageError("--prune must be a sparsity in [0, 1), got '" + prune + "'");
+    }
+  }
+  threads_flag(args);  // accepted for symmetry; conversion is single-threaded for now
+  const std::string in = args.positional("MODEL.onnx");
+  args.finish();
+  // Progress only on a terminal: on a pipe or file, stderr carries errors alone.
+  const bool tty = isatty(2) != 0;
+  if (tty) std::fprintf(stderr, "sparq: importing %s\n", in.c_str());
+  Graph g = import_onnx(in);
+  const auto report = convert_graph(std::move(g), out, o, [tty](size_t done, size_t total) {
+    if (!tty) return;
+    std::fprintf(stderr, "\rsparq: packing weights %zu/%zu", done, total);
+    if (done == total) std::fputc('\n', stderr);
+  });
+  std::printf("%-48s %6s %6s %8s %-6s %-7s %10s\n", "weight", "K", "N", "sparsity", "block", "runs", "bytes");
+  uint64_t total = 0;
+  for (const LayerReport& r : report) {
+    std::printf("%-48s %6lld %6lld %7.1f%% %-6s %-7s %10llu\n", r.name.c_str(), static_cast<long long>(r.k),
+                static_cast<long long>(r.n), 100.0 * r.sparsity, r.block.c_str(), r.sparse ? "sparse" : "dense",
+                static_cast<unsigned long long>(r.bytes));
+    total += r.bytes;
+  }
+  struct stat st {};
+  stat(out.c_str(), &st);
+  std::printf("%zu weights packed (%s), %llu bytes of packed weights; wrote %s (%lld bytes)\n", report.size(),
+              o.precision.c_str(), static_cast<unsigned long long>(total), out.c_str(),
+              static_cast<long long>(st.st_size));
+  if (o.prune >= 0) {
+    std::printf("note: --prune %.3g zeroed the smallest blocks of every encoder MatMul weight; "
+                "this changes the model's outputs and accuracy\n", o.prune);
+  }
+  return 0;
+}
+
+int run_cmd(Args& args) {
+  std::string outdir;
+  if (!args.value("-o", &outdir) && !args.value("--output", &outdir)) throw UsageError("run needs -o OUTDIR");
+  std::vector<std::string> specs = args.values("-i");
+  for (const std::string& s : args.values("--input")) specs.push_back(s);
+  const int threads = threads_flag(args);
+  const std::string path = args.positional("MODEL.sparq");
+  args.finish();
+  if (specs.empty()) throw UsageError("run needs at least one -i NAME=FILE.npy");
+  std::map<std::string, Value> inputs;
+  for (const std::string& s : specs) {
+    const size_t eq = s.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == s.size()) {
+      throw UsageError("-i takes NAME=FILE.npy, got '" + s + "'");
+    }
+    const std::string name = s.substr(0, eq);
+    if (inputs.count(name)) throw UsageError("input '" + name + "' given twice");
+    inputs[name] = std::make_shared<Constant>(read_npy(s.substr(eq + 1)));
+  }
+  Session session(Model::load(path), threads);
+  const auto outputs = session.run(inputs);
+  // Everything ran: only now create the directory and write (each file atomically).
+  if (mkdir(outdir.c_str(), 0777) != 0 && errno != EEXIST) {
+    throw Error(Status::kInvalidArgument, "cannot create '" + outdir + "'");
+  }
+  for (const auto& kv : outputs) {
+    const std::string file = outdir + "/" + safe_file_name(kv.first) + ".npy";
+    write_npy(file, *kv.second);
+    std::printf("wrote %s\n", file.c_str());
+  }
+  return 0;
+}
+
+int bench_cmd(Args& args) {
+  const bool json = args.flag("--json");
+  const int64_t batch = args.integer("--batch", 1, 1, 4096);
+  const int64_t seq = args.integer("--seq", 128, 1, 1 << 20);
+  const int threads = threads_flag(args);
+  const int64_t warmup = args.integer("--warmup", 10, 0, 1000000);
+  const int64_t iterations = args.integer("--iterations", 100, 1, 10000000);
+  const std::string path = args.positional("MODEL.sparq");
+  args.finish();
+  auto model = Model::load(path);
+  Session session(model, threads);
+  // Random in-vocabulary ids: the vocabulary is the table that input_ids index.
+  int64_t vocab = 2;
+  for (const Node& n : model->graph().nodes) {
+    if (n.op == "Gather" && n.inputs.size() > 1 && n.inputs[1] == "input_ids") {
+      if (const Constant* t = model->graph().initializer(n.inputs[0])) vocab = t->shape.at(0);
+    }
+  }
+  std::mt19937 rng(1);
+  auto ids = std::make_shared<Constant>();
+  ids->type = ElemType::kI64;
+  ids->shape = {batch, seq};
+  ids->bytes.resize(static_cast<size_t>(batch * seq) * 8);
+  for (int64_t i = 0; i < batch * seq; ++i) {
+    reinterpret_cast<int64_t*>(ids->bytes.data())[i] = 2 + static_cast<int64_t>(rng() % static_cast<uint32_t>(std::max<int64_t>(1, vocab - 2)));
+  }
+  std::map<std::string, Value> inputs = {{"input_ids", ids}};
+  for (int64_t i = 0; i < warmup; ++i) session.run(inputs);
+  std::vector<double> ms;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < iterations; ++i) {
+    const auto s = std::chrono::steady_clock::now();
+    session.run(inputs);
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - s).count());
+  }
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::vector<double> sorted = ms;
+  std::sort(sorted.begin(), sorted.end());
+  auto pct = [&](double p) {
+    const size_t i = static_cast<size_t>(std::ceil(p / 100.0 * static_cast<double>(sorted.size()))) - 1;
+    return sorted[std::min(i, sorted.size() - 1)];
+  };
+  double mean = 0;
+  for (double v : ms) mean += v;
+  mean /= static_cast<double>(ms.size());
+  const double tput = static_cast<double>(batch * iterations) / wall;
+  if (json) {
+    std::printf("{\"batch\":%lld,\"seq\":%lld,\"threads\":%d,\"instances\":1,\"threads_per_instance\":%d,"
+                "\"iterations\":%lld,\"latency_ms\":{\"p50\":%.4f,\"p90\":%.4f,\"p99\":%.4f,\"mean\":%.4f},"
+                "\"throughput_seq_per_s\":%.3f}\n",
+                static_cast<long long>(batch), static_cast<long long>(seq), session.threads(), session.threads(),
+                static_cast<long long>(iterations), pct(50), pct(90), pct(99), mean, tput);
+  } else {
+    std::printf("%s: batch %lld, seq %lld, %d threads, %lld iterations\n", path.c_str(), static_cast<long long>(batch),
+                static_cast<long long>(seq), session.threads(), static_cast<long long>(iterations));
+    std::printf("latency ms: p50 %.3f  p90 %.3f  p99 %.3f  mean %.3f\nthroughput: %.2f sequences/s\n", pct(50),
+                pct(90), pct(99), mean, tput);
+  }
+  return 0;
+}
+
+int inspect_cmd(Args& args) {
+  const bool json = args.flag("--json");
+  const bool verify = args.flag("--verify");
+  const std::string path = args.positional("MODEL.sparq");
+  args.finish();
+  auto model = Model::load(path);
+  if (verify) model->file().verify();
+  const Graph& g = model->graph();
+  std::map<std::string, int> ops;
+  for (const Node& n : g.nodes) ++ops[n.op];
+  std::ostringstream js;
+  if (!json) {
+    std::printf("%s: .sparq version %u, %llu bytes, opset %lld%s\n", path.c_str(), model->file().version(),
+                static_cast<unsigned long long>(model->file().file_size()), static_cast<long long>(g.opset),
+                verify ? ", checksums verified" : "");
+    for (const ValueInfo& v : g.inputs) std::printf("input  %s (%s)\n", v.name.c_str(), elem_type_name(v.type));
+    for (const ValueInfo& v : g.outputs) std::printf("output %s (%s)\n", v.name.c_str(), elem_type_name(v.type));
+    std::printf("%zu nodes:", g.nodes.size());
+    for (const auto& kv : ops) std::printf(" %s=%d", kv.first.c_str(), kv.second);
+    std::printf("\n%-16s %6s %6s %-6s %-7s %-6s %8s\n", "weight", "K", "N", "type", "runs", "R", "density");
+  }
+  js << "{\"path\":\"" << json_escape(path) << "\",\"version\":" << model->file().version()
+     << ",\"file_bytes\":" << model->file().file_size() << ",\"opset\":" << g.opset
+     << ",\"checksums_verified\":" << (verify ? "true" : "false") << ",\"inputs\":[";
+  for (size_t i = 0; i < g.inputs.size(); ++i) js << (i ? "," : "") << "\"" << json_escape(g.inputs[i].name) << "\"";
+  js << "],\"outputs\":[";
+  for (size_t i = 0; i < g.outputs.size(); ++i) js << (i ? "," : "") << "\"" << json_escape(g.outputs[i].name) << "\"";
+  js << "],\"weights\":[";
+  bool first = true;
+  for (const Node& n : g.nodes) {
+    if (n.op != "SparqMatMul") continue;
+    const std::string& name = n.attr("weight")->s;
+    const PackedWeights& w = model->packed(name);
+    BlockShape b;
+    read_packed(model->file(), name, &b);
+    const double slots = static_cast<double>(w.num_groups) * w.rows_per_block * w.group;
+    const double density = slots / (static_cast<double>(w.n) * w.k);
+    if (!json) {
+      std::printf("%-16s %6d %6d %-6s %-7s %-6s %7.1f%%\n", name.c_str(), w.k, w.n,
+                  w.type == WeightType::kS8 ? "int8" : "fp32", w.dense ? "dense" : "sparse",
+                  block_shape_name(b).c_str(), 100.0 * density);
+    }
+    js << (first ? "" : ",") << "{\"name\":\"" << json_escape(name) << "\",\"k\":" << w.k << ",\"n\":" << w.n
+       << ",\"precision\":\"" << (w.type == WeightType::kS8 ? "int8" : "fp32") << "\",\"sparse\":"
+       << (w.dense ? "false" : "true") << ",\"block\":\"" << block_shape_name(b) << "\",\"stored_density\":" << density
+       << "}";
+    first = false;
+  }
+  js << "]}";
+  if (json) std::printf("%s\n", js.str().c_str());
+  return 0;
+}
+
+}  // namespace sparq::cli
