@@ -5,6 +5,7 @@
 #include <cstring>
 #include <functional>
 #include <numeric>
+#include <set>
 
 #include "formats/error.h"
 
@@ -717,7 +718,17 @@ class Runner {
     unsupported(n, "op is not implemented in the interpreter");
   }
 
+  size_t peak_bytes() const { return peak_; }
+
   std::map<std::string, Value> run(const std::map<std::string, Value>& inputs) {
+    // Last use of every value, so intermediates are released as soon as they are dead.
+    std::map<std::string, size_t> last_use;
+    for (size_t i = 0; i < g_.nodes.size(); ++i)
+      for (const std::string& s : g_.nodes[i].inputs) last_use[s] = i;
+    std::set<std::string> keep;
+    for (const ValueInfo& vi : g_.outputs) keep.insert(vi.name);
+    size_t live = 0;
+    std::map<std::string, size_t> owned;  // intermediate value -> bytes
     for (const auto& kv : g_.initializers) env_[kv.first] = kv.second;
     for (const ValueInfo& vi : g_.inputs) {
       auto it = inputs.find(vi.name);
@@ -726,10 +737,25 @@ class Runner {
       }
       env_[vi.name] = it->second;
     }
-    for (const Node& n : g_.nodes) {
+    for (size_t ni = 0; ni < g_.nodes.size(); ++ni) {
+      const Node& n = g_.nodes[ni];
       Value v = run_node(n);
       if (n.outputs.empty()) continue;
       env_[n.outputs[0]] = v;
+      if (v && v->view == nullptr) {
+        owned[n.outputs[0]] = v->bytes.size();
+        live += v->bytes.size();
+        peak_ = std::max(peak_, live);
+      }
+      for (const std::string& s : n.inputs) {
+        auto lu = last_use.find(s);
+        auto ow = owned.find(s);
+        if (lu != last_use.end() && lu->second == ni && ow != owned.end() && !keep.count(s)) {
+          live -= ow->second;
+          owned.erase(ow);
+          env_.erase(s);
+        }
+      }
       // Dropout's optional mask output, if requested, is all ones in inference.
       if (n.op == "Dropout" && n.outputs.size() > 1 && !n.outputs[1].empty()) {
         auto mask = make(ElemType::kBool, v->shape);
@@ -746,13 +772,17 @@ class Runner {
   const Graph& g_;
   const CustomOp& custom_;
   std::map<std::string, Value> env_;
+  size_t peak_ = 0;
 };
 
 }  // namespace
 
 std::map<std::string, Value> interpret(const Graph& graph, const std::map<std::string, Value>& inputs,
-                                       const CustomOp& custom) {
-  return Runner(graph, custom).run(inputs);
+                                       const CustomOp& custom, size_t* peak_bytes) {
+  Runner r(graph, custom);
+  auto out = r.run(inputs);
+  if (peak_bytes) *peak_bytes = r.peak_bytes();
+  return out;
 }
 
 }  // namespace sparq

@@ -22,10 +22,13 @@ using Value = std::shared_ptr<const Constant>;
 // range, incompatible shapes) naming the node, Error(kUnsupported) for an attribute
 // combination the op implementation does not cover.
 // `custom` (optional) runs ops the interpreter does not know, such as SparqMatMul.
+// `peak_bytes` (optional) receives the most bytes of intermediate values alive at once
+// (values are released after their last use).
 using CustomOp = std::function<Value(const Node& node, const std::vector<Value>& inputs)>;
 SPARQ_API std::map<std::string, Value> interpret(const Graph& graph,
                                                  const std::map<std::string, Value>& inputs,
-                                                 const CustomOp& custom = nullptr);
+                                                 const CustomOp& custom = nullptr,
+                                                 size_t* peak_bytes = nullptr);
 
 }  // namespace sparq
 

@@ -210,7 +210,7 @@ Value Session::sparq_matmul(const Node& n, const std::vector<Value>& in) {
   return y;
 }
 
-std::map<std::string, Value> Session::run(std::map<std::string, Value> inputs) {
+std::map<std::string, Value> Session::run(std::map<std::string, Value> inputs, size_t* peak_bytes) {
   const Graph& g = model_->graph();
   auto bad = [](const std::string& what) { throw Error(Status::kInvalidArgument, what); };
   std::set<std::string> known;
@@ -314,10 +314,13 @@ std::map<std::string, Value> Session::run(std::map<std::string, Value> inputs) {
       }
     }
   }
-  return interpret(g, inputs, [this](const Node& n, const std::vector<Value>& in) -> Value {
-    if (n.op == "SparqMatMul") return sparq_matmul(n, in);
-    return nullptr;
-  });
+  return interpret(
+      g, inputs,
+      [this](const Node& n, const std::vector<Value>& in) -> Value {
+        if (n.op == "SparqMatMul") return sparq_matmul(n, in);
+        return nullptr;
+      },
+      peak_bytes);
 }
 
 }  // namespace sparq

@@ -73,7 +73,9 @@ class SPARQ_API Session {
   // Applies the input rules of DESIGN.md (input_ids required, attention_mask and
   // token_type_ids defaulted, int32 accepted, names, ranks and shapes checked, ids in
   // range) and runs the graph. Throws Error(kInvalidArgument) on bad input.
-  std::map<std::string, Value> run(std::map<std::string, Value> inputs);
+  // `peak_bytes` (optional) receives the bytes of intermediate values the run held at
+  // its peak.
+  std::map<std::string, Value> run(std::map<std::string, Value> inputs, size_t* peak_bytes = nullptr);
   int threads() const { return pool_.threads(); }
 
  private:

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the built library into a temporary prefix, builds examples/c against it
+# with find_package(sparq) and with pkg-config, and runs both on a converted model.
+# Usage: c_example_test.sh BUILD_DIR SOURCE_DIR SPARQ_CLI MODELS_DIR
+set -euo pipefail
+build=$1 src=$2 cli=$3 models=$4
+[ -f "$models/bert-14/model.onnx" ] || { echo "c_example_test: no models; skipped"; exit 0; }
+work=$(mktemp -d /tmp/sparq_cex_XXXXXX)
+trap 'rm -rf "$work"' EXIT
+cmake --install "$build" --prefix "$work/prefix" >/dev/null
+"$cli" convert "$models/bert-14/model.onnx" -o "$work/m.sparq" --precision int8 >/dev/null
+cmake -S "$src/examples/c" -B "$work/build" -DCMAKE_PREFIX_PATH="$work/prefix" >/dev/null
+cmake --build "$work/build" >/dev/null
+LD_LIBRARY_PATH="$work/prefix/lib" "$work/build/sparq_example" "$work/m.sparq" 9
+libdir=$(ls -d "$work"/prefix/lib*/pkgconfig | head -n 1)
+PKG_CONFIG_PATH="$libdir" cc -std=c99 -Wall -Werror "$src/examples/c/main.c" \
+  $(PKG_CONFIG_PATH="$libdir" pkg-config --cflags --libs sparq) -o "$work/example_pc"
+LD_LIBRARY_PATH="$(dirname "$libdir")" "$work/example_pc" "$work/m.sparq" 5 | grep -q "last_hidden_state: \[1, 5, 32\]"
+echo "c_example_test: ok"
