@@ -1,6 +1,9 @@
 #include "engine/interpreter.h"
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -145,8 +148,9 @@ class Runner {
     }
     return out;
   }
+  std::vector<int64_t> broadcast_index(const Shape& out, const Shape& s) { return broadcast_index_s(out, s); }
   // Maps every output element to the element of `s` it broadcasts from.
-  std::vector<int64_t> broadcast_index(const Shape& out, const Shape& s) {
+  static std::vector<int64_t> broadcast_index_s(const Shape& out, const Shape& s) {
     const size_t rank = out.size();
     std::vector<int64_t> st(rank, 0);
     const std::vector<int64_t> sst = strides_of(s);
@@ -170,9 +174,57 @@ class Runner {
     return idx;
   }
 
+  // fp32 fast path: the op hoisted out of the loop, and no index vectors for the common
+  // broadcasts (equal shapes, a scalar, or an operand repeated over leading dimensions,
+  // such as a bias or an attention mask).
+  template <class F>
+  static void f32_loop(const Constant& a, const Constant& b, const Shape& out, float* r, F f) {
+    const int64_t n = numel(out), na = a.elements(), nb = b.elements();
+    const float* x = a.data<float>();
+    const float* y = b.data<float>();
+    auto is_suffix = [&](const Shape& s) {  // s, without leading 1s, ends `out`
+      size_t i = 0;
+      while (i < s.size() && s[i] == 1) ++i;
+      const size_t len = s.size() - i;
+      if (len > out.size()) return false;
+      return std::equal(s.begin() + static_cast<long>(i), s.end(), out.end() - static_cast<long>(len));
+    };
+    if (na == n && nb == n) {
+      for (int64_t i = 0; i < n; ++i) r[i] = f(x[i], y[i]);
+    } else if (na == n && nb == 1) {
+      const float c = y[0];
+      for (int64_t i = 0; i < n; ++i) r[i] = f(x[i], c);
+    } else if (nb == n && na == 1) {
+      const float c = x[0];
+      for (int64_t i = 0; i < n; ++i) r[i] = f(c, y[i]);
+    } else if (na == n && nb > 0 && is_suffix(b.shape)) {
+      for (int64_t i = 0; i < n; i += nb)
+        for (int64_t j = 0; j < nb; ++j) r[i + j] = f(x[i + j], y[j]);
+    } else if (nb == n && na > 0 && is_suffix(a.shape)) {
+      for (int64_t i = 0; i < n; i += na)
+        for (int64_t j = 0; j < na; ++j) r[i + j] = f(x[j], y[i + j]);
+    } else {
+      const auto ia = broadcast_index_s(out, a.shape), ib = broadcast_index_s(out, b.shape);
+      for (int64_t i = 0; i < n; ++i) r[i] = f(x[ia[static_cast<size_t>(i)]], y[ib[static_cast<size_t>(i)]]);
+    }
+  }
+
   Value binary(const Node& n) {
     Value a = need(n, 0), b = need(n, 1);
     const Shape out = broadcast(n, {&a->shape, &b->shape});
+    if (a->type == ElemType::kF32 && b->type == ElemType::kF32 && n.op != "Equal") {
+      auto r = make(ElemType::kF32, out);
+      float* o = reinterpret_cast<float*>(r->bytes.data());
+      const std::string& op = n.op;
+      if (op == "Add") f32_loop(*a, *b, out, o, [](float x, float y) { return x + y; });
+      else if (op == "Sub") f32_loop(*a, *b, out, o, [](float x, float y) { return x - y; });
+      else if (op == "Mul") f32_loop(*a, *b, out, o, [](float x, float y) { return x * y; });
+      else if (op == "Div") f32_loop(*a, *b, out, o, [](float x, float y) { return x / y; });
+      else f32_loop(*a, *b, out, o, [](float x, float y) {
+        return y == 2.0f ? x * x : static_cast<float>(std::pow(static_cast<double>(x), static_cast<double>(y)));
+      });
+      return r;
+    }
     const auto ia = broadcast_index(out, a->shape), ib = broadcast_index(out, b->shape);
     const std::string& op = n.op;
     if (op == "Equal") {
@@ -220,6 +272,17 @@ class Runner {
     Value a = need(n, 0);
     auto r = make(a->type, a->shape);
     const std::string& op = n.op;
+    if (a->type == ElemType::kF32 && op != "Not") {
+      const float* x = a->data<float>();
+      float* o = reinterpret_cast<float*>(r->bytes.data());
+      const int64_t cnt = a->elements();
+      if (op == "Sqrt") for (int64_t i = 0; i < cnt; ++i) o[i] = std::sqrt(x[i]);
+      else if (op == "Erf") for (int64_t i = 0; i < cnt; ++i) o[i] = std::erf(x[i]);
+      else if (op == "Tanh") for (int64_t i = 0; i < cnt; ++i) o[i] = std::tanh(x[i]);
+      else if (op == "Relu") for (int64_t i = 0; i < cnt; ++i) o[i] = x[i] > 0.0f ? x[i] : 0.0f;
+      else for (int64_t i = 0; i < cnt; ++i) o[i] = -x[i];
+      return r;
+    }
     for (int64_t i = 0; i < a->elements(); ++i) {
       if (op == "Not") {
         r->bytes[static_cast<size_t>(i)] = !a->raw()[static_cast<size_t>(i)];
@@ -295,6 +358,26 @@ class Runner {
     if (!a1) out.push_back(M);
     if (!b1) out.push_back(N);
     auto r = make(a0.type, out);
+    if (a0.type == ElemType::kF32 && b0.type == ElemType::kF32) {
+      // fp32: float accumulation in a loop the compiler vectorizes over j.
+      const float* A = a0.data<float>();
+      const float* B = b0.data<float>();
+      float* R = reinterpret_cast<float*>(r->bytes.data());
+      for (size_t bt = 0; bt < ia.size(); ++bt) {
+        const float* ap = A + ia[bt] * M * K;
+        const float* bp = B + ib[bt] * K * N;
+        float* rp = R + static_cast<int64_t>(bt) * M * N;
+        for (int64_t i = 0; i < M; ++i) {
+          float* row = rp + i * N;
+          for (int64_t k = 0; k < K; ++k) {
+            const float x = ap[i * K + k];
+            const float* brow = bp + k * N;
+            for (int64_t j = 0; j < N; ++j) row[j] += x * brow[j];
+          }
+        }
+      }
+      return r;
+    }
     std::vector<double> acc(static_cast<size_t>(N));
     for (size_t bt = 0; bt < ia.size(); ++bt) {
       const int64_t aoff = ia[bt] * M * K, boff = ib[bt] * K * N;
@@ -618,6 +701,24 @@ class Runner {
         for (size_t d = static_cast<size_t>(ax); d < rank; ++d) len *= a->shape[d];
       }
       auto r = make(a->type, a->shape);
+      if (a->type == ElemType::kF32 && inner == 1) {
+        const float* x = a->data<float>();
+        float* y = reinterpret_cast<float*>(r->bytes.data());
+        for (int64_t o = 0; o < outer; ++o) {
+          const float* xr = x + o * len;
+          float* yr = y + o * len;
+          float mx = -INFINITY;
+          for (int64_t j = 0; j < len; ++j) mx = std::max(mx, xr[j]);
+          double sum = 0;
+          for (int64_t j = 0; j < len; ++j) {
+            yr[j] = std::exp(xr[j] - mx);
+            sum += yr[j];
+          }
+          const float inv = static_cast<float>(1.0 / sum);
+          for (int64_t j = 0; j < len; ++j) yr[j] *= inv;
+        }
+        return r;
+      }
       for (int64_t o = 0; o < outer; ++o) {
         for (int64_t in_ = 0; in_ < inner; ++in_) {
           auto at = [&](int64_t j) { return (o * len + j) * inner + in_; };
@@ -737,9 +838,20 @@ class Runner {
       }
       env_[vi.name] = it->second;
     }
+    static const bool profile = [] {
+      const char* e = std::getenv("SPARQ_PROFILE");
+      return e != nullptr && *e != '\0' && std::strcmp(e, "0") != 0;
+    }();
+    std::map<std::string, std::pair<double, int>> times;
     for (size_t ni = 0; ni < g_.nodes.size(); ++ni) {
       const Node& n = g_.nodes[ni];
+      const auto t0 = std::chrono::steady_clock::now();
       Value v = run_node(n);
+      if (profile) {
+        auto& t = times[n.op];
+        t.first += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        ++t.second;
+      }
       if (n.outputs.empty()) continue;
       env_[n.outputs[0]] = v;
       if (v && v->view == nullptr) {
@@ -761,6 +873,12 @@ class Runner {
         auto mask = make(ElemType::kBool, v->shape);
         std::fill(mask->bytes.begin(), mask->bytes.end(), 1);
         env_[n.outputs[1]] = mask;
+      }
+    }
+    if (profile) {
+      for (const auto& kv : times) {
+        std::fprintf(stderr, "sparq: profile %-20s %5d calls %10.3f ms\n", kv.first.c_str(), kv.second.second,
+                     kv.second.first);
       }
     }
     std::map<std::string, Value> out;

@@ -26,6 +26,21 @@ int64_t block_slots(const float* wt, int64_t n, int64_t k, BlockShape b) {
 
 std::string weight_name(const Node& n) { return n.inputs.size() > 1 ? n.inputs[1] : n.name; }
 
+// dst[c * rows + r] = f(src[r * cols + c], r), in 32 x 32 tiles so that both sides stay
+// in cache (the token-major <-> feature-major edges of SparqMatMul).
+template <class S, class D, class F>
+void transpose_tiled(const S* src, int64_t rows, int64_t cols, D* dst, F f) {
+  constexpr int64_t kT = 32;
+  for (int64_t r0 = 0; r0 < rows; r0 += kT) {
+    const int64_t r1 = std::min(rows, r0 + kT);
+    for (int64_t c0 = 0; c0 < cols; c0 += kT) {
+      const int64_t c1 = std::min(cols, c0 + kT);
+      for (int64_t r = r0; r < r1; ++r)
+        for (int64_t c = c0; c < c1; ++c) dst[c * rows + r] = f(src[r * cols + c], r);
+    }
+  }
+}
+
 }  // namespace
 
 double sparse_break_even_density(bool int8) {
@@ -180,33 +195,27 @@ Value Session::sparq_matmul(const Node& n, const std::vector<Value>& in) {
   if (w.type == WeightType::kS8) {
     // Dynamic per-token quantization: symmetric, shifted to u8 with zero point 128.
     AlignedBuffer xq(static_cast<size_t>(k * m));
-    std::vector<float> scale(static_cast<size_t>(m));
-    uint8_t* q = xq.as<uint8_t>();
+    std::vector<float> scale(static_cast<size_t>(m)), inv(static_cast<size_t>(m));
     for (int64_t t = 0; t < m; ++t) {
       float mx = 0;
       for (int64_t j = 0; j < k; ++j) mx = std::max(mx, std::fabs(x[t * k + j]));
-      const float s = mx > 0 ? mx / 127.0f : 1.0f;
-      scale[static_cast<size_t>(t)] = s;
-      const float inv = 1.0f / s;
-      for (int64_t j = 0; j < k; ++j) {
-        const float v = std::min(127.0f, std::max(-127.0f, std::nearbyint(x[t * k + j] * inv)));
-        q[j * m + t] = static_cast<uint8_t>(static_cast<int>(v) + 128);
-      }
+      scale[static_cast<size_t>(t)] = mx > 0 ? mx / 127.0f : 1.0f;
+      inv[static_cast<size_t>(t)] = 1.0f / scale[static_cast<size_t>(t)];
     }
+    transpose_tiled(x, m, k, xq.as<uint8_t>(), [&](float v, int64_t t) {
+      const float q = std::min(127.0f, std::max(-127.0f, std::nearbyint(v * inv[static_cast<size_t>(t)])));
+      return static_cast<uint8_t>(static_cast<int>(q) + 128);
+    });
     ep.channel_scale = w.scales;
     ep.token_scale = scale.data();
-    spmm_u8s8(kernels, &pool_, w, q, m, m, ep);
+    spmm_u8s8(kernels, &pool_, w, xq.as<uint8_t>(), m, m, ep);
   } else {
     AlignedBuffer xt(static_cast<size_t>(k * m) * 4);
-    float* t = xt.as<float>();
-    for (int64_t r = 0; r < m; ++r)
-      for (int64_t j = 0; j < k; ++j) t[j * m + r] = x[r * k + j];
-    spmm_f32(kernels, &pool_, w, t, m, m, ep);
+    transpose_tiled(x, m, k, xt.as<float>(), [](float v, int64_t) { return v; });
+    spmm_f32(kernels, &pool_, w, xt.as<float>(), m, m, ep);
   }
-  float* out = reinterpret_cast<float*>(y->bytes.data());
-  const float* src = yt.as<float>();
-  for (int64_t r = 0; r < m; ++r)
-    for (int64_t j = 0; j < nn; ++j) out[r * nn + j] = src[j * m + r];
+  transpose_tiled(yt.as<float>(), nn, m, reinterpret_cast<float*>(y->bytes.data()),
+                  [](float v, int64_t) { return v; });
   return y;
 }
 
