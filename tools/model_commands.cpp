@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cmath>
+#include <cstring>
 
 #include <algorithm>
 #include <chrono>
@@ -149,7 +150,9 @@ int bench_cmd(Args& args) {
   const int64_t iterations = args.integer("--iterations", 100, 1, 10000000);
   const std::string path = args.positional("MODEL.sparq");
   args.finish();
+  const auto l0 = std::chrono::steady_clock::now();
   auto model = Model::load(path);
+  const double load_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - l0).count();
   Session session(model, threads);
   // Random in-vocabulary ids: the vocabulary is the table that input_ids index.
   int64_t vocab = 2;
@@ -186,17 +189,31 @@ int bench_cmd(Args& args) {
   for (double v : ms) mean += v;
   mean /= static_cast<double>(ms.size());
   const double tput = static_cast<double>(batch * iterations) / wall;
+  // Peak resident memory of the process (VmHWM), and the file it maps.
+  long peak_kb = -1;
+  {
+    FILE* f = std::fopen("/proc/self/status", "r");
+    char line[256];
+    while (f != nullptr && std::fgets(line, sizeof(line), f)) {
+      if (std::strncmp(line, "VmHWM:", 6) == 0) peak_kb = std::strtol(line + 6, nullptr, 10);
+    }
+    if (f != nullptr) std::fclose(f);
+  }
+  const double peak_mib = static_cast<double>(peak_kb) / 1024.0;
+  const double file_mib = static_cast<double>(model->file().file_size()) / (1024.0 * 1024.0);
   if (json) {
     std::printf("{\"batch\":%lld,\"seq\":%lld,\"threads\":%d,\"instances\":1,\"threads_per_instance\":%d,"
                 "\"iterations\":%lld,\"latency_ms\":{\"p50\":%.4f,\"p90\":%.4f,\"p99\":%.4f,\"mean\":%.4f},"
-                "\"throughput_seq_per_s\":%.3f}\n",
+                "\"throughput_seq_per_s\":%.3f,\"load_ms\":%.3f,\"peak_rss_mib\":%.1f,\"file_mib\":%.1f}\n",
                 static_cast<long long>(batch), static_cast<long long>(seq), session.threads(), session.threads(),
-                static_cast<long long>(iterations), pct(50), pct(90), pct(99), mean, tput);
+                static_cast<long long>(iterations), pct(50), pct(90), pct(99), mean, tput, load_ms, peak_mib,
+                file_mib);
   } else {
     std::printf("%s: batch %lld, seq %lld, %d threads, %lld iterations\n", path.c_str(), static_cast<long long>(batch),
                 static_cast<long long>(seq), session.threads(), static_cast<long long>(iterations));
     std::printf("latency ms: p50 %.3f  p90 %.3f  p99 %.3f  mean %.3f\nthroughput: %.2f sequences/s\n", pct(50),
                 pct(90), pct(99), mean, tput);
+    std::printf("load %.1f ms; peak resident memory %.1f MiB for a %.1f MiB file\n", load_ms, peak_mib, file_mib);
   }
   return 0;
 }
