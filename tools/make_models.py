@@ -345,14 +345,18 @@ def build(family, size, head, seed):
     return m.eval(), c
 
 
-def make_inputs(family, c, batch, seq, seed):
+def make_inputs(family, c, batch, seq, seed, left_pad=False):
     rng = np.random.default_rng(seed + 1)
     ids = rng.integers(3, c.vocab, size=(batch, seq), dtype=np.int64)
     mask = np.ones((batch, seq), dtype=np.int64)
-    for b in range(1, batch):  # right padding, a different length per row
+    for b in range(1, batch):  # padding, a different length per row
         valid = max(1, seq - 2 * b - 1)
-        mask[b, valid:] = 0
-        ids[b, valid:] = c.pad_id
+        if left_pad:
+            mask[b, :seq - valid] = 0
+            ids[b, :seq - valid] = c.pad_id
+        else:
+            mask[b, valid:] = 0
+            ids[b, valid:] = c.pad_id
     inputs = {"input_ids": ids, "attention_mask": mask}
     if family == "bert":
         tt = np.zeros((batch, seq), dtype=np.int64)
@@ -372,6 +376,7 @@ def main():
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--seq", type=int, default=11)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--left-pad", action="store_true", help="pad on the left (position ids are then not arange)")
     ap.add_argument("--no-reference", action="store_true", help="skip the float64 reference")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
@@ -383,7 +388,7 @@ def main():
             for _, lin in encoder_linears(model):
                 w = prune_blocks(lin.weight.double().numpy(), a.block, a.prune)
                 lin.weight.copy_(torch.from_numpy(w).to(lin.weight.dtype))
-    inputs = make_inputs(a.family, c, a.batch, a.seq, a.seed)
+    inputs = make_inputs(a.family, c, a.batch, a.seq, a.seed, a.left_pad)
     names = list(inputs)
     if a.family == "distilbert":
         outputs = ["logits"] if a.head else ["last_hidden_state"]
@@ -405,7 +410,7 @@ def main():
             np.save(os.path.join(a.out, f"ref_{o}.npy"), t.numpy())
     manifest = {"family": a.family, "size": a.size, "head": a.head, "opset": a.opset,
                 "prune": a.prune, "block": a.block, "batch": a.batch, "seq": a.seq,
-                "seed": a.seed, "inputs": names, "outputs": outputs,
+                "seed": a.seed, "left_pad": a.left_pad, "inputs": names, "outputs": outputs,
                 "vocab": c.vocab, "max_positions": c.max_pos}
     with open(os.path.join(a.out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)

@@ -27,4 +27,8 @@ gen distilbert-head-1x4 --family distilbert --opset 14 --head --prune 0.8 --bloc
 gen roberta-14 --family roberta --opset 14
 gen roberta-17 --family roberta --opset 17 --batch 3 --seq 9
 gen roberta-1x1 --family roberta --opset 14 --prune 0.7 --block 1x1
+gen roberta-left-pad --family roberta --opset 14 --left-pad --batch 3
+gen bert-opset11 --family bert --opset 11 --head
+gen distilbert-opset12 --family distilbert --opset 12
+gen roberta-opset13 --family roberta --opset 13
 echo "make_test_models: models in $out" >&2
