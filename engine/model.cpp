@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <set>
 
 #include "formats/aligned_buffer.h"
 #include "formats/error.h"
+#include "engine/passes.h"
 #include "formats/graph_io.h"
 
 namespace sparq {
@@ -138,6 +140,9 @@ std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
     n.attrs = {{"weight", wa}, {"precision", pa}};
     if (progress) progress(t + 1, targets.size());
   }
+  // SPARQ_NO_FUSE=1 keeps the graph op by op (debugging, and A/B measurements).
+  const char* no_fuse = std::getenv("SPARQ_NO_FUSE");
+  if (no_fuse == nullptr || *no_fuse == '\0' || std::strcmp(no_fuse, "0") == 0) optimize_graph(g);
   writer.set_metadata(serialize_graph(g, writer));
   writer.write(out_path);
   return report;
@@ -152,7 +157,8 @@ std::shared_ptr<const Model> Model::load(const std::string& path) {
     if (n.op != "SparqMatMul") continue;
     const Attribute* w = n.attr("weight");
     const Attribute* p = n.attr("precision");
-    if (w == nullptr || p == nullptr || w->kind != Attribute::Kind::kString || n.inputs.size() != 1) {
+    if (w == nullptr || p == nullptr || w->kind != Attribute::Kind::kString || n.inputs.empty() ||
+        n.inputs.size() > 2) {
       throw Error(Status::kFormatError, path + ": node '" + n.name + "' is a malformed SparqMatMul");
     }
     if (!m->packed_.count(w->s)) m->packed_[w->s] = read_packed(*m->file_, w->s);
@@ -187,30 +193,60 @@ Value Session::sparq_matmul(const Node& n, const std::vector<Value>& in) {
   y->shape.back() = nn;
   y->bytes.resize(static_cast<size_t>(m * nn) * 4);
   if (m == 0) return y;
-  AlignedBuffer yt(static_cast<size_t>(nn * m) * 4);
+  // Layout scratch is the session's, grown once and reused by every call (no page
+  // faults or zeroing per call).
+  auto scratch = [](AlignedBuffer& b, size_t bytes) -> AlignedBuffer& {
+    if (b.size() < bytes) b.resize(bytes);
+    return b;
+  };
+  AlignedBuffer& yt = scratch(scratch_y_, static_cast<size_t>(nn * m) * 4);
   Epilogue ep;
   ep.out_f32 = yt.as<float>();
   ep.ld_out = m;
+  if (in.size() > 1 && in[1]) {
+    if (in[1]->type != ElemType::kF32 || in[1]->elements() != nn) {
+      throw Error(Status::kFormatError, "node '" + n.name + "': bias must be float32 [" + std::to_string(nn) + "]");
+    }
+    ep.bias = in[1]->data<float>();
+  }
+  if (const Attribute* act = n.attr("activation")) {
+    if (act->s == "gelu_erf") ep.activation = Activation::kGeluErf;
+    else if (act->s == "gelu_tanh") ep.activation = Activation::kGeluTanh;
+    else throw Error(Status::kFormatError, "node '" + n.name + "': unknown activation '" + act->s + "'");
+  }
   const SpmmKernels& kernels = spmm_kernels();
   if (w.type == WeightType::kS8) {
     // Dynamic per-token quantization: symmetric, shifted to u8 with zero point 128.
-    AlignedBuffer xq(static_cast<size_t>(k * m));
-    std::vector<float> scale(static_cast<size_t>(m)), inv(static_cast<size_t>(m));
+    AlignedBuffer& xq = scratch(scratch_x_, static_cast<size_t>(k * m));
+    // Per token: the scale from the row maximum, then the row quantized in token-major
+    // order (a loop the compiler vectorizes: rounding half away from zero), then one
+    // tiled byte transpose into the kernels' feature-major layout.
+    std::vector<float> scale(static_cast<size_t>(m));
+    std::vector<uint8_t> rows(static_cast<size_t>(m * k));
     for (int64_t t = 0; t < m; ++t) {
+      const float* xr = x + t * k;
       float mx = 0;
-      for (int64_t j = 0; j < k; ++j) mx = std::max(mx, std::fabs(x[t * k + j]));
-      scale[static_cast<size_t>(t)] = mx > 0 ? mx / 127.0f : 1.0f;
-      inv[static_cast<size_t>(t)] = 1.0f / scale[static_cast<size_t>(t)];
+      for (int64_t j = 0; j < k; ++j) {
+        const float a = std::fabs(xr[j]);
+        mx = a > mx ? a : mx;
+      }
+      const float sc = mx > 0 ? mx / 127.0f : 1.0f;
+      scale[static_cast<size_t>(t)] = sc;
+      const float inv = 1.0f / sc;
+      uint8_t* qr = rows.data() + t * k;
+      for (int64_t j = 0; j < k; ++j) {
+        const float v = xr[j] * inv;
+        int q = static_cast<int>(v + (v >= 0.0f ? 0.5f : -0.5f));
+        q = q > 127 ? 127 : (q < -127 ? -127 : q);
+        qr[j] = static_cast<uint8_t>(q + 128);
+      }
     }
-    transpose_tiled(x, m, k, xq.as<uint8_t>(), [&](float v, int64_t t) {
-      const float q = std::min(127.0f, std::max(-127.0f, std::nearbyint(v * inv[static_cast<size_t>(t)])));
-      return static_cast<uint8_t>(static_cast<int>(q) + 128);
-    });
+    transpose_tiled(rows.data(), m, k, xq.as<uint8_t>(), [](uint8_t v, int64_t) { return v; });
     ep.channel_scale = w.scales;
     ep.token_scale = scale.data();
     spmm_u8s8(kernels, &pool_, w, xq.as<uint8_t>(), m, m, ep);
   } else {
-    AlignedBuffer xt(static_cast<size_t>(k * m) * 4);
+    AlignedBuffer& xt = scratch(scratch_x_, static_cast<size_t>(k * m) * 4);
     transpose_tiled(x, m, k, xt.as<float>(), [](float v, int64_t) { return v; });
     spmm_f32(kernels, &pool_, w, xt.as<float>(), m, m, ep);
   }

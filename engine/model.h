@@ -16,6 +16,7 @@
 
 #include "engine/interpreter.h"
 #include "engine/parallel.h"
+#include "formats/aligned_buffer.h"
 #include "formats/bsr.h"
 #include "formats/graph.h"
 #include "formats/sparq_file.h"
@@ -82,6 +83,7 @@ class SPARQ_API Session {
   Value sparq_matmul(const Node& n, const std::vector<Value>& in);
   std::shared_ptr<const Model> model_;
   ThreadPool pool_;
+  AlignedBuffer scratch_x_, scratch_y_;
 };
 
 }  // namespace sparq

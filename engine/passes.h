@@ -1,0 +1,25 @@
+// Graph rewrites applied by the converter. Each one matches a subgraph exactly as the
+// PyTorch / Hugging Face exporters emit it, checks that the intermediate values have no
+// other consumers, and replaces it with one op. An unmatched pattern is left alone and
+// runs op by op.
+#ifndef SPARQ_ENGINE_PASSES_H_
+#define SPARQ_ENGINE_PASSES_H_
+
+#include "formats/graph.h"
+#include "sparq/export.h"
+
+namespace sparq {
+
+struct PassStats {
+  int layernorm = 0;  // ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div/Mul/Add -> LayerNormalization
+  int bias = 0;       // SparqMatMul + Add(constant [N]) -> SparqMatMul with a bias input
+  int gelu = 0;       // ... + Div(sqrt 2)/Erf/Add(1)/Mul/Mul(0.5) -> activation "gelu_erf"
+  int removed = 0;    // nodes dropped as dead
+};
+
+// Runs every pass and removes dead nodes and unused initializers.
+SPARQ_API PassStats optimize_graph(Graph& g);
+
+}  // namespace sparq
+
+#endif  // SPARQ_ENGINE_PASSES_H_
