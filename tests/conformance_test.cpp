@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -186,6 +187,49 @@ TEST(Conformance, TokenIdOutsideVocabularyIsAnError) {
     ADD_FAILURE() << "out-of-vocabulary id accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("out of range"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace sparq::test
+
+namespace sparq::test {
+namespace {
+
+std::map<std::string, int> op_counts(const Graph& g) {
+  std::map<std::string, int> c;
+  for (const Node& n : g.nodes) ++c[n.op];
+  return c;
+}
+
+// The converter's fusions fire on real exports (opset 14 spells LayerNorm out op by op)
+// and the fused models still pass the conformance tests above.
+TEST(Fusion, AppliesToExportedEncoders) {
+  const std::string root = models_dir();
+  struct stat st {};
+  if (root.empty() || stat((root + "/bert-14/model.onnx").c_str(), &st) != 0) GTEST_SKIP() << "no models";
+  for (const char* name : {"bert-14", "distilbert-14", "roberta-14", "bert-17"}) {
+    SCOPED_TRACE(name);
+    const std::string dir = root + "/" + name;
+    const auto before = op_counts(import_onnx(dir + "/model.onnx"));
+    convert_graph(import_onnx(dir + "/model.onnx"), dir + "/fused.sparq", ConvertOptions{});
+    auto model = Model::load(dir + "/fused.sparq");
+    auto after = op_counts(model->graph());
+    // 2 layers x 2 LayerNorms + the embeddings' one.
+    EXPECT_EQ(after["LayerNormalization"], 5);
+    EXPECT_EQ(after["Erf"], 0);
+    EXPECT_EQ(after["SparqMatMul"], 12);
+    EXPECT_EQ(after["MatMul"], 4);  // attention's two per layer stay
+    EXPECT_LT(model->graph().nodes.size(), static_cast<size_t>(std::accumulate(
+        before.begin(), before.end(), 0, [](int a, const auto& kv) { return a + kv.second; })));
+    int with_bias = 0, with_gelu = 0;
+    for (const Node& n : model->graph().nodes) {
+      if (n.op != "SparqMatMul") continue;
+      with_bias += n.inputs.size() == 2;
+      if (const Attribute* a = n.attr("activation")) with_gelu += a->s == "gelu_erf";
+    }
+    EXPECT_EQ(with_bias, 12);
+    EXPECT_EQ(with_gelu, 2);
   }
 }
 
