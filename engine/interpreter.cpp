@@ -410,6 +410,24 @@ class Runner {
     const size_t es = elem_type_size(a.type);
     std::vector<int64_t> ctr(rank, 0);
     int64_t off = 0;
+    if (es == 4 && rank >= 1 && st[rank - 1] == 1) {
+      // 4-byte elements whose last axis stays innermost: copy runs of the last axis.
+      const int64_t run = out[rank - 1];
+      const uint32_t* src = reinterpret_cast<const uint32_t*>(a.raw());
+      uint32_t* dst = reinterpret_cast<uint32_t*>(r->bytes.data());
+      for (int64_t e = 0; e < r->elements(); e += run) {
+        for (int64_t j = 0; j < run; ++j) dst[e + j] = src[off + j];
+        for (int64_t d = static_cast<int64_t>(rank) - 2; d >= 0; --d) {
+          if (++ctr[d] < out[d]) {
+            off += st[d];
+            break;
+          }
+          off -= st[d] * (out[d] - 1);
+          ctr[d] = 0;
+        }
+      }
+      return r;
+    }
     for (int64_t e = 0; e < r->elements(); ++e) {
       std::memcpy(&r->bytes[static_cast<size_t>(e) * es], &a.raw()[static_cast<size_t>(off) * es], es);
       for (int64_t d = static_cast<int64_t>(rank) - 1; d >= 0; --d) {
@@ -793,6 +811,28 @@ class Runner {
       for (size_t d = static_cast<size_t>(ax); d < rank; ++d) len *= x->shape[d];
       if (scale->elements() != len || (bias && bias->elements() != len)) fail(n, "scale or bias has the wrong size");
       auto r = make(x->type, x->shape);
+      if (x->type == ElemType::kF32 && scale->type == ElemType::kF32 && (!bias || bias->type == ElemType::kF32)) {
+        const float* xs = x->data<float>();
+        const float* gs = scale->data<float>();
+        const float* bs = bias ? bias->data<float>() : nullptr;
+        float* ys = reinterpret_cast<float*>(r->bytes.data());
+        for (int64_t o = 0; o < outer; ++o) {
+          const float* xr = xs + o * len;
+          float* yr = ys + o * len;
+          double mean = 0, var = 0;  // double sums: len is up to a few thousand
+          for (int64_t j = 0; j < len; ++j) mean += xr[j];
+          mean /= static_cast<double>(len);
+          for (int64_t j = 0; j < len; ++j) {
+            const double d = xr[j] - mean;
+            var += d * d;
+          }
+          var /= static_cast<double>(len);
+          const float inv = static_cast<float>(1.0 / std::sqrt(var + eps));
+          const float mf = static_cast<float>(mean);
+          for (int64_t j = 0; j < len; ++j) yr[j] = (xr[j] - mf) * inv * gs[j] + (bs ? bs[j] : 0.0f);
+        }
+        return r;
+      }
       for (int64_t o = 0; o < outer; ++o) {
         double mean = 0, var = 0;
         for (int64_t j = 0; j < len; ++j) mean += getf(*x, o * len + j);
