@@ -94,7 +94,21 @@ std::vector<int64_t> strides_of(const Shape& s) {
 
 class Runner {
  public:
-  Runner(const Graph& g, const CustomOp& custom) : g_(g), custom_(custom) {}
+  Runner(const Graph& g, const CustomOp& custom, const ParallelFor& parallel)
+      : g_(g), custom_(custom), parallel_(parallel) {}
+
+  // f(begin, end) over [0, n) in a few chunks on the pool when the work is big enough
+  // (`cost` = rough work per item), else serially.
+  template <class F>
+  void par(int64_t n, int64_t cost, F&& f) const {
+    constexpr int64_t kMinWork = int64_t{1} << 15;
+    if (!parallel_ || n < 2 || n * cost < 2 * kMinWork) {
+      f(int64_t{0}, n);
+      return;
+    }
+    const int64_t parts = std::min<int64_t>(n, std::max<int64_t>(2, std::min<int64_t>(16, n * cost / kMinWork)));
+    parallel_(parts, [&](int64_t p) { f(n * p / parts, n * (p + 1) / parts); });
+  }
 
   [[noreturn]] void fail(const Node& n, const std::string& what) const {
     throw Error(Status::kInvalidArgument, "node '" + n.name + "' (" + n.op + "): " + what);
@@ -178,7 +192,7 @@ class Runner {
   // broadcasts (equal shapes, a scalar, or an operand repeated over leading dimensions,
   // such as a bias or an attention mask).
   template <class F>
-  static void f32_loop(const Constant& a, const Constant& b, const Shape& out, float* r, F f) {
+  void f32_loop(const Constant& a, const Constant& b, const Shape& out, float* r, F f) const {
     const int64_t n = numel(out), na = a.elements(), nb = b.elements();
     const float* x = a.data<float>();
     const float* y = b.data<float>();
@@ -190,19 +204,23 @@ class Runner {
       return std::equal(s.begin() + static_cast<long>(i), s.end(), out.end() - static_cast<long>(len));
     };
     if (na == n && nb == n) {
-      for (int64_t i = 0; i < n; ++i) r[i] = f(x[i], y[i]);
+      par(n, 1, [&](int64_t b0, int64_t b1) { for (int64_t i = b0; i < b1; ++i) r[i] = f(x[i], y[i]); });
     } else if (na == n && nb == 1) {
       const float c = y[0];
-      for (int64_t i = 0; i < n; ++i) r[i] = f(x[i], c);
+      par(n, 1, [&](int64_t b0, int64_t b1) { for (int64_t i = b0; i < b1; ++i) r[i] = f(x[i], c); });
     } else if (nb == n && na == 1) {
       const float c = x[0];
-      for (int64_t i = 0; i < n; ++i) r[i] = f(c, y[i]);
+      par(n, 1, [&](int64_t b0, int64_t b1) { for (int64_t i = b0; i < b1; ++i) r[i] = f(c, y[i]); });
     } else if (na == n && nb > 0 && is_suffix(b.shape)) {
-      for (int64_t i = 0; i < n; i += nb)
-        for (int64_t j = 0; j < nb; ++j) r[i + j] = f(x[i + j], y[j]);
+      par(n / nb, nb, [&](int64_t b0, int64_t b1) {
+        for (int64_t i = b0 * nb; i < b1 * nb; i += nb)
+          for (int64_t j = 0; j < nb; ++j) r[i + j] = f(x[i + j], y[j]);
+      });
     } else if (nb == n && na > 0 && is_suffix(a.shape)) {
-      for (int64_t i = 0; i < n; i += na)
-        for (int64_t j = 0; j < na; ++j) r[i + j] = f(x[j], y[i + j]);
+      par(n / na, na, [&](int64_t b0, int64_t b1) {
+        for (int64_t i = b0 * na; i < b1 * na; i += na)
+          for (int64_t j = 0; j < na; ++j) r[i + j] = f(x[j], y[i + j]);
+      });
     } else {
       const auto ia = broadcast_index_s(out, a.shape), ib = broadcast_index_s(out, b.shape);
       for (int64_t i = 0; i < n; ++i) r[i] = f(x[ia[static_cast<size_t>(i)]], y[ib[static_cast<size_t>(i)]]);
@@ -363,19 +381,21 @@ class Runner {
       const float* A = a0.data<float>();
       const float* B = b0.data<float>();
       float* R = reinterpret_cast<float*>(r->bytes.data());
-      for (size_t bt = 0; bt < ia.size(); ++bt) {
-        const float* ap = A + ia[bt] * M * K;
-        const float* bp = B + ib[bt] * K * N;
-        float* rp = R + static_cast<int64_t>(bt) * M * N;
-        for (int64_t i = 0; i < M; ++i) {
-          float* row = rp + i * N;
+      const int64_t rows = static_cast<int64_t>(ia.size()) * M;
+      par(rows, K * N, [&](int64_t r0, int64_t r1) {
+        for (int64_t rr = r0; rr < r1; ++rr) {
+          const size_t bt = static_cast<size_t>(rr / M);
+          const int64_t i = rr % M;
+          const float* ap = A + ia[bt] * M * K;
+          const float* bp = B + ib[bt] * K * N;
+          float* row = R + static_cast<int64_t>(bt) * M * N + i * N;
           for (int64_t k = 0; k < K; ++k) {
             const float x = ap[i * K + k];
             const float* brow = bp + k * N;
             for (int64_t j = 0; j < N; ++j) row[j] += x * brow[j];
           }
         }
-      }
+      });
       return r;
     }
     std::vector<double> acc(static_cast<size_t>(N));
@@ -722,7 +742,8 @@ class Runner {
       if (a->type == ElemType::kF32 && inner == 1) {
         const float* x = a->data<float>();
         float* y = reinterpret_cast<float*>(r->bytes.data());
-        for (int64_t o = 0; o < outer; ++o) {
+        par(outer, len * 4, [&](int64_t o0, int64_t o1) {
+        for (int64_t o = o0; o < o1; ++o) {
           const float* xr = x + o * len;
           float* yr = y + o * len;
           float mx = -INFINITY;
@@ -735,6 +756,7 @@ class Runner {
           const float inv = static_cast<float>(1.0 / sum);
           for (int64_t j = 0; j < len; ++j) yr[j] *= inv;
         }
+        });
         return r;
       }
       for (int64_t o = 0; o < outer; ++o) {
@@ -816,7 +838,8 @@ class Runner {
         const float* gs = scale->data<float>();
         const float* bs = bias ? bias->data<float>() : nullptr;
         float* ys = reinterpret_cast<float*>(r->bytes.data());
-        for (int64_t o = 0; o < outer; ++o) {
+        par(outer, len * 3, [&](int64_t o0, int64_t o1) {
+        for (int64_t o = o0; o < o1; ++o) {
           const float* xr = xs + o * len;
           float* yr = ys + o * len;
           double mean = 0, var = 0;  // double sums: len is up to a few thousand
@@ -831,6 +854,7 @@ class Runner {
           const float mf = static_cast<float>(mean);
           for (int64_t j = 0; j < len; ++j) yr[j] = (xr[j] - mf) * inv * gs[j] + (bs ? bs[j] : 0.0f);
         }
+        });
         return r;
       }
       for (int64_t o = 0; o < outer; ++o) {
@@ -929,6 +953,7 @@ class Runner {
  private:
   const Graph& g_;
   const CustomOp& custom_;
+  const ParallelFor& parallel_;
   std::map<std::string, Value> env_;
   size_t peak_ = 0;
 };
@@ -936,8 +961,8 @@ class Runner {
 }  // namespace
 
 std::map<std::string, Value> interpret(const Graph& graph, const std::map<std::string, Value>& inputs,
-                                       const CustomOp& custom, size_t* peak_bytes) {
-  Runner r(graph, custom);
+                                       const CustomOp& custom, size_t* peak_bytes, const ParallelFor& parallel) {
+  Runner r(graph, custom, parallel);
   auto out = r.run(inputs);
   if (peak_bytes) *peak_bytes = r.peak_bytes();
   return out;

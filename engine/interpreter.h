@@ -25,10 +25,14 @@ using Value = std::shared_ptr<const Constant>;
 // `peak_bytes` (optional) receives the most bytes of intermediate values alive at once
 // (values are released after their last use).
 using CustomOp = std::function<Value(const Node& node, const std::vector<Value>& inputs)>;
+// `parallel` (optional) runs body(part) for part in [0, parts) on worker threads and
+// waits; the fp32 fast paths split their rows or elements over it.
+using ParallelFor = std::function<void(int64_t parts, const std::function<void(int64_t)>& body)>;
 SPARQ_API std::map<std::string, Value> interpret(const Graph& graph,
                                                  const std::map<std::string, Value>& inputs,
                                                  const CustomOp& custom = nullptr,
-                                                 size_t* peak_bytes = nullptr);
+                                                 size_t* peak_bytes = nullptr,
+                                                 const ParallelFor& parallel = nullptr);
 
 }  // namespace sparq
 

@@ -365,7 +365,8 @@ std::map<std::string, Value> Session::run(std::map<std::string, Value> inputs, s
         if (n.op == "SparqMatMul") return sparq_matmul(n, in);
         return nullptr;
       },
-      peak_bytes);
+      peak_bytes,
+      [this](int64_t parts, const std::function<void(int64_t)>& body) { pool_.parallel_for(parts, body); });
 }
 
 }  // namespace sparq
