@@ -86,6 +86,20 @@ void seti(Constant& c, int64_t i, int64_t v) {
   }
 }
 
+// Steps a multi-index `ctr` over `out` from dimension `last` down, keeping `off` (the
+// element offset for strides `st`) in step: an odometer, carrying into outer dimensions.
+inline void odometer_next(std::vector<int64_t>& ctr, const Shape& out, const std::vector<int64_t>& st,
+                          int64_t& off, int64_t last) {
+  for (int64_t d = last; d >= 0; --d) {
+    if (++ctr[static_cast<size_t>(d)] < out[static_cast<size_t>(d)]) {
+      off += st[static_cast<size_t>(d)];
+      return;
+    }
+    off -= st[static_cast<size_t>(d)] * (out[static_cast<size_t>(d)] - 1);
+    ctr[static_cast<size_t>(d)] = 0;
+  }
+}
+
 std::vector<int64_t> strides_of(const Shape& s) {
   std::vector<int64_t> st(s.size(), 1);
   for (int64_t i = static_cast<int64_t>(s.size()) - 2; i >= 0; --i) st[i] = st[i + 1] * s[i + 1];
@@ -176,14 +190,7 @@ class Runner {
     int64_t off = 0;
     for (size_t e = 0; e < idx.size(); ++e) {
       idx[e] = off;
-      for (int64_t d = static_cast<int64_t>(rank) - 1; d >= 0; --d) {
-        if (++ctr[d] < out[d]) {
-          off += st[d];
-          break;
-        }
-        off -= st[d] * (out[d] - 1);
-        ctr[d] = 0;
-      }
+      odometer_next(ctr, out, st, off, static_cast<int64_t>(rank) - 1);
     }
     return idx;
   }
@@ -437,27 +444,13 @@ class Runner {
       uint32_t* dst = reinterpret_cast<uint32_t*>(r->bytes.data());
       for (int64_t e = 0; e < r->elements(); e += run) {
         for (int64_t j = 0; j < run; ++j) dst[e + j] = src[off + j];
-        for (int64_t d = static_cast<int64_t>(rank) - 2; d >= 0; --d) {
-          if (++ctr[d] < out[d]) {
-            off += st[d];
-            break;
-          }
-          off -= st[d] * (out[d] - 1);
-          ctr[d] = 0;
-        }
+        odometer_next(ctr, out, st, off, static_cast<int64_t>(rank) - 2);
       }
       return r;
     }
     for (int64_t e = 0; e < r->elements(); ++e) {
       std::memcpy(&r->bytes[static_cast<size_t>(e) * es], &a.raw()[static_cast<size_t>(off) * es], es);
-      for (int64_t d = static_cast<int64_t>(rank) - 1; d >= 0; --d) {
-        if (++ctr[d] < out[d]) {
-          off += st[d];
-          break;
-        }
-        off -= st[d] * (out[d] - 1);
-        ctr[d] = 0;
-      }
+      odometer_next(ctr, out, st, off, static_cast<int64_t>(rank) - 1);
     }
     return r;
   }

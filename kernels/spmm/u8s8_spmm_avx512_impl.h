@@ -79,6 +79,28 @@ static inline __m512i load_tokens(const uint8_t* p, bool full, __mmask64 mask) {
   return full ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi8(mask, p);
 }
 
+// The end of an int8 tile, shared by the sparse and the packed dense kernels: row n's
+// four token-ordered int32 vectors minus the compensation, to float, through the epilogue.
+__attribute__((always_inline)) inline void int8_row_epilogue(const PackedWeights& w, int64_t n,
+                                                             const __m512i (&v)[4],
+                                                             const Avx512TileEpilogue<4>& te,
+                                                             float* stage_row) {
+  const __m512i comp = _mm512_set1_epi32(w.compensation[n]);
+  __m512 y[4];
+  for (int q = 0; q < 4; ++q) y[q] = _mm512_cvtepi32_ps(_mm512_sub_epi32(v[q], comp));
+  te.row(n, y, stage_row);
+}
+
+// With an activation, the staged rows of block-row br finish here (epilogue_avx512.h).
+template <int R>
+inline void int8_tile_finish(const PackedWeights& w, int64_t br, int64_t m0, int64_t valid,
+                             const Avx512TileEpilogue<4>& te, const Epilogue& ep,
+                             const float (&stage)[R][64]) {
+  if (!te.staged()) return;
+  const int64_t rows = w.n - br * R < R ? w.n - br * R : R;
+  avx512_epilogue_stage_finish(ep, br * R, rows, m0, valid, &stage[0][0], 64);
+}
+
 // One tile: block-row `br`, tokens [m0, m0 + valid), accumulators in registers from
 // the first group to the epilogue.
 template <class Dot, int R, bool kDense, bool kFull>
@@ -151,15 +173,9 @@ __attribute__((always_inline)) inline void u8s8_tile(const PackedWeights& w, con
     const __m512i out[4] = {
         _mm512_shuffle_i32x4(u0, u2, 0x88), _mm512_shuffle_i32x4(u0, u2, 0xDD),
         _mm512_shuffle_i32x4(u1, u3, 0x88), _mm512_shuffle_i32x4(u1, u3, 0xDD)};
-    const __m512i comp = _mm512_set1_epi32(w.compensation[n]);
-    __m512 y[4];
-    for (int q = 0; q < 4; ++q) y[q] = _mm512_cvtepi32_ps(_mm512_sub_epi32(out[q], comp));
-    te.row(n, y, stage[r]);
+    int8_row_epilogue(w, n, out, te, stage[r]);
   }
-  if (te.staged()) {
-    const int64_t rows = w.n - br * R < R ? w.n - br * R : R;
-    avx512_epilogue_stage_finish(ep, br * R, rows, m0, valid, &stage[0][0], 64);
-  }
+  int8_tile_finish<R>(w, br, m0, valid, te, ep, stage);
 }
 
 template <class Dot, int R>
@@ -223,15 +239,9 @@ __attribute__((always_inline)) inline void gemm_tile(const PackedWeights& w, con
   for (int r = 0; r < R; ++r) {
     const int64_t n = br * R + r;
     if (n >= w.n) continue;
-    const __m512i comp = _mm512_set1_epi32(w.compensation[n]);
-    __m512 y[4];
-    for (int q = 0; q < 4; ++q) y[q] = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][q], comp));
-    te.row(n, y, stage[r]);
+    int8_row_epilogue(w, n, acc[r], te, stage[r]);
   }
-  if (te.staged()) {
-    const int64_t rows = w.n - br * R < R ? w.n - br * R : R;
-    avx512_epilogue_stage_finish(ep, br * R, rows, m0, valid, &stage[0][0], 64);
-  }
+  int8_tile_finish<R>(w, br, m0, valid, te, ep, stage);
 }
 
 template <class Dot, int R>
