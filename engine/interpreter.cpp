@@ -455,6 +455,92 @@ class Runner {
     return r;
   }
 
+
+  // Fused attention (engine/passes.cpp): per (batch, head, query row) the scores
+  // against every key, scaled, masked, softmaxed and applied to V, without materializing
+  // the [B, H, S, T] score tensor. Q [B,H,S,dh], KT [B,H,dh,T], V [B,H,T,dv];
+  // mask broadcastable to [B,H,S,T]: additive floats ("add") or booleans selecting
+  // `fill` ("where").
+  Value attention(const Node& n) {
+    Value q = need(n, 0), kt = need(n, 1), v = need(n, 2), mask = in(n, 3);
+    const Attribute* kind_a = n.attr("mask_kind");
+    const std::string kind = kind_a ? kind_a->s : "none";
+    const float scale = attr_f(n, "scale", 1.0f), fill = attr_f(n, "fill", 0.0f);
+    if (q->shape.size() != 4 || kt->shape.size() != 4 || v->shape.size() != 4 || q->type != ElemType::kF32 ||
+        kt->type != ElemType::kF32 || v->type != ElemType::kF32) {
+      fail(n, "expects float32 rank-4 Q, K^T and V");
+    }
+    const int64_t B = q->shape[0], H = q->shape[1], S = q->shape[2], dh = q->shape[3];
+    const int64_t T = kt->shape[3], dv = v->shape[3];
+    if (kt->shape[0] != B || kt->shape[1] != H || kt->shape[2] != dh || v->shape[0] != B || v->shape[1] != H ||
+        v->shape[2] != T) {
+      fail(n, "Q, K^T and V shapes do not match");
+    }
+    // Mask strides over [B, H, S, T], 0 where the mask broadcasts.
+    int64_t ms[4] = {0, 0, 0, 0};
+    if (mask && kind != "none") {
+      if (mask->shape.size() > 4) fail(n, "mask rank above 4");
+      if (kind == "add" && mask->type != ElemType::kF32) fail(n, "additive mask must be float32");
+      if (kind == "where" && mask->type != ElemType::kBool) fail(n, "select mask must be bool");
+      const Shape full = {B, H, S, T};
+      Shape mshape(4 - mask->shape.size(), 1);
+      mshape.insert(mshape.end(), mask->shape.begin(), mask->shape.end());
+      const auto st = strides_of(mshape);
+      for (int d = 0; d < 4; ++d) {
+        if (mshape[static_cast<size_t>(d)] != 1 && mshape[static_cast<size_t>(d)] != full[static_cast<size_t>(d)]) {
+          fail(n, "mask does not broadcast to the scores");
+        }
+        ms[d] = mshape[static_cast<size_t>(d)] == 1 ? 0 : st[static_cast<size_t>(d)];
+      }
+    }
+    const float* add_mask = mask && kind == "add" ? mask->data<float>() : nullptr;
+    const uint8_t* sel_mask = mask && kind == "where" ? mask->raw() : nullptr;
+    auto r = make(ElemType::kF32, {B, H, S, dv});
+    const float* Q = q->data<float>();
+    const float* K = kt->data<float>();
+    const float* Vd = v->data<float>();
+    float* O = reinterpret_cast<float*>(r->bytes.data());
+    par(B * H * S, T * (dh + dv), [&](int64_t r0, int64_t r1) {
+      std::vector<float> sc(static_cast<size_t>(T));
+      for (int64_t row = r0; row < r1; ++row) {
+        const int64_t b = row / (H * S), h = (row / S) % H, s = row % S;
+        const float* qr = Q + row * dh;
+        const float* kb = K + (b * H + h) * dh * T;
+        std::fill(sc.begin(), sc.end(), 0.0f);
+        for (int64_t d = 0; d < dh; ++d) {
+          const float x = qr[d];
+          const float* kr = kb + d * T;
+          for (int64_t t = 0; t < T; ++t) sc[static_cast<size_t>(t)] += x * kr[t];
+        }
+        const int64_t mo = b * ms[0] + h * ms[1] + s * ms[2];
+        float* z = sc.data();
+        for (int64_t t = 0; t < T; ++t) z[t] *= scale;
+        if (add_mask != nullptr) {
+          for (int64_t t = 0; t < T; ++t) z[t] += add_mask[mo + t * ms[3]];
+        } else if (sel_mask != nullptr) {
+          for (int64_t t = 0; t < T; ++t) z[t] = sel_mask[mo + t * ms[3]] ? fill : z[t];
+        }
+        float mx = -INFINITY;
+        for (int64_t t = 0; t < T; ++t) mx = std::max(mx, z[t]);
+        double sum = 0;
+        for (int64_t t = 0; t < T; ++t) {
+          const float e = std::exp(sc[static_cast<size_t>(t)] - mx);
+          sc[static_cast<size_t>(t)] = e;
+          sum += e;
+        }
+        const float inv = static_cast<float>(1.0 / sum);
+        float* orow = O + row * dv;
+        const float* vb = Vd + (b * H + h) * T * dv;
+        for (int64_t t = 0; t < T; ++t) {
+          const float p = sc[static_cast<size_t>(t)] * inv;
+          const float* vr = vb + t * dv;
+          for (int64_t j = 0; j < dv; ++j) orow[j] += p * vr[j];
+        }
+      }
+    });
+    return r;
+  }
+
   Value reshaped(const Constant& a, Shape s) {
     auto r = std::make_shared<Constant>(a);
     r->shape = std::move(s);
@@ -703,6 +789,7 @@ class Runner {
       }
       return r;
     }
+    if (op == "SparqAttention") return attention(n);
     if (op == "MatMul") return matmul(n, *need(n, 0), *need(n, 1));
     if (op == "Gemm") {
       Value a = need(n, 0), b = need(n, 1), c = in(n, 2);

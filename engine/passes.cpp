@@ -33,6 +33,18 @@ class Matcher {
     if (idx) *idx = it->second[0];
     return &g_.nodes[it->second[0]];
   }
+  Node* producer(const std::string& v, size_t* idx = nullptr) {
+    auto it = producer_.find(v);
+    if (it == producer_.end() || dead_.count(it->second)) return nullptr;
+    if (idx) *idx = it->second;
+    return &g_.nodes[it->second];
+  }
+  const std::vector<size_t>& consumers(const std::string& v) {
+    static const std::vector<size_t> none;
+    auto it = consumers_.find(v);
+    return it == consumers_.end() ? none : it->second;
+  }
+  bool is_output(const std::string& v) const { return outputs_.count(v) != 0; }
   size_t consumer_count(const std::string& v) const {
     auto it = consumers_.find(v);
     return it == consumers_.end() ? 0 : it->second.size();
@@ -205,6 +217,85 @@ void fuse_epilogues(Matcher& m, PassStats& st) {
   }
 }
 
+
+// Scaled dot-product attention per head, as BERT/RoBERTa and DistilBERT export it:
+//   BERT:   MatMul(Q, K^T) -> Div(c) -> Add(mask) -> Softmax(-1) -> MatMul(., V)
+//   Distil: Div(Q, c) -> MatMul(., K^T) -> Where(cond, fill, .) -> Softmax(-1) -> MatMul(., V)
+//           with cond = Cast(Expand(m, Shape(scores))): m is used directly (it broadcasts).
+// -> SparqAttention(Q, K^T, V[, mask]) with scale = 1/c, which never materializes the
+// [B, H, S, S] scores.
+int fuse_attention(Matcher& m) {
+  Graph& g = m.graph();
+  int fused = 0;
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    if (m.is_dead(i) || g.nodes[i].op != "Softmax") continue;
+    const Node& sm = g.nodes[i];
+    const Attribute* ax = sm.attr("axis");
+    if (g.opset < 13 || (ax != nullptr && ax->i != -1 && ax->i != 3)) continue;
+    size_t i_mm2 = 0;
+    Node* mm2 = m.sole_consumer(sm.outputs[0], &i_mm2);
+    if (!mm2 || mm2->op != "MatMul" || mm2->inputs[0] != sm.outputs[0]) continue;
+    size_t i_pre = 0;
+    Node* pre = m.producer(sm.inputs[0], &i_pre);
+    if (!pre || m.consumer_count(sm.inputs[0]) != 1 || m.is_output(sm.inputs[0])) continue;
+    std::vector<size_t> kill = {i, i_pre};  // i_mm2 is replaced by the fused node
+    std::string q, kt, mask, kind = "none";
+    double c = 0, fill = 0;
+    if (pre->op == "Add") {
+      // One side is Div(MatMul(Q, KT), c), the other the additive mask.
+      for (int side = 0; side < 2 && q.empty(); ++side) {
+        size_t i_div = 0, i_mm1 = 0;
+        Node* dv = m.producer(pre->inputs[side], &i_div);
+        if (!dv || dv->op != "Div" || m.consumer_count(dv->outputs[0]) != 1 || !m.scalar(dv->inputs[1], &c)) continue;
+        Node* mm1 = m.producer(dv->inputs[0], &i_mm1);
+        if (!mm1 || mm1->op != "MatMul" || m.consumer_count(mm1->outputs[0]) != 1) continue;
+        q = mm1->inputs[0];
+        kt = mm1->inputs[1];
+        mask = pre->inputs[1 - side];
+        kind = "add";
+        kill.push_back(i_div);
+        kill.push_back(i_mm1);
+      }
+    } else if (pre->op == "Where" && pre->inputs.size() == 3 && m.scalar(pre->inputs[1], &fill)) {
+      size_t i_mm1 = 0, i_div = 0, i_cast = 0, i_exp = 0, i_shape = 0;
+      Node* mm1 = m.producer(pre->inputs[2], &i_mm1);
+      if (!mm1 || mm1->op != "MatMul") continue;
+      Node* cast = m.producer(pre->inputs[0], &i_cast);
+      Node* exp = cast && cast->op == "Cast" ? m.producer(cast->inputs[0], &i_exp) : nullptr;
+      Node* shp = exp && exp->op == "Expand" ? m.producer(exp->inputs[1], &i_shape) : nullptr;
+      if (!shp || shp->op != "Shape" || shp->inputs[0] != mm1->outputs[0] ||
+          cast->attr("to") == nullptr || cast->attr("to")->i != 9) continue;
+      // The scores feed exactly the Where and this Shape; the mask chain only the Where.
+      if (m.consumer_count(mm1->outputs[0]) != 2 || m.consumer_count(cast->outputs[0]) != 1 ||
+          m.consumer_count(exp->outputs[0]) != 1 || m.consumer_count(shp->outputs[0]) != 1) continue;
+      Node* dv = m.producer(mm1->inputs[0], &i_div);
+      if (!dv || dv->op != "Div" || m.consumer_count(dv->outputs[0]) != 1 || !m.scalar(dv->inputs[1], &c)) continue;
+      q = dv->inputs[0];
+      kt = mm1->inputs[1];
+      mask = exp->inputs[0];
+      kind = "where";
+      for (size_t k : {i_mm1, i_div, i_cast, i_exp, i_shape}) kill.push_back(k);
+    }
+    if (q.empty() || c == 0) continue;
+    Node att;
+    att.name = mm2->name + "/fused_attention";
+    att.op = "SparqAttention";
+    att.inputs = {q, kt, mm2->inputs[1], mask};
+    att.outputs = mm2->outputs;
+    Attribute sc, mk, fl;
+    sc.kind = fl.kind = Attribute::Kind::kFloat;
+    sc.f = static_cast<float>(1.0 / c);
+    fl.f = static_cast<float>(fill);
+    mk.kind = Attribute::Kind::kString;
+    mk.s = kind;
+    att.attrs = {{"scale", sc}, {"mask_kind", mk}, {"fill", fl}};
+    for (size_t k : kill) m.kill(k);
+    g.nodes[i_mm2] = std::move(att);  // after every input's producer
+    m.index();
+    ++fused;
+  }
+  return fused;
+}
 }  // namespace
 
 PassStats optimize_graph(Graph& g) {
@@ -212,6 +303,7 @@ PassStats optimize_graph(Graph& g) {
   {
     Matcher m(g);
     st.layernorm = fuse_layernorm(m);
+    st.attention = fuse_attention(m);
     fuse_epilogues(m, st);
     std::vector<Node> kept;
     for (size_t i = 0; i < g.nodes.size(); ++i) {

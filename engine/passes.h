@@ -14,6 +14,7 @@ struct PassStats {
   int layernorm = 0;  // ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div/Mul/Add -> LayerNormalization
   int bias = 0;       // SparqMatMul + Add(constant [N]) -> SparqMatMul with a bias input
   int gelu = 0;       // ... + Div(sqrt 2)/Erf/Add(1)/Mul/Mul(0.5) -> activation "gelu_erf"
+  int attention = 0;  // MatMul/Div/(Add|Where)/Softmax/MatMul -> SparqAttention
   int removed = 0;    // nodes dropped as dead
 };
 
