@@ -11,6 +11,7 @@
 #include <set>
 
 #include "formats/error.h"
+#include "kernels/attention/attention.h"
 
 namespace sparq {
 namespace {
@@ -493,50 +494,26 @@ class Runner {
         ms[d] = mshape[static_cast<size_t>(d)] == 1 ? 0 : st[static_cast<size_t>(d)];
       }
     }
-    const float* add_mask = mask && kind == "add" ? mask->data<float>() : nullptr;
-    const uint8_t* sel_mask = mask && kind == "where" ? mask->raw() : nullptr;
+    AttentionArgs args;
+    args.q = q->data<float>();
+    args.kt = kt->data<float>();
+    args.v = v->data<float>();
+    args.heads = H;
+    args.seq = S;
+    args.keys = T;
+    args.dh = dh;
+    args.dv = dv;
+    args.scale = scale;
+    args.add_mask = mask && kind == "add" ? mask->data<float>() : nullptr;
+    args.select_mask = mask && kind == "where" ? mask->raw() : nullptr;
+    args.fill = fill;
+    for (int d = 0; d < 4; ++d) args.mask_stride[d] = ms[d];
     auto r = make(ElemType::kF32, {B, H, S, dv});
-    const float* Q = q->data<float>();
-    const float* K = kt->data<float>();
-    const float* Vd = v->data<float>();
-    float* O = reinterpret_cast<float*>(r->bytes.data());
+    args.out = reinterpret_cast<float*>(r->bytes.data());
+    const F32AttentionFn kernel = attention_kernels().f32;
     par(B * H * S, T * (dh + dv), [&](int64_t r0, int64_t r1) {
-      std::vector<float> sc(static_cast<size_t>(T));
-      for (int64_t row = r0; row < r1; ++row) {
-        const int64_t b = row / (H * S), h = (row / S) % H, s = row % S;
-        const float* qr = Q + row * dh;
-        const float* kb = K + (b * H + h) * dh * T;
-        std::fill(sc.begin(), sc.end(), 0.0f);
-        for (int64_t d = 0; d < dh; ++d) {
-          const float x = qr[d];
-          const float* kr = kb + d * T;
-          for (int64_t t = 0; t < T; ++t) sc[static_cast<size_t>(t)] += x * kr[t];
-        }
-        const int64_t mo = b * ms[0] + h * ms[1] + s * ms[2];
-        float* z = sc.data();
-        for (int64_t t = 0; t < T; ++t) z[t] *= scale;
-        if (add_mask != nullptr) {
-          for (int64_t t = 0; t < T; ++t) z[t] += add_mask[mo + t * ms[3]];
-        } else if (sel_mask != nullptr) {
-          for (int64_t t = 0; t < T; ++t) z[t] = sel_mask[mo + t * ms[3]] ? fill : z[t];
-        }
-        float mx = -INFINITY;
-        for (int64_t t = 0; t < T; ++t) mx = std::max(mx, z[t]);
-        double sum = 0;
-        for (int64_t t = 0; t < T; ++t) {
-          const float e = std::exp(sc[static_cast<size_t>(t)] - mx);
-          sc[static_cast<size_t>(t)] = e;
-          sum += e;
-        }
-        const float inv = static_cast<float>(1.0 / sum);
-        float* orow = O + row * dv;
-        const float* vb = Vd + (b * H + h) * T * dv;
-        for (int64_t t = 0; t < T; ++t) {
-          const float p = sc[static_cast<size_t>(t)] * inv;
-          const float* vr = vb + t * dv;
-          for (int64_t j = 0; j < dv; ++j) orow[j] += p * vr[j];
-        }
-      }
+      std::vector<float> scratch(static_cast<size_t>(T));
+      kernel(args, r0, r1, scratch.data());
     });
     return r;
   }
