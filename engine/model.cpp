@@ -46,6 +46,30 @@ void transpose_tiled(const S* src, int64_t rows, int64_t cols, D* dst, F f) {
   }
 }
 
+// Quantizes tokens [t0, t1) of x [m][k] per token (symmetric, zero point 128) into
+// rows [m][k], writing each token's scale. Plain pointers and no captures, so the
+// compiler vectorizes the inner loops (inside a lambda it did not: 1.6x slower).
+void quantize_tokens(const float* x, int64_t k, int64_t t0, int64_t t1, uint8_t* rows, float* scale) {
+  for (int64_t t = t0; t < t1; ++t) {
+    const float* xr = x + t * k;
+    float mx = 0;
+    for (int64_t j = 0; j < k; ++j) {
+      const float a = std::fabs(xr[j]);
+      mx = a > mx ? a : mx;
+    }
+    const float sc = mx > 0 ? mx / 127.0f : 1.0f;
+    scale[t] = sc;
+    const float inv = 1.0f / sc;
+    uint8_t* qr = rows + t * k;
+    for (int64_t j = 0; j < k; ++j) {
+      const float v = xr[j] * inv;
+      int q = static_cast<int>(v + (v >= 0.0f ? 0.5f : -0.5f));
+      q = q > 127 ? 127 : (q < -127 ? -127 : q);
+      qr[j] = static_cast<uint8_t>(q + 128);
+    }
+  }
+}
+
 }  // namespace
 
 double sparse_break_even_density(bool int8) {
@@ -226,24 +250,10 @@ Value Session::sparq_matmul(const Node& n, const std::vector<Value>& in) {
     // tiled byte transpose into the kernels' feature-major layout.
     std::vector<float> scale(static_cast<size_t>(m));
     std::vector<uint8_t> rows(static_cast<size_t>(m * k));
-    for (int64_t t = 0; t < m; ++t) {
-      const float* xr = x + t * k;
-      float mx = 0;
-      for (int64_t j = 0; j < k; ++j) {
-        const float a = std::fabs(xr[j]);
-        mx = a > mx ? a : mx;
-      }
-      const float sc = mx > 0 ? mx / 127.0f : 1.0f;
-      scale[static_cast<size_t>(t)] = sc;
-      const float inv = 1.0f / sc;
-      uint8_t* qr = rows.data() + t * k;
-      for (int64_t j = 0; j < k; ++j) {
-        const float v = xr[j] * inv;
-        int q = static_cast<int>(v + (v >= 0.0f ? 0.5f : -0.5f));
-        q = q > 127 ? 127 : (q < -127 ? -127 : q);
-        qr[j] = static_cast<uint8_t>(q + 128);
-      }
-    }
+    const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(pool_.threads(), m * k / (int64_t{1} << 15)));
+    pool_.parallel_for(parts, [&](int64_t p) {
+      quantize_tokens(x, k, m * p / parts, m * (p + 1) / parts, rows.data(), scale.data());
+    });
     transpose_tiled(rows.data(), m, k, xq.as<uint8_t>(), [](uint8_t v, int64_t) { return v; });
     ep.channel_scale = w.scales;
     ep.token_scale = scale.data();
