@@ -1,0 +1,85 @@
+// Kernels on feature-major activations: the layout the fused executor keeps between
+// SpMMs (DESIGN.md). A feature-major tensor X of logical shape [tokens, features] is
+// stored as rows of features: X[f][m] at x[f * ld + m], with m = b * seq + s. Vector
+// lanes run along tokens, so per-token reductions (LayerNorm, quantization scales) are
+// vertical adds and attention needs no transposes: a head's Q, K and V are row blocks.
+//
+// Every kernel here is single-threaded over a sub-range (tokens or work items) and
+// touches nothing outside it; the executor splits the range over its threads.
+#ifndef SPARQ_KERNELS_FM_FM_H_
+#define SPARQ_KERNELS_FM_FM_H_
+
+#include <cstdint>
+
+#include "kernels/common/isa.h"
+#include "sparq/export.h"
+
+namespace sparq {
+
+// Multi-head self/cross attention, fp32, on feature-major Q [H*dh][ld_q], K [H*dh][ld_k],
+// V [H*dv][ld_v], writing out [H*dv][ld_out]. Query token (b, s) is column b*S + s of Q
+// and out; key (b, t) is column b*T + t of K and V.
+//   out[h*dv + j][b*S + s] = sum_t softmax_t(scale * q.k_t + mask) v_t[j]
+// Masks depend on (batch, head, key) only: element b*mask_b + h*mask_h + t*mask_t of an
+// additive float mask, or of a byte select mask (nonzero -> the score becomes `fill`).
+struct FmAttentionArgs {
+  const float* q = nullptr;
+  const float* k = nullptr;
+  const float* v = nullptr;
+  float* out = nullptr;
+  int64_t ld_q = 0, ld_k = 0, ld_v = 0, ld_out = 0;
+  int64_t batch = 0, heads = 0, seq = 0, keys = 0, dh = 0, dv = 0;
+  float scale = 1.0f;
+  const float* add_mask = nullptr;
+  const uint8_t* select_mask = nullptr;
+  float fill = 0.0f;
+  int64_t mask_b = 0, mask_h = 0, mask_t = 0;
+};
+
+// Work items are (b, h, query block) in that order; query blocks hold `query_block`
+// tokens (the table's value). A kernel computes items [item_begin, item_end) with
+// `scratch` of at least fm_attention_scratch_floats(...) floats.
+using FmAttentionFn = void (*)(const FmAttentionArgs& a, int64_t item_begin, int64_t item_end, float* scratch);
+
+// LayerNorm over features for tokens [t0, t1): y[f][m] = (x[f][m] - mean_m) / sqrt(var_m
+// + eps) * gamma[f] + beta[f] (beta may be null). x may equal y.
+using FmLayerNormFn = void (*)(const float* x, int64_t ldx, int64_t features, int64_t t0, int64_t t1,
+                               const float* gamma, const float* beta, float eps, float* y, int64_t ldy);
+
+// Dynamic per-token int8 quantization for tokens [t0, t1): scale[m] = max_f |x[f][m]| / 127
+// (1 when the column is zero), q[f][m] = clamp(round_half_away(x / scale), -127, 127) + 128.
+using FmQuantizeFn = void (*)(const float* x, int64_t ldx, int64_t features, int64_t t0, int64_t t1,
+                              uint8_t* q, int64_t ldq, float* scale);
+
+struct FmKernels {
+  FmAttentionFn attention = nullptr;
+  FmLayerNormFn layernorm = nullptr;
+  FmQuantizeFn quantize = nullptr;
+  int64_t query_block = 1;  // queries per attention work item
+  const char* attention_name = "";
+  const char* name = "";  // ISA suffix of the layernorm and quantize kernels
+};
+
+inline int64_t fm_attention_items(const FmAttentionArgs& a, int64_t query_block) {
+  return a.batch * a.heads * ((a.seq + query_block - 1) / query_block);
+}
+inline int64_t fm_attention_scratch_floats(const FmAttentionArgs& a, int64_t query_block) {
+  return (a.dh + a.keys + a.dv + 2) * query_block + 64;
+}
+
+SPARQ_API const FmKernels& fm_kernels(Isa isa);
+SPARQ_API const FmKernels& fm_kernels();
+
+namespace generic {
+const FmKernels& fm_table();
+}
+namespace avx2 {
+const FmKernels& fm_table();
+}
+namespace avx512 {
+const FmKernels& fm_table();
+}
+
+}  // namespace sparq
+
+#endif  // SPARQ_KERNELS_FM_FM_H_

@@ -1,0 +1,17 @@
+// f32_mha_fm_ukernel_8x16__avx2 and the feature-major LayerNorm / quantize loops,
+// compiled for AVX2 + FMA.
+#include <xsimd/xsimd.hpp>
+
+#include "kernels/fm/fm_impl.h"
+#include "kernels/fm/fm_xsimd_ops.h"
+
+namespace sparq {
+namespace avx2 {
+const FmKernels& fm_table() {
+  using Ops = FmXsimdOps<xsimd::fma3<xsimd::avx2>>;
+  static const FmKernels t{fm_attention_items<Ops>, fm_layernorm_loops, fm_quantize_loops, 2 * Ops::kWidth,
+                           "f32_mha_fm_ukernel_8x16__avx2", "avx2"};
+  return t;
+}
+}  // namespace avx2
+}  // namespace sparq

@@ -1,0 +1,203 @@
+// The feature-major kernels written once: attention over a vector type `Ops` (xsimd batch
+// or a scalar stand-in), LayerNorm and quantization as plain loops the compiler
+// vectorizes with the including unit's ISA flags. Included into one translation unit per
+// ISA (internal linkage there).
+#ifndef SPARQ_KERNELS_FM_FM_IMPL_H_
+#define SPARQ_KERNELS_FM_FM_IMPL_H_
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "kernels/fm/fm.h"
+
+namespace sparq {
+namespace {
+
+// One work item = (b, h, a block of SB = 2W queries). Scores are kept transposed,
+// p[t][j] for key t and query j of the block, so every step is "broadcast one scalar of
+// K or V, multiply-add against a vector of queries":
+//   p[t][:]   = sum_d K[d][t] * (scale * Q[d][:])       (8 keys x 2 vectors in registers)
+//   softmax down each column (max, exp, sum vectorized over queries)
+//   out[j][:] = sum_t V[j][t] * p[t][:] / sum            (8 channels x 2 vectors)
+template <class Ops>
+void fm_attention_items(const FmAttentionArgs& a, int64_t item_begin, int64_t item_end, float* scratch) {
+  using B = typename Ops::Batch;
+  constexpr int64_t W = Ops::kWidth, SB = 2 * W;
+  const int64_t H = a.heads, S = a.seq, T = a.keys, dh = a.dh, dv = a.dv;
+  const int64_t blocks = (S + SB - 1) / SB;
+  float* qs = scratch;     // [dh][SB]
+  float* p = qs + dh * SB;  // [T][SB]
+  float* os = p + T * SB;   // [dv][SB], for a partial last block
+  for (int64_t item = item_begin; item < item_end; ++item) {
+    const int64_t b = item / (H * blocks), h = (item / blocks) % H, s0 = (item % blocks) * SB;
+    const int64_t ns = std::min(SB, S - s0);
+    const float* qb = a.q + h * dh * a.ld_q + b * S + s0;
+    for (int64_t d = 0; d < dh; ++d) {
+      for (int64_t j = 0; j < ns; ++j) qs[d * SB + j] = qb[d * a.ld_q + j] * a.scale;
+      for (int64_t j = ns; j < SB; ++j) qs[d * SB + j] = 0.0f;
+    }
+    const float* kb = a.k + h * dh * a.ld_k + b * T;
+    int64_t t = 0;
+    for (; t + 8 <= T; t += 8) {
+      B acc0[8], acc1[8];
+      for (int i = 0; i < 8; ++i) acc0[i] = acc1[i] = B(0.0f);
+      for (int64_t d = 0; d < dh; ++d) {
+        const B q0 = Ops::load(qs + d * SB), q1 = Ops::load(qs + d * SB + W);
+        const float* kr = kb + d * a.ld_k + t;
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; ++i) {
+          const B kv(kr[i]);
+          acc0[i] = Ops::fma(kv, q0, acc0[i]);
+          acc1[i] = Ops::fma(kv, q1, acc1[i]);
+        }
+      }
+      for (int i = 0; i < 8; ++i) {
+        Ops::store(p + (t + i) * SB, acc0[i]);
+        Ops::store(p + (t + i) * SB + W, acc1[i]);
+      }
+    }
+    for (; t < T; ++t) {
+      B acc0(0.0f), acc1(0.0f);
+      for (int64_t d = 0; d < dh; ++d) {
+        const B kv(kb[d * a.ld_k + t]);
+        acc0 = Ops::fma(kv, Ops::load(qs + d * SB), acc0);
+        acc1 = Ops::fma(kv, Ops::load(qs + d * SB + W), acc1);
+      }
+      Ops::store(p + t * SB, acc0);
+      Ops::store(p + t * SB + W, acc1);
+    }
+    // Mask, then the column maxima.
+    const int64_t mo = b * a.mask_b + h * a.mask_h;
+    B m0(-std::numeric_limits<float>::infinity()), m1 = m0;
+    for (t = 0; t < T; ++t) {
+      float* row = p + t * SB;
+      B r0 = Ops::load(row), r1 = Ops::load(row + W);
+      if (a.add_mask != nullptr) {
+        const B mv(a.add_mask[mo + t * a.mask_t]);
+        r0 = r0 + mv;
+        r1 = r1 + mv;
+        Ops::store(row, r0);
+        Ops::store(row + W, r1);
+      } else if (a.select_mask != nullptr && a.select_mask[mo + t * a.mask_t] != 0) {
+        r0 = r1 = B(a.fill);
+        Ops::store(row, r0);
+        Ops::store(row + W, r1);
+      }
+      m0 = Ops::max(m0, r0);
+      m1 = Ops::max(m1, r1);
+    }
+    B sum0(0.0f), sum1(0.0f);
+    for (t = 0; t < T; ++t) {
+      float* row = p + t * SB;
+      const B e0 = Ops::exp(Ops::load(row) - m0), e1 = Ops::exp(Ops::load(row + W) - m1);
+      Ops::store(row, e0);
+      Ops::store(row + W, e1);
+      sum0 = sum0 + e0;
+      sum1 = sum1 + e1;
+    }
+    const B inv0 = B(1.0f) / sum0, inv1 = B(1.0f) / sum1;
+    const float* vb = a.v + h * dv * a.ld_v + b * T;
+    float* ob = a.out + h * dv * a.ld_out + b * S + s0;
+    const bool full = ns == SB;
+    auto emit = [&](int64_t j, const B& r0, const B& r1) {
+      if (full) {
+        Ops::store(ob + j * a.ld_out, r0 * inv0);
+        Ops::store(ob + j * a.ld_out + W, r1 * inv1);
+      } else {
+        Ops::store(os, r0 * inv0);
+        Ops::store(os + W, r1 * inv1);
+        for (int64_t s = 0; s < ns; ++s) ob[j * a.ld_out + s] = os[s];
+      }
+    };
+    int64_t j = 0;
+    for (; j + 8 <= dv; j += 8) {
+      B acc0[8], acc1[8];
+      for (int i = 0; i < 8; ++i) acc0[i] = acc1[i] = B(0.0f);
+      const float* vr = vb + j * a.ld_v;
+      for (t = 0; t < T; ++t) {
+        const B p0 = Ops::load(p + t * SB), p1 = Ops::load(p + t * SB + W);
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; ++i) {
+          const B vv(vr[i * a.ld_v + t]);
+          acc0[i] = Ops::fma(vv, p0, acc0[i]);
+          acc1[i] = Ops::fma(vv, p1, acc1[i]);
+        }
+      }
+      for (int i = 0; i < 8; ++i) emit(j + i, acc0[i], acc1[i]);
+    }
+    for (; j < dv; ++j) {
+      B acc0(0.0f), acc1(0.0f);
+      const float* vr = vb + j * a.ld_v;
+      for (t = 0; t < T; ++t) {
+        const B vv(vr[t]);
+        acc0 = Ops::fma(vv, Ops::load(p + t * SB), acc0);
+        acc1 = Ops::fma(vv, Ops::load(p + t * SB + W), acc1);
+      }
+      emit(j, acc0, acc1);
+    }
+  }
+}
+
+constexpr int64_t kFmTokenBlock = 64;
+
+void fm_layernorm_loops(const float* x, int64_t ldx, int64_t features, int64_t t0, int64_t t1, const float* gamma,
+                        const float* beta, float eps, float* y, int64_t ldy) {
+  const float inv_f = 1.0f / static_cast<float>(features);
+  for (int64_t tb = t0; tb < t1; tb += kFmTokenBlock) {
+    const int64_t n = std::min(kFmTokenBlock, t1 - tb);
+    float mean[kFmTokenBlock] = {}, var[kFmTokenBlock] = {};
+    for (int64_t f = 0; f < features; ++f) {
+      const float* xr = x + f * ldx + tb;
+      for (int64_t j = 0; j < n; ++j) mean[j] += xr[j];
+    }
+    for (int64_t j = 0; j < n; ++j) mean[j] *= inv_f;
+    for (int64_t f = 0; f < features; ++f) {
+      const float* xr = x + f * ldx + tb;
+      for (int64_t j = 0; j < n; ++j) {
+        const float d = xr[j] - mean[j];
+        var[j] += d * d;
+      }
+    }
+    for (int64_t j = 0; j < n; ++j) var[j] = 1.0f / std::sqrt(var[j] * inv_f + eps);
+    for (int64_t f = 0; f < features; ++f) {
+      const float* xr = x + f * ldx + tb;
+      float* yr = y + f * ldy + tb;
+      const float g = gamma[f], bt = beta != nullptr ? beta[f] : 0.0f;
+      for (int64_t j = 0; j < n; ++j) yr[j] = (xr[j] - mean[j]) * var[j] * g + bt;
+    }
+  }
+}
+
+void fm_quantize_loops(const float* x, int64_t ldx, int64_t features, int64_t t0, int64_t t1, uint8_t* q,
+                       int64_t ldq, float* scale) {
+  for (int64_t tb = t0; tb < t1; tb += kFmTokenBlock) {
+    const int64_t n = std::min(kFmTokenBlock, t1 - tb);
+    float mx[kFmTokenBlock] = {}, inv[kFmTokenBlock];
+    for (int64_t f = 0; f < features; ++f) {
+      const float* xr = x + f * ldx + tb;
+      for (int64_t j = 0; j < n; ++j) mx[j] = std::max(mx[j], std::fabs(xr[j]));
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      const float sc = mx[j] > 0.0f ? mx[j] / 127.0f : 1.0f;
+      scale[tb + j] = sc;
+      inv[j] = 1.0f / sc;
+    }
+    for (int64_t f = 0; f < features; ++f) {
+      const float* xr = x + f * ldx + tb;
+      uint8_t* qr = q + f * ldq + tb;
+      for (int64_t j = 0; j < n; ++j) {
+        float v = xr[j] * inv[j];
+        v = std::min(127.0f, std::max(-127.0f, v));
+        const int iv = static_cast<int>(v + (v >= 0.0f ? 0.5f : -0.5f));
+        qr[j] = static_cast<uint8_t>(iv + 128);
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace sparq
+
+#endif  // SPARQ_KERNELS_FM_FM_IMPL_H_

@@ -1,0 +1,53 @@
+// f32_mha_fm_ukernel_8x2__scalar and the portable feature-major LayerNorm / quantize loops.
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/fm/fm_impl.h"
+
+namespace sparq {
+namespace {
+
+struct FmScalarOps {
+  struct Batch {
+    float v = 0.0f;
+    Batch() = default;
+    explicit Batch(float x) : v(x) {}
+    Batch operator-(const Batch& o) const { return Batch(v - o.v); }
+    Batch operator+(const Batch& o) const { return Batch(v + o.v); }
+    Batch operator*(const Batch& o) const { return Batch(v * o.v); }
+    Batch operator/(const Batch& o) const { return Batch(v / o.v); }
+  };
+  static constexpr int64_t kWidth = 1;
+  static Batch load(const float* p) { return Batch(*p); }
+  static void store(float* p, const Batch& b) { *p = b.v; }
+  static Batch fma(const Batch& a, const Batch& b, const Batch& c) { return Batch(a.v * b.v + c.v); }
+  static Batch exp(const Batch& a) { return Batch(std::exp(a.v)); }
+  static Batch max(const Batch& a, const Batch& b) { return Batch(std::max(a.v, b.v)); }
+};
+
+}  // namespace
+
+namespace generic {
+const FmKernels& fm_table() {
+  static const FmKernels t{fm_attention_items<FmScalarOps>, fm_layernorm_loops, fm_quantize_loops, 2,
+                           "f32_mha_fm_ukernel_8x2__scalar", "scalar"};
+  return t;
+}
+}  // namespace generic
+
+const FmKernels& fm_kernels(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512Vnni:
+    case Isa::kAvx512: return avx512::fm_table();
+    case Isa::kAvx2: return avx2::fm_table();
+    case Isa::kGeneric: break;
+  }
+  return generic::fm_table();
+}
+
+const FmKernels& fm_kernels() {
+  static const FmKernels& t = fm_kernels(active_isa());
+  return t;
+}
+
+}  // namespace sparq

@@ -1,0 +1,165 @@
+// The feature-major kernels (attention, LayerNorm, quantization) of every ISA against
+// float64 references, on awkward shapes: query and key counts that are not multiples of
+// the vector width, head sizes that are not multiples of the 8-row register block, row
+// strides wider than the token count, and work split into independent sub-ranges.
+#include "kernels/fm/fm.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "tests/test_util.h"
+
+namespace sparq::test {
+namespace {
+
+class FmIsaTest : public ::testing::TestWithParam<Isa> {
+ protected:
+  void SetUp() override {
+    if (!isa_supported(GetParam())) GTEST_SKIP() << isa_name(GetParam()) << " not supported here";
+  }
+};
+
+TEST_P(FmIsaTest, AttentionMatchesFloat64Reference) {
+  const FmKernels& kern = fm_kernels(GetParam());
+  struct Case { int64_t B, H, S, T, dh, dv; int mask; };
+  for (const Case c : {Case{1, 1, 1, 1, 1, 1, 0}, Case{2, 3, 5, 7, 9, 11, 1}, Case{1, 2, 17, 33, 64, 64, 2},
+                       Case{2, 4, 32, 32, 16, 16, 1}, Case{1, 12, 13, 40, 64, 64, 2}, Case{3, 1, 8, 100, 5, 3, 0},
+                       Case{2, 2, 70, 70, 24, 17, 1}}) {
+    SCOPED_TRACE(std::to_string(c.B) + "x" + std::to_string(c.H) + "x" + std::to_string(c.S) + " T=" +
+                 std::to_string(c.T) + " dh=" + std::to_string(c.dh) + " dv=" + std::to_string(c.dv) +
+                 " mask=" + std::to_string(c.mask));
+    // Feature-major with row strides wider than the tokens (pad 3).
+    const int64_t mq = c.B * c.S, mk = c.B * c.T, ldq = mq + 3, ldk = mk + 3, ldo = mq + 3;
+    const auto q = random_floats(c.H * c.dh * ldq, 1), k = random_floats(c.H * c.dh * ldk, 2),
+               v = random_floats(c.H * c.dv * ldk, 3);
+    std::vector<float> add(c.B * c.T);
+    std::vector<uint8_t> sel(c.B * c.T);
+    for (int64_t i = 0; i < c.B * c.T; ++i) {
+      sel[i] = (i % 5) == 4;  // some masked keys, never all of a row
+      add[i] = sel[i] ? -3.4e38f : 0.0f;
+    }
+    FmAttentionArgs a;
+    a.q = q.data();
+    a.k = k.data();
+    a.v = v.data();
+    const float sentinel = 1234.5f;
+    std::vector<float> out(c.H * c.dv * ldo, sentinel);
+    a.out = out.data();
+    a.ld_q = ldq;
+    a.ld_k = a.ld_v = ldk;
+    a.ld_out = ldo;
+    a.batch = c.B;
+    a.heads = c.H;
+    a.seq = c.S;
+    a.keys = c.T;
+    a.dh = c.dh;
+    a.dv = c.dv;
+    a.scale = 0.125f;
+    a.fill = -3.4e38f;
+    if (c.mask == 1) a.add_mask = add.data();
+    if (c.mask == 2) a.select_mask = sel.data();
+    a.mask_b = c.T;
+    a.mask_t = 1;
+    std::vector<float> scratch(fm_attention_scratch_floats(a, kern.query_block));
+    const int64_t items = fm_attention_items(a, kern.query_block);
+    kern.attention(a, 0, items / 2, scratch.data());  // two calls: items are independent
+    kern.attention(a, items / 2, items, scratch.data());
+    for (int64_t b = 0; b < c.B; ++b) {
+      for (int64_t h = 0; h < c.H; ++h) {
+        for (int64_t s = 0; s < c.S; ++s) {
+          std::vector<double> p(c.T);
+          double mx = -1e300, sum = 0;
+          for (int64_t t = 0; t < c.T; ++t) {
+            double z = 0;
+            for (int64_t d = 0; d < c.dh; ++d) {
+              z += double(q[(h * c.dh + d) * ldq + b * c.S + s]) * k[(h * c.dh + d) * ldk + b * c.T + t];
+            }
+            z *= 0.125;
+            if (c.mask && sel[b * c.T + t]) z = -3.4e38;
+            p[t] = z;
+            mx = std::max(mx, z);
+          }
+          for (double& z : p) sum += (z = std::exp(z - mx));
+          for (int64_t j = 0; j < c.dv; ++j) {
+            double o = 0;
+            for (int64_t t = 0; t < c.T; ++t) o += p[t] / sum * v[(h * c.dv + j) * ldk + b * c.T + t];
+            ASSERT_NEAR(out[(h * c.dv + j) * ldo + b * c.S + s], o, 2e-5 * (1 + std::fabs(o)))
+                << "b " << b << " h " << h << " s " << s << " j " << j;
+          }
+        }
+      }
+    }
+    // Padding columns untouched.
+    for (int64_t r = 0; r < c.H * c.dv; ++r)
+      for (int64_t m = mq; m < ldo; ++m) ASSERT_EQ(out[r * ldo + m], sentinel);
+  }
+}
+
+TEST_P(FmIsaTest, LayerNormMatchesFloat64Reference) {
+  const FmKernels& kern = fm_kernels(GetParam());
+  for (const auto& [F, M] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {7, 3}, {768, 128}, {33, 65}, {256, 200}}) {
+    SCOPED_TRACE(std::to_string(F) + "x" + std::to_string(M));
+    const int64_t ld = M + 5;
+    auto x = random_floats(F * ld, 4, -3.0f, 5.0f);
+    const auto g = random_floats(F, 5), bt = random_floats(F, 6);
+    std::vector<float> y(F * ld, 0.0f);
+    kern.layernorm(x.data(), ld, F, 0, M / 3, g.data(), bt.data(), 1e-5f, y.data(), ld);
+    kern.layernorm(x.data(), ld, F, M / 3, M, g.data(), bt.data(), 1e-5f, y.data(), ld);
+    double maxref = 0, maxerr = 0;
+    for (int64_t m = 0; m < M; ++m) {
+      double mean = 0, var = 0;
+      for (int64_t f = 0; f < F; ++f) mean += x[f * ld + m];
+      mean /= F;
+      for (int64_t f = 0; f < F; ++f) var += (x[f * ld + m] - mean) * (x[f * ld + m] - mean);
+      var /= F;
+      for (int64_t f = 0; f < F; ++f) {
+        const double r = (x[f * ld + m] - mean) / std::sqrt(var + 1e-5) * g[f] + bt[f];
+        maxref = std::max(maxref, std::fabs(r));
+        maxerr = std::max(maxerr, std::fabs(r - y[f * ld + m]));
+      }
+    }
+    EXPECT_LE(maxerr, 1e-5 * (1 + maxref));
+    // In place gives the same result.
+    kern.layernorm(x.data(), ld, F, 0, M, g.data(), bt.data(), 1e-5f, x.data(), ld);
+    for (int64_t f = 0; f < F; ++f)
+      for (int64_t m = 0; m < M; ++m) ASSERT_EQ(x[f * ld + m], y[f * ld + m]);
+  }
+}
+
+TEST_P(FmIsaTest, QuantizeMatchesReference) {
+  const FmKernels& kern = fm_kernels(GetParam());
+  for (const auto& [F, M] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {7, 3}, {768, 128}, {33, 65}}) {
+    SCOPED_TRACE(std::to_string(F) + "x" + std::to_string(M));
+    const int64_t ld = M + 5, ldq = M + 7;
+    auto x = random_floats(F * ld, 7, -4.0f, 4.0f);
+    for (int64_t f = 0; f < F; ++f) x[f * ld + 0] = 0.0f;  // an all-zero token
+    std::vector<uint8_t> q(F * ldq, 77);
+    std::vector<float> scale(M, -1.0f);
+    kern.quantize(x.data(), ld, F, 0, M / 2, q.data(), ldq, scale.data());
+    kern.quantize(x.data(), ld, F, M / 2, M, q.data(), ldq, scale.data());
+    for (int64_t m = 0; m < M; ++m) {
+      float mx = 0;
+      for (int64_t f = 0; f < F; ++f) mx = std::max(mx, std::fabs(x[f * ld + m]));
+      const float sc = mx > 0 ? mx / 127.0f : 1.0f;
+      ASSERT_FLOAT_EQ(scale[m], sc) << "token " << m;
+      for (int64_t f = 0; f < F; ++f) {
+        const double exact = x[f * ld + m] / static_cast<double>(sc);
+        const int qv = static_cast<int>(q[f * ldq + m]) - 128;
+        ASSERT_LE(std::fabs(qv - exact), 0.5 + 1e-4) << "f " << f << " m " << m;
+        ASSERT_LE(std::abs(qv), 127);
+      }
+      for (int64_t m2 = M; m2 < ldq; ++m2) ASSERT_EQ(q[m2], 77);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllIsas, FmIsaTest,
+                         ::testing::Values(Isa::kGeneric, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni),
+                         [](const ::testing::TestParamInfo<Isa>& param_info) {
+                           return std::string(isa_name(param_info.param));
+                         });
+
+}  // namespace
+}  // namespace sparq::test
