@@ -942,6 +942,17 @@ class Runner {
 
   size_t peak_bytes() const { return peak_; }
 
+  // One node on the given input values (by position; null = omitted).
+  Value eval(const Node& n, const std::vector<Value>& ins) {
+    env_.clear();
+    for (size_t i = 0; i < n.inputs.size() && i < ins.size(); ++i) {
+      if (!n.inputs[i].empty() && ins[i]) env_[n.inputs[i]] = ins[i];
+    }
+    Value v = run_node(n);
+    env_.clear();
+    return v;
+  }
+
   std::map<std::string, Value> run(const std::map<std::string, Value>& inputs) {
     // Last use of every value, so intermediates are released as soon as they are dead.
     std::map<std::string, size_t> last_use;
@@ -1016,6 +1027,12 @@ class Runner {
 };
 
 }  // namespace
+
+Value interpret_node(const Graph& graph, const Node& node, const std::vector<Value>& inputs, const CustomOp& custom,
+                     const ParallelFor& parallel) {
+  Runner r(graph, custom, parallel);
+  return r.eval(node, inputs);
+}
 
 std::map<std::string, Value> interpret(const Graph& graph, const std::map<std::string, Value>& inputs,
                                        const CustomOp& custom, size_t* peak_bytes, const ParallelFor& parallel) {

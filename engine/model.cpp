@@ -8,6 +8,7 @@
 
 #include "formats/aligned_buffer.h"
 #include "formats/error.h"
+#include "engine/layout.h"
 #include "engine/passes.h"
 #include "formats/graph_io.h"
 
@@ -27,24 +28,6 @@ int64_t block_slots(const float* wt, int64_t n, int64_t k, BlockShape b) {
 }
 
 std::string weight_name(const Node& n) { return n.inputs.size() > 1 ? n.inputs[1] : n.name; }
-
-// dst[c * rows + r] = f(src[r * cols + c], r), in 32 x 32 tiles so that both sides stay
-// in cache (the token-major <-> feature-major edges of SparqMatMul).
-template <class S, class D, class F>
-void transpose_tiled(const S* src, int64_t rows, int64_t cols, D* dst, F f) {
-  constexpr int64_t kT = 32;
-  for (int64_t r0 = 0; r0 < rows; r0 += kT) {
-    const int64_t r1 = std::min(rows, r0 + kT);
-    for (int64_t c0 = 0; c0 < cols; c0 += kT) {
-      const int64_t c1 = std::min(cols, c0 + kT);
-      // Writes run along dst rows; the strided side is the read. (The other order wrote
-      // every element to its own line, `rows` x 4 bytes apart, a multiple of 4 KiB for
-      // hidden sizes like 768 and 3072, so the lines fought over a few L1 sets.)
-      for (int64_t c = c0; c < c1; ++c)
-        for (int64_t r = r0; r < r1; ++r) dst[c * rows + r] = f(src[r * cols + c], r);
-    }
-  }
-}
 
 // Quantizes tokens [t0, t1) of x [m][k] per token (symmetric, zero point 128) into
 // rows [m][k], writing each token's scale. Plain pointers and no captures, so the
@@ -204,7 +187,7 @@ const PackedWeights& Model::packed(const std::string& name) const {
 }
 
 Session::Session(std::shared_ptr<const Model> model, int threads)
-    : model_(std::move(model)), pool_(threads) {}
+    : model_(std::move(model)), pool_(threads), executor_(model_, &pool_) {}
 
 Value Session::sparq_matmul(const Node& n, const std::vector<Value>& in) {
   const PackedWeights& w = model_->packed(n.attr("weight")->s);
@@ -254,17 +237,16 @@ Value Session::sparq_matmul(const Node& n, const std::vector<Value>& in) {
     pool_.parallel_for(parts, [&](int64_t p) {
       quantize_tokens(x, k, m * p / parts, m * (p + 1) / parts, rows.data(), scale.data());
     });
-    transpose_tiled(rows.data(), m, k, xq.as<uint8_t>(), [](uint8_t v, int64_t) { return v; });
+    transpose_tiled(rows.data(), m, k, k, xq.as<uint8_t>(), m);
     ep.channel_scale = w.scales;
     ep.token_scale = scale.data();
     spmm_u8s8(kernels, &pool_, w, xq.as<uint8_t>(), m, m, ep);
   } else {
     AlignedBuffer& xt = scratch(scratch_x_, static_cast<size_t>(k * m) * 4);
-    transpose_tiled(x, m, k, xt.as<float>(), [](float v, int64_t) { return v; });
+    transpose_tiled(x, m, k, k, xt.as<float>(), m);
     spmm_f32(kernels, &pool_, w, xt.as<float>(), m, m, ep);
   }
-  transpose_tiled(yt.as<float>(), nn, m, reinterpret_cast<float*>(y->bytes.data()),
-                  [](float v, int64_t) { return v; });
+  transpose_tiled(yt.as<float>(), nn, m, m, reinterpret_cast<float*>(y->bytes.data()), nn);
   return y;
 }
 
@@ -372,6 +354,13 @@ std::map<std::string, Value> Session::run(std::map<std::string, Value> inputs, s
       }
     }
   }
+  // SPARQ_EXECUTOR=interpret runs the converted graph op by op (the generic path, kept
+  // for debugging and tested by the conformance suite).
+  static const bool interpret_only = [] {
+    const char* e = std::getenv("SPARQ_EXECUTOR");
+    return e != nullptr && std::strcmp(e, "interpret") == 0;
+  }();
+  if (!interpret_only && !interpret_only_) return executor_.run(inputs, peak_bytes, &summary_);
   return interpret(
       g, inputs,
       [this](const Node& n, const std::vector<Value>& in) -> Value {

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/executor.h"
 #include "engine/interpreter.h"
 #include "engine/parallel.h"
 #include "formats/aligned_buffer.h"
@@ -78,12 +79,20 @@ class SPARQ_API Session {
   // its peak.
   std::map<std::string, Value> run(std::map<std::string, Value> inputs, size_t* peak_bytes = nullptr);
   int threads() const { return pool_.threads(); }
+  // Runs the converted graph op by op through the interpreter instead of the planned
+  // executor (also: SPARQ_EXECUTOR=interpret).
+  void use_interpreter(bool on) { interpret_only_ = on; }
+  // The planned executor's summary of the last run's plan.
+  const PlanSummary& plan_summary() const { return summary_; }
 
  private:
   Value sparq_matmul(const Node& n, const std::vector<Value>& in);
   std::shared_ptr<const Model> model_;
   ThreadPool pool_;
   AlignedBuffer scratch_x_, scratch_y_;
+  Executor executor_;
+  PlanSummary summary_;
+  bool interpret_only_ = false;
 };
 
 }  // namespace sparq

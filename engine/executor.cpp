@@ -1,0 +1,870 @@
+#include "engine/executor.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <set>
+
+#include "engine/layout.h"
+#include "engine/model.h"
+#include "formats/aligned_buffer.h"
+#include "formats/error.h"
+#include "kernels/fm/fm.h"
+
+namespace sparq {
+namespace {
+
+using Shape = std::vector<int64_t>;
+
+int64_t numel(const Shape& s) {
+  int64_t n = 1;
+  for (int64_t d : s) n *= d;
+  return n;
+}
+
+enum class Kind { kGeneric, kMatMul, kAttention, kLayerNorm, kAdd, kToFm, kToTm, kQuantize };
+
+struct Buffer {
+  size_t bytes = 0;
+  int first = -1, last = -1;  // steps that write it first and read it last
+  size_t offset = 0;
+};
+
+// One graph value as the plan sees it.
+struct Slot {
+  Shape shape;
+  ElemType type = ElemType::kF32;
+  Value fixed;        // folded at plan time
+  bool heap = false;  // its token-major form lives in the run's env (inputs, interpreter outputs)
+  int fm = -1;        // buffer with the feature-major f32 form
+  int tm = -1;        // buffer with a token-major copy of a feature-major value
+  int q8 = -1, q8s = -1;  // per-token quantized u8 form and its scales
+  bool output = false;    // a graph output
+  int64_t features() const { return shape.empty() ? 1 : shape.back(); }
+  int64_t tokens() const { return features() == 0 ? 0 : numel(shape) / features(); }
+};
+
+struct Step {
+  Kind kind = Kind::kGeneric;
+  const Node* node = nullptr;
+  std::vector<int> ins;  // slots (-1 = omitted): generic inputs; kToFm source
+  int out = -1;          // slot: generic output, or kToTm to the heap
+  int a = -1, b = -1, c = -1, d = -1, e = -1;  // buffers (per kind, see exec)
+  int64_t rows = 0, cols = 0;                   // features x tokens
+  const PackedWeights* w = nullptr;
+  const float* bias = nullptr;
+  Activation act = Activation::kNone;
+  const float* gamma = nullptr;
+  const float* beta = nullptr;
+  float eps = 1e-5f;
+  FmAttentionArgs att;   // shape and mask fields; pointers filled per run
+  int mask = -1;         // slot of the attention mask
+  std::vector<int> release;  // heap slots dropped after this step
+};
+
+}  // namespace
+
+struct Executor::Plan {
+  std::vector<Slot> slots;
+  std::vector<Buffer> buffers;
+  std::vector<Step> steps;
+  std::vector<std::pair<std::string, int>> outputs;
+  std::vector<std::pair<std::string, int>> inputs;
+  size_t arena_bytes = 0;
+  AlignedBuffer arena;
+  PlanSummary summary;
+};
+
+namespace {
+
+// Runtime state of one run: where every buffer is and the heap values alive.
+struct RunState {
+  std::vector<uint8_t*> buf;
+  std::vector<Value> env;
+  size_t live = 0, peak = 0;
+};
+
+class Machine {
+ public:
+  Machine(const Model& model, ThreadPool* pool, AlignedBuffer* scratch, bool planning)
+      : model_(model), pool_(pool), fm_(fm_kernels()), scratch_(*scratch), planning_(planning) {}
+
+  // Token-major view of a slot's value for the interpreter.
+  Value tm_value(const Slot& s, int slot, const RunState& st) const {
+    if (s.fixed) return s.fixed;
+    if (s.heap) return st.env[static_cast<size_t>(slot)];
+    auto v = std::make_shared<Constant>();
+    v->type = s.type;
+    v->shape = s.shape;
+    v->view = st.buf[static_cast<size_t>(s.tm)];
+    return v;
+  }
+
+  void exec(const Executor::Plan& p, const Step& s, RunState& st) {
+    auto f32 = [&](int b) { return reinterpret_cast<float*>(st.buf[static_cast<size_t>(b)]); };
+    const int64_t F = s.rows, M = s.cols;
+    switch (s.kind) {
+      case Kind::kGeneric: {
+        std::vector<Value> ins;
+        for (int i : s.ins) ins.push_back(i < 0 ? nullptr : tm_value(p.slots[static_cast<size_t>(i)], i, st));
+        Value v = interpret_node(model_.graph(), *s.node, ins, nullptr,
+                                 [this](int64_t parts, const std::function<void(int64_t)>& body) {
+                                   pool_->parallel_for(parts, body);
+                                 });
+        if (!v) throw Error(Status::kInternal, "node '" + s.node->name + "' produced no value");
+        if (v->view != nullptr && !v->owner) {
+          // A view of an input (Identity, Reshape) that may be a token-major arena
+          // buffer: copied, since the buffer is reused after this step.
+          auto c = std::make_shared<Constant>();
+          c->type = v->type;
+          c->shape = v->shape;
+          c->bytes.assign(v->view, v->view + static_cast<size_t>(v->elements()) * elem_type_size(v->type));
+          v = c;
+        }
+        Slot& o = const_cast<Slot&>(p.slots[static_cast<size_t>(s.out)]);
+        if (planning_) {  // the planning run learns the shape here
+          o.shape = v->shape;
+          o.type = v->type;
+        } else if (v->shape != o.shape || v->type != o.type) {
+          throw Error(Status::kInternal, "node '" + s.node->name + "' changed shape between runs of one plan");
+        }
+        st.live += v->bytes.size();
+        st.peak = std::max(st.peak, st.live);
+        st.env[static_cast<size_t>(s.out)] = std::move(v);
+        break;
+      }
+      case Kind::kToFm: {
+        const Value v = tm_value(p.slots[static_cast<size_t>(s.ins[0])], s.ins[0], st);
+        float* dst = f32(s.d);
+        const float* src = v->data<float>();
+        parts(F, 32, [&](int64_t c0, int64_t c1) { transpose_tiled(src, M, F, F, dst, M, c0, c1); }, M);
+        break;
+      }
+      case Kind::kToTm: {
+        float* dst;
+        if (s.out >= 0) {
+          const Slot& o = p.slots[static_cast<size_t>(s.out)];
+          auto v = std::make_shared<Constant>();
+          v->type = ElemType::kF32;
+          v->shape = o.shape;
+          v->bytes.resize(static_cast<size_t>(F * M) * 4);
+          dst = reinterpret_cast<float*>(v->bytes.data());
+          st.live += v->bytes.size();
+          st.peak = std::max(st.peak, st.live);
+          st.env[static_cast<size_t>(s.out)] = v;
+        } else {
+          dst = f32(s.d);
+        }
+        const float* src = f32(s.a);
+        parts(M, 32, [&](int64_t c0, int64_t c1) { transpose_tiled(src, F, M, M, dst, F, c0, c1); }, F);
+        break;
+      }
+      case Kind::kQuantize: {
+        const float* x = f32(s.a);
+        uint8_t* q = st.buf[static_cast<size_t>(s.d)];
+        float* sc = f32(s.e);
+        parts(M, 16, [&](int64_t t0, int64_t t1) { fm_.quantize(x, M, F, t0, t1, q, M, sc); }, F);
+        break;
+      }
+      case Kind::kLayerNorm: {
+        const float* x = f32(s.a);
+        float* y = f32(s.d);
+        parts(M, 16, [&](int64_t t0, int64_t t1) { fm_.layernorm(x, M, F, t0, t1, s.gamma, s.beta, s.eps, y, M); },
+              3 * F);
+        break;
+      }
+      case Kind::kAdd: {
+        const float* x = f32(s.a);
+        const float* y = f32(s.b);
+        float* z = f32(s.d);
+        const int64_t n = F * M;
+        parts(n, 1024, [&](int64_t i0, int64_t i1) {
+          for (int64_t i = i0; i < i1; ++i) z[i] = x[i] + y[i];
+        }, 1);
+        break;
+      }
+      case Kind::kMatMul: {
+        Epilogue ep;
+        ep.out_f32 = f32(s.d);
+        ep.ld_out = M;
+        ep.bias = s.bias;
+        ep.activation = s.act;
+        if (s.c >= 0) {
+          ep.residual = f32(s.c);
+          ep.ld_residual = M;
+        }
+        const SpmmKernels& k = spmm_kernels();
+        if (s.w->type == WeightType::kS8) {
+          ep.channel_scale = s.w->scales;
+          ep.token_scale = f32(s.b);
+          spmm_u8s8(k, pool_, *s.w, st.buf[static_cast<size_t>(s.a)], M, M, ep);
+        } else {
+          spmm_f32(k, pool_, *s.w, f32(s.a), M, M, ep);
+        }
+        break;
+      }
+      case Kind::kAttention: {
+        FmAttentionArgs a = s.att;
+        a.q = f32(s.a);
+        a.k = f32(s.b);
+        a.v = f32(s.c);
+        a.out = f32(s.d);
+        if (s.mask >= 0) {
+          const Value m = tm_value(p.slots[static_cast<size_t>(s.mask)], s.mask, st);
+          if (s.att.add_mask != nullptr) a.add_mask = m->data<float>();
+          else a.select_mask = m->data<uint8_t>();
+        }
+        const int64_t items = fm_attention_items(a, fm_.query_block);
+        const int64_t scratch = fm_attention_scratch_floats(a, fm_.query_block);
+        const int64_t np = std::min<int64_t>(items, static_cast<int64_t>(pool_->threads()) * 4);
+        if (scratch_.size() < static_cast<size_t>(np * scratch) * 4) scratch_.resize(static_cast<size_t>(np * scratch) * 4);
+        float* base = scratch_.as<float>();
+        pool_->parallel_for(np, [&](int64_t part) {
+          fm_.attention(a, items * part / np, items * (part + 1) / np, base + part * scratch);
+        });
+        break;
+      }
+    }
+    for (int r : s.release) {
+      Value& v = st.env[static_cast<size_t>(r)];
+      if (v && v->view == nullptr) st.live -= v->bytes.size();
+      v.reset();
+    }
+  }
+
+ private:
+  // f(begin, end) over [0, n) split in chunks aligned to `align` over the pool, when the
+  // work (n x cost_per_item) is worth it.
+  template <class F>
+  void parts(int64_t n, int64_t align, F&& f, int64_t cost_per_item) {
+    const int64_t threads = pool_->threads();
+    const int64_t work = n * cost_per_item;
+    if (threads <= 1 || work < (int64_t{1} << 15) || n <= align) {
+      f(int64_t{0}, n);
+      return;
+    }
+    const int64_t chunks = (n + align - 1) / align;
+    const int64_t np = std::min<int64_t>(chunks, threads);
+    pool_->parallel_for(np, [&](int64_t part) {
+      const int64_t c0 = chunks * part / np, c1 = chunks * (part + 1) / np;
+      f(c0 * align, std::min(n, c1 * align));
+    });
+  }
+
+  const Model& model_;
+  ThreadPool* pool_;
+  const FmKernels& fm_;
+  AlignedBuffer& scratch_;
+  bool planning_;
+};
+
+// Records a plan while running it (see executor.h).
+class Planner {
+ public:
+  Planner(const Model& model, Executor::Plan& plan, Machine& machine, RunState& st)
+      : model_(model), g_(model.graph()), p_(plan), m_(machine), st_(st) {
+    for (size_t i = 0; i < g_.nodes.size(); ++i) {
+      for (size_t j = 0; j < g_.nodes[i].inputs.size(); ++j) {
+        if (!g_.nodes[i].inputs[j].empty()) consumers_[g_.nodes[i].inputs[j]].push_back({i, j});
+      }
+    }
+    for (const ValueInfo& v : g_.outputs) outputs_.insert(v.name);
+  }
+
+  void run(const std::map<std::string, Value>& inputs) {
+    for (const ValueInfo& vi : g_.inputs) {
+      const Value& v = inputs.at(vi.name);
+      const int s = new_slot(vi.name, v->shape, v->type);
+      p_.slots[static_cast<size_t>(s)].heap = true;
+      st_.env[static_cast<size_t>(s)] = v;
+      p_.inputs.push_back({vi.name, s});
+    }
+    done_.assign(g_.nodes.size(), false);
+    for (size_t i = 0; i < g_.nodes.size(); ++i) {
+      if (!done_[i]) node(i);
+    }
+    for (const ValueInfo& vi : g_.outputs) {
+      const int s = slot_of(vi.name);
+      Slot& o = p_.slots[static_cast<size_t>(s)];
+      if (!o.fixed && !o.heap) {
+        Step t;
+        t.kind = Kind::kToTm;
+        t.a = o.fm;
+        t.out = s;
+        t.rows = o.features();
+        t.cols = o.tokens();
+        o.heap = true;
+        emit(std::move(t));
+      }
+      p_.outputs.push_back({vi.name, s});
+    }
+    finish();
+  }
+
+ private:
+  int new_slot(const std::string& name, Shape shape, ElemType type) {
+    Slot s;
+    s.shape = std::move(shape);
+    s.type = type;
+    s.output = outputs_.count(name) > 0;
+    p_.slots.push_back(std::move(s));
+    st_.env.emplace_back();
+    const int id = static_cast<int>(p_.slots.size()) - 1;
+    ids_[name] = id;
+    return id;
+  }
+  int slot_of(const std::string& name) {
+    auto it = ids_.find(name);
+    if (it != ids_.end()) return it->second;
+    const Constant* c = g_.initializer(name);
+    if (c == nullptr) throw Error(Status::kFormatError, "value '" + name + "' is used before it is produced");
+    const int s = new_slot(name, c->shape, c->type);
+    p_.slots[static_cast<size_t>(s)].fixed = g_.initializers.at(name);
+    return s;
+  }
+  bool known(const std::string& name) const { return ids_.count(name) || g_.initializer(name) != nullptr; }
+  Slot& slot(int s) { return p_.slots[static_cast<size_t>(s)]; }
+
+  int new_buffer(size_t bytes) {
+    Buffer b;
+    b.bytes = (bytes + 63) / 64 * 64;
+    p_.buffers.push_back(b);
+    temp_.emplace_back(std::max<size_t>(b.bytes, 64));
+    st_.buf.push_back(temp_.back().as<uint8_t>());
+    return static_cast<int>(p_.buffers.size()) - 1;
+  }
+  void reads(int b) {
+    if (b >= 0) p_.buffers[static_cast<size_t>(b)].last = static_cast<int>(p_.steps.size());
+  }
+  void writes(int b) {
+    if (b >= 0 && p_.buffers[static_cast<size_t>(b)].first < 0) {
+      p_.buffers[static_cast<size_t>(b)].first = static_cast<int>(p_.steps.size());
+      p_.buffers[static_cast<size_t>(b)].last = static_cast<int>(p_.steps.size());
+    }
+  }
+
+  // Appends a step and runs it now (the planning run computes the answer too).
+  void emit(Step s) {
+    switch (s.kind) {
+      case Kind::kGeneric: break;
+      case Kind::kToFm: writes(s.d); break;
+      case Kind::kToTm: reads(s.a); writes(s.d); break;
+      case Kind::kQuantize: reads(s.a); writes(s.d); writes(s.e); break;
+      case Kind::kLayerNorm: reads(s.a); writes(s.d); break;
+      case Kind::kAdd: reads(s.a); reads(s.b); writes(s.d); break;
+      case Kind::kMatMul: reads(s.a); reads(s.b); reads(s.c); writes(s.d); break;
+      case Kind::kAttention: reads(s.a); reads(s.b); reads(s.c); writes(s.d); break;
+    }
+    // Generic inputs read token-major copies: keep those buffers alive to here.
+    for (int i : s.ins) {
+      if (i >= 0 && !slot(i).fixed && !slot(i).heap) reads(slot(i).tm);
+    }
+    if (s.mask >= 0 && !slot(s.mask).fixed && !slot(s.mask).heap) reads(slot(s.mask).tm);
+    p_.steps.push_back(std::move(s));
+    m_.exec(p_, p_.steps.back(), st_);
+  }
+
+  // The feature-major f32 form of a slot, converting once if needed.
+  int fm(int s) {
+    Slot& o = slot(s);
+    if (o.fm >= 0) return o.fm;
+    const int b = new_buffer(static_cast<size_t>(numel(o.shape)) * 4);
+    Step t;
+    t.kind = Kind::kToFm;
+    t.ins = {s};
+    t.d = b;
+    t.rows = o.features();
+    t.cols = o.tokens();
+    emit(std::move(t));
+    slot(s).fm = b;
+    return b;
+  }
+  // The quantized form (u8 [features][tokens] + per-token scales).
+  void q8(int s, int* q, int* scales) {
+    if (slot(s).q8 < 0) {
+      const int src = fm(s);
+      const Slot& o = slot(s);
+      Step t;
+      t.kind = Kind::kQuantize;
+      t.a = src;
+      t.d = new_buffer(static_cast<size_t>(numel(o.shape)));
+      t.e = new_buffer(static_cast<size_t>(o.tokens()) * 4);
+      t.rows = o.features();
+      t.cols = o.tokens();
+      const int d = t.d, e = t.e;
+      emit(std::move(t));
+      slot(s).q8 = d;
+      slot(s).q8s = e;
+    }
+    *q = slot(s).q8;
+    *scales = slot(s).q8s;
+  }
+  // Makes a slot's token-major form readable by the interpreter.
+  void tm(int s) {
+    Slot& o = slot(s);
+    if (o.fixed || o.heap || o.tm >= 0) return;
+    Step t;
+    t.kind = Kind::kToTm;
+    t.a = o.fm;
+    t.rows = o.features();
+    t.cols = o.tokens();
+    if (o.output) {  // returned to the caller: a fresh heap value, shared with consumers
+      t.out = s;
+      o.heap = true;
+    } else {
+      t.d = new_buffer(static_cast<size_t>(numel(o.shape)) * 4);
+      o.tm = t.d;
+    }
+    emit(std::move(t));
+  }
+
+  bool is_dynamic(int s) { return !slot(s).fixed; }
+  bool fm_able(int s) {
+    const Slot& o = slot(s);
+    return !o.fixed && o.type == ElemType::kF32 && !o.shape.empty() && o.features() > 0 && o.tokens() > 0;
+  }
+  const std::vector<std::pair<size_t, size_t>>& uses(const std::string& v) {
+    static const std::vector<std::pair<size_t, size_t>> none;
+    auto it = consumers_.find(v);
+    return it == consumers_.end() ? none : it->second;
+  }
+  // The single consumer (node, input index) of v, when v has exactly one and is not a
+  // graph output.
+  bool only_use(const std::string& v, size_t* node, size_t* input) {
+    const auto& u = uses(v);
+    if (u.size() != 1 || outputs_.count(v)) return false;
+    *node = u[0].first;
+    *input = u[0].second;
+    return true;
+  }
+  std::vector<int64_t> perm_of(const Node& n) {
+    const Attribute* a = n.attr("perm");
+    return a ? a->ints : std::vector<int64_t>{};
+  }
+  // The Reshape target for input shape `in`, or empty when not resolvable.
+  Shape reshape_target(const Node& n, const Shape& in) {
+    if (n.inputs.size() < 2 || !known(n.inputs[1])) return {};
+    const int ss = slot_of(n.inputs[1]);
+    if (!slot(ss).fixed || slot(ss).fixed->type != ElemType::kI64) return {};
+    const Constant& c = *slot(ss).fixed;
+    Shape t(c.data<int64_t>(), c.data<int64_t>() + c.elements());
+    const Attribute* az = n.attr("allowzero");
+    int64_t known_prod = 1, infer = -1;
+    for (size_t i = 0; i < t.size(); ++i) {
+      if (t[i] == 0 && !(az && az->i)) {
+        if (i >= in.size()) return {};
+        t[i] = in[i];
+      }
+      if (t[i] == -1) {
+        if (infer >= 0) return {};
+        infer = static_cast<int64_t>(i);
+      } else if (t[i] < 0) {
+        return {};
+      } else {
+        known_prod *= t[i];
+      }
+    }
+    if (infer >= 0) {
+      if (known_prod == 0) return {};
+      t[static_cast<size_t>(infer)] = numel(in) / known_prod;
+    }
+    return numel(t) == numel(in) ? t : Shape{};
+  }
+
+  void node(size_t i) {
+    const Node& n = g_.nodes[i];
+    if (n.outputs.empty()) return;
+    if (try_fold(n)) return;
+    if (n.op == "SparqMatMul" && matmul(n)) return;
+    if (n.op == "LayerNormalization" && layernorm(n)) return;
+    if (n.op == "Add" && add(n)) return;
+    if (n.op == "Reshape" && defer_head_split(i)) return;
+    if (n.op == "SparqAttention" && attention(i)) return;
+    generic(n);
+  }
+
+  bool try_fold(const Node& n) {
+    bool all_static = true;
+    std::vector<Value> ins;
+    for (const std::string& in : n.inputs) {
+      if (in.empty()) {
+        ins.push_back(nullptr);
+        continue;
+      }
+      if (virtual_.count(in)) return false;
+      const int s = slot_of(in);
+      if (is_dynamic(s)) all_static = false;
+      ins.push_back(slot(s).fixed);
+    }
+    if (n.op == "Shape" && !n.inputs.empty()) {  // depends on the shape only
+      const Slot& x = slot(slot_of(n.inputs[0]));
+      auto c = std::make_shared<Constant>();
+      c->type = x.type;
+      c->shape = x.shape;
+      ins[0] = c;
+      all_static = true;
+    }
+    if (!all_static) return false;
+    Value v = interpret_node(g_, n, ins);
+    const int o = new_slot(n.outputs[0], v->shape, v->type);
+    slot(o).fixed = v;
+    ++p_.summary.folded;
+    return true;
+  }
+
+  void generic(const Node& n) {
+    Step t;
+    t.kind = Kind::kGeneric;
+    t.node = &n;
+    for (const std::string& in : n.inputs) {
+      if (in.empty()) {
+        t.ins.push_back(-1);
+        continue;
+      }
+      const int s = slot_of(in);
+      tm(s);
+      t.ins.push_back(s);
+    }
+    // Shape unknown until it runs: a placeholder slot filled in after the first run.
+    const int o = new_slot(n.outputs[0], {}, ElemType::kF32);
+    slot(o).heap = true;
+    t.out = o;
+    ++p_.summary.generic_steps;
+    emit(std::move(t));
+  }
+
+  bool matmul(const Node& n) {
+    const Attribute* wa = n.attr("weight");
+    if (wa == nullptr || n.inputs.empty() || !known(n.inputs[0])) return false;
+    const PackedWeights& w = model_.packed(wa->s);
+    const int x = slot_of(n.inputs[0]);
+    if (!fm_able(x) || slot(x).features() != w.k) return false;
+    Step t;
+    t.kind = Kind::kMatMul;
+    t.w = &w;
+    t.rows = w.n;
+    t.cols = slot(x).tokens();
+    if (n.inputs.size() > 1 && !n.inputs[1].empty()) {
+      const int b = slot_of(n.inputs[1]);
+      if (!slot(b).fixed || slot(b).type != ElemType::kF32 || numel(slot(b).shape) != w.n) return false;
+      t.bias = slot(b).fixed->data<float>();
+    }
+    if (const Attribute* act = n.attr("activation")) {
+      if (act->s == "gelu_erf") t.act = Activation::kGeluErf;
+      else if (act->s == "gelu_tanh") t.act = Activation::kGeluTanh;
+      else return false;
+    }
+    Shape out_shape = slot(x).shape;
+    out_shape.back() = w.n;
+    std::string out_name = n.outputs[0];
+    // Residual: the only consumer is an Add whose other operand already exists.
+    size_t ci = 0, cj = 0;
+    if (only_use(n.outputs[0], &ci, &cj) && g_.nodes[ci].op == "Add" && g_.nodes[ci].inputs.size() == 2) {
+      const std::string& other = g_.nodes[ci].inputs[1 - cj];
+      if (ids_.count(other) && !virtual_.count(other)) {
+        const int r = ids_.at(other);
+        if (fm_able(r) && slot(r).shape == out_shape) {
+          t.c = fm(r);
+          out_name = g_.nodes[ci].outputs[0];
+          done_[ci] = true;
+          ++p_.summary.fused_residual;
+        }
+      }
+    }
+    if (w.type == WeightType::kS8) {
+      q8(x, &t.a, &t.b);
+    } else {
+      t.a = fm(x);
+    }
+    const int o = new_slot(out_name, out_shape, ElemType::kF32);
+    t.d = new_buffer(static_cast<size_t>(numel(out_shape)) * 4);
+    slot(o).fm = t.d;
+    ++p_.summary.matmuls;
+    emit(std::move(t));
+    return true;
+  }
+
+  bool layernorm(const Node& n) {
+    if (n.inputs.size() < 2 || !known(n.inputs[0])) return false;
+    const int x = slot_of(n.inputs[0]);
+    if (!fm_able(x)) return false;
+    const int64_t rank = static_cast<int64_t>(slot(x).shape.size());
+    const Attribute* ax = n.attr("axis");
+    const int64_t axis = ax ? (ax->i < 0 ? ax->i + rank : ax->i) : rank - 1;
+    if (axis != rank - 1) return false;
+    const int g = slot_of(n.inputs[1]);
+    const int b = n.inputs.size() > 2 && !n.inputs[2].empty() ? slot_of(n.inputs[2]) : -1;
+    const int64_t F = slot(x).features();
+    auto ok = [&](int s) { return slot(s).fixed && slot(s).type == ElemType::kF32 && numel(slot(s).shape) == F; };
+    if (!ok(g) || (b >= 0 && !ok(b))) return false;
+    Step t;
+    t.kind = Kind::kLayerNorm;
+    t.gamma = slot(g).fixed->data<float>();
+    t.beta = b >= 0 ? slot(b).fixed->data<float>() : nullptr;
+    const Attribute* ep = n.attr("epsilon");
+    t.eps = ep ? ep->f : 1e-5f;
+    t.rows = F;
+    t.cols = slot(x).tokens();
+    t.a = fm(x);
+    const int o = new_slot(n.outputs[0], slot(x).shape, ElemType::kF32);
+    t.d = new_buffer(static_cast<size_t>(numel(slot(x).shape)) * 4);
+    slot(o).fm = t.d;
+    emit(std::move(t));
+    return true;
+  }
+
+  bool add(const Node& n) {
+    if (n.inputs.size() != 2 || !known(n.inputs[0]) || !known(n.inputs[1])) return false;
+    const int x = slot_of(n.inputs[0]), y = slot_of(n.inputs[1]);
+    if (!fm_able(x) || !fm_able(y) || slot(x).shape != slot(y).shape) return false;
+    if (slot(x).fm < 0 && slot(y).fm < 0) return false;  // both token-major: leave to the interpreter
+    Step t;
+    t.kind = Kind::kAdd;
+    t.rows = slot(x).features();
+    t.cols = slot(x).tokens();
+    t.a = fm(x);
+    t.b = fm(y);
+    const int o = new_slot(n.outputs[0], slot(x).shape, ElemType::kF32);
+    t.d = new_buffer(static_cast<size_t>(numel(slot(x).shape)) * 4);
+    slot(o).fm = t.d;
+    emit(std::move(t));
+    return true;
+  }
+
+  // Reshape [B,S,H*d] -> [B,S,H,d] -> Transpose -> SparqAttention: remembered, not run.
+  bool defer_head_split(size_t i) {
+    const Node& n = g_.nodes[i];
+    if (n.inputs.empty() || !known(n.inputs[0])) return false;
+    const int x = slot_of(n.inputs[0]);
+    if (!fm_able(x) || slot(x).shape.size() != 3) return false;
+    const Shape t = reshape_target(n, slot(x).shape);
+    const Shape& in = slot(x).shape;
+    if (t.size() != 4 || t[0] != in[0] || t[1] != in[1] || t[2] * t[3] != in[2]) return false;
+    size_t ti = 0, tj = 0, ai = 0, aj = 0;
+    if (!only_use(n.outputs[0], &ti, &tj) || g_.nodes[ti].op != "Transpose") return false;
+    const Node& tr = g_.nodes[ti];
+    if (!only_use(tr.outputs[0], &ai, &aj) || g_.nodes[ai].op != "SparqAttention") return false;
+    const std::vector<int64_t> perm = perm_of(tr);
+    const bool ok = (aj == 0 || aj == 2) ? perm == std::vector<int64_t>{0, 2, 1, 3}
+                                         : aj == 1 && perm == std::vector<int64_t>{0, 2, 3, 1};
+    if (!ok) return false;
+    virtual_[tr.outputs[0]] = {x, t[2], t[3], i, ti};
+    done_[ti] = true;
+    return true;
+  }
+
+  struct HeadSplit {
+    int x;
+    int64_t heads, dim;
+    size_t reshape, transpose;
+  };
+
+  bool attention(size_t i) {
+    const Node& n = g_.nodes[i];
+    auto fallback = [&]() {
+      // Run the deferred head splits op by op after all.
+      for (size_t k = 0; k < 3 && k < n.inputs.size(); ++k) {
+        auto it = virtual_.find(n.inputs[k]);
+        if (it == virtual_.end()) continue;
+        const HeadSplit h = it->second;
+        virtual_.erase(it);
+        generic(g_.nodes[h.reshape]);
+        generic(g_.nodes[h.transpose]);
+      }
+      return false;
+    };
+    if (n.inputs.size() < 3) return fallback();
+    HeadSplit hs[3];
+    for (size_t k = 0; k < 3; ++k) {
+      auto it = virtual_.find(n.inputs[k]);
+      if (it == virtual_.end()) return fallback();
+      hs[k] = it->second;
+    }
+    const Shape& qs = slot(hs[0].x).shape;
+    const Shape& ks = slot(hs[1].x).shape;
+    const Shape& vs = slot(hs[2].x).shape;
+    const int64_t B = qs[0], S = qs[1], H = hs[0].heads, dh = hs[0].dim, T = ks[1], dv = hs[2].dim;
+    if (ks[0] != B || vs[0] != B || vs[1] != T || hs[1].heads != H || hs[2].heads != H || hs[1].dim != dh) {
+      return fallback();
+    }
+    // The output goes through Transpose(0,2,1,3) and a Reshape back to [B, S, H*dv].
+    size_t ti = 0, tj = 0, ri = 0, rj = 0;
+    if (!only_use(n.outputs[0], &ti, &tj) || g_.nodes[ti].op != "Transpose" ||
+        perm_of(g_.nodes[ti]) != std::vector<int64_t>{0, 2, 1, 3}) {
+      return fallback();
+    }
+    if (!only_use(g_.nodes[ti].outputs[0], &ri, &rj) || g_.nodes[ri].op != "Reshape" || rj != 0) return fallback();
+    const Shape target = reshape_target(g_.nodes[ri], {B, S, H, dv});
+    if (target != Shape{B, S, H * dv}) return fallback();
+    Step t;
+    t.kind = Kind::kAttention;
+    FmAttentionArgs& a = t.att;
+    a.batch = B;
+    a.heads = H;
+    a.seq = S;
+    a.keys = T;
+    a.dh = dh;
+    a.dv = dv;
+    a.ld_q = B * S;
+    a.ld_k = a.ld_v = B * T;
+    a.ld_out = B * S;
+    const Attribute* sc = n.attr("scale");
+    a.scale = sc ? sc->f : 1.0f;
+    const Attribute* kind = n.attr("mask_kind");
+    const std::string mk = kind ? kind->s : "none";
+    if (n.inputs.size() > 3 && !n.inputs[3].empty() && mk != "none") {
+      const int ms = slot_of(n.inputs[3]);
+      const Shape& msh = slot(ms).shape;
+      if (msh.size() > 4) return fallback();
+      if (mk == "add" && slot(ms).type != ElemType::kF32) return fallback();
+      if (mk == "where" && slot(ms).type != ElemType::kBool) return fallback();
+      if (mk != "add" && mk != "where") return fallback();
+      Shape full(4 - msh.size(), 1);
+      full.insert(full.end(), msh.begin(), msh.end());
+      const Shape want = {B, H, S, T};
+      int64_t st[4], acc = 1;
+      for (int d = 3; d >= 0; --d) {
+        const int64_t dim = full[static_cast<size_t>(d)];
+        if (dim != 1 && dim != want[static_cast<size_t>(d)]) return fallback();
+        st[d] = dim == 1 ? 0 : acc;
+        acc *= dim;
+      }
+      if (st[2] != 0 && S > 1) return fallback();  // masks that vary by query: op by op
+      a.mask_b = st[0];
+      a.mask_h = st[1];
+      a.mask_t = st[3];
+      // Non-null markers; the run fills in the real pointers.
+      static const float kMarkF = 0.0f;
+      static const uint8_t kMarkB = 0;
+      if (mk == "add") a.add_mask = &kMarkF;
+      else a.select_mask = &kMarkB;
+      const Attribute* fl = n.attr("fill");
+      a.fill = fl ? fl->f : 0.0f;
+      tm(ms);
+      t.mask = ms;
+    }
+    t.a = fm(hs[0].x);
+    t.b = fm(hs[1].x);
+    t.c = fm(hs[2].x);
+    for (size_t k = 0; k < 3; ++k) virtual_.erase(n.inputs[k]);
+    done_[ti] = done_[ri] = true;
+    const int o = new_slot(g_.nodes[ri].outputs[0], {B, S, H * dv}, ElemType::kF32);
+    t.d = new_buffer(static_cast<size_t>(B * S * H * dv) * 4);
+    slot(o).fm = t.d;
+    ++p_.summary.fused_attention;
+    emit(std::move(t));
+    return true;
+  }
+
+  // Releases, then arena offsets: largest first, each at the lowest offset that no
+  // lifetime-overlapping buffer already holds.
+  void finish() {
+    std::vector<int> last(p_.slots.size(), -1);
+    for (size_t i = 0; i < p_.steps.size(); ++i) {
+      for (int s : p_.steps[i].ins) if (s >= 0) last[static_cast<size_t>(s)] = static_cast<int>(i);
+      if (p_.steps[i].mask >= 0) last[static_cast<size_t>(p_.steps[i].mask)] = static_cast<int>(i);
+    }
+    std::set<int> keep;
+    for (const auto& o : p_.outputs) keep.insert(o.second);
+    for (const auto& in : p_.inputs) keep.insert(in.second);  // the caller's
+    for (size_t s = 0; s < last.size(); ++s) {
+      if (last[s] >= 0 && p_.slots[s].heap && !p_.slots[s].fixed && !keep.count(static_cast<int>(s))) {
+        p_.steps[static_cast<size_t>(last[s])].release.push_back(static_cast<int>(s));
+      }
+    }
+    std::vector<size_t> order(p_.buffers.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t x, size_t y) { return p_.buffers[x].bytes > p_.buffers[y].bytes; });
+    std::vector<size_t> placed;
+    size_t total = 0, unshared = 0;
+    for (size_t bi : order) {
+      Buffer& b = p_.buffers[bi];
+      if (b.first < 0) b.first = b.last = 0;
+      unshared += b.bytes;
+      std::vector<std::pair<size_t, size_t>> busy;
+      for (size_t pj : placed) {
+        const Buffer& o = p_.buffers[pj];
+        if (o.first <= b.last && b.first <= o.last) busy.push_back({o.offset, o.offset + o.bytes});
+      }
+      std::sort(busy.begin(), busy.end());
+      size_t off = 0;
+      for (const auto& r : busy) {
+        if (off + b.bytes <= r.first) break;
+        off = std::max(off, r.second);
+      }
+      b.offset = off;
+      total = std::max(total, off + b.bytes);
+      placed.push_back(bi);
+    }
+    p_.arena_bytes = total;
+    p_.summary.arena_bytes = total;
+    p_.summary.unshared_bytes = unshared;
+    p_.summary.steps = static_cast<int>(p_.steps.size());
+  }
+
+  const Model& model_;
+  const Graph& g_;
+  Executor::Plan& p_;
+  Machine& m_;
+  RunState& st_;
+  std::map<std::string, int> ids_;
+  std::map<std::string, std::vector<std::pair<size_t, size_t>>> consumers_;
+  std::set<std::string> outputs_;
+  std::vector<bool> done_;
+  std::map<std::string, HeadSplit> virtual_;
+  std::vector<AlignedBuffer> temp_;
+};
+
+}  // namespace
+
+Executor::Executor(std::shared_ptr<const Model> model, ThreadPool* pool) : model_(std::move(model)), pool_(pool) {}
+Executor::~Executor() = default;
+
+std::map<std::string, Value> Executor::run(const std::map<std::string, Value>& inputs, size_t* peak_bytes,
+                                           PlanSummary* summary) {
+  std::vector<std::vector<int64_t>> key;
+  for (const ValueInfo& vi : model_->graph().inputs) {
+    auto it = inputs.find(vi.name);
+    if (it == inputs.end() || !it->second) throw Error(Status::kInvalidArgument, "missing input '" + vi.name + "'");
+    key.push_back(it->second->shape);
+    key.back().push_back(static_cast<int64_t>(it->second->type));
+  }
+  RunState st;
+  std::map<std::string, Value> out;
+  auto hit = plans_.begin();
+  for (; hit != plans_.end(); ++hit)
+    if (hit->first == key) break;
+  Machine machine(*model_, pool_, &scratch_, hit == plans_.end());
+  if (hit == plans_.end()) {
+    auto plan = std::make_unique<Plan>();
+    Planner planner(*model_, *plan, machine, st);
+    planner.run(inputs);
+    for (const auto& o : plan->outputs) {
+      const Slot& s = plan->slots[static_cast<size_t>(o.second)];
+      out[o.first] = s.fixed ? s.fixed : st.env[static_cast<size_t>(o.second)];
+    }
+    if (peak_bytes) *peak_bytes = plan->summary.unshared_bytes + st.peak;
+    if (summary) *summary = plan->summary;
+    plans_.emplace_front(std::move(key), std::move(plan));
+    if (plans_.size() > kMaxPlans) plans_.pop_back();
+    return out;
+  }
+  plans_.splice(plans_.begin(), plans_, hit);  // most recently used first
+  Plan& p = *plans_.front().second;
+  if (p.arena.size() < p.arena_bytes) p.arena.resize(std::max<size_t>(p.arena_bytes, 64));
+  st.buf.resize(p.buffers.size());
+  for (size_t i = 0; i < p.buffers.size(); ++i) st.buf[i] = p.arena.as<uint8_t>() + p.buffers[i].offset;
+  st.env.assign(p.slots.size(), nullptr);
+  for (const auto& in : p.inputs) st.env[static_cast<size_t>(in.second)] = inputs.at(in.first);
+  for (const Step& s : p.steps) machine.exec(p, s, st);
+  for (const auto& o : p.outputs) {
+    const Slot& s = p.slots[static_cast<size_t>(o.second)];
+    out[o.first] = s.fixed ? s.fixed : st.env[static_cast<size_t>(o.second)];
+  }
+  if (peak_bytes) *peak_bytes = p.arena_bytes + st.peak;
+  if (summary) *summary = p.summary;
+  return out;
+}
+
+}  // namespace sparq
