@@ -1,7 +1,10 @@
 #include "engine/executor.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <set>
 
@@ -101,6 +104,55 @@ class Machine {
   }
 
   void exec(const Executor::Plan& p, const Step& s, RunState& st) {
+    if (profile_enabled()) {
+      const auto t0 = std::chrono::steady_clock::now();
+      exec_step(p, s, st);
+      const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      std::string key = kind_name(s.kind);
+      if (s.kind == Kind::kGeneric) key += " " + s.node->op;
+      if (s.kind == Kind::kMatMul) key += s.w->type == WeightType::kS8 ? " int8" : " fp32";
+      auto& e = profile()[key];
+      e.first += ms;
+      ++e.second;
+      return;
+    }
+    exec_step(p, s, st);
+  }
+
+  static bool profile_enabled() {
+    static const bool on = [] {
+      const char* e = std::getenv("SPARQ_PROFILE");
+      return e != nullptr && *e != '\0' && std::strcmp(e, "0") != 0;
+    }();
+    return on;
+  }
+  static std::map<std::string, std::pair<double, int>>& profile() {
+    static std::map<std::string, std::pair<double, int>> p;
+    return p;
+  }
+  static const char* kind_name(Kind k) {
+    switch (k) {
+      case Kind::kGeneric: return "generic";
+      case Kind::kMatMul: return "matmul";
+      case Kind::kAttention: return "attention";
+      case Kind::kLayerNorm: return "layernorm";
+      case Kind::kAdd: return "add";
+      case Kind::kToFm: return "to_feature_major";
+      case Kind::kToTm: return "to_token_major";
+      case Kind::kQuantize: return "quantize";
+    }
+    return "?";
+  }
+  static void print_profile() {
+    if (!profile_enabled()) return;
+    for (const auto& kv : profile()) {
+      std::fprintf(stderr, "sparq: profile %-28s %6d calls %10.3f ms\n", kv.first.c_str(), kv.second.second,
+                   kv.second.first);
+    }
+    profile().clear();
+  }
+
+  void exec_step(const Executor::Plan& p, const Step& s, RunState& st) {
     auto f32 = [&](int b) { return reinterpret_cast<float*>(st.buf[static_cast<size_t>(b)]); };
     const int64_t F = s.rows, M = s.cols;
     switch (s.kind) {
@@ -267,6 +319,7 @@ class Planner {
       for (size_t j = 0; j < g_.nodes[i].inputs.size(); ++j) {
         if (!g_.nodes[i].inputs[j].empty()) consumers_[g_.nodes[i].inputs[j]].push_back({i, j});
       }
+      for (const std::string& o : g_.nodes[i].outputs) producer_[o] = i;
     }
     for (const ValueInfo& v : g_.outputs) outputs_.insert(v.name);
   }
@@ -437,6 +490,18 @@ class Planner {
     *input = u[0].second;
     return true;
   }
+  // The same, ignoring Shape consumers (they read the shape only, folded at plan time).
+  bool only_data_use(const std::string& v, size_t* node, size_t* input) {
+    if (outputs_.count(v)) return false;
+    int found = 0;
+    for (const auto& u : uses(v)) {
+      if (g_.nodes[u.first].op == "Shape") continue;
+      *node = u.first;
+      *input = u.second;
+      ++found;
+    }
+    return found == 1;
+  }
   std::vector<int64_t> perm_of(const Node& n) {
     const Attribute* a = n.attr("perm");
     return a ? a->ints : std::vector<int64_t>{};
@@ -481,6 +546,25 @@ class Planner {
     if (n.op == "Reshape" && defer_head_split(i)) return;
     if (n.op == "SparqAttention" && attention(i)) return;
     generic(n);
+  }
+
+  // Makes `name` known by folding its producer chain ahead of graph order, when every
+  // value it depends on is static (or only its shape is read).
+  bool fold_for(const std::string& name, int depth) {
+    if (known(name)) return !is_dynamic(slot_of(name));
+    auto it = producer_.find(name);
+    if (it == producer_.end() || depth > 32 || done_[it->second]) return false;
+    const Node& n = g_.nodes[it->second];
+    if (n.op != "Shape") {
+      for (const std::string& in : n.inputs) {
+        if (!in.empty() && !fold_for(in, depth + 1)) return false;
+      }
+    } else if (n.inputs.empty() || !known(n.inputs[0])) {
+      return false;
+    }
+    if (!try_fold(n)) return false;
+    done_[it->second] = true;
+    return true;
   }
 
   bool try_fold(const Node& n) {
@@ -661,7 +745,8 @@ class Planner {
 
   bool attention(size_t i) {
     const Node& n = g_.nodes[i];
-    auto fallback = [&]() {
+    auto fallback = [&](const char* why) {
+      if (verbose()) std::fprintf(stderr, "sparq: plan: node '%s' runs op by op: %s\n", n.name.c_str(), why);
       // Run the deferred head splits op by op after all.
       for (size_t k = 0; k < 3 && k < n.inputs.size(); ++k) {
         auto it = virtual_.find(n.inputs[k]);
@@ -673,11 +758,11 @@ class Planner {
       }
       return false;
     };
-    if (n.inputs.size() < 3) return fallback();
+    if (n.inputs.size() < 3) return fallback("fewer than 3 inputs");
     HeadSplit hs[3];
     for (size_t k = 0; k < 3; ++k) {
       auto it = virtual_.find(n.inputs[k]);
-      if (it == virtual_.end()) return fallback();
+      if (it == virtual_.end()) return fallback("an input is not a head split of a feature-major value");
       hs[k] = it->second;
     }
     const Shape& qs = slot(hs[0].x).shape;
@@ -685,17 +770,27 @@ class Planner {
     const Shape& vs = slot(hs[2].x).shape;
     const int64_t B = qs[0], S = qs[1], H = hs[0].heads, dh = hs[0].dim, T = ks[1], dv = hs[2].dim;
     if (ks[0] != B || vs[0] != B || vs[1] != T || hs[1].heads != H || hs[2].heads != H || hs[1].dim != dh) {
-      return fallback();
+      return fallback("head shapes differ");
     }
     // The output goes through Transpose(0,2,1,3) and a Reshape back to [B, S, H*dv].
     size_t ti = 0, tj = 0, ri = 0, rj = 0;
-    if (!only_use(n.outputs[0], &ti, &tj) || g_.nodes[ti].op != "Transpose" ||
+    if (!only_data_use(n.outputs[0], &ti, &tj) || g_.nodes[ti].op != "Transpose" ||
         perm_of(g_.nodes[ti]) != std::vector<int64_t>{0, 2, 1, 3}) {
-      return fallback();
+      return fallback("output is not Transpose(0,2,1,3)");
     }
-    if (!only_use(g_.nodes[ti].outputs[0], &ri, &rj) || g_.nodes[ri].op != "Reshape" || rj != 0) return fallback();
-    const Shape target = reshape_target(g_.nodes[ri], {B, S, H, dv});
-    if (target != Shape{B, S, H * dv}) return fallback();
+    if (!only_data_use(g_.nodes[ti].outputs[0], &ri, &rj) || g_.nodes[ri].op != "Reshape" || rj != 0) return fallback("transpose is not followed by a Reshape");
+    // Shape-only slots for the skipped values that Shape nodes still read; the Reshape's
+    // target is usually computed from one of them further down the graph: folded now.
+    new_slot(n.outputs[0], {B, H, S, dv}, ElemType::kF32);
+    new_slot(g_.nodes[ti].outputs[0], {B, S, H, dv}, ElemType::kF32);
+    const Node& rs = g_.nodes[ri];
+    const bool target_ok = rs.inputs.size() > 1 && fold_for(rs.inputs[1], 0) &&
+                           reshape_target(rs, {B, S, H, dv}) == Shape{B, S, H * dv};
+    if (!target_ok) {
+      ids_.erase(n.outputs[0]);
+      ids_.erase(g_.nodes[ti].outputs[0]);
+      return fallback("reshape target is not [B, S, H*dv]");
+    }
     Step t;
     t.kind = Kind::kAttention;
     FmAttentionArgs& a = t.att;
@@ -715,21 +810,21 @@ class Planner {
     if (n.inputs.size() > 3 && !n.inputs[3].empty() && mk != "none") {
       const int ms = slot_of(n.inputs[3]);
       const Shape& msh = slot(ms).shape;
-      if (msh.size() > 4) return fallback();
-      if (mk == "add" && slot(ms).type != ElemType::kF32) return fallback();
-      if (mk == "where" && slot(ms).type != ElemType::kBool) return fallback();
-      if (mk != "add" && mk != "where") return fallback();
+      if (msh.size() > 4) return fallback("mask rank above 4");
+      if (mk == "add" && slot(ms).type != ElemType::kF32) return fallback("additive mask not float32");
+      if (mk == "where" && slot(ms).type != ElemType::kBool) return fallback("select mask not bool");
+      if (mk != "add" && mk != "where") return fallback("unknown mask kind");
       Shape full(4 - msh.size(), 1);
       full.insert(full.end(), msh.begin(), msh.end());
       const Shape want = {B, H, S, T};
       int64_t st[4], acc = 1;
       for (int d = 3; d >= 0; --d) {
         const int64_t dim = full[static_cast<size_t>(d)];
-        if (dim != 1 && dim != want[static_cast<size_t>(d)]) return fallback();
+        if (dim != 1 && dim != want[static_cast<size_t>(d)]) return fallback("mask does not broadcast");
         st[d] = dim == 1 ? 0 : acc;
         acc *= dim;
       }
-      if (st[2] != 0 && S > 1) return fallback();  // masks that vary by query: op by op
+      if (st[2] != 0 && S > 1) return fallback("mask varies by query");  // masks that vary by query: op by op
       a.mask_b = st[0];
       a.mask_h = st[1];
       a.mask_t = st[3];
@@ -810,6 +905,7 @@ class Planner {
   RunState& st_;
   std::map<std::string, int> ids_;
   std::map<std::string, std::vector<std::pair<size_t, size_t>>> consumers_;
+  std::map<std::string, size_t> producer_;
   std::set<std::string> outputs_;
   std::vector<bool> done_;
   std::map<std::string, HeadSplit> virtual_;
@@ -858,6 +954,7 @@ std::map<std::string, Value> Executor::run(const std::map<std::string, Value>& i
   st.env.assign(p.slots.size(), nullptr);
   for (const auto& in : p.inputs) st.env[static_cast<size_t>(in.second)] = inputs.at(in.first);
   for (const Step& s : p.steps) machine.exec(p, s, st);
+  Machine::print_profile();
   for (const auto& o : p.outputs) {
     const Slot& s = p.slots[static_cast<size_t>(o.second)];
     out[o.first] = s.fixed ? s.fixed : st.env[static_cast<size_t>(o.second)];

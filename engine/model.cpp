@@ -95,6 +95,28 @@ std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
   std::vector<size_t> targets;
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     const Node& n = g.nodes[i];
+    if (n.op == "Gemm") {
+      // Gemm(A, B constant, C constant [N]) with alpha = beta = 1 and no transA: the
+      // classifier and pooler dense layers. C becomes the SparqMatMul bias.
+      auto attr_i = [&](const char* k, int64_t d) { const Attribute* a = n.attr(k); return a ? a->i : d; };
+      auto attr_f = [&](const char* k, float d) { const Attribute* a = n.attr(k); return a ? a->f : d; };
+      if (n.inputs.size() < 2 || attr_i("transA", 0) != 0 || attr_f("alpha", 1.0f) != 1.0f ||
+          attr_f("beta", 1.0f) != 1.0f || g.initializer(n.inputs[0])) {
+        continue;
+      }
+      const Constant* w = g.initializer(n.inputs[1]);
+      if (w == nullptr || w->type != ElemType::kF32 || w->shape.size() != 2) continue;
+      const int64_t nn = attr_i("transB", 0) ? w->shape[0] : w->shape[1];
+      if (n.inputs.size() > 2 && !n.inputs[2].empty()) {
+        const Constant* c = g.initializer(n.inputs[2]);
+        if (c == nullptr || c->type != ElemType::kF32 || c->elements() != nn || c->shape.size() > 2 ||
+            (c->shape.size() == 2 && c->shape[0] != 1)) {
+          continue;
+        }
+      }
+      targets.push_back(i);
+      continue;
+    }
     if (n.op != "MatMul" || n.inputs.size() != 2) continue;
     const Constant* w = g.initializer(n.inputs[1]);
     if (w == nullptr || w->type != ElemType::kF32 || w->shape.size() != 2 || g.initializer(n.inputs[0])) continue;
@@ -107,12 +129,19 @@ std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
   for (size_t t = 0; t < targets.size(); ++t) {
     Node& n = g.nodes[targets[t]];
     const Constant& w = *g.initializer(n.inputs[1]);
-    const int64_t k = w.shape[0], nn = w.shape[1];
+    const Attribute* tb = n.attr("transB");
+    const bool trans_b = n.op == "Gemm" && tb != nullptr && tb->i != 0;  // B is already [N][K]
+    const int64_t k = trans_b ? w.shape[1] : w.shape[0], nn = trans_b ? w.shape[0] : w.shape[1];
     if (k == 0 || nn == 0) continue;
     std::vector<float> wt(static_cast<size_t>(nn * k));
     const float* src = w.data<float>();
-    for (int64_t kk = 0; kk < k; ++kk)
-      for (int64_t j = 0; j < nn; ++j) wt[static_cast<size_t>(j * k + kk)] = src[kk * nn + j];
+    if (trans_b) {
+      std::copy(src, src + nn * k, wt.begin());
+    } else {
+      for (int64_t kk = 0; kk < k; ++kk)
+        for (int64_t j = 0; j < nn; ++j) wt[static_cast<size_t>(j * k + kk)] = src[kk * nn + j];
+    }
+    const std::string bias = n.op == "Gemm" && n.inputs.size() > 2 ? n.inputs[2] : std::string();
     if (opts.prune >= 0) prune_blocks(wt.data(), nn, k, requested, opts.prune);
     const BlockShape block = auto_block ? detect_block(wt.data(), nn, k) : requested;
     const double density = static_cast<double>(count_nonzero(wt.data(), nn * k)) / static_cast<double>(nn * k);
@@ -147,6 +176,14 @@ std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
     pa.s = opts.precision;
     n.op = "SparqMatMul";
     n.inputs.resize(1);
+    if (!bias.empty()) {  // a [1, N] bias is stored flat
+      auto flat = std::make_shared<Constant>(*g.initializers.at(bias));
+      flat->shape = {nn};
+      const std::string bname = bias + "/flat";
+      g.initializers[bname] = flat;
+      n.inputs.push_back(bname);
+      if (--uses[bias] == 0) g.initializers.erase(bias);
+    }
     n.attrs = {{"weight", wa}, {"precision", pa}};
     if (progress) progress(t + 1, targets.size());
   }

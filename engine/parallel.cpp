@@ -2,7 +2,16 @@
 
 #include "formats/aligned_buffer.h"
 
+#include <immintrin.h>
 #include <sched.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <thread>
 
 #include <algorithm>
 #include <tbb/blocked_range.h>
@@ -11,9 +20,117 @@
 
 namespace sparq {
 
+namespace {
+
+// Spin budget of an idle worker before it sleeps on the condition variable.
+constexpr auto kSpin = std::chrono::microseconds(2000);
+
+thread_local bool t_in_region = false;  // nested regions run serially
+
+}  // namespace
+
 struct ThreadPool::Impl {
-  explicit Impl(int threads) : arena(threads) {}
-  tbb::task_arena arena;
+  explicit Impl(int threads) {
+    const char* e = std::getenv("SPARQ_POOL");
+    use_tbb = e != nullptr && std::strcmp(e, "tbb") == 0;
+    if (use_tbb) {
+      arena = std::make_unique<tbb::task_arena>(threads);
+      return;
+    }
+    for (int i = 1; i < threads; ++i) workers.emplace_back([this] { worker(); });
+  }
+  ~Impl() {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      stop.store(true);
+    }
+    cv.notify_all();
+    for (std::thread& t : workers) t.join();
+  }
+
+  // Claims and runs parts of the current job until none are left.
+  void work(const std::function<void(int64_t)>* body, int64_t parts) {
+    for (;;) {
+      const int64_t i = next.fetch_add(1, std::memory_order_relaxed);
+      if (i >= parts) return;
+      (*body)(i);
+      done.fetch_add(1, std::memory_order_release);
+    }
+  }
+
+  // Protocol: `epoch` is odd while the caller writes a job and even once it is
+  // published. A worker announces itself in `active`, then re-reads the epoch: only if
+  // it is still the even value it woke for are the job fields that job's. The caller
+  // waits for `active` to drain after making the epoch odd, before touching the fields.
+  void worker() {
+    uint64_t seen = 0;
+    for (;;) {
+      const auto t0 = std::chrono::steady_clock::now();
+      int spins = 0;
+      auto ready = [&] {
+        const uint64_t e = epoch.load();
+        return (e != seen && (e & 1) == 0) || stop.load();
+      };
+      while (!ready()) {
+        _mm_pause();
+        if (++spins % 256 == 0 && std::chrono::steady_clock::now() - t0 > kSpin) {
+          std::unique_lock<std::mutex> lock(mu);
+          ++sleepers;
+          cv.wait(lock, ready);
+          --sleepers;
+        }
+      }
+      if (stop.load()) return;
+      const uint64_t e = epoch.load();
+      seen = e;
+      active.fetch_add(1);
+      if (epoch.load() == e) {
+        const std::function<void(int64_t)>* body = job_body.load();
+        if (body != nullptr) {
+          t_in_region = true;
+          work(body, job_parts.load());
+          t_in_region = false;
+        }
+      }
+      active.fetch_sub(1);
+    }
+  }
+
+  void run(int64_t parts, const std::function<void(int64_t)>& body) {
+    std::unique_lock<std::mutex> region(region_mu, std::try_to_lock);
+    if (!region.owns_lock()) {  // another thread is using this pool: run here
+      for (int64_t i = 0; i < parts; ++i) body(i);
+      return;
+    }
+    epoch.fetch_add(1);  // odd: writing
+    while (active.load() != 0) _mm_pause();
+    job_body.store(&body);
+    job_parts.store(parts);
+    next.store(0);
+    done.store(0);
+    epoch.fetch_add(1);  // even: published
+    if (sleepers.load() > 0) {
+      std::lock_guard<std::mutex> lock(mu);
+      cv.notify_all();
+    }
+    t_in_region = true;
+    work(&body, parts);
+    t_in_region = false;
+    while (done.load(std::memory_order_acquire) < parts) _mm_pause();
+    job_body.store(nullptr);
+  }
+
+  bool use_tbb = false;
+  std::unique_ptr<tbb::task_arena> arena;
+  std::vector<std::thread> workers;
+  std::mutex mu, region_mu;
+  std::condition_variable cv;
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> epoch{0};
+  std::atomic<int64_t> next{0}, done{0};
+  std::atomic<int> active{0}, sleepers{0};
+  std::atomic<const std::function<void(int64_t)>*> job_body{nullptr};
+  std::atomic<int64_t> job_parts{0};
 };
 
 int ThreadPool::hardware_threads() {
@@ -33,13 +150,19 @@ ThreadPool::ThreadPool(int threads) {
 
 ThreadPool::~ThreadPool() = default;
 
+const char* ThreadPool::kind() const { return impl_->use_tbb ? "tbb" : "team"; }
+
 void ThreadPool::parallel_for(int64_t parts, const std::function<void(int64_t)>& body) {
   if (parts <= 0) return;
-  if (parts == 1 || threads_ == 1) {
+  if (parts == 1 || threads_ == 1 || t_in_region) {
     for (int64_t i = 0; i < parts; ++i) body(i);
     return;
   }
-  impl_->arena.execute([&] {
+  if (!impl_->use_tbb) {
+    impl_->run(parts, body);
+    return;
+  }
+  impl_->arena->execute([&] {
     tbb::parallel_for(
         tbb::blocked_range<int64_t>(0, parts, 1),
         [&](const tbb::blocked_range<int64_t>& r) {
@@ -88,6 +211,21 @@ void run_spmm(Fn kernel, ThreadPool* pool, const PackedWeights& w, const T* x, i
   const int threads = pool ? pool->threads() : 1;
   if (threads <= 1 || macs < kMinParallelMacs) {
     kernel(w, x, ldx, 0, m, 0, w.num_block_rows, ep);
+    return;
+  }
+  static const bool by_tokens = [] {
+    const char* e = std::getenv("SPARQ_SPLIT");
+    return !(e != nullptr && std::strcmp(e, "rows") == 0);
+  }();
+  if (by_tokens && m >= 64 * threads) {
+    // Token ranges (multiples of 64), one per thread, every block-row each: the same
+    // split as the LayerNorm and quantization around the matmul, so each core keeps
+    // its tokens' activations in its own cache from step to step.
+    const int64_t chunks = (m + 63) / 64;
+    pool->parallel_for(threads, [&](int64_t i) {
+      const int64_t c0 = chunks * i / threads, c1 = chunks * (i + 1) / threads;
+      kernel(w, x, ldx, c0 * 64, std::min(m, c1 * 64), 0, w.num_block_rows, ep);
+    });
     return;
   }
   // A few parts per thread lets the arena even out a noisy neighbour; each part keeps

@@ -1,6 +1,14 @@
-// Threading for kernels: a oneTBB task_arena with a fixed thread count, and the
-// threaded SpMM driver that splits block-rows by nonzero work so that threads stay
-// balanced when rows differ in density. Kernels themselves stay single-threaded.
+// Threading for kernels: a pool with a fixed thread count, and the threaded SpMM driver
+// that splits block-rows by nonzero work so that threads stay balanced when rows differ
+// in density. Kernels themselves stay single-threaded.
+//
+// The pool is a team: the calling thread plus threads-1 workers that spin for a while
+// after each parallel region before they sleep, because a model run is hundreds of
+// regions of 20-200 us each and waking a sleeping thread costs tens of microseconds on
+// a VM (measured: a oneTBB arena made BERT-base 2 threads no faster than 1,
+// docs/performance.md). Parts are claimed dynamically by whichever member is free, so
+// a late or descheduled worker never blocks a region. SPARQ_POOL=tbb selects a oneTBB
+// task_arena instead (for A/B measurements).
 #ifndef SPARQ_ENGINE_PARALLEL_H_
 #define SPARQ_ENGINE_PARALLEL_H_
 
@@ -27,6 +35,8 @@ class SPARQ_API ThreadPool {
   void parallel_for(int64_t parts, const std::function<void(int64_t)>& body);
 
   static int hardware_threads();
+  // "team" or "tbb".
+  const char* kind() const;
 
  private:
   struct Impl;

@@ -185,13 +185,14 @@ void fm_quantize_loops(const float* x, int64_t ldx, int64_t features, int64_t t0
       inv[j] = 1.0f / sc;
     }
     for (int64_t f = 0; f < features; ++f) {
-      const float* xr = x + f * ldx + tb;
-      uint8_t* qr = q + f * ldq + tb;
+      // restrict: u8 stores may alias anything, which keeps the loop scalar otherwise.
+      const float* __restrict xr = x + f * ldx + tb;
+      const float* __restrict iv = inv;
+      uint8_t* __restrict qr = q + f * ldq + tb;
       for (int64_t j = 0; j < n; ++j) {
-        float v = xr[j] * inv[j];
+        float v = xr[j] * iv[j];
         v = std::min(127.0f, std::max(-127.0f, v));
-        const int iv = static_cast<int>(v + (v >= 0.0f ? 0.5f : -0.5f));
-        qr[j] = static_cast<uint8_t>(iv + 128);
+        qr[j] = static_cast<uint8_t>(static_cast<int>(v + std::copysign(0.5f, v)) + 128);
       }
     }
   }
