@@ -333,8 +333,39 @@ class Planner {
       p_.inputs.push_back({vi.name, s});
     }
     done_.assign(g_.nodes.size(), false);
+    // The planning run frees each value's buffers after its last use (looking through
+    // Reshape/Transpose chains, which the attention fusion reads through), so its peak
+    // memory stays near the plan's.
+    std::map<std::string, size_t> last;
+    for (size_t i = g_.nodes.size(); i-- > 0;) {
+      const Node& n = g_.nodes[i];
+      size_t through = i;
+      if (n.op == "Reshape" || n.op == "Transpose") {
+        for (const std::string& o : n.outputs) {
+          auto it = last.find(o);
+          if (it != last.end()) through = std::max(through, it->second);
+        }
+      }
+      for (const std::string& in : n.inputs) {
+        if (in.empty()) continue;
+        size_t& l = last[in];
+        l = std::max(l, through);
+      }
+    }
+    std::vector<std::vector<std::string>> free_at(g_.nodes.size());
+    for (const auto& kv : last) {
+      if (!outputs_.count(kv.first)) free_at[kv.second].push_back(kv.first);
+    }
     for (size_t i = 0; i < g_.nodes.size(); ++i) {
       if (!done_[i]) node(i);
+      for (const std::string& v : free_at[i]) {
+        auto it = ids_.find(v);
+        if (it == ids_.end()) continue;
+        const Slot& o = slot(it->second);
+        for (int b : {o.fm, o.tm, o.q8, o.q8s}) {
+          if (b >= 0) temp_[static_cast<size_t>(b)] = AlignedBuffer();
+        }
+      }
     }
     for (const ValueInfo& vi : g_.outputs) {
       const int s = slot_of(vi.name);
