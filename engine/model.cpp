@@ -312,7 +312,8 @@ std::map<std::string, Value> Session::run(std::map<std::string, Value> inputs, s
   for (const ValueInfo& v : g.inputs) {
     auto it = inputs.find(v.name);
     if (it == inputs.end()) continue;
-    const Constant& c = *it->second;
+    const Value held = it->second;  // keeps `c` alive when the widening below replaces it
+    const Constant& c = *held;
     if (v.type == ElemType::kI64 || v.type == ElemType::kI32) {
       if (c.type != ElemType::kI64 && c.type != ElemType::kI32) {
         bad("input '" + v.name + "' must be int64 or int32, got " + elem_type_name(c.type));
@@ -337,7 +338,8 @@ std::map<std::string, Value> Session::run(std::map<std::string, Value> inputs, s
         bad("input '" + v.name + "' dimension " + std::to_string(d) + " must be " + std::to_string(v.shape[d].value));
       }
     }
-    if (v.name == "input_ids") ref_shape = c.shape;
+    // (`c` may be gone: widening replaced the map's value, possibly its only owner.)
+    if (v.name == "input_ids") ref_shape = it->second->shape;
   }
   for (const auto& kv : inputs) {
     if (!ref_shape.empty() && kv.second->shape != ref_shape) {

@@ -8,7 +8,7 @@ SPARQ_PACKAGES=(
   build-essential cmake pkg-config
   libdnnl-dev libtbb-dev libxsimd-dev libxxhash-dev
   libonnx-dev libprotobuf-dev protobuf-compiler
-  python3 python3-torch python3-onnx python3-numpy
+  python3 python3-dev python3-torch python3-onnx python3-numpy python3-pytest pybind11-dev
   libbenchmark-dev libgtest-dev
   qemu-user
 )
