@@ -82,6 +82,22 @@ if "$sparq" bench "$work/int8.sparq" --seq 16 --batch 2 --warmup 1 --iterations 
 import json; d=json.load(open('$work/b.json'))
 assert d['batch']==2 and d['seq']==16 and d['iterations']==5 and set(d['latency_ms'])=={'p50','p90','p99','mean'} and d['throughput_seq_per_s']>0"; then
   pass "bench --json contract"; else fail "bench --json"; fi
+if "$sparq" bench "$work/int8.sparq" --seq 16 --instances 2 --threads-per-instance 1 --warmup 1 --iterations 4 --json \
+     >"$work/bi.json" 2>"$work/bi.err" && [ ! -s "$work/bi.err" ] && $py -c "
+import json; d=json.load(open('$work/bi.json'))
+assert d['instances']==2 and d['threads_per_instance']==1 and d['threads']==2 and d['throughput_seq_per_s']>0
+assert d['latency_ms']['p50'] <= d['latency_ms']['p90'] <= d['latency_ms']['p99']"; then
+  pass "bench --instances 2 --threads-per-instance 1"; else fail "bench --instances"; fi
+# A generous cap: some layout meets it, the best is reported at the top level with
+# every candidate; an impossible cap reports met_cap false.
+if "$sparq" bench "$work/int8.sparq" --seq 16 --latency-cap 10000 --warmup 1 --iterations 3 --json >"$work/bc.json" \
+     2>"$work/bc.err" && [ ! -s "$work/bc.err" ] && $py -c "
+import json; d=json.load(open('$work/bc.json'))
+c=d['candidates']; assert d['met_cap'] and len(c) >= 4 and {x['batch'] for x in c} == {1,2,4,8}
+assert d['throughput_seq_per_s'] == max(x['throughput_seq_per_s'] for x in c if x['latency_ms']['p90'] <= 10000)" &&
+   "$sparq" bench "$work/int8.sparq" --seq 16 --latency-cap 0.000001 --warmup 0 --iterations 2 --json >"$work/bc0.json" &&
+   $py -c "import json; d=json.load(open('$work/bc0.json')); assert not d['met_cap'] and 'latency_ms' not in d"; then
+  pass "bench --latency-cap search"; else fail "bench --latency-cap"; fi
 
 # ---- bad model files ----------------------------------------------------------------
 : >"$work/empty.onnx"
@@ -144,6 +160,8 @@ expect_error "usage: prune 1.0" 2 "$sparq" convert "$m/model.onnx" -o "$work/y.s
 expect_error "usage: run without inputs" 2 "$sparq" run "$work/fp32.sparq" -o "$work/o11"
 expect_error "usage: malformed -i" 2 "$sparq" run "$work/fp32.sparq" -i input_ids -o "$work/o12"
 expect_error "usage: bench bad seq" 2 "$sparq" bench "$work/fp32.sparq" --seq 0
+expect_error "usage: bench threads and threads per instance" 2 "$sparq" bench "$work/fp32.sparq" --threads 2 --threads-per-instance 1
+expect_error "usage: bench bad cap" 2 "$sparq" bench "$work/fp32.sparq" --latency-cap -1
 
 echo "cli_test: $fails failure(s)"
 [ "$fails" -eq 0 ]

@@ -1,4 +1,6 @@
 // sparq convert | run | bench | inspect (contract: DESIGN.md, "CLI contract").
+#include <pthread.h>
+#include <sched.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -7,6 +9,8 @@
 #include <cstring>
 
 #include <algorithm>
+#include <atomic>
+#include <thread>
 #include <chrono>
 #include <cstdio>
 #include <map>
@@ -141,6 +145,147 @@ int run_cmd(Args& args) {
   return 0;
 }
 
+namespace {
+
+struct BenchResult {
+  int64_t batch = 1, seq = 128, instances = 1, tpi = 1, iterations = 0;
+  bool pinned = false;
+  double p50 = 0, p90 = 0, p99 = 0, mean = 0, tput = 0;
+};
+
+// Random in-vocabulary ids: the vocabulary is the table that input_ids index.
+Value random_ids(const Model& model, int64_t batch, int64_t seq, uint32_t seed) {
+  int64_t vocab = 2;
+  for (const Node& n : model.graph().nodes) {
+    if (n.op == "Gather" && n.inputs.size() > 1 && n.inputs[1] == "input_ids") {
+      if (const Constant* t = model.graph().initializer(n.inputs[0])) vocab = t->shape.at(0);
+    }
+  }
+  std::mt19937 rng(seed);
+  auto ids = std::make_shared<Constant>();
+  ids->type = ElemType::kI64;
+  ids->shape = {batch, seq};
+  ids->bytes.resize(static_cast<size_t>(batch * seq) * 8);
+  for (int64_t i = 0; i < batch * seq; ++i) {
+    reinterpret_cast<int64_t*>(ids->bytes.data())[i] =
+        2 + static_cast<int64_t>(rng() % static_cast<uint32_t>(std::max<int64_t>(1, vocab - 2)));
+  }
+  return ids;
+}
+
+// `instances` threads, each with its own Session (`tpi` threads) on the shared model,
+// pinned to its own cores when they fit; each runs warmup calls, waits for the others,
+// then `iterations` timed calls. Latency is per call; throughput = batch x calls / wall.
+BenchResult measure(const std::shared_ptr<const Model>& model, int64_t batch, int64_t seq, int64_t instances,
+                    int tpi, int64_t warmup, int64_t iterations) {
+  BenchResult r;
+  r.batch = batch;
+  r.seq = seq;
+  r.instances = instances;
+  r.iterations = iterations;
+  std::vector<int> cores;
+  {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+      for (int c = 0; c < CPU_SETSIZE; ++c)
+        if (CPU_ISSET(c, &set)) cores.push_back(c);
+    }
+  }
+  const int per = tpi > 0 ? tpi : static_cast<int>(std::max<size_t>(1, cores.size()));
+  r.tpi = per;
+  r.pinned = instances > 1 && static_cast<size_t>(instances * per) <= cores.size();
+  std::vector<std::vector<double>> ms(static_cast<size_t>(instances));
+  std::atomic<int64_t> ready{0};
+  std::atomic<bool> go{false};
+  std::chrono::steady_clock::time_point t0;
+  std::vector<std::chrono::steady_clock::time_point> ends(static_cast<size_t>(instances));
+  std::vector<std::string> errors(static_cast<size_t>(instances));
+  auto body = [&](int64_t inst) {
+    try {
+      if (r.pinned) {  // before the Session exists: its workers inherit the mask
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        for (int c = 0; c < per; ++c) CPU_SET(cores[static_cast<size_t>(inst * per + c)], &set);
+        pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+      }
+      Session session(model, per);
+      std::map<std::string, Value> inputs = {
+          {"input_ids", random_ids(*model, batch, seq, static_cast<uint32_t>(1 + inst))}};
+      for (int64_t i = 0; i < warmup; ++i) session.run(inputs);
+      ++ready;
+      while (!go.load()) std::this_thread::yield();
+      auto& mine = ms[static_cast<size_t>(inst)];
+      for (int64_t i = 0; i < iterations; ++i) {
+        const auto s = std::chrono::steady_clock::now();
+        session.run(inputs);
+        mine.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - s).count());
+      }
+      ends[static_cast<size_t>(inst)] = std::chrono::steady_clock::now();
+    } catch (const std::exception& e) {
+      errors[static_cast<size_t>(inst)] = e.what();
+      ++ready;
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int64_t i = 1; i < instances; ++i) threads.emplace_back(body, i);
+  std::thread first;
+  if (instances == 1) {
+    // One instance runs on this thread (no extra thread in the common case).
+    t0 = std::chrono::steady_clock::now();
+    go = true;
+    body(0);
+    t0 = std::chrono::steady_clock::time_point{};
+  } else {
+    first = std::thread(body, 0);
+    while (ready.load() < instances) std::this_thread::yield();
+    t0 = std::chrono::steady_clock::now();
+    go = true;
+    first.join();
+  }
+  for (std::thread& t : threads) t.join();
+  for (const std::string& e : errors)
+    if (!e.empty()) throw Error(Status::kInternal, e);
+  std::vector<double> all;
+  for (const auto& v : ms) all.insert(all.end(), v.begin(), v.end());
+  std::sort(all.begin(), all.end());
+  auto pct = [&](double p) {
+    const size_t i = static_cast<size_t>(std::ceil(p / 100.0 * static_cast<double>(all.size()))) - 1;
+    return all[std::min(i, all.size() - 1)];
+  };
+  for (double v : all) r.mean += v;
+  r.mean /= static_cast<double>(all.size());
+  r.p50 = pct(50);
+  r.p90 = pct(90);
+  r.p99 = pct(99);
+  double wall;
+  if (instances == 1) {
+    double sum = 0;
+    for (double v : all) sum += v;
+    wall = sum / 1000.0;
+  } else {
+    auto last = *std::max_element(ends.begin(), ends.end());
+    wall = std::chrono::duration<double>(last - t0).count();
+  }
+  r.tput = static_cast<double>(batch * static_cast<int64_t>(all.size())) / wall;
+  return r;
+}
+
+std::string result_json(const BenchResult& r) {
+  char buf[512];
+  std::snprintf(buf, sizeof(buf),
+                "\"batch\":%lld,\"seq\":%lld,\"threads\":%lld,\"instances\":%lld,\"threads_per_instance\":%lld,"
+                "\"pinned\":%s,\"iterations\":%lld,\"latency_ms\":{\"p50\":%.4f,\"p90\":%.4f,\"p99\":%.4f,\"mean\":%.4f},"
+                "\"throughput_seq_per_s\":%.3f",
+                static_cast<long long>(r.batch), static_cast<long long>(r.seq),
+                static_cast<long long>(r.instances * r.tpi), static_cast<long long>(r.instances),
+                static_cast<long long>(r.tpi), r.pinned ? "true" : "false", static_cast<long long>(r.iterations),
+                r.p50, r.p90, r.p99, r.mean, r.tput);
+  return buf;
+}
+
+}  // namespace
+
 int bench_cmd(Args& args) {
   const bool json = args.flag("--json");
   const int64_t batch = args.integer("--batch", 1, 1, 4096);
@@ -148,72 +293,79 @@ int bench_cmd(Args& args) {
   const int threads = threads_flag(args);
   const int64_t warmup = args.integer("--warmup", 10, 0, 1000000);
   const int64_t iterations = args.integer("--iterations", 100, 1, 10000000);
+  const int64_t instances = args.integer("--instances", 1, 1, 1024);
+  const int64_t tpi = args.integer("--threads-per-instance", 0, 0, 1024);
+  const double cap = args.real("--latency-cap", 0.0, 0.0, 1e9);
   const std::string path = args.positional("MODEL.sparq");
   args.finish();
+  if (tpi > 0 && threads > 0) throw UsageError("give --threads or --threads-per-instance, not both");
+  if (instances > 1 && tpi == 0 && threads > 0) throw UsageError("--instances needs --threads-per-instance");
   const auto l0 = std::chrono::steady_clock::now();
   auto model = Model::load(path);
   const double load_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - l0).count();
-  Session session(model, threads);
-  // Random in-vocabulary ids: the vocabulary is the table that input_ids index.
-  int64_t vocab = 2;
-  for (const Node& n : model->graph().nodes) {
-    if (n.op == "Gather" && n.inputs.size() > 1 && n.inputs[1] == "input_ids") {
-      if (const Constant* t = model->graph().initializer(n.inputs[0])) vocab = t->shape.at(0);
-    }
-  }
-  std::mt19937 rng(1);
-  auto ids = std::make_shared<Constant>();
-  ids->type = ElemType::kI64;
-  ids->shape = {batch, seq};
-  ids->bytes.resize(static_cast<size_t>(batch * seq) * 8);
-  for (int64_t i = 0; i < batch * seq; ++i) {
-    reinterpret_cast<int64_t*>(ids->bytes.data())[i] = 2 + static_cast<int64_t>(rng() % static_cast<uint32_t>(std::max<int64_t>(1, vocab - 2)));
-  }
-  std::map<std::string, Value> inputs = {{"input_ids", ids}};
-  for (int64_t i = 0; i < warmup; ++i) session.run(inputs);
-  std::vector<double> ms;
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int64_t i = 0; i < iterations; ++i) {
-    const auto s = std::chrono::steady_clock::now();
-    session.run(inputs);
-    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - s).count());
-  }
-  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::vector<double> sorted = ms;
-  std::sort(sorted.begin(), sorted.end());
-  auto pct = [&](double p) {
-    const size_t i = static_cast<size_t>(std::ceil(p / 100.0 * static_cast<double>(sorted.size()))) - 1;
-    return sorted[std::min(i, sorted.size() - 1)];
-  };
-  double mean = 0;
-  for (double v : ms) mean += v;
-  mean /= static_cast<double>(ms.size());
-  const double tput = static_cast<double>(batch * iterations) / wall;
-  // Peak resident memory of the process (VmHWM), and the file it maps.
-  long peak_kb = -1;
-  {
+  const double file_mib = static_cast<double>(model->file().file_size()) / (1024.0 * 1024.0);
+  auto peak_mib = [] {
+    long peak_kb = -1;
     FILE* f = std::fopen("/proc/self/status", "r");
     char line[256];
     while (f != nullptr && std::fgets(line, sizeof(line), f)) {
       if (std::strncmp(line, "VmHWM:", 6) == 0) peak_kb = std::strtol(line + 6, nullptr, 10);
     }
     if (f != nullptr) std::fclose(f);
+    return static_cast<double>(peak_kb) / 1024.0;
+  };
+  if (cap > 0) {
+    // Every batch size up to 8 and every way to split this process's cores into
+    // instances; the best throughput whose p90 stays under the cap wins.
+    const int cores = ThreadPool::hardware_threads();
+    std::vector<BenchResult> tried;
+    const BenchResult* best = nullptr;
+    for (int64_t b : {1, 2, 4, 8}) {
+      for (int inst = 1; inst <= cores; ++inst) {
+        if (cores % inst != 0) continue;
+        const BenchResult r = measure(model, b, seq, inst, cores / inst, std::min<int64_t>(warmup, 3), iterations);
+        tried.push_back(r);
+        if (!json) {
+          std::printf("batch %lld, %lld x %lld threads: p50 %.3f p90 %.3f ms, %.2f sequences/s%s\n",
+                      static_cast<long long>(b), static_cast<long long>(r.instances), static_cast<long long>(r.tpi),
+                      r.p50, r.p90, r.tput, r.p90 <= cap ? "" : " (p90 over the cap)");
+          std::fflush(stdout);
+        }
+      }
+    }
+    for (const BenchResult& r : tried) {
+      if (r.p90 <= cap && (best == nullptr || r.tput > best->tput)) best = &r;
+    }
+    if (json) {
+      std::string cands;
+      for (const BenchResult& r : tried) cands += (cands.empty() ? "{" : ",{") + result_json(r) + "}";
+      std::printf("{%s\"latency_cap_ms\":%.3f,\"met_cap\":%s,\"candidates\":[%s],\"load_ms\":%.3f,"
+                  "\"peak_rss_mib\":%.1f,\"file_mib\":%.1f}\n",
+                  best ? (result_json(*best) + ",").c_str() : "", cap, best ? "true" : "false", cands.c_str(),
+                  load_ms, peak_mib(), file_mib);
+    } else if (best) {
+      std::printf("best under a %.1f ms p90 cap: batch %lld, %lld instance(s) x %lld thread(s): %.2f sequences/s "
+                  "(p50 %.3f, p90 %.3f ms)\n",
+                  cap, static_cast<long long>(best->batch), static_cast<long long>(best->instances),
+                  static_cast<long long>(best->tpi), best->tput, best->p50, best->p90);
+    } else {
+      std::printf("no layout kept p90 under %.1f ms\n", cap);
+    }
+    return 0;
   }
-  const double peak_mib = static_cast<double>(peak_kb) / 1024.0;
-  const double file_mib = static_cast<double>(model->file().file_size()) / (1024.0 * 1024.0);
+  const int per = tpi > 0 ? static_cast<int>(tpi) : threads;
+  const BenchResult r = measure(model, batch, seq, instances, per, warmup, iterations);
   if (json) {
-    std::printf("{\"batch\":%lld,\"seq\":%lld,\"threads\":%d,\"instances\":1,\"threads_per_instance\":%d,"
-                "\"iterations\":%lld,\"latency_ms\":{\"p50\":%.4f,\"p90\":%.4f,\"p99\":%.4f,\"mean\":%.4f},"
-                "\"throughput_seq_per_s\":%.3f,\"load_ms\":%.3f,\"peak_rss_mib\":%.1f,\"file_mib\":%.1f}\n",
-                static_cast<long long>(batch), static_cast<long long>(seq), session.threads(), session.threads(),
-                static_cast<long long>(iterations), pct(50), pct(90), pct(99), mean, tput, load_ms, peak_mib,
-                file_mib);
+    std::printf("{%s,\"load_ms\":%.3f,\"peak_rss_mib\":%.1f,\"file_mib\":%.1f}\n", result_json(r).c_str(), load_ms,
+                peak_mib(), file_mib);
   } else {
-    std::printf("%s: batch %lld, seq %lld, %d threads, %lld iterations\n", path.c_str(), static_cast<long long>(batch),
-                static_cast<long long>(seq), session.threads(), static_cast<long long>(iterations));
-    std::printf("latency ms: p50 %.3f  p90 %.3f  p99 %.3f  mean %.3f\nthroughput: %.2f sequences/s\n", pct(50),
-                pct(90), pct(99), mean, tput);
-    std::printf("load %.1f ms; peak resident memory %.1f MiB for a %.1f MiB file\n", load_ms, peak_mib, file_mib);
+    std::printf("%s: batch %lld, seq %lld, %lld instance(s) x %lld thread(s)%s, %lld iterations each\n",
+                path.c_str(), static_cast<long long>(batch), static_cast<long long>(seq),
+                static_cast<long long>(r.instances), static_cast<long long>(r.tpi), r.pinned ? " pinned" : "",
+                static_cast<long long>(iterations));
+    std::printf("latency ms: p50 %.3f  p90 %.3f  p99 %.3f  mean %.3f\nthroughput: %.2f sequences/s\n", r.p50, r.p90,
+                r.p99, r.mean, r.tput);
+    std::printf("load %.1f ms; peak resident memory %.1f MiB for a %.1f MiB file\n", load_ms, peak_mib(), file_mib);
   }
   return 0;
 }

@@ -34,8 +34,11 @@ const char* kUsage =
     "  run MODEL.sparq -i NAME=FILE.npy [-i ...] -o OUTDIR [--threads N]\n"
     "      run a model; writes OUTDIR/<output>.npy (float32) for every output\n"
     "  bench MODEL.sparq [--batch B] [--seq S] [--threads T] [--warmup N] [--iterations N]\n"
-    "          [--json]\n"
-    "      latency (p50, p90, p99, mean) and throughput on random in-vocabulary ids\n"
+    "          [--instances I --threads-per-instance T] [--latency-cap MS] [--json]\n"
+    "      latency (p50, p90, p99, mean) and throughput on random in-vocabulary ids;\n"
+    "      I instances share one loaded model, each pinned to its own T cores;\n"
+    "      --latency-cap searches batch 1-8 and instance layouts for the best\n"
+    "      throughput whose p90 stays under MS\n"
     "  inspect MODEL.sparq [--verify] [--json]\n"
     "      describe a .sparq file; --verify also checks every data checksum\n"
     "  version      print the library version and the kernel ISA in use\n";
