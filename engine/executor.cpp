@@ -25,6 +25,18 @@ int64_t numel(const Shape& s) {
   return n;
 }
 
+// Feature-major buffers are stored in panels of kPanel tokens: element (f, m) of an
+// [F][M] value lives at (m / kPanel) * F * kPanel + f * kPanel + m % kPanel, so every
+// thread's tokens are one contiguous block. (Plain [F][M] rows split between two cores
+// by token halves ran LayerNorm 10x slower than one core: each core's stream of rows
+// kept pulling in the other core's half of the same rows; docs/performance.md.)
+constexpr int64_t kPanel = 64;
+
+inline int64_t panels_of(int64_t tokens) { return (tokens + kPanel - 1) / kPanel; }
+inline size_t fm_bytes(int64_t features, int64_t tokens, size_t elem) {
+  return static_cast<size_t>(panels_of(tokens) * kPanel * features) * elem;
+}
+
 enum class Kind { kGeneric, kMatMul, kAttention, kLayerNorm, kAdd, kToFm, kToTm, kQuantize };
 
 struct Buffer {
@@ -189,7 +201,9 @@ class Machine {
         const Value v = tm_value(p.slots[static_cast<size_t>(s.ins[0])], s.ins[0], st);
         float* dst = f32(s.d);
         const float* src = v->data<float>();
-        parts(F, 32, [&](int64_t c0, int64_t c1) { transpose_tiled(src, M, F, F, dst, M, c0, c1); }, M);
+        by_panels(M, F, [&](int64_t pn, int64_t n) {
+          transpose_tiled(src + pn * kPanel * F, n, F, F, dst + pn * F * kPanel, kPanel);
+        });
         break;
       }
       case Kind::kToTm: {
@@ -208,55 +222,75 @@ class Machine {
           dst = f32(s.d);
         }
         const float* src = f32(s.a);
-        parts(M, 32, [&](int64_t c0, int64_t c1) { transpose_tiled(src, F, M, M, dst, F, c0, c1); }, F);
+        by_panels(M, F, [&](int64_t pn, int64_t n) {
+          transpose_tiled(src + pn * F * kPanel, F, n, kPanel, dst + pn * kPanel * F, F);
+        });
         break;
       }
       case Kind::kQuantize: {
         const float* x = f32(s.a);
         uint8_t* q = st.buf[static_cast<size_t>(s.d)];
         float* sc = f32(s.e);
-        parts(M, 16, [&](int64_t t0, int64_t t1) { fm_.quantize(x, M, F, t0, t1, q, M, sc); }, F);
+        by_panels(M, F, [&](int64_t pn, int64_t n) {
+          fm_.quantize(x + pn * F * kPanel, kPanel, F, 0, n, q + pn * F * kPanel, kPanel, sc + pn * kPanel);
+        });
         break;
       }
       case Kind::kLayerNorm: {
         const float* x = f32(s.a);
         float* y = f32(s.d);
-        parts(M, 16, [&](int64_t t0, int64_t t1) { fm_.layernorm(x, M, F, t0, t1, s.gamma, s.beta, s.eps, y, M); },
-              3 * F);
+        by_panels(M, 3 * F, [&](int64_t pn, int64_t n) {
+          fm_.layernorm(x + pn * F * kPanel, kPanel, F, 0, n, s.gamma, s.beta, s.eps, y + pn * F * kPanel, kPanel);
+        });
         break;
       }
       case Kind::kAdd: {
         const float* x = f32(s.a);
         const float* y = f32(s.b);
         float* z = f32(s.d);
-        const int64_t n = F * M;
-        parts(n, 1024, [&](int64_t i0, int64_t i1) {
-          for (int64_t i = i0; i < i1; ++i) z[i] = x[i] + y[i];
-        }, 1);
+        by_panels(M, F, [&](int64_t pn, int64_t n) {
+          for (int64_t f = 0; f < F; ++f) {
+            const int64_t o = (pn * F + f) * kPanel;
+            for (int64_t j = 0; j < n; ++j) z[o + j] = x[o + j] + y[o + j];
+          }
+        });
         break;
       }
       case Kind::kMatMul: {
-        Epilogue ep;
-        ep.out_f32 = f32(s.d);
-        ep.ld_out = M;
-        ep.bias = s.bias;
-        ep.activation = s.act;
-        if (s.c >= 0) {
-          ep.residual = f32(s.c);
-          ep.ld_residual = M;
-        }
+        const int64_t K = s.w->k;
+        const bool int8 = s.w->type == WeightType::kS8;
         const SpmmKernels& k = spmm_kernels();
-        if (s.w->type == WeightType::kS8) {
-          ep.channel_scale = s.w->scales;
-          ep.token_scale = f32(s.b);
-          spmm_u8s8(k, pool_, *s.w, st.buf[static_cast<size_t>(s.a)], M, M, ep);
+        auto one_panel = [&](int64_t pn, int64_t n, ThreadPool* pool) {
+          Epilogue ep;
+          ep.out_f32 = f32(s.d) + pn * F * kPanel;
+          ep.ld_out = kPanel;
+          ep.bias = s.bias;
+          ep.activation = s.act;
+          if (s.c >= 0) {
+            ep.residual = f32(s.c) + pn * F * kPanel;
+            ep.ld_residual = kPanel;
+          }
+          if (int8) {
+            ep.channel_scale = s.w->scales;
+            ep.token_scale = f32(s.b) + pn * kPanel;
+            spmm_u8s8(k, pool, *s.w, st.buf[static_cast<size_t>(s.a)] + pn * K * kPanel, kPanel, n, ep);
+          } else {
+            spmm_f32(k, pool, *s.w, f32(s.a) + pn * K * kPanel, kPanel, n, ep);
+          }
+        };
+        const int64_t panels = panels_of(M);
+        if (panels >= pool_->threads()) {
+          // Whole panels per thread: each core keeps its tokens in its own cache.
+          by_panels(M, int64_t{1} << 20, [&](int64_t pn, int64_t n) { one_panel(pn, n, nullptr); });
         } else {
-          spmm_f32(k, pool_, *s.w, f32(s.a), M, M, ep);
+          // Fewer panels than threads: split each panel's block-rows instead.
+          for (int64_t pn = 0; pn < panels; ++pn) one_panel(pn, std::min(kPanel, M - pn * kPanel), pool_);
         }
         break;
       }
       case Kind::kAttention: {
         FmAttentionArgs a = s.att;
+        a.panel = kPanel;
         a.q = f32(s.a);
         a.k = f32(s.b);
         a.v = f32(s.c);
@@ -285,22 +319,21 @@ class Machine {
   }
 
  private:
-  // f(begin, end) over [0, n) split in chunks aligned to `align` over the pool, when the
-  // work (n x cost_per_item) is worth it.
+  // f(panel, tokens in it) for every kPanel-token panel of [0, m), contiguous ranges of
+  // panels per thread (the same split for every step, so a thread's tokens stay in its
+  // cache); serial when the work (m x cost per token) is small.
   template <class F>
-  void parts(int64_t n, int64_t align, F&& f, int64_t cost_per_item) {
-    const int64_t threads = pool_->threads();
-    const int64_t work = n * cost_per_item;
-    if (threads <= 1 || work < (int64_t{1} << 15) || n <= align) {
-      f(int64_t{0}, n);
+  void by_panels(int64_t m, int64_t cost_per_token, F&& f) {
+    const int64_t panels = panels_of(m);
+    auto range = [&](int64_t p0, int64_t p1) {
+      for (int64_t pn = p0; pn < p1; ++pn) f(pn, std::min(kPanel, m - pn * kPanel));
+    };
+    const int64_t np = std::min<int64_t>(panels, pool_->threads());
+    if (np <= 1 || m * cost_per_token < (int64_t{1} << 15)) {
+      range(0, panels);
       return;
     }
-    const int64_t chunks = (n + align - 1) / align;
-    const int64_t np = std::min<int64_t>(chunks, threads);
-    pool_->parallel_for(np, [&](int64_t part) {
-      const int64_t c0 = chunks * part / np, c1 = chunks * (part + 1) / np;
-      f(c0 * align, std::min(n, c1 * align));
-    });
+    pool_->parallel_for(np, [&](int64_t part) { range(panels * part / np, panels * (part + 1) / np); });
   }
 
   const Model& model_;
@@ -452,7 +485,7 @@ class Planner {
   int fm(int s) {
     Slot& o = slot(s);
     if (o.fm >= 0) return o.fm;
-    const int b = new_buffer(static_cast<size_t>(numel(o.shape)) * 4);
+    const int b = new_buffer(fm_bytes(o.features(), o.tokens(), 4));
     Step t;
     t.kind = Kind::kToFm;
     t.ins = {s};
@@ -471,8 +504,8 @@ class Planner {
       Step t;
       t.kind = Kind::kQuantize;
       t.a = src;
-      t.d = new_buffer(static_cast<size_t>(numel(o.shape)));
-      t.e = new_buffer(static_cast<size_t>(o.tokens()) * 4);
+      t.d = new_buffer(fm_bytes(o.features(), o.tokens(), 1));
+      t.e = new_buffer(fm_bytes(1, o.tokens(), 4));
       t.rows = o.features();
       t.cols = o.tokens();
       const int d = t.d, e = t.e;
@@ -692,7 +725,7 @@ class Planner {
       t.a = fm(x);
     }
     const int o = new_slot(out_name, out_shape, ElemType::kF32);
-    t.d = new_buffer(static_cast<size_t>(numel(out_shape)) * 4);
+    t.d = new_buffer(fm_bytes(w.n, t.cols, 4));
     slot(o).fm = t.d;
     ++p_.summary.matmuls;
     emit(std::move(t));
@@ -722,7 +755,7 @@ class Planner {
     t.cols = slot(x).tokens();
     t.a = fm(x);
     const int o = new_slot(n.outputs[0], slot(x).shape, ElemType::kF32);
-    t.d = new_buffer(static_cast<size_t>(numel(slot(x).shape)) * 4);
+    t.d = new_buffer(fm_bytes(F, t.cols, 4));
     slot(o).fm = t.d;
     emit(std::move(t));
     return true;
@@ -740,7 +773,7 @@ class Planner {
     t.a = fm(x);
     t.b = fm(y);
     const int o = new_slot(n.outputs[0], slot(x).shape, ElemType::kF32);
-    t.d = new_buffer(static_cast<size_t>(numel(slot(x).shape)) * 4);
+    t.d = new_buffer(fm_bytes(t.rows, t.cols, 4));
     slot(o).fm = t.d;
     emit(std::move(t));
     return true;
@@ -875,7 +908,7 @@ class Planner {
     for (size_t k = 0; k < 3; ++k) virtual_.erase(n.inputs[k]);
     done_[ti] = done_[ri] = true;
     const int o = new_slot(g_.nodes[ri].outputs[0], {B, S, H * dv}, ElemType::kF32);
-    t.d = new_buffer(static_cast<size_t>(B * S * H * dv) * 4);
+    t.d = new_buffer(fm_bytes(H * dv, B * S, 4));
     slot(o).fm = t.d;
     ++p_.summary.fused_attention;
     emit(std::move(t));

@@ -24,16 +24,22 @@ class FmIsaTest : public ::testing::TestWithParam<Isa> {
 TEST_P(FmIsaTest, AttentionMatchesFloat64Reference) {
   const FmKernels& kern = fm_kernels(GetParam());
   struct Case { int64_t B, H, S, T, dh, dv; int mask; };
+  for (const int64_t P : {int64_t{0}, int64_t{16}, int64_t{64}}) {  // row-major, then panel layouts
   for (const Case c : {Case{1, 1, 1, 1, 1, 1, 0}, Case{2, 3, 5, 7, 9, 11, 1}, Case{1, 2, 17, 33, 64, 64, 2},
                        Case{2, 4, 32, 32, 16, 16, 1}, Case{1, 12, 13, 40, 64, 64, 2}, Case{3, 1, 8, 100, 5, 3, 0},
                        Case{2, 2, 70, 70, 24, 17, 1}}) {
     SCOPED_TRACE(std::to_string(c.B) + "x" + std::to_string(c.H) + "x" + std::to_string(c.S) + " T=" +
                  std::to_string(c.T) + " dh=" + std::to_string(c.dh) + " dv=" + std::to_string(c.dv) +
-                 " mask=" + std::to_string(c.mask));
-    // Feature-major with row strides wider than the tokens (pad 3).
+                 " mask=" + std::to_string(c.mask) + " panel=" + std::to_string(P));
+    // Row-major with row strides wider than the tokens (pad 3), or panels of P tokens.
     const int64_t mq = c.B * c.S, mk = c.B * c.T, ldq = mq + 3, ldk = mk + 3, ldo = mq + 3;
-    const auto q = random_floats(c.H * c.dh * ldq, 1), k = random_floats(c.H * c.dh * ldk, 2),
-               v = random_floats(c.H * c.dv * ldk, 3);
+    auto at = [P](int64_t R, int64_t ld, int64_t r, int64_t m) {
+      return P > 0 ? (m / P) * R * P + r * P + m % P : r * ld + m;
+    };
+    auto size = [P](int64_t R, int64_t ld, int64_t m) { return P > 0 ? (m + P - 1) / P * P * R : R * ld; };
+    const int64_t Rq = c.H * c.dh, Rv = c.H * c.dv;
+    const auto q = random_floats(size(Rq, ldq, mq), 1), k = random_floats(size(Rq, ldk, mk), 2),
+               v = random_floats(size(Rv, ldk, mk), 3);
     std::vector<float> add(c.B * c.T);
     std::vector<uint8_t> sel(c.B * c.T);
     for (int64_t i = 0; i < c.B * c.T; ++i) {
@@ -45,11 +51,12 @@ TEST_P(FmIsaTest, AttentionMatchesFloat64Reference) {
     a.k = k.data();
     a.v = v.data();
     const float sentinel = 1234.5f;
-    std::vector<float> out(c.H * c.dv * ldo, sentinel);
+    std::vector<float> out(size(Rv, ldo, mq), sentinel);
     a.out = out.data();
     a.ld_q = ldq;
     a.ld_k = a.ld_v = ldk;
     a.ld_out = ldo;
+    a.panel = P;
     a.batch = c.B;
     a.heads = c.H;
     a.seq = c.S;
@@ -66,6 +73,7 @@ TEST_P(FmIsaTest, AttentionMatchesFloat64Reference) {
     const int64_t items = fm_attention_items(a, kern.query_block);
     kern.attention(a, 0, items / 2, scratch.data());  // two calls: items are independent
     kern.attention(a, items / 2, items, scratch.data());
+    std::vector<bool> written(out.size(), false);
     for (int64_t b = 0; b < c.B; ++b) {
       for (int64_t h = 0; h < c.H; ++h) {
         for (int64_t s = 0; s < c.S; ++s) {
@@ -74,7 +82,7 @@ TEST_P(FmIsaTest, AttentionMatchesFloat64Reference) {
           for (int64_t t = 0; t < c.T; ++t) {
             double z = 0;
             for (int64_t d = 0; d < c.dh; ++d) {
-              z += double(q[(h * c.dh + d) * ldq + b * c.S + s]) * k[(h * c.dh + d) * ldk + b * c.T + t];
+              z += double(q[at(Rq, ldq, h * c.dh + d, b * c.S + s)]) * k[at(Rq, ldk, h * c.dh + d, b * c.T + t)];
             }
             z *= 0.125;
             if (c.mask && sel[b * c.T + t]) z = -3.4e38;
@@ -84,16 +92,21 @@ TEST_P(FmIsaTest, AttentionMatchesFloat64Reference) {
           for (double& z : p) sum += (z = std::exp(z - mx));
           for (int64_t j = 0; j < c.dv; ++j) {
             double o = 0;
-            for (int64_t t = 0; t < c.T; ++t) o += p[t] / sum * v[(h * c.dv + j) * ldk + b * c.T + t];
-            ASSERT_NEAR(out[(h * c.dv + j) * ldo + b * c.S + s], o, 2e-5 * (1 + std::fabs(o)))
-                << "b " << b << " h " << h << " s " << s << " j " << j;
+            for (int64_t t = 0; t < c.T; ++t) o += p[t] / sum * v[at(Rv, ldk, h * c.dv + j, b * c.T + t)];
+            const int64_t idx = at(Rv, ldo, h * c.dv + j, b * c.S + s);
+            written[idx] = true;
+            ASSERT_NEAR(out[idx], o, 2e-5 * (1 + std::fabs(o))) << "b " << b << " h " << h << " s " << s << " j " << j;
           }
         }
       }
     }
-    // Padding columns untouched.
-    for (int64_t r = 0; r < c.H * c.dv; ++r)
-      for (int64_t m = mq; m < ldo; ++m) ASSERT_EQ(out[r * ldo + m], sentinel);
+    // Nothing outside the output's elements is touched (row padding, panel tails).
+    for (size_t i = 0; i < out.size(); ++i) {
+      if (!written[i]) {
+        ASSERT_EQ(out[i], sentinel) << "element " << i;
+      }
+    }
+  }
   }
 }
 

@@ -34,6 +34,10 @@ struct FmAttentionArgs {
   const uint8_t* select_mask = nullptr;
   float fill = 0.0f;
   int64_t mask_b = 0, mask_h = 0, mask_t = 0;
+  // Panel layout when > 0 (the executor's; ld_* are then ignored): element (r, m) of a
+  // tensor with R rows lives at (m / panel) * R * panel + r * panel + m % panel, with
+  // R = heads * dh for Q and K and heads * dv for V and out.
+  int64_t panel = 0;
 };
 
 // Work items are (b, h, query block) in that order; query blocks hold `query_block`
@@ -64,7 +68,7 @@ inline int64_t fm_attention_items(const FmAttentionArgs& a, int64_t query_block)
   return a.batch * a.heads * ((a.seq + query_block - 1) / query_block);
 }
 inline int64_t fm_attention_scratch_floats(const FmAttentionArgs& a, int64_t query_block) {
-  return (a.dh + a.keys + a.dv + 2) * query_block + 64;
+  return (a.dh + a.keys + a.dv + 2) * query_block + (a.dh + a.dv) * a.keys + 64;
 }
 
 SPARQ_API const FmKernels& fm_kernels(Isa isa);

@@ -30,22 +30,58 @@ void fm_attention_items(const FmAttentionArgs& a, int64_t item_begin, int64_t it
   float* qs = scratch;     // [dh][SB]
   float* p = qs + dh * SB;  // [T][SB]
   float* os = p + T * SB;   // [dv][SB], for a partial last block
+  float* kvs = os + dv * SB;  // panel layout: this (b, h)'s K [dh][T] and V [dv][T]
+  const int64_t P = a.panel;
+  // Offset of element (r, m) in a tensor of R rows and row stride ld.
+  auto at = [P](int64_t R, int64_t ld, int64_t r, int64_t m) {
+    return P > 0 ? (m / P) * R * P + r * P + m % P : r * ld + m;
+  };
+  // dst[0, n) = scale * row r, tokens [m, m + n) of a tensor of R rows: contiguous runs
+  // per panel.
+  auto copy_row = [&](const float* src, int64_t R, int64_t ld, int64_t r, int64_t m, int64_t n, float sc,
+                      float* dst) {
+    if (P == 0) {
+      for (int64_t j = 0; j < n; ++j) dst[j] = src[r * ld + m + j] * sc;
+      return;
+    }
+    for (int64_t j = 0; j < n;) {
+      const int64_t mm = m + j, pn = mm / P, off = mm % P, run = std::min(n - j, P - off);
+      const float* s = src + pn * R * P + r * P + off;
+      for (int64_t i = 0; i < run; ++i) dst[j + i] = s[i] * sc;
+      j += run;
+    }
+  };
+  int64_t gathered = -1;  // the (b, h) whose K and V sit in kvs
   for (int64_t item = item_begin; item < item_end; ++item) {
     const int64_t b = item / (H * blocks), h = (item / blocks) % H, s0 = (item % blocks) * SB;
     const int64_t ns = std::min(SB, S - s0);
-    const float* qb = a.q + h * dh * a.ld_q + b * S + s0;
     for (int64_t d = 0; d < dh; ++d) {
-      for (int64_t j = 0; j < ns; ++j) qs[d * SB + j] = qb[d * a.ld_q + j] * a.scale;
+      copy_row(a.q, H * dh, a.ld_q, h * dh + d, b * S + s0, ns, a.scale, qs + d * SB);
       for (int64_t j = ns; j < SB; ++j) qs[d * SB + j] = 0.0f;
     }
-    const float* kb = a.k + h * dh * a.ld_k + b * T;
+    const float* kb;
+    const float* vb;
+    int64_t ld_k = a.ld_k, ld_v = a.ld_v;
+    if (P > 0) {
+      if (gathered != b * H + h) {
+        for (int64_t d = 0; d < dh; ++d) copy_row(a.k, H * dh, 0, h * dh + d, b * T, T, 1.0f, kvs + d * T);
+        for (int64_t d = 0; d < dv; ++d) copy_row(a.v, H * dv, 0, h * dv + d, b * T, T, 1.0f, kvs + (dh + d) * T);
+        gathered = b * H + h;
+      }
+      kb = kvs;
+      vb = kvs + dh * T;
+      ld_k = ld_v = T;
+    } else {
+      kb = a.k + h * dh * a.ld_k + b * T;
+      vb = a.v + h * dv * a.ld_v + b * T;
+    }
     int64_t t = 0;
     for (; t + 8 <= T; t += 8) {
       B acc0[8], acc1[8];
       for (int i = 0; i < 8; ++i) acc0[i] = acc1[i] = B(0.0f);
       for (int64_t d = 0; d < dh; ++d) {
         const B q0 = Ops::load(qs + d * SB), q1 = Ops::load(qs + d * SB + W);
-        const float* kr = kb + d * a.ld_k + t;
+        const float* kr = kb + d * ld_k + t;
 #pragma GCC unroll 8
         for (int i = 0; i < 8; ++i) {
           const B kv(kr[i]);
@@ -61,7 +97,7 @@ void fm_attention_items(const FmAttentionArgs& a, int64_t item_begin, int64_t it
     for (; t < T; ++t) {
       B acc0(0.0f), acc1(0.0f);
       for (int64_t d = 0; d < dh; ++d) {
-        const B kv(kb[d * a.ld_k + t]);
+        const B kv(kb[d * ld_k + t]);
         acc0 = Ops::fma(kv, Ops::load(qs + d * SB), acc0);
         acc1 = Ops::fma(kv, Ops::load(qs + d * SB + W), acc1);
       }
@@ -98,29 +134,35 @@ void fm_attention_items(const FmAttentionArgs& a, int64_t item_begin, int64_t it
       sum1 = sum1 + e1;
     }
     const B inv0 = B(1.0f) / sum0, inv1 = B(1.0f) / sum1;
-    const float* vb = a.v + h * dv * a.ld_v + b * T;
-    float* ob = a.out + h * dv * a.ld_out + b * S + s0;
-    const bool full = ns == SB;
+    const int64_t q0 = b * S + s0;
+    // A whole block lands contiguously unless it is partial or straddles two panels.
+    const bool direct = ns == SB && (P == 0 || q0 / P == (q0 + SB - 1) / P);
     auto emit = [&](int64_t j, const B& r0, const B& r1) {
-      if (full) {
-        Ops::store(ob + j * a.ld_out, r0 * inv0);
-        Ops::store(ob + j * a.ld_out + W, r1 * inv1);
+      float* orow = a.out + at(H * dv, a.ld_out, h * dv + j, q0);
+      if (direct) {
+        Ops::store(orow, r0 * inv0);
+        Ops::store(orow + W, r1 * inv1);
       } else {
         Ops::store(os, r0 * inv0);
         Ops::store(os + W, r1 * inv1);
-        for (int64_t s = 0; s < ns; ++s) ob[j * a.ld_out + s] = os[s];
+        for (int64_t s = 0; s < ns;) {  // contiguous runs per panel
+          const int64_t mm = q0 + s, run = P > 0 ? std::min(ns - s, P - mm % P) : ns - s;
+          float* dst = a.out + at(H * dv, a.ld_out, h * dv + j, mm);
+          for (int64_t i = 0; i < run; ++i) dst[i] = os[s + i];
+          s += run;
+        }
       }
     };
     int64_t j = 0;
     for (; j + 8 <= dv; j += 8) {
       B acc0[8], acc1[8];
       for (int i = 0; i < 8; ++i) acc0[i] = acc1[i] = B(0.0f);
-      const float* vr = vb + j * a.ld_v;
+      const float* vr = vb + j * ld_v;
       for (t = 0; t < T; ++t) {
         const B p0 = Ops::load(p + t * SB), p1 = Ops::load(p + t * SB + W);
 #pragma GCC unroll 8
         for (int i = 0; i < 8; ++i) {
-          const B vv(vr[i * a.ld_v + t]);
+          const B vv(vr[i * ld_v + t]);
           acc0[i] = Ops::fma(vv, p0, acc0[i]);
           acc1[i] = Ops::fma(vv, p1, acc1[i]);
         }
@@ -129,7 +171,7 @@ void fm_attention_items(const FmAttentionArgs& a, int64_t item_begin, int64_t it
     }
     for (; j < dv; ++j) {
       B acc0(0.0f), acc1(0.0f);
-      const float* vr = vb + j * a.ld_v;
+      const float* vr = vb + j * ld_v;
       for (t = 0; t < T; ++t) {
         const B vv(vr[t]);
         acc0 = Ops::fma(vv, Ops::load(p + t * SB), acc0);
@@ -142,30 +184,68 @@ void fm_attention_items(const FmAttentionArgs& a, int64_t item_begin, int64_t it
 
 constexpr int64_t kFmTokenBlock = 64;
 
+// One block of n <= kFmTokenBlock tokens. Instantiated with N = kFmTokenBlock (a
+// compile-time trip count: four full vectors per row, no remainder code) for full blocks
+// and N = 0 (runtime n) for the tail.
+template <int64_t N>
+void fm_layernorm_block(const float* x, int64_t ldx, int64_t features, int64_t n_rt, const float* gamma,
+                        const float* beta, float eps, float* y, int64_t ldy) {
+  const int64_t n = N > 0 ? N : n_rt;
+  const float inv_f = 1.0f / static_cast<float>(features);
+  alignas(64) float mean[kFmTokenBlock] = {}, var[kFmTokenBlock] = {};
+  for (int64_t f = 0; f < features; ++f) {
+    const float* xr = x + f * ldx;
+    for (int64_t j = 0; j < n; ++j) mean[j] += xr[j];
+  }
+  for (int64_t j = 0; j < n; ++j) mean[j] *= inv_f;
+  for (int64_t f = 0; f < features; ++f) {
+    const float* xr = x + f * ldx;
+    for (int64_t j = 0; j < n; ++j) {
+      const float d = xr[j] - mean[j];
+      var[j] += d * d;
+    }
+  }
+  for (int64_t j = 0; j < n; ++j) var[j] = 1.0f / std::sqrt(var[j] * inv_f + eps);
+  for (int64_t f = 0; f < features; ++f) {
+    const float* xr = x + f * ldx;
+    float* yr = y + f * ldy;
+    const float g = gamma[f], bt = beta != nullptr ? beta[f] : 0.0f;
+    for (int64_t j = 0; j < n; ++j) yr[j] = (xr[j] - mean[j]) * var[j] * g + bt;
+  }
+}
+
 void fm_layernorm_loops(const float* x, int64_t ldx, int64_t features, int64_t t0, int64_t t1, const float* gamma,
                         const float* beta, float eps, float* y, int64_t ldy) {
-  const float inv_f = 1.0f / static_cast<float>(features);
   for (int64_t tb = t0; tb < t1; tb += kFmTokenBlock) {
     const int64_t n = std::min(kFmTokenBlock, t1 - tb);
-    float mean[kFmTokenBlock] = {}, var[kFmTokenBlock] = {};
-    for (int64_t f = 0; f < features; ++f) {
-      const float* xr = x + f * ldx + tb;
-      for (int64_t j = 0; j < n; ++j) mean[j] += xr[j];
-    }
-    for (int64_t j = 0; j < n; ++j) mean[j] *= inv_f;
-    for (int64_t f = 0; f < features; ++f) {
-      const float* xr = x + f * ldx + tb;
-      for (int64_t j = 0; j < n; ++j) {
-        const float d = xr[j] - mean[j];
-        var[j] += d * d;
-      }
-    }
-    for (int64_t j = 0; j < n; ++j) var[j] = 1.0f / std::sqrt(var[j] * inv_f + eps);
-    for (int64_t f = 0; f < features; ++f) {
-      const float* xr = x + f * ldx + tb;
-      float* yr = y + f * ldy + tb;
-      const float g = gamma[f], bt = beta != nullptr ? beta[f] : 0.0f;
-      for (int64_t j = 0; j < n; ++j) yr[j] = (xr[j] - mean[j]) * var[j] * g + bt;
+    if (n == kFmTokenBlock) fm_layernorm_block<kFmTokenBlock>(x + tb, ldx, features, n, gamma, beta, eps, y + tb, ldy);
+    else fm_layernorm_block<0>(x + tb, ldx, features, n, gamma, beta, eps, y + tb, ldy);
+  }
+}
+
+template <int64_t N>
+void fm_quantize_block(const float* x, int64_t ldx, int64_t features, int64_t n_rt, uint8_t* q, int64_t ldq,
+                       float* scale) {
+  const int64_t n = N > 0 ? N : n_rt;
+  alignas(64) float mx[kFmTokenBlock] = {}, inv[kFmTokenBlock];
+  for (int64_t f = 0; f < features; ++f) {
+    const float* xr = x + f * ldx;
+    for (int64_t j = 0; j < n; ++j) mx[j] = std::max(mx[j], std::fabs(xr[j]));
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    const float sc = mx[j] > 0.0f ? mx[j] / 127.0f : 1.0f;
+    scale[j] = sc;
+    inv[j] = 1.0f / sc;
+  }
+  for (int64_t f = 0; f < features; ++f) {
+    // restrict: u8 stores may alias anything, which keeps the loop scalar otherwise.
+    const float* __restrict xr = x + f * ldx;
+    const float* __restrict iv = inv;
+    uint8_t* __restrict qr = q + f * ldq;
+    for (int64_t j = 0; j < n; ++j) {
+      float v = xr[j] * iv[j];
+      v = std::min(127.0f, std::max(-127.0f, v));
+      qr[j] = static_cast<uint8_t>(static_cast<int>(v + std::copysign(0.5f, v)) + 128);
     }
   }
 }
@@ -174,27 +254,8 @@ void fm_quantize_loops(const float* x, int64_t ldx, int64_t features, int64_t t0
                        int64_t ldq, float* scale) {
   for (int64_t tb = t0; tb < t1; tb += kFmTokenBlock) {
     const int64_t n = std::min(kFmTokenBlock, t1 - tb);
-    float mx[kFmTokenBlock] = {}, inv[kFmTokenBlock];
-    for (int64_t f = 0; f < features; ++f) {
-      const float* xr = x + f * ldx + tb;
-      for (int64_t j = 0; j < n; ++j) mx[j] = std::max(mx[j], std::fabs(xr[j]));
-    }
-    for (int64_t j = 0; j < n; ++j) {
-      const float sc = mx[j] > 0.0f ? mx[j] / 127.0f : 1.0f;
-      scale[tb + j] = sc;
-      inv[j] = 1.0f / sc;
-    }
-    for (int64_t f = 0; f < features; ++f) {
-      // restrict: u8 stores may alias anything, which keeps the loop scalar otherwise.
-      const float* __restrict xr = x + f * ldx + tb;
-      const float* __restrict iv = inv;
-      uint8_t* __restrict qr = q + f * ldq + tb;
-      for (int64_t j = 0; j < n; ++j) {
-        float v = xr[j] * iv[j];
-        v = std::min(127.0f, std::max(-127.0f, v));
-        qr[j] = static_cast<uint8_t>(static_cast<int>(v + std::copysign(0.5f, v)) + 128);
-      }
-    }
+    if (n == kFmTokenBlock) fm_quantize_block<kFmTokenBlock>(x + tb, ldx, features, n, q + tb, ldq, scale + tb);
+    else fm_quantize_block<0>(x + tb, ldx, features, n, q + tb, ldq, scale + tb);
   }
 }
 
