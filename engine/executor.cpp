@@ -74,6 +74,7 @@ struct Step {
   float eps = 1e-5f;
   FmAttentionArgs att;   // shape and mask fields; pointers filled per run
   int mask = -1;         // slot of the attention mask
+  bool bf16 = false;     // attention in bf16 (int8 models on AVX512-BF16)
   std::vector<int> release;  // heap slots dropped after this step
 };
 
@@ -305,8 +306,9 @@ class Machine {
         const int64_t np = std::min<int64_t>(items, static_cast<int64_t>(pool_->threads()) * 4);
         if (scratch_.size() < static_cast<size_t>(np * scratch) * 4) scratch_.resize(static_cast<size_t>(np * scratch) * 4);
         float* base = scratch_.as<float>();
+        const FmAttentionFn kernel = s.bf16 && fm_.attention_bf16 != nullptr ? fm_.attention_bf16 : fm_.attention;
         pool_->parallel_for(np, [&](int64_t part) {
-          fm_.attention(a, items * part / np, items * (part + 1) / np, base + part * scratch);
+          kernel(a, items * part / np, items * (part + 1) / np, base + part * scratch);
         });
         break;
       }
@@ -355,6 +357,11 @@ class Planner {
       for (const std::string& o : g_.nodes[i].outputs) producer_[o] = i;
     }
     for (const ValueInfo& v : g_.outputs) outputs_.insert(v.name);
+    // An int8 model (any int8 SparqMatMul) runs attention in bf16 where the CPU can.
+    for (const Node& n : g_.nodes) {
+      const Attribute* pr = n.attr("precision");
+      if (n.op == "SparqMatMul" && pr != nullptr && pr->s == "int8") int8_model_ = true;
+    }
   }
 
   void run(const std::map<std::string, Value>& inputs) {
@@ -911,6 +918,7 @@ class Planner {
     t.d = new_buffer(fm_bytes(H * dv, B * S, 4));
     slot(o).fm = t.d;
     ++p_.summary.fused_attention;
+    t.bf16 = int8_model_;
     emit(std::move(t));
     return true;
   }
@@ -973,6 +981,7 @@ class Planner {
   std::set<std::string> outputs_;
   std::vector<bool> done_;
   std::map<std::string, HeadSplit> virtual_;
+  bool int8_model_ = false;
   std::vector<AlignedBuffer> temp_;
 };
 

@@ -24,13 +24,18 @@ class FmIsaTest : public ::testing::TestWithParam<Isa> {
 TEST_P(FmIsaTest, AttentionMatchesFloat64Reference) {
   const FmKernels& kern = fm_kernels(GetParam());
   struct Case { int64_t B, H, S, T, dh, dv; int mask; };
+  for (const int bf16 : {0, 1}) {  // the fp32 kernel, then the bf16 one where this CPU has it
+  if (bf16 && kern.attention_bf16 == nullptr) continue;
+  const FmAttentionFn kernel = bf16 ? kern.attention_bf16 : kern.attention;
+  // bf16 keeps 8 bits of mantissa: products of inputs in [-1, 1] are off by ~2^-8.
+  const double tol = bf16 ? 2e-2 : 2e-5;
   for (const int64_t P : {int64_t{0}, int64_t{16}, int64_t{64}}) {  // row-major, then panel layouts
   for (const Case c : {Case{1, 1, 1, 1, 1, 1, 0}, Case{2, 3, 5, 7, 9, 11, 1}, Case{1, 2, 17, 33, 64, 64, 2},
                        Case{2, 4, 32, 32, 16, 16, 1}, Case{1, 12, 13, 40, 64, 64, 2}, Case{3, 1, 8, 100, 5, 3, 0},
                        Case{2, 2, 70, 70, 24, 17, 1}}) {
     SCOPED_TRACE(std::to_string(c.B) + "x" + std::to_string(c.H) + "x" + std::to_string(c.S) + " T=" +
                  std::to_string(c.T) + " dh=" + std::to_string(c.dh) + " dv=" + std::to_string(c.dv) +
-                 " mask=" + std::to_string(c.mask) + " panel=" + std::to_string(P));
+                 " mask=" + std::to_string(c.mask) + " panel=" + std::to_string(P) + (bf16 ? " bf16" : ""));
     // Row-major with row strides wider than the tokens (pad 3), or panels of P tokens.
     const int64_t mq = c.B * c.S, mk = c.B * c.T, ldq = mq + 3, ldk = mk + 3, ldo = mq + 3;
     auto at = [P](int64_t R, int64_t ld, int64_t r, int64_t m) {
@@ -71,8 +76,8 @@ TEST_P(FmIsaTest, AttentionMatchesFloat64Reference) {
     a.mask_t = 1;
     std::vector<float> scratch(fm_attention_scratch_floats(a, kern.query_block));
     const int64_t items = fm_attention_items(a, kern.query_block);
-    kern.attention(a, 0, items / 2, scratch.data());  // two calls: items are independent
-    kern.attention(a, items / 2, items, scratch.data());
+    kernel(a, 0, items / 2, scratch.data());  // two calls: items are independent
+    kernel(a, items / 2, items, scratch.data());
     std::vector<bool> written(out.size(), false);
     for (int64_t b = 0; b < c.B; ++b) {
       for (int64_t h = 0; h < c.H; ++h) {
@@ -95,7 +100,7 @@ TEST_P(FmIsaTest, AttentionMatchesFloat64Reference) {
             for (int64_t t = 0; t < c.T; ++t) o += p[t] / sum * v[at(Rv, ldk, h * c.dv + j, b * c.T + t)];
             const int64_t idx = at(Rv, ldo, h * c.dv + j, b * c.S + s);
             written[idx] = true;
-            ASSERT_NEAR(out[idx], o, 2e-5 * (1 + std::fabs(o))) << "b " << b << " h " << h << " s " << s << " j " << j;
+            ASSERT_NEAR(out[idx], o, tol * (1 + std::fabs(o))) << "b " << b << " h " << h << " s " << s << " j " << j;
           }
         }
       }
@@ -106,6 +111,7 @@ TEST_P(FmIsaTest, AttentionMatchesFloat64Reference) {
         ASSERT_EQ(out[i], sentinel) << "element " << i;
       }
     }
+  }
   }
   }
 }

@@ -14,6 +14,7 @@ struct CpuFeatures {
   bool avx2 = false, fma = false, f16c = false;
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
   bool avx512vnni = false;
+  bool avx512bf16 = false;
   bool os_avx = false;     // XCR0: SSE and AVX (YMM) state
   bool os_avx512 = false;  // XCR0: opmask, ZMM_Hi256, Hi16_ZMM state
 };
@@ -45,6 +46,11 @@ CpuFeatures query_cpu() {
   f.avx512bw = (b >> 30) & 1;
   f.avx512vl = (b >> 31) & 1;
   f.avx512vnni = (c >> 11) & 1;
+  __cpuid_count(7, 0, a, b, c, d);
+  if (a >= 1) {  // max subleaf of leaf 7
+    __cpuid_count(7, 1, a, b, c, d);
+    f.avx512bf16 = (a >> 5) & 1;
+  }
   return f;
 }
 
@@ -96,6 +102,18 @@ bool parse_isa(const std::string& text, Isa* out) {
     }
   }
   return false;
+}
+
+bool avx512_bf16_enabled() {
+  static const bool on = [] {
+    const CpuFeatures f = query_cpu();
+    const char* off = std::getenv("SPARQ_NO_BF16");
+    const bool disabled = off != nullptr && *off != '\0' && std::strcmp(off, "0") != 0;
+    const bool ok = f.avx512bf16 && active_isa() >= Isa::kAvx512 && !disabled;
+    if (verbose()) std::fprintf(stderr, "sparq: avx512_bf16 %s\n", ok ? "in use" : f.avx512bf16 ? "disabled" : "absent");
+    return ok;
+  }();
+  return on;
 }
 
 Isa detected_isa() {

@@ -28,6 +28,9 @@ SPARQ_API Isa detected_isa();
 SPARQ_API Isa active_isa();
 // True when `isa` can run here (isa <= detected_isa()).
 SPARQ_API bool isa_supported(Isa isa);
+// AVX512-BF16 (vdpbf16ps) is present, the active ISA is at least avx512 and
+// SPARQ_NO_BF16 is not set: int8 models then run attention in bf16.
+SPARQ_API bool avx512_bf16_enabled();
 // SPARQ_VERBOSE is set to a non-zero value.
 SPARQ_API bool verbose();
 

@@ -57,6 +57,10 @@ using FmQuantizeFn = void (*)(const float* x, int64_t ldx, int64_t features, int
 
 struct FmKernels {
   FmAttentionFn attention = nullptr;
+  // Optional: the same in bf16 (AVX512-BF16 dot products, fp32 softmax and accumulation),
+  // used for int8 models where avx512_bf16_enabled(); query blocks of query_block too.
+  FmAttentionFn attention_bf16 = nullptr;
+  const char* attention_bf16_name = "";
   FmLayerNormFn layernorm = nullptr;
   FmQuantizeFn quantize = nullptr;
   int64_t query_block = 1;  // queries per attention work item
@@ -68,7 +72,8 @@ inline int64_t fm_attention_items(const FmAttentionArgs& a, int64_t query_block)
   return a.batch * a.heads * ((a.seq + query_block - 1) / query_block);
 }
 inline int64_t fm_attention_scratch_floats(const FmAttentionArgs& a, int64_t query_block) {
-  return (a.dh + a.keys + a.dv + 2) * query_block + (a.dh + a.dv) * a.keys + 64;
+  // Enough for the fp32 and the bf16 kernels.
+  return (2 * a.dh + 2 * a.keys + a.dv + 8) * query_block + (a.dh + a.dv + 2) * (a.keys + 2) + 128;
 }
 
 SPARQ_API const FmKernels& fm_kernels(Isa isa);
@@ -82,6 +87,9 @@ const FmKernels& fm_table();
 }
 namespace avx512 {
 const FmKernels& fm_table();
+}
+namespace avx512bf16 {
+void fm_attention(const FmAttentionArgs& a, int64_t item_begin, int64_t item_end, float* scratch);
 }
 
 }  // namespace sparq

@@ -15,6 +15,38 @@
 namespace sparq {
 namespace {
 
+// Offset of element (r, m) of a feature-major tensor with R rows: row stride ld, or
+// panels of P tokens when P > 0 (FmAttentionArgs::panel).
+inline int64_t fm_offset(int64_t P, int64_t R, int64_t ld, int64_t r, int64_t m) {
+  return P > 0 ? (m / P) * R * P + r * P + m % P : r * ld + m;
+}
+
+// dst[0, n) = sc * row r, tokens [m, m + n): contiguous runs per panel.
+inline void fm_copy_row(const float* src, int64_t P, int64_t R, int64_t ld, int64_t r, int64_t m, int64_t n,
+                        float sc, float* dst) {
+  if (P == 0) {
+    for (int64_t j = 0; j < n; ++j) dst[j] = src[r * ld + m + j] * sc;
+    return;
+  }
+  for (int64_t j = 0; j < n;) {
+    const int64_t mm = m + j, off = mm % P, run = std::min(n - j, P - off);
+    const float* s = src + (mm / P) * R * P + r * P + off;
+    for (int64_t i = 0; i < run; ++i) dst[j + i] = s[i] * sc;
+    j += run;
+  }
+}
+
+// Row r, tokens [m, m + n) = src[0, n).
+inline void fm_store_row(float* dst, int64_t P, int64_t R, int64_t ld, int64_t r, int64_t m, int64_t n,
+                         const float* src) {
+  for (int64_t s = 0; s < n;) {
+    const int64_t mm = m + s, run = P > 0 ? std::min(n - s, P - mm % P) : n - s;
+    float* d = dst + fm_offset(P, R, ld, r, mm);
+    for (int64_t i = 0; i < run; ++i) d[i] = src[s + i];
+    s += run;
+  }
+}
+
 // One work item = (b, h, a block of SB = 2W queries). Scores are kept transposed,
 // p[t][j] for key t and query j of the block, so every step is "broadcast one scalar of
 // K or V, multiply-add against a vector of queries":
@@ -32,25 +64,9 @@ void fm_attention_items(const FmAttentionArgs& a, int64_t item_begin, int64_t it
   float* os = p + T * SB;   // [dv][SB], for a partial last block
   float* kvs = os + dv * SB;  // panel layout: this (b, h)'s K [dh][T] and V [dv][T]
   const int64_t P = a.panel;
-  // Offset of element (r, m) in a tensor of R rows and row stride ld.
-  auto at = [P](int64_t R, int64_t ld, int64_t r, int64_t m) {
-    return P > 0 ? (m / P) * R * P + r * P + m % P : r * ld + m;
-  };
-  // dst[0, n) = scale * row r, tokens [m, m + n) of a tensor of R rows: contiguous runs
-  // per panel.
-  auto copy_row = [&](const float* src, int64_t R, int64_t ld, int64_t r, int64_t m, int64_t n, float sc,
-                      float* dst) {
-    if (P == 0) {
-      for (int64_t j = 0; j < n; ++j) dst[j] = src[r * ld + m + j] * sc;
-      return;
-    }
-    for (int64_t j = 0; j < n;) {
-      const int64_t mm = m + j, pn = mm / P, off = mm % P, run = std::min(n - j, P - off);
-      const float* s = src + pn * R * P + r * P + off;
-      for (int64_t i = 0; i < run; ++i) dst[j + i] = s[i] * sc;
-      j += run;
-    }
-  };
+  auto at = [P](int64_t R, int64_t ld, int64_t r, int64_t m) { return fm_offset(P, R, ld, r, m); };
+  auto copy_row = [P](const float* src, int64_t R, int64_t ld, int64_t r, int64_t m, int64_t n, float sc,
+                      float* dst) { fm_copy_row(src, P, R, ld, r, m, n, sc, dst); };
   int64_t gathered = -1;  // the (b, h) whose K and V sit in kvs
   for (int64_t item = item_begin; item < item_end; ++item) {
     const int64_t b = item / (H * blocks), h = (item / blocks) % H, s0 = (item % blocks) * SB;
@@ -145,12 +161,7 @@ void fm_attention_items(const FmAttentionArgs& a, int64_t item_begin, int64_t it
       } else {
         Ops::store(os, r0 * inv0);
         Ops::store(os + W, r1 * inv1);
-        for (int64_t s = 0; s < ns;) {  // contiguous runs per panel
-          const int64_t mm = q0 + s, run = P > 0 ? std::min(ns - s, P - mm % P) : ns - s;
-          float* dst = a.out + at(H * dv, a.ld_out, h * dv + j, mm);
-          for (int64_t i = 0; i < run; ++i) dst[i] = os[s + i];
-          s += run;
-        }
+        fm_store_row(a.out, P, H * dv, a.ld_out, h * dv + j, q0, ns, os);
       }
     };
     int64_t j = 0;
@@ -214,7 +225,7 @@ void fm_layernorm_block(const float* x, int64_t ldx, int64_t features, int64_t n
   }
 }
 
-void fm_layernorm_loops(const float* x, int64_t ldx, int64_t features, int64_t t0, int64_t t1, const float* gamma,
+inline void fm_layernorm_loops(const float* x, int64_t ldx, int64_t features, int64_t t0, int64_t t1, const float* gamma,
                         const float* beta, float eps, float* y, int64_t ldy) {
   for (int64_t tb = t0; tb < t1; tb += kFmTokenBlock) {
     const int64_t n = std::min(kFmTokenBlock, t1 - tb);
@@ -250,7 +261,7 @@ void fm_quantize_block(const float* x, int64_t ldx, int64_t features, int64_t n_
   }
 }
 
-void fm_quantize_loops(const float* x, int64_t ldx, int64_t features, int64_t t0, int64_t t1, uint8_t* q,
+inline void fm_quantize_loops(const float* x, int64_t ldx, int64_t features, int64_t t0, int64_t t1, uint8_t* q,
                        int64_t ldq, float* scale) {
   for (int64_t tb = t0; tb < t1; tb += kFmTokenBlock) {
     const int64_t n = std::min(kFmTokenBlock, t1 - tb);

@@ -29,8 +29,16 @@ struct FmScalarOps {
 
 namespace generic {
 const FmKernels& fm_table() {
-  static const FmKernels t{fm_attention_items<FmScalarOps>, fm_layernorm_loops, fm_quantize_loops, 2,
-                           "f32_mha_fm_ukernel_8x2__scalar", "scalar"};
+  static const FmKernels t = [] {
+    FmKernels k;
+    k.attention = fm_attention_items<FmScalarOps>;
+    k.layernorm = fm_layernorm_loops;
+    k.quantize = fm_quantize_loops;
+    k.query_block = 2;
+    k.attention_name = "f32_mha_fm_ukernel_8x2__scalar";
+    k.name = "scalar";
+    return k;
+  }();
   return t;
 }
 }  // namespace generic
