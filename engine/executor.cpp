@@ -12,6 +12,7 @@
 #include "engine/model.h"
 #include "formats/aligned_buffer.h"
 #include "formats/error.h"
+#include "kernels/common/isa.h"
 #include "kernels/fm/fm.h"
 
 namespace sparq {
@@ -1012,6 +1013,14 @@ std::map<std::string, Value> Executor::run(const std::map<std::string, Value>& i
     for (const auto& o : plan->outputs) {
       const Slot& s = plan->slots[static_cast<size_t>(o.second)];
       out[o.first] = s.fixed ? s.fixed : st.env[static_cast<size_t>(o.second)];
+    }
+    if (verbose()) {
+      const PlanSummary& ps = plan->summary;
+      std::fprintf(stderr,
+                   "sparq: plan: %d steps (%d op by op), %d nodes folded, %d matmuls, %d attentions and %d "
+                   "residuals fused, arena %.2f MiB (%.2f MiB without reuse)\n",
+                   ps.steps, ps.generic_steps, ps.folded, ps.matmuls, ps.fused_attention, ps.fused_residual,
+                   static_cast<double>(ps.arena_bytes) / 1048576.0, static_cast<double>(ps.unshared_bytes) / 1048576.0);
     }
     if (peak_bytes) *peak_bytes = plan->summary.unshared_bytes + st.peak;
     if (summary) *summary = plan->summary;

@@ -75,7 +75,10 @@ for b in 4x1 1x4 1x1; do
      compare "$work/ob$b" "$models/bert-pruned-4x1" fp32; then pass "explicit --block $b keeps every weight"; else fail "--block $b"; fi
 done
 if "$sparq" inspect "$work/fp32.sparq" --verify --json >"$work/insp.json" 2>"$work/insp.err" && [ ! -s "$work/insp.err" ] &&
-   $py -c "import json; d=json.load(open('$work/insp.json')); assert d['checksums_verified'] and d['weights']"; then
+   $py -c "
+import json; d=json.load(open('$work/insp.json')); assert d['checksums_verified'] and d['weights']
+p=d['plan']; assert p['batch']==1 and p['seq']==62 and p['steps']>0 and p['matmuls']>0
+assert 0 < p['arena_bytes'] <= p['unshared_bytes'] and p['peak_bytes'] >= p['arena_bytes']"; then
   pass "inspect --verify --json"; else fail "inspect --json"; fi
 if "$sparq" bench "$work/int8.sparq" --seq 16 --batch 2 --warmup 1 --iterations 5 --json >"$work/b.json" 2>"$work/b.err" &&
    [ ! -s "$work/b.err" ] && $py -c "

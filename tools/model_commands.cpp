@@ -373,10 +373,41 @@ int bench_cmd(Args& args) {
 int inspect_cmd(Args& args) {
   const bool json = args.flag("--json");
   const bool verify = args.flag("--verify");
+  const int64_t batch = args.integer("--batch", 1, 1, 4096);
+  std::string seq_given;
+  const bool has_seq = args.value("--seq", &seq_given);
+  int64_t seq = 128;
+  if (has_seq) {
+    char* end = nullptr;
+    seq = std::strtoll(seq_given.c_str(), &end, 10);
+    if (seq_given.empty() || *end != '\0' || seq < 1 || seq > (1 << 20)) {
+      throw UsageError("--seq must be an integer in [1, 1048576], got '" + seq_given + "'");
+    }
+  }
   const std::string path = args.positional("MODEL.sparq");
   args.finish();
   auto model = Model::load(path);
   if (verify) model->file().verify();
+  if (!has_seq) {  // the default stays inside a short position table (less RoBERTa's offset of 2)
+    for (const auto& kv : model->graph().initializers) {
+      if (kv.first.find("position_embeddings") != std::string::npos && !kv.second->shape.empty()) {
+        seq = std::max<int64_t>(1, std::min<int64_t>(seq, kv.second->shape[0] - 2));
+      }
+    }
+  }
+  // The plan for one input shape (a run on random in-vocabulary ids): its steps and the
+  // memory it needs.
+  PlanSummary plan;
+  size_t peak = 0;
+  bool planned = false;
+  for (const ValueInfo& v : model->graph().inputs) planned |= v.name == "input_ids";
+  if (planned) {
+    Session session(model, 1);
+    const std::map<std::string, Value> in = {{"input_ids", random_ids(*model, batch, seq, 1)}};
+    session.run(in);          // records the plan
+    session.run(in, &peak);   // replays it: the steady-state peak
+    plan = session.plan_summary();
+  }
   const Graph& g = model->graph();
   std::map<std::string, int> ops;
   for (const Node& n : g.nodes) ++ops[n.op];
@@ -418,8 +449,26 @@ int inspect_cmd(Args& args) {
        << "}";
     first = false;
   }
-  js << "]}";
-  if (json) std::printf("%s\n", js.str().c_str());
+  js << "]";
+  if (planned) {
+    js << ",\"plan\":{\"batch\":" << batch << ",\"seq\":" << seq << ",\"steps\":" << plan.steps
+       << ",\"op_by_op_steps\":" << plan.generic_steps << ",\"folded_nodes\":" << plan.folded
+       << ",\"matmuls\":" << plan.matmuls << ",\"fused_attention\":" << plan.fused_attention
+       << ",\"fused_residual\":" << plan.fused_residual << ",\"arena_bytes\":" << plan.arena_bytes
+       << ",\"unshared_bytes\":" << plan.unshared_bytes << ",\"peak_bytes\":" << peak << "}";
+  }
+  js << "}";
+  if (json) {
+    std::printf("%s\n", js.str().c_str());
+  } else if (planned) {
+    std::printf("plan for batch %lld, seq %lld: %d steps (%d op by op), %d nodes folded, %d matmuls, "
+                "%d attentions fused, %d residuals in epilogues\n",
+                static_cast<long long>(batch), static_cast<long long>(seq), plan.steps, plan.generic_steps,
+                plan.folded, plan.matmuls, plan.fused_attention, plan.fused_residual);
+    std::printf("memory: arena %.2f MiB (%.2f MiB without reuse), peak %.2f MiB of intermediate values\n",
+                static_cast<double>(plan.arena_bytes) / 1048576.0, static_cast<double>(plan.unshared_bytes) / 1048576.0,
+                static_cast<double>(peak) / 1048576.0);
+  }
   return 0;
 }
 

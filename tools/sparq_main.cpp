@@ -39,8 +39,10 @@ const char* kUsage =
     "      I instances share one loaded model, each pinned to its own T cores;\n"
     "      --latency-cap searches batch 1-8 and instance layouts for the best\n"
     "      throughput whose p90 stays under MS\n"
-    "  inspect MODEL.sparq [--verify] [--json]\n"
-    "      describe a .sparq file; --verify also checks every data checksum\n"
+    "  inspect MODEL.sparq [--verify] [--batch B] [--seq S] [--json]\n"
+    "      describe a .sparq file and its execution plan for [B, S] inputs (default\n"
+    "      1 x 128: steps, fusions, arena and peak bytes); --verify also checks every\n"
+    "      data checksum\n"
     "  version      print the library version and the kernel ISA in use\n";
 
 int kernel_bench(Args& args) {
