@@ -302,9 +302,22 @@ class Machine {
           if (s.att.add_mask != nullptr) a.add_mask = m->data<float>();
           else a.select_mask = m->data<uint8_t>();
         }
-        const int64_t items = fm_attention_items(a, fm_.query_block);
-        const int64_t scratch = fm_attention_scratch_floats(a, fm_.query_block);
-        const int64_t np = std::min<int64_t>(items, static_cast<int64_t>(pool_->threads()) * 4);
+        // With at least one 64-token panel of queries per thread, each thread takes its
+        // own panels for every head (queries and outputs stay in its cache); otherwise
+        // items go out in smaller dynamic parts.
+        const int64_t threads = pool_->threads(), qb = fm_.query_block;
+        const int64_t blocks = (a.seq + qb - 1) / qb;
+        int64_t np = 0;
+        static const bool chunked = [] {
+          const char* e = std::getenv("SPARQ_ATTENTION_SPLIT");
+          return !(e != nullptr && std::strcmp(e, "items") == 0);
+        }();
+        if (chunked && threads > 1 && kPanel % qb == 0 && a.batch == 1 && blocks >= threads * (kPanel / qb)) {
+          a.chunk_blocks = kPanel / qb;
+        }
+        const int64_t items = fm_attention_items(a, qb);
+        np = a.chunk_blocks > 0 ? threads : std::min<int64_t>(items, threads * 4);
+        const int64_t scratch = fm_attention_scratch_floats(a, qb);
         if (scratch_.size() < static_cast<size_t>(np * scratch) * 4) scratch_.resize(static_cast<size_t>(np * scratch) * 4);
         float* base = scratch_.as<float>();
         const FmAttentionFn kernel = s.bf16 && fm_.attention_bf16 != nullptr ? fm_.attention_bf16 : fm_.attention;

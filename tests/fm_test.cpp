@@ -29,13 +29,14 @@ TEST_P(FmIsaTest, AttentionMatchesFloat64Reference) {
   const FmAttentionFn kernel = bf16 ? kern.attention_bf16 : kern.attention;
   // bf16 keeps 8 bits of mantissa: products of inputs in [-1, 1] are off by ~2^-8.
   const double tol = bf16 ? 2e-2 : 2e-5;
+  for (const int64_t chunk : {int64_t{0}, int64_t{2}}) {  // item orders: (b, h, block), then chunked
   for (const int64_t P : {int64_t{0}, int64_t{16}, int64_t{64}}) {  // row-major, then panel layouts
   for (const Case c : {Case{1, 1, 1, 1, 1, 1, 0}, Case{2, 3, 5, 7, 9, 11, 1}, Case{1, 2, 17, 33, 64, 64, 2},
                        Case{2, 4, 32, 32, 16, 16, 1}, Case{1, 12, 13, 40, 64, 64, 2}, Case{3, 1, 8, 100, 5, 3, 0},
                        Case{2, 2, 70, 70, 24, 17, 1}}) {
     SCOPED_TRACE(std::to_string(c.B) + "x" + std::to_string(c.H) + "x" + std::to_string(c.S) + " T=" +
                  std::to_string(c.T) + " dh=" + std::to_string(c.dh) + " dv=" + std::to_string(c.dv) +
-                 " mask=" + std::to_string(c.mask) + " panel=" + std::to_string(P) + (bf16 ? " bf16" : ""));
+                 " mask=" + std::to_string(c.mask) + " panel=" + std::to_string(P) + " chunk=" + std::to_string(chunk) + (bf16 ? " bf16" : ""));
     // Row-major with row strides wider than the tokens (pad 3), or panels of P tokens.
     const int64_t mq = c.B * c.S, mk = c.B * c.T, ldq = mq + 3, ldk = mk + 3, ldo = mq + 3;
     auto at = [P](int64_t R, int64_t ld, int64_t r, int64_t m) {
@@ -62,6 +63,7 @@ TEST_P(FmIsaTest, AttentionMatchesFloat64Reference) {
     a.ld_k = a.ld_v = ldk;
     a.ld_out = ldo;
     a.panel = P;
+    a.chunk_blocks = chunk;
     a.batch = c.B;
     a.heads = c.H;
     a.seq = c.S;
@@ -111,6 +113,7 @@ TEST_P(FmIsaTest, AttentionMatchesFloat64Reference) {
         ASSERT_EQ(out[i], sentinel) << "element " << i;
       }
     }
+  }
   }
   }
   }

@@ -38,6 +38,11 @@ struct FmAttentionArgs {
   // tensor with R rows lives at (m / panel) * R * panel + r * panel + m % panel, with
   // R = heads * dh for Q and K and heads * dv for V and out.
   int64_t panel = 0;
+  // Work-item order. 0: (b, h, query block). > 0: query blocks grouped into chunks of
+  // `chunk_blocks` (a panel's worth), items (b, chunk, h, block in chunk), so that a
+  // contiguous range of items covers a contiguous range of queries (each thread's own
+  // panels) for every head. Items past the last block are empty.
+  int64_t chunk_blocks = 0;
 };
 
 // Work items are (b, h, query block) in that order; query blocks hold `query_block`
@@ -69,7 +74,27 @@ struct FmKernels {
 };
 
 inline int64_t fm_attention_items(const FmAttentionArgs& a, int64_t query_block) {
-  return a.batch * a.heads * ((a.seq + query_block - 1) / query_block);
+  const int64_t blocks = (a.seq + query_block - 1) / query_block;
+  if (a.chunk_blocks <= 0) return a.batch * a.heads * blocks;
+  const int64_t chunks = (blocks + a.chunk_blocks - 1) / a.chunk_blocks;
+  return a.batch * chunks * a.heads * a.chunk_blocks;
+}
+
+// Decodes a work item into (b, h, query block); false for an empty item.
+inline bool fm_attention_item(const FmAttentionArgs& a, int64_t blocks, int64_t item, int64_t* b, int64_t* h,
+                              int64_t* blk) {
+  if (a.chunk_blocks <= 0) {
+    *b = item / (a.heads * blocks);
+    *h = (item / blocks) % a.heads;
+    *blk = item % blocks;
+    return true;
+  }
+  const int64_t cb = a.chunk_blocks, chunks = (blocks + cb - 1) / cb, per_chunk = a.heads * cb;
+  *b = item / (chunks * per_chunk);
+  const int64_t r = item % (chunks * per_chunk);
+  *h = (r % per_chunk) / cb;
+  *blk = (r / per_chunk) * cb + r % cb;
+  return *blk < blocks;
 }
 inline int64_t fm_attention_scratch_floats(const FmAttentionArgs& a, int64_t query_block) {
   // Enough for the fp32 and the bf16 kernels.

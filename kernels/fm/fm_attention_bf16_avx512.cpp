@@ -63,7 +63,9 @@ void fm_attention(const FmAttentionArgs& a, int64_t item_begin, int64_t item_end
   float* row1 = row0 + T + 1;
   int64_t gathered = -1;
   for (int64_t item = item_begin; item < item_end; ++item) {
-    const int64_t b = item / (H * blocks), h = (item / blocks) % H, s0 = (item % blocks) * SB;
+    int64_t b = 0, h = 0, blk = 0;
+    if (!fm_attention_item(a, blocks, item, &b, &h, &blk)) continue;
+    const int64_t s0 = blk * SB;
     const int64_t ns = std::min(SB, S - s0), q0 = b * S + s0;
     if (gathered != b * H + h) {
       // K as pairs over d; V as pairs over t (each row's bf16s, two per 32-bit slot).

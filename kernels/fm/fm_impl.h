@@ -69,7 +69,9 @@ void fm_attention_items(const FmAttentionArgs& a, int64_t item_begin, int64_t it
                       float* dst) { fm_copy_row(src, P, R, ld, r, m, n, sc, dst); };
   int64_t gathered = -1;  // the (b, h) whose K and V sit in kvs
   for (int64_t item = item_begin; item < item_end; ++item) {
-    const int64_t b = item / (H * blocks), h = (item / blocks) % H, s0 = (item % blocks) * SB;
+    int64_t b = 0, h = 0, blk = 0;
+    if (!fm_attention_item(a, blocks, item, &b, &h, &blk)) continue;
+    const int64_t s0 = blk * SB;
     const int64_t ns = std::min(SB, S - s0);
     for (int64_t d = 0; d < dh; ++d) {
       copy_row(a.q, H * dh, a.ld_q, h * dh + d, b * S + s0, ns, a.scale, qs + d * SB);
