@@ -38,7 +38,18 @@ inline size_t fm_bytes(int64_t features, int64_t tokens, size_t elem) {
   return static_cast<size_t>(panels_of(tokens) * kPanel * features) * elem;
 }
 
-enum class Kind { kGeneric, kMatMul, kAttention, kLayerNorm, kAdd, kToFm, kToTm, kQuantize };
+enum class Kind { kGeneric, kMatMul, kAttention, kLayerNorm, kAdd, kToFm, kToTm, kQuantize, kEmbed, kSkip };
+
+// One addend of a fused embeddings sum: rows of a constant table gathered by int ids
+// (`ids` slot), or a folded constant broadcast over batch (and over tokens when it has
+// no sequence dimension).
+struct EmbedTerm {
+  const float* table = nullptr;
+  int64_t rows = 0;   // table rows (gathers), 0 for a constant
+  int ids = -1;       // slot of the ids (gathers)
+  int64_t seq_stride = 0;    // constants: floats per sequence position (0: one row for all)
+  int64_t batch_stride = 0;  // constants: floats per batch row (0: broadcast over batch)
+};
 
 struct Buffer {
   size_t bytes = 0;
@@ -76,6 +87,8 @@ struct Step {
   FmAttentionArgs att;   // shape and mask fields; pointers filled per run
   int mask = -1;         // slot of the attention mask
   bool bf16 = false;     // attention in bf16 (int8 models on AVX512-BF16)
+  std::vector<EmbedTerm> terms;  // kEmbed
+  int64_t seq = 0;               // kEmbed: tokens per sequence
   std::vector<int> release;  // heap slots dropped after this step
 };
 
@@ -152,6 +165,8 @@ class Machine {
       case Kind::kLayerNorm: return "layernorm";
       case Kind::kAdd: return "add";
       case Kind::kToFm: return "to_feature_major";
+      case Kind::kEmbed: return "embeddings";
+      case Kind::kSkip: return "skipped";
       case Kind::kToTm: return "to_token_major";
       case Kind::kQuantize: return "quantize";
     }
@@ -226,6 +241,57 @@ class Machine {
         const float* src = f32(s.a);
         by_panels(M, F, [&](int64_t pn, int64_t n) {
           transpose_tiled(src + pn * F * kPanel, F, n, kPanel, dst + pn * kPanel * F, F);
+        });
+        break;
+      }
+      case Kind::kSkip: break;
+      case Kind::kEmbed: {
+        // Sum of gathered rows and constants per token, written into the panel, then
+        // LayerNorm in place.
+        std::vector<const int64_t*> ids64(s.terms.size(), nullptr);
+        std::vector<const int32_t*> ids32(s.terms.size(), nullptr);
+        for (size_t i = 0; i < s.terms.size(); ++i) {
+          if (s.terms[i].ids < 0) continue;
+          const Value v = tm_value(p.slots[static_cast<size_t>(s.terms[i].ids)], s.terms[i].ids, st);
+          if (v->type == ElemType::kI64) ids64[i] = v->data<int64_t>();
+          else ids32[i] = v->data<int32_t>();
+        }
+        // Indices first, on the calling thread: an out-of-range id is an error here, as
+        // in the interpreter's Gather (negative ids count from the end, as in ONNX).
+        std::vector<const float*> rows(s.terms.size() * static_cast<size_t>(M));
+        for (size_t i = 0; i < s.terms.size(); ++i) {
+          const EmbedTerm& e = s.terms[i];
+          for (int64_t m = 0; m < M; ++m) {
+            const float* r;
+            if (e.ids >= 0) {
+              int64_t id = ids64[i] != nullptr ? ids64[i][m] : ids32[i][m];
+              if (id < 0) id += e.rows;
+              if (id < 0 || id >= e.rows) {
+                throw Error(Status::kInvalidArgument, "embeddings: index " + std::to_string(id) + " at token " +
+                                                          std::to_string(m) + " is outside [0, " +
+                                                          std::to_string(e.rows) + ")");
+              }
+              r = e.table + id * F;
+            } else {
+              r = e.table + (m % s.seq) * e.seq_stride + (m / s.seq) * e.batch_stride;
+            }
+            rows[i * static_cast<size_t>(M) + static_cast<size_t>(m)] = r;
+          }
+        }
+        float* y = f32(s.d);
+        const size_t nt = s.terms.size();
+        by_panels(M, 4 * F, [&](int64_t pn, int64_t n) {
+          float* panel = y + pn * F * kPanel;
+          for (int64_t j = 0; j < n; ++j) {
+            const int64_t m = pn * kPanel + j;
+            const float* r0 = rows[static_cast<size_t>(m)];
+            for (int64_t f = 0; f < F; ++f) panel[f * kPanel + j] = r0[f];
+            for (size_t i = 1; i < nt; ++i) {
+              const float* ri = rows[i * static_cast<size_t>(M) + static_cast<size_t>(m)];
+              for (int64_t f = 0; f < F; ++f) panel[f * kPanel + j] += ri[f];
+            }
+          }
+          fm_.layernorm(panel, kPanel, F, 0, n, s.gamma, s.beta, s.eps, panel, kPanel);
         });
         break;
       }
@@ -485,6 +551,8 @@ class Planner {
   void emit(Step s) {
     switch (s.kind) {
       case Kind::kGeneric: break;
+      case Kind::kSkip: break;
+      case Kind::kEmbed: writes(s.d); break;
       case Kind::kToFm: writes(s.d); break;
       case Kind::kToTm: reads(s.a); writes(s.d); break;
       case Kind::kQuantize: reads(s.a); writes(s.d); writes(s.e); break;
@@ -766,6 +834,7 @@ class Planner {
     const int64_t F = slot(x).features();
     auto ok = [&](int s) { return slot(s).fixed && slot(s).type == ElemType::kF32 && numel(slot(s).shape) == F; };
     if (!ok(g) || (b >= 0 && !ok(b))) return false;
+    if (embeddings(n, x, g, b)) return true;
     Step t;
     t.kind = Kind::kLayerNorm;
     t.gamma = slot(g).fixed->data<float>();
@@ -778,6 +847,120 @@ class Planner {
     const int o = new_slot(n.outputs[0], slot(x).shape, ElemType::kF32);
     t.d = new_buffer(fm_bytes(F, t.cols, 4));
     slot(o).fm = t.d;
+    emit(std::move(t));
+    return true;
+  }
+
+  // Embeddings: LayerNorm(sum of Gathers from constant tables and folded constants),
+  // the sum built only of Adds whose results nothing else reads. The Gathers and Adds
+  // already ran as op-by-op steps (graph order): they are dropped from the plan and one
+  // step gathers, sums and normalizes straight into the feature-major panels. Position
+  // ids that are an arange were folded at plan time, so their rows are a constant here;
+  // computed position ids (RoBERTa's cumulative sum over the mask) stay a gather by
+  // their run-time values, so left padding stays exact.
+  bool embeddings(const Node& ln, int x, int g, int b) {
+    auto no = [&](const char* why) {
+      if (verbose()) std::fprintf(stderr, "sparq: plan: '%s' is not fused embeddings: %s\n", ln.name.c_str(), why);
+      return false;
+    };
+    const Shape& xs = slot(x).shape;
+    if (xs.size() != 3 || !slot(x).heap) return false;  // e.g. a feature-major residual sum
+    const int64_t B = xs[0], S = xs[1], F = xs[2];
+    std::vector<std::string> leaves, stack = {ln.inputs[0]};
+    std::vector<size_t> chain;  // nodes whose steps the fused step replaces
+    while (!stack.empty()) {
+      const std::string v = stack.back();
+      stack.pop_back();
+      auto pi = producer_.find(v);
+      size_t ci = 0, cj = 0;
+      if (pi != producer_.end() && g_.nodes[pi->second].op == "Add" && g_.nodes[pi->second].inputs.size() == 2 &&
+          ids_.count(v) && slot(ids_.at(v)).heap && (v == ln.inputs[0] || only_use(v, &ci, &cj))) {
+        chain.push_back(pi->second);
+        stack.push_back(g_.nodes[pi->second].inputs[0]);
+        stack.push_back(g_.nodes[pi->second].inputs[1]);
+      } else {
+        leaves.push_back(v);
+      }
+    }
+    if (chain.empty() || leaves.size() > 6) return no("input is not a sum of up to 6 terms");
+    if (outputs_.count(ln.inputs[0])) return no("the sum is a graph output");
+    size_t ci = 0, cj = 0;
+    if (!only_use(ln.inputs[0], &ci, &cj)) return no("the sum has other consumers");
+    std::vector<EmbedTerm> terms;
+    int gathers = 0;
+    for (const std::string& v : leaves) {
+      if (!known(v)) return no("a term is not computed yet");
+      const int sv = slot_of(v);
+      const Slot& o = slot(sv);
+      EmbedTerm e;
+      if (o.fixed) {  // a folded constant: [F], [S, F], [1, S, F]
+        if (o.type != ElemType::kF32) return no("a constant term is not float32");
+        const Shape& cs = o.shape;
+        if (cs.size() == 1 && cs[0] == F) e.seq_stride = 0;
+        else if (cs.size() >= 2 && cs.back() == F && cs[cs.size() - 2] == S && numel(cs) == S * F) e.seq_stride = F;
+        else if (cs == Shape{B, S, F}) {
+          e.seq_stride = F;
+          e.batch_stride = S * F;
+        }
+        else if (numel(cs) == F) e.seq_stride = 0;
+        else return no("a constant term does not broadcast per token");
+        e.table = o.fixed->data<float>();
+        terms.push_back(e);
+        continue;
+      }
+      auto pi = producer_.find(v);
+      if (pi == producer_.end()) return no("a term is a graph input");
+      const Node& gn = g_.nodes[pi->second];
+      size_t gi = 0, gj = 0;
+      const Attribute* axis = gn.attr("axis");
+      if (gn.op != "Gather" || gn.inputs.size() != 2 || (axis && axis->i != 0) || !only_use(v, &gi, &gj)) {
+        return no("a term is not a single-use Gather");
+      }
+      const Constant* table = g_.initializer(gn.inputs[0]);
+      if (table == nullptr || table->type != ElemType::kF32 || table->shape.size() != 2 || table->shape[1] != F) {
+        return no("a gather's table is not a constant [rows, F] float32");
+      }
+      if (!known(gn.inputs[1])) return no("a gather's ids are not computed yet");
+      const int is = slot_of(gn.inputs[1]);
+      const Slot& io = slot(is);
+      if (io.fixed || !io.heap || (io.type != ElemType::kI64 && io.type != ElemType::kI32) ||
+          io.shape != Shape{B, S}) {
+        return no("a gather's ids are not run-time int [B, S]");
+      }
+      e.table = table->data<float>();
+      e.rows = table->shape[0];
+      e.ids = is;
+      terms.push_back(e);
+      chain.push_back(pi->second);
+      ++gathers;
+    }
+    if (gathers == 0) return no("no gather");
+    // Drop the op-by-op steps of the chain (they ran in the planning pass already).
+    std::set<const Node*> drop;
+    for (size_t i : chain) drop.insert(&g_.nodes[i]);
+    for (Step& st : p_.steps) {
+      if (st.kind == Kind::kGeneric && drop.count(st.node)) {
+        st.kind = Kind::kSkip;
+        --p_.summary.generic_steps;
+      }
+    }
+    Step t;
+    t.kind = Kind::kEmbed;
+    t.terms = std::move(terms);
+    for (const EmbedTerm& e : t.terms) {
+      if (e.ids >= 0) t.ins.push_back(e.ids);  // keeps the ids alive to here
+    }
+    t.gamma = slot(g).fixed->data<float>();
+    t.beta = b >= 0 ? slot(b).fixed->data<float>() : nullptr;
+    const Attribute* ep = ln.attr("epsilon");
+    t.eps = ep ? ep->f : 1e-5f;
+    t.rows = F;
+    t.cols = B * S;
+    t.seq = S;
+    const int o = new_slot(ln.outputs[0], xs, ElemType::kF32);
+    t.d = new_buffer(fm_bytes(F, t.cols, 4));
+    slot(o).fm = t.d;
+    ++p_.summary.fused_embeddings;
     emit(std::move(t));
     return true;
   }
@@ -1030,9 +1213,10 @@ std::map<std::string, Value> Executor::run(const std::map<std::string, Value>& i
     if (verbose()) {
       const PlanSummary& ps = plan->summary;
       std::fprintf(stderr,
-                   "sparq: plan: %d steps (%d op by op), %d nodes folded, %d matmuls, %d attentions and %d "
-                   "residuals fused, arena %.2f MiB (%.2f MiB without reuse)\n",
+                   "sparq: plan: %d steps (%d op by op), %d nodes folded, %d matmuls, %d attentions, %d "
+                   "residuals and %d embeddings fused, arena %.2f MiB (%.2f MiB without reuse)\n",
                    ps.steps, ps.generic_steps, ps.folded, ps.matmuls, ps.fused_attention, ps.fused_residual,
+                   ps.fused_embeddings,
                    static_cast<double>(ps.arena_bytes) / 1048576.0, static_cast<double>(ps.unshared_bytes) / 1048576.0);
     }
     if (peak_bytes) *peak_bytes = plan->summary.unshared_bytes + st.peak;

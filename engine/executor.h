@@ -42,7 +42,7 @@ struct PlanSummary {
   int steps = 0;
   int generic_steps = 0;      // nodes run through the interpreter
   int folded = 0;             // nodes evaluated at plan time
-  int fused_attention = 0, fused_residual = 0, matmuls = 0;
+  int fused_attention = 0, fused_residual = 0, matmuls = 0, fused_embeddings = 0;
 };
 
 class SPARQ_API Executor {

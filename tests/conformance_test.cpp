@@ -209,6 +209,32 @@ TEST(Conformance, SameOutputsAtOneAndTwoThreads) {
   }
 }
 
+// The planned executor's fusions fire on real exports: one embeddings step, the
+// attention of every layer, both residuals of every layer; RoBERTa's computed position
+// ids (left padding) included. Outputs are checked by the tests above.
+TEST(Conformance, PlanFusesEncoderLayers) {
+  const std::string root = models_dir();
+  struct stat st {};
+  if (root.empty() || stat((root + "/bert-14/model.onnx").c_str(), &st) != 0) GTEST_SKIP() << "no models";
+  for (const char* name : {"bert-14", "bert-17", "distilbert-14", "roberta-14", "roberta-left-pad"}) {
+    SCOPED_TRACE(name);
+    const std::string dir = root + "/" + name;
+    for (const char* precision : {"fp32", "int8"}) {
+      ConvertOptions o;
+      o.precision = precision;
+      convert_graph(import_onnx(dir + "/model.onnx"), dir + "/plan.sparq", o);
+      Session s(Model::load(dir + "/plan.sparq"), 2);
+      s.run(load_inputs(dir));
+      const PlanSummary& p = s.plan_summary();
+      EXPECT_EQ(p.fused_embeddings, 1);
+      EXPECT_EQ(p.fused_attention, 2);  // 2 layers
+      EXPECT_EQ(p.fused_residual, 4);
+      EXPECT_GT(p.folded, 0);
+      EXPECT_LT(p.arena_bytes, p.unshared_bytes);
+    }
+  }
+}
+
 // int32 ids and masks are widened: the same answer as int64, also when the session's
 // input map holds the only reference to the int32 tensors (a use-after-free once).
 TEST(Conformance, Int32InputsMatchInt64) {

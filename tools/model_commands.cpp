@@ -454,7 +454,8 @@ int inspect_cmd(Args& args) {
     js << ",\"plan\":{\"batch\":" << batch << ",\"seq\":" << seq << ",\"steps\":" << plan.steps
        << ",\"op_by_op_steps\":" << plan.generic_steps << ",\"folded_nodes\":" << plan.folded
        << ",\"matmuls\":" << plan.matmuls << ",\"fused_attention\":" << plan.fused_attention
-       << ",\"fused_residual\":" << plan.fused_residual << ",\"arena_bytes\":" << plan.arena_bytes
+       << ",\"fused_residual\":" << plan.fused_residual << ",\"fused_embeddings\":" << plan.fused_embeddings
+       << ",\"arena_bytes\":" << plan.arena_bytes
        << ",\"unshared_bytes\":" << plan.unshared_bytes << ",\"peak_bytes\":" << peak << "}";
   }
   js << "}";
@@ -462,9 +463,9 @@ int inspect_cmd(Args& args) {
     std::printf("%s\n", js.str().c_str());
   } else if (planned) {
     std::printf("plan for batch %lld, seq %lld: %d steps (%d op by op), %d nodes folded, %d matmuls, "
-                "%d attentions fused, %d residuals in epilogues\n",
+                "%d attentions fused, %d residuals in epilogues, %d embeddings fused\n",
                 static_cast<long long>(batch), static_cast<long long>(seq), plan.steps, plan.generic_steps,
-                plan.folded, plan.matmuls, plan.fused_attention, plan.fused_residual);
+                plan.folded, plan.matmuls, plan.fused_attention, plan.fused_residual, plan.fused_embeddings);
     std::printf("memory: arena %.2f MiB (%.2f MiB without reuse), peak %.2f MiB of intermediate values\n",
                 static_cast<double>(plan.arena_bytes) / 1048576.0, static_cast<double>(plan.unshared_bytes) / 1048576.0,
                 static_cast<double>(peak) / 1048576.0);
