@@ -306,9 +306,18 @@ class Machine {
       }
       case Kind::kLayerNorm: {
         const float* x = f32(s.a);
+        const float* r = s.b >= 0 ? f32(s.b) : nullptr;  // residual add + LayerNorm
         float* y = f32(s.d);
         by_panels(M, 3 * F, [&](int64_t pn, int64_t n) {
-          fm_.layernorm(x + pn * F * kPanel, kPanel, F, 0, n, s.gamma, s.beta, s.eps, y + pn * F * kPanel, kPanel);
+          const float* xp = x + pn * F * kPanel;
+          float* yp = y + pn * F * kPanel;
+          if (r != nullptr) {  // the sum stays in this core's cache for the LayerNorm
+            const float* rp = r + pn * F * kPanel;
+            for (int64_t f = 0; f < F; ++f)
+              for (int64_t j = 0; j < n; ++j) yp[f * kPanel + j] = xp[f * kPanel + j] + rp[f * kPanel + j];
+            xp = yp;
+          }
+          fm_.layernorm(xp, kPanel, F, 0, n, s.gamma, s.beta, s.eps, yp, kPanel);
         });
         break;
       }
@@ -428,8 +437,8 @@ class Machine {
 // Records a plan while running it (see executor.h).
 class Planner {
  public:
-  Planner(const Model& model, Executor::Plan& plan, Machine& machine, RunState& st)
-      : model_(model), g_(model.graph()), p_(plan), m_(machine), st_(st) {
+  Planner(const Model& model, Executor::Plan& plan, Machine& machine, RunState& st, const PlanOptions& options)
+      : model_(model), g_(model.graph()), p_(plan), m_(machine), st_(st), options_(options) {
     for (size_t i = 0; i < g_.nodes.size(); ++i) {
       for (size_t j = 0; j < g_.nodes[i].inputs.size(); ++j) {
         if (!g_.nodes[i].inputs[j].empty()) consumers_[g_.nodes[i].inputs[j]].push_back({i, j});
@@ -556,7 +565,7 @@ class Planner {
       case Kind::kToFm: writes(s.d); break;
       case Kind::kToTm: reads(s.a); writes(s.d); break;
       case Kind::kQuantize: reads(s.a); writes(s.d); writes(s.e); break;
-      case Kind::kLayerNorm: reads(s.a); writes(s.d); break;
+      case Kind::kLayerNorm: reads(s.a); reads(s.b); writes(s.d); break;
       case Kind::kAdd: reads(s.a); reads(s.b); writes(s.d); break;
       case Kind::kMatMul: reads(s.a); reads(s.b); reads(s.c); writes(s.d); break;
       case Kind::kAttention: reads(s.a); reads(s.b); reads(s.c); writes(s.d); break;
@@ -796,7 +805,7 @@ class Planner {
     std::string out_name = n.outputs[0];
     // Residual: the only consumer is an Add whose other operand already exists.
     size_t ci = 0, cj = 0;
-    if (only_use(n.outputs[0], &ci, &cj) && g_.nodes[ci].op == "Add" && g_.nodes[ci].inputs.size() == 2) {
+    if (options_.residual_epilogue && only_use(n.outputs[0], &ci, &cj) && g_.nodes[ci].op == "Add" && g_.nodes[ci].inputs.size() == 2) {
       const std::string& other = g_.nodes[ci].inputs[1 - cj];
       if (ids_.count(other) && !virtual_.count(other)) {
         const int r = ids_.at(other);
@@ -965,11 +974,53 @@ class Planner {
     return true;
   }
 
+  // gamma, beta and epsilon of a LayerNormalization over the last axis of F features
+  // with constant float32 parameters.
+  bool layernorm_params(const Node& ln, int64_t rank, int64_t F, Step* t) {
+    if (ln.op != "LayerNormalization" || ln.inputs.size() < 2) return false;
+    const Attribute* ax = ln.attr("axis");
+    const int64_t axis = ax ? (ax->i < 0 ? ax->i + rank : ax->i) : rank - 1;
+    if (axis != rank - 1 || !known(ln.inputs[1])) return false;
+    const int g = slot_of(ln.inputs[1]);
+    int b = -1;
+    if (ln.inputs.size() > 2 && !ln.inputs[2].empty()) {
+      if (!known(ln.inputs[2])) return false;
+      b = slot_of(ln.inputs[2]);
+    }
+    auto ok = [&](int sl) { return slot(sl).fixed && slot(sl).type == ElemType::kF32 && numel(slot(sl).shape) == F; };
+    if (!ok(g) || (b >= 0 && !ok(b))) return false;
+    t->gamma = slot(g).fixed->data<float>();
+    t->beta = b >= 0 ? slot(b).fixed->data<float>() : nullptr;
+    const Attribute* ep = ln.attr("epsilon");
+    t->eps = ep ? ep->f : 1e-5f;
+    return true;
+  }
+
   bool add(const Node& n) {
     if (n.inputs.size() != 2 || !known(n.inputs[0]) || !known(n.inputs[1])) return false;
     const int x = slot_of(n.inputs[0]), y = slot_of(n.inputs[1]);
     if (!fm_able(x) || !fm_able(y) || slot(x).shape != slot(y).shape) return false;
     if (slot(x).fm < 0 && slot(y).fm < 0) return false;  // both token-major: leave to the interpreter
+    // Residual add + LayerNorm as one step when the sum feeds only the LayerNorm.
+    size_t li = 0, lj = 0;
+    Step ln_step;
+    if (only_use(n.outputs[0], &li, &lj) && lj == 0 && !outputs_.count(n.outputs[0]) &&
+        layernorm_params(g_.nodes[li], static_cast<int64_t>(slot(x).shape.size()), slot(x).features(), &ln_step)) {
+      ln_step.kind = Kind::kLayerNorm;
+      ln_step.rows = slot(x).features();
+      ln_step.cols = slot(x).tokens();
+      ln_step.a = fm(x);
+      ln_step.b = fm(y);
+      // The skipped sum keeps a shape-only slot (for any Shape node reading it).
+      new_slot(n.outputs[0], slot(x).shape, ElemType::kF32);
+      const int o = new_slot(g_.nodes[li].outputs[0], slot(x).shape, ElemType::kF32);
+      ln_step.d = new_buffer(fm_bytes(ln_step.rows, ln_step.cols, 4));
+      slot(o).fm = ln_step.d;
+      done_[li] = true;
+      ++p_.summary.fused_add_layernorm;
+      emit(std::move(ln_step));
+      return true;
+    }
     Step t;
     t.kind = Kind::kAdd;
     t.rows = slot(x).features();
@@ -1179,6 +1230,7 @@ class Planner {
   std::vector<bool> done_;
   std::map<std::string, HeadSplit> virtual_;
   bool int8_model_ = false;
+  PlanOptions options_;
   std::vector<AlignedBuffer> temp_;
 };
 
@@ -1186,6 +1238,11 @@ class Planner {
 
 Executor::Executor(std::shared_ptr<const Model> model, ThreadPool* pool) : model_(std::move(model)), pool_(pool) {}
 Executor::~Executor() = default;
+
+void Executor::set_options(const PlanOptions& o) {
+  options_ = o;
+  plans_.clear();
+}
 
 std::map<std::string, Value> Executor::run(const std::map<std::string, Value>& inputs, size_t* peak_bytes,
                                            PlanSummary* summary) {
@@ -1204,7 +1261,7 @@ std::map<std::string, Value> Executor::run(const std::map<std::string, Value>& i
   Machine machine(*model_, pool_, &scratch_, hit == plans_.end());
   if (hit == plans_.end()) {
     auto plan = std::make_unique<Plan>();
-    Planner planner(*model_, *plan, machine, st);
+    Planner planner(*model_, *plan, machine, st, options_);
     planner.run(inputs);
     for (const auto& o : plan->outputs) {
       const Slot& s = plan->slots[static_cast<size_t>(o.second)];
@@ -1214,9 +1271,9 @@ std::map<std::string, Value> Executor::run(const std::map<std::string, Value>& i
       const PlanSummary& ps = plan->summary;
       std::fprintf(stderr,
                    "sparq: plan: %d steps (%d op by op), %d nodes folded, %d matmuls, %d attentions, %d "
-                   "residuals and %d embeddings fused, arena %.2f MiB (%.2f MiB without reuse)\n",
+                   "residuals, %d embeddings and %d add+LayerNorm fused, arena %.2f MiB (%.2f MiB without reuse)\n",
                    ps.steps, ps.generic_steps, ps.folded, ps.matmuls, ps.fused_attention, ps.fused_residual,
-                   ps.fused_embeddings,
+                   ps.fused_embeddings, ps.fused_add_layernorm,
                    static_cast<double>(ps.arena_bytes) / 1048576.0, static_cast<double>(ps.unshared_bytes) / 1048576.0);
     }
     if (peak_bytes) *peak_bytes = plan->summary.unshared_bytes + st.peak;

@@ -43,6 +43,12 @@ struct PlanSummary {
   int generic_steps = 0;      // nodes run through the interpreter
   int folded = 0;             // nodes evaluated at plan time
   int fused_attention = 0, fused_residual = 0, matmuls = 0, fused_embeddings = 0;
+  int fused_add_layernorm = 0;  // residual Add + LayerNorm steps (residuals not in an epilogue)
+};
+
+// Switches for tests and A/B runs (defaults are what runs in production).
+struct PlanOptions {
+  bool residual_epilogue = true;  // a residual Add after a SparqMatMul goes into its epilogue
 };
 
 class SPARQ_API Executor {
@@ -57,6 +63,8 @@ class SPARQ_API Executor {
   std::map<std::string, Value> run(const std::map<std::string, Value>& inputs, size_t* peak_bytes = nullptr,
                                    PlanSummary* summary = nullptr);
   size_t cached_plans() const { return plans_.size(); }
+  // Applies to plans made from now on (clears the cache).
+  void set_options(const PlanOptions& o);
 
   static constexpr size_t kMaxPlans = 16;
 
@@ -66,6 +74,7 @@ class SPARQ_API Executor {
   std::shared_ptr<const Model> model_;
   ThreadPool* pool_;
   AlignedBuffer scratch_;  // attention kernels' per-thread scratch
+  PlanOptions options_;
   std::list<std::pair<std::vector<std::vector<int64_t>>, std::unique_ptr<Plan>>> plans_;  // most recent first
 };
 

@@ -82,6 +82,7 @@ class SPARQ_API Session {
   // Runs the converted graph op by op through the interpreter instead of the planned
   // executor (also: SPARQ_EXECUTOR=interpret).
   void use_interpreter(bool on) { interpret_only_ = on; }
+  void set_plan_options(const PlanOptions& o) { executor_.set_options(o); }
   // The planned executor's summary of the last run's plan.
   const PlanSummary& plan_summary() const { return summary_; }
 

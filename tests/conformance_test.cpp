@@ -235,6 +235,39 @@ TEST(Conformance, PlanFusesEncoderLayers) {
   }
 }
 
+// With residuals kept out of the SpMM epilogue, each residual Add + LayerNorm runs as
+// one step instead, and the answers stay within the fp32 / int8 bounds.
+TEST(Conformance, ResidualAddLayerNormStep) {
+  const std::string root = models_dir();
+  struct stat st {};
+  if (root.empty() || stat((root + "/bert-14/model.onnx").c_str(), &st) != 0) GTEST_SKIP() << "no models";
+  for (const char* name : {"bert-14", "distilbert-14", "roberta-left-pad"}) {
+    SCOPED_TRACE(name);
+    const std::string dir = root + "/" + name;
+    convert_graph(import_onnx(dir + "/model.onnx"), dir + "/addln.sparq", ConvertOptions{});
+    Session s(Model::load(dir + "/addln.sparq"), 2);
+    PlanOptions o;
+    o.residual_epilogue = false;
+    s.set_plan_options(o);
+    const auto out = s.run(load_inputs(dir));
+    EXPECT_EQ(s.plan_summary().fused_residual, 0);
+    EXPECT_EQ(s.plan_summary().fused_add_layernorm, 4);
+    Session ref(Model::load(dir + "/addln.sparq"), 1);
+    const auto base = ref.run(load_inputs(dir));
+    for (const auto& kv : base) {
+      const Constant& a = *kv.second;
+      const Constant& b = *out.at(kv.first);
+      ASSERT_EQ(a.shape, b.shape);
+      double mx = 0, err = 0;
+      for (int64_t i = 0; i < a.elements(); ++i) {
+        mx = std::max(mx, std::fabs(static_cast<double>(a.data<float>()[i])));
+        err = std::max(err, std::fabs(static_cast<double>(a.data<float>()[i]) - b.data<float>()[i]));
+      }
+      EXPECT_LE(err, 1e-5 * mx) << kv.first;
+    }
+  }
+}
+
 // int32 ids and masks are widened: the same answer as int64, also when the session's
 // input map holds the only reference to the int32 tensors (a use-after-free once).
 TEST(Conformance, Int32InputsMatchInt64) {
