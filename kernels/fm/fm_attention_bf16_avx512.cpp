@@ -79,7 +79,11 @@ void fm_attention(const FmAttentionArgs& a, int64_t item_begin, int64_t item_end
         fm_copy_row(a.v, P, H * dv, a.ld_v, h * dv + j, b * T, T, 1.0f, row0);
         row0[T] = 0.0f;
         uint16_t* dst = reinterpret_cast<uint16_t*>(vp + j * T2);
-        for (int64_t t = 0; t < 2 * T2; ++t) dst[t] = to_bf16(row0[t]);
+        int64_t t = 0;
+        for (; t + W <= 2 * T2; t += W) {
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + t), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(row0 + t)));
+        }
+        for (; t < 2 * T2; ++t) dst[t] = to_bf16(row0[t]);
       }
       gathered = b * H + h;
     }
