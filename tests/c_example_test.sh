@@ -16,4 +16,17 @@ libdir=$(ls -d "$work"/prefix/lib*/pkgconfig | head -n 1)
 PKG_CONFIG_PATH="$libdir" cc -std=c99 -Wall -Werror "$src/examples/c/main.c" \
   $(PKG_CONFIG_PATH="$libdir" pkg-config --cflags --libs sparq) -o "$work/example_pc"
 LD_LIBRARY_PATH="$(dirname "$libdir")" "$work/example_pc" "$work/m.sparq" 5 | grep -q "last_hidden_state: \[1, 5, 32\]"
+# The installed Python module, when one was built, imports from the prefix alone and
+# finds the installed libsparq through its RUNPATH.
+py=$(ls "$work"/prefix/lib/python3/dist-packages/sparq*.so 2>/dev/null | head -n 1 || true)
+if [ -n "$py" ]; then
+  (cd "$work" && PYTHONPATH="$(dirname "$py")" /usr/bin/python3 -c "
+import numpy as np, sparq
+assert sparq.__file__.startswith('$work/prefix'), sparq.__file__
+m = sparq.Model('$work/m.sparq', threads=1)
+out = m.run({'input_ids': np.arange(3, 12, dtype=np.int64).reshape(1, 9)})
+assert out['last_hidden_state'].shape == (1, 9, 32)
+") || { echo "c_example_test: installed Python module failed"; exit 1; }
+  echo "installed Python module: ok"
+fi
 echo "c_example_test: ok"
