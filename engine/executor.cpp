@@ -20,11 +20,7 @@ namespace {
 
 using Shape = std::vector<int64_t>;
 
-int64_t numel(const Shape& s) {
-  int64_t n = 1;
-  for (int64_t d : s) n *= d;
-  return n;
-}
+int64_t numel(const Shape& s) { return shape_elements(s); }
 
 // Feature-major buffers are stored in panels of kPanel tokens: element (f, m) of an
 // [F][M] value lives at (m / kPanel) * F * kPanel + f * kPanel + m % kPanel, so every

@@ -18,11 +18,7 @@ namespace {
 
 using Shape = std::vector<int64_t>;
 
-int64_t numel(const Shape& s) {
-  int64_t n = 1;
-  for (int64_t d : s) n *= d;
-  return n;
-}
+int64_t numel(const Shape& s) { return shape_elements(s); }
 
 bool is_float(ElemType t) { return t == ElemType::kF32 || t == ElemType::kF64; }
 

@@ -20,6 +20,13 @@ enum class ElemType : uint8_t { kF32 = 1, kS8 = 2, kU8 = 3, kI32 = 4, kI64 = 5, 
 SPARQ_API const char* elem_type_name(ElemType t);
 SPARQ_API size_t elem_type_size(ElemType t);
 
+// Elements of a tensor with this shape (1 for a scalar).
+inline int64_t shape_elements(const std::vector<int64_t>& shape) {
+  int64_t e = 1;
+  for (int64_t d : shape) e *= d;
+  return e;
+}
+
 // A constant: an initializer, a Constant node's value or a tensor attribute. Data is
 // owned, dense, row-major, host-endian.
 struct Constant {
@@ -32,11 +39,7 @@ struct Constant {
   std::shared_ptr<const void> owner;
 
   const uint8_t* raw() const { return view != nullptr ? view : bytes.data(); }
-  int64_t elements() const {
-    int64_t e = 1;
-    for (int64_t d : shape) e *= d;
-    return e;
-  }
+  int64_t elements() const { return shape_elements(shape); }
   template <class T>
   const T* data() const {
     return reinterpret_cast<const T*>(raw());

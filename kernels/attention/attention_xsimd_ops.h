@@ -1,4 +1,4 @@
-// xsimd vector operations for attention_impl.h, for one architecture A.
+// xsimd vector operations for attention_impl.h and fm_impl.h, for one architecture A.
 #ifndef SPARQ_KERNELS_ATTENTION_ATTENTION_XSIMD_OPS_H_
 #define SPARQ_KERNELS_ATTENTION_ATTENTION_XSIMD_OPS_H_
 
@@ -15,6 +15,7 @@ struct XsimdOps {
   static void store(float* p, const Batch& b) { b.store_unaligned(p); }
   static Batch fma(const Batch& a, const Batch& b, const Batch& c) { return xsimd::fma(a, b, c); }
   static Batch exp(const Batch& a) { return xsimd::exp(a); }
+  static Batch max(const Batch& a, const Batch& b) { return xsimd::max(a, b); }
   static double sum(const Batch& a) {
     alignas(64) float tmp[Batch::size];
     a.store_aligned(tmp);

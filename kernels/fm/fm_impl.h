@@ -64,9 +64,6 @@ void fm_attention_items(const FmAttentionArgs& a, int64_t item_begin, int64_t it
   float* os = p + T * SB;   // [dv][SB], for a partial last block
   float* kvs = os + dv * SB;  // panel layout: this (b, h)'s K [dh][T] and V [dv][T]
   const int64_t P = a.panel;
-  auto at = [P](int64_t R, int64_t ld, int64_t r, int64_t m) { return fm_offset(P, R, ld, r, m); };
-  auto copy_row = [P](const float* src, int64_t R, int64_t ld, int64_t r, int64_t m, int64_t n, float sc,
-                      float* dst) { fm_copy_row(src, P, R, ld, r, m, n, sc, dst); };
   int64_t gathered = -1;  // the (b, h) whose K and V sit in kvs
   for (int64_t item = item_begin; item < item_end; ++item) {
     int64_t b = 0, h = 0, blk = 0;
@@ -74,7 +71,7 @@ void fm_attention_items(const FmAttentionArgs& a, int64_t item_begin, int64_t it
     const int64_t s0 = blk * SB;
     const int64_t ns = std::min(SB, S - s0);
     for (int64_t d = 0; d < dh; ++d) {
-      copy_row(a.q, H * dh, a.ld_q, h * dh + d, b * S + s0, ns, a.scale, qs + d * SB);
+      fm_copy_row(a.q, P, H * dh, a.ld_q, h * dh + d, b * S + s0, ns, a.scale, qs + d * SB);
       for (int64_t j = ns; j < SB; ++j) qs[d * SB + j] = 0.0f;
     }
     const float* kb;
@@ -82,8 +79,10 @@ void fm_attention_items(const FmAttentionArgs& a, int64_t item_begin, int64_t it
     int64_t ld_k = a.ld_k, ld_v = a.ld_v;
     if (P > 0) {
       if (gathered != b * H + h) {
-        for (int64_t d = 0; d < dh; ++d) copy_row(a.k, H * dh, 0, h * dh + d, b * T, T, 1.0f, kvs + d * T);
-        for (int64_t d = 0; d < dv; ++d) copy_row(a.v, H * dv, 0, h * dv + d, b * T, T, 1.0f, kvs + (dh + d) * T);
+        for (int64_t d = 0; d < dh; ++d) fm_copy_row(a.k, P, H * dh, 0, h * dh + d, b * T, T, 1.0f, kvs + d * T);
+        for (int64_t d = 0; d < dv; ++d) {
+          fm_copy_row(a.v, P, H * dv, 0, h * dv + d, b * T, T, 1.0f, kvs + (dh + d) * T);
+        }
         gathered = b * H + h;
       }
       kb = kvs;
@@ -156,7 +155,7 @@ void fm_attention_items(const FmAttentionArgs& a, int64_t item_begin, int64_t it
     // A whole block lands contiguously unless it is partial or straddles two panels.
     const bool direct = ns == SB && (P == 0 || q0 / P == (q0 + SB - 1) / P);
     auto emit = [&](int64_t j, const B& r0, const B& r1) {
-      float* orow = a.out + at(H * dv, a.ld_out, h * dv + j, q0);
+      float* orow = a.out + fm_offset(P, H * dv, a.ld_out, h * dv + j, q0);
       if (direct) {
         Ops::store(orow, r0 * inv0);
         Ops::store(orow + W, r1 * inv1);
@@ -270,6 +269,19 @@ inline void fm_quantize_loops(const float* x, int64_t ldx, int64_t features, int
     if (n == kFmTokenBlock) fm_quantize_block<kFmTokenBlock>(x + tb, ldx, features, n, q + tb, ldq, scale + tb);
     else fm_quantize_block<0>(x + tb, ldx, features, n, q + tb, ldq, scale + tb);
   }
+}
+
+// The kernel table of one ISA: attention on `Ops`, the loops compiled for that ISA.
+template <class Ops>
+FmKernels fm_table_for(const char* attention_name, const char* isa_name) {
+  FmKernels k;
+  k.attention = fm_attention_items<Ops>;
+  k.layernorm = fm_layernorm_loops;
+  k.quantize = fm_quantize_loops;
+  k.query_block = 2 * Ops::kWidth;
+  k.attention_name = attention_name;
+  k.name = isa_name;
+  return k;
 }
 
 }  // namespace

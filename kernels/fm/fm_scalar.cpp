@@ -29,16 +29,7 @@ struct FmScalarOps {
 
 namespace generic {
 const FmKernels& fm_table() {
-  static const FmKernels t = [] {
-    FmKernels k;
-    k.attention = fm_attention_items<FmScalarOps>;
-    k.layernorm = fm_layernorm_loops;
-    k.quantize = fm_quantize_loops;
-    k.query_block = 2;
-    k.attention_name = "f32_mha_fm_ukernel_8x2__scalar";
-    k.name = "scalar";
-    return k;
-  }();
+  static const FmKernels t = fm_table_for<FmScalarOps>("f32_mha_fm_ukernel_8x2__scalar", "scalar");
   return t;
 }
 }  // namespace generic
