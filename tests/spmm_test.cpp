@@ -3,6 +3,8 @@
 // packing, every epilogue feature, and serial/threaded twins.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <tuple>
 #include <vector>
 
@@ -86,6 +88,35 @@ TEST_P(SpmmIsaTest, BertShapes) {
     SpmmTester().m(s.m).k(s.k).n(s.n).sparsity(0.9).TestU8S8(kernels());
     SpmmTester().m(s.m).k(s.k).n(s.n).sparsity(0.9).bias(true).TestF32(kernels());
     if (HasFatalFailure()) return;
+  }
+}
+
+// The fused activations over their whole useful range (and past it, where erf and tanh
+// saturate and exp underflows or overflows), through an identity weight: every value
+// within 1e-6 * (1 + |x|) of the float64 function.
+TEST_P(SpmmIsaTest, ActivationsWideRange) {
+  constexpr int64_t kN = 16, kM = 4096;
+  std::vector<float> w(kN * kN, 0.0f);
+  for (int64_t i = 0; i < kN; ++i) w[static_cast<size_t>(i * kN + i)] = 1.0f;
+  const PackedMatrix p = PackedMatrix::pack_f32(w.data(), kN, kN, kBlock1x1);
+  std::vector<float> x(kN * kM);
+  for (int64_t i = 0; i < kN * kM; ++i) x[static_cast<size_t>(i)] = -30.0f + 60.0f * i / (kN * kM - 1);
+  for (Activation act : {Activation::kGeluErf, Activation::kGeluTanh}) {
+    std::vector<float> y(kN * kM);
+    Epilogue ep;
+    ep.out_f32 = y.data();
+    ep.ld_out = kM;
+    ep.activation = act;
+    spmm_f32(kernels(), nullptr, p.view(), x.data(), kM, kM, ep);
+    double worst = 0;
+    for (int64_t i = 0; i < kN * kM; ++i) {
+      const double v = x[static_cast<size_t>(i)];
+      const double ref = act == Activation::kGeluErf
+                             ? 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)))
+                             : 0.5 * v * (1.0 + std::tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
+      worst = std::max(worst, std::fabs(y[static_cast<size_t>(i)] - ref) / (1.0 + std::fabs(v)));
+    }
+    EXPECT_LT(worst, 1e-6) << "activation " << static_cast<int>(act);
   }
 }
 

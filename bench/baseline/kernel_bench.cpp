@@ -124,6 +124,7 @@ KernelBenchResult run_kernel_bench(const KernelBenchConfig& cfg) {
     Epilogue ep;
     ep.out_f32 = y.as<float>();
     ep.ld_out = m;
+    if (std::getenv("SPARQ_KB_GELU")) ep.activation = Activation::kGeluErf;
     if (cfg.int8) {
       ep.channel_scale = c.w.view().scales;
       ep.token_scale = c.token_scale.data();

@@ -71,7 +71,7 @@ struct DotWiden16 {
 };
 
 #ifndef SPARQ_PREFETCH_GROUPS
-#define SPARQ_PREFETCH_GROUPS 6
+#define SPARQ_PREFETCH_GROUPS 0
 #endif
 constexpr int64_t kPrefetchGroups = SPARQ_PREFETCH_GROUPS;
 
@@ -103,12 +103,15 @@ inline void int8_tile_finish(const PackedWeights& w, int64_t br, int64_t m0, int
 
 // One tile: block-row `br`, tokens [m0, m0 + valid), accumulators in registers from
 // the first group to the epilogue.
-template <class Dot, int R, bool kDense, bool kFull>
+template <class Dot, int R, bool kDense, bool kFull, int64_t kLd>
 __attribute__((always_inline)) inline void u8s8_tile(const PackedWeights& w, const uint8_t* x,
-                                                     int64_t ldx, int64_t m0, int64_t valid,
+                                                     int64_t ldx_rt, int64_t m0, int64_t valid,
                                                      int64_t br, const Avx512TileEpilogue<4>& te,
                                                      const Epilogue& ep) {
   const __mmask64 mask = kFull ? ~__mmask64{0} : ((__mmask64{1} << valid) - 1);
+  // kLd > 0: the row stride is a compile-time constant (the executor's 64-token
+  // panels), so each index becomes an address with a shift instead of a multiply.
+  const int64_t ldx = kLd > 0 ? kLd : ldx_rt;
   __m512i acc[R][4];
   for (int r = 0; r < R; ++r)
     for (int j = 0; j < 4; ++j) acc[r][j] = _mm512_setzero_si512();
@@ -133,7 +136,7 @@ __attribute__((always_inline)) inline void u8s8_tile(const PackedWeights& w, con
       i2 = idx[2];
       i3 = idx[3];
       // The rows of a later group are random L2 lines: start them early.
-      if (g + kPrefetchGroups < g1) {
+      if (kPrefetchGroups > 0 && g + kPrefetchGroups < g1) {
         const int32_t* pf = idx + 4 * kPrefetchGroups;
         _mm_prefetch(reinterpret_cast<const char*>(xm + int64_t{pf[0]} * ldx), _MM_HINT_T0);
         _mm_prefetch(reinterpret_cast<const char*>(xm + int64_t{pf[1]} * ldx), _MM_HINT_T0);
@@ -192,16 +195,22 @@ void u8s8_spmm(const PackedWeights& w, const uint8_t* x, int64_t ldx, int64_t m_
     // One loop per variant so each inlines its tile without a branch per block-row.
     if (w.dense && valid == 64) {
       for (int64_t br = br_begin; br < br_end; ++br)
-        u8s8_tile<Dot, R, true, true>(w, x, ldx, m0, valid, br, te, ep);
+        u8s8_tile<Dot, R, true, true, 0>(w, x, ldx, m0, valid, br, te, ep);
     } else if (w.dense) {
       for (int64_t br = br_begin; br < br_end; ++br)
-        u8s8_tile<Dot, R, true, false>(w, x, ldx, m0, valid, br, te, ep);
+        u8s8_tile<Dot, R, true, false, 0>(w, x, ldx, m0, valid, br, te, ep);
+    } else if (valid == 64 && ldx == 64) {
+      for (int64_t br = br_begin; br < br_end; ++br)
+        u8s8_tile<Dot, R, false, true, 64>(w, x, ldx, m0, valid, br, te, ep);
     } else if (valid == 64) {
       for (int64_t br = br_begin; br < br_end; ++br)
-        u8s8_tile<Dot, R, false, true>(w, x, ldx, m0, valid, br, te, ep);
+        u8s8_tile<Dot, R, false, true, 0>(w, x, ldx, m0, valid, br, te, ep);
+    } else if (ldx == 64) {
+      for (int64_t br = br_begin; br < br_end; ++br)
+        u8s8_tile<Dot, R, false, false, 64>(w, x, ldx, m0, valid, br, te, ep);
     } else {
       for (int64_t br = br_begin; br < br_end; ++br)
-        u8s8_tile<Dot, R, false, false>(w, x, ldx, m0, valid, br, te, ep);
+        u8s8_tile<Dot, R, false, false, 0>(w, x, ldx, m0, valid, br, te, ep);
     }
   }
 }
