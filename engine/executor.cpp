@@ -391,7 +391,7 @@ class Machine {
         const int64_t scratch = fm_attention_scratch_floats(a, qb);
         if (scratch_.size() < static_cast<size_t>(np * scratch) * 4) scratch_.resize(static_cast<size_t>(np * scratch) * 4);
         float* base = scratch_.as<float>();
-        const FmAttentionFn kernel = s.bf16 && fm_.attention_bf16 != nullptr ? fm_.attention_bf16 : fm_.attention;
+        const FmAttentionFn kernel = s.bf16 ? fm_low_precision_attention(fm_, nullptr) : fm_.attention;
         pool_->parallel_for(np, [&](int64_t part) {
           kernel(a, items * part / np, items * (part + 1) / np, base + part * scratch);
         });
@@ -442,7 +442,8 @@ class Planner {
       for (const std::string& o : g_.nodes[i].outputs) producer_[o] = i;
     }
     for (const ValueInfo& v : g_.outputs) outputs_.insert(v.name);
-    // An int8 model (any int8 SparqMatMul) runs attention in bf16 where the CPU can.
+    // An int8 model (any int8 SparqMatMul) runs attention in int8 or bf16 where the CPU can
+    // (fm_low_precision_attention).
     for (const Node& n : g_.nodes) {
       const Attribute* pr = n.attr("precision");
       if (n.op == "SparqMatMul" && pr != nullptr && pr->s == "int8") int8_model_ = true;

@@ -24,11 +24,16 @@ class FmIsaTest : public ::testing::TestWithParam<Isa> {
 TEST_P(FmIsaTest, AttentionMatchesFloat64Reference) {
   const FmKernels& kern = fm_kernels(GetParam());
   struct Case { int64_t B, H, S, T, dh, dv; int mask; };
-  for (const int bf16 : {0, 1}) {  // the fp32 kernel, then the bf16 one where this CPU has it
+  // The fp32 kernel, then the bf16 and int8 ones where this CPU has them.
+  for (const int precision : {0, 1, 2}) {
+  const bool bf16 = precision == 1, int8 = precision == 2;
   if (bf16 && kern.attention_bf16 == nullptr) continue;
-  const FmAttentionFn kernel = bf16 ? kern.attention_bf16 : kern.attention;
-  // bf16 keeps 8 bits of mantissa: products of inputs in [-1, 1] are off by ~2^-8.
-  const double tol = bf16 ? 2e-2 : 2e-5;
+  if (int8 && kern.attention_int8 == nullptr) continue;
+  const FmAttentionFn kernel = int8 ? kern.attention_int8 : bf16 ? kern.attention_bf16 : kern.attention;
+  // bf16 keeps 8 bits of mantissa: products of inputs in [-1, 1] are off by ~2^-8. int8
+  // rounds Q, K and V to 127 steps of their maxima and the probabilities to 255 steps
+  // (measured: errors up to ~1e-3 here; 1e-4 fails, 1e-2 passes).
+  const double tol = int8 ? 1e-2 : bf16 ? 2e-2 : 2e-5;
   for (const int64_t chunk : {int64_t{0}, int64_t{2}}) {  // item orders: (b, h, block), then chunked
   for (const int64_t P : {int64_t{0}, int64_t{16}, int64_t{64}}) {  // row-major, then panel layouts
   for (const Case c : {Case{1, 1, 1, 1, 1, 1, 0}, Case{2, 3, 5, 7, 9, 11, 1}, Case{1, 2, 17, 33, 64, 64, 2},
@@ -36,7 +41,7 @@ TEST_P(FmIsaTest, AttentionMatchesFloat64Reference) {
                        Case{2, 2, 70, 70, 24, 17, 1}}) {
     SCOPED_TRACE(std::to_string(c.B) + "x" + std::to_string(c.H) + "x" + std::to_string(c.S) + " T=" +
                  std::to_string(c.T) + " dh=" + std::to_string(c.dh) + " dv=" + std::to_string(c.dv) +
-                 " mask=" + std::to_string(c.mask) + " panel=" + std::to_string(P) + " chunk=" + std::to_string(chunk) + (bf16 ? " bf16" : ""));
+                 " mask=" + std::to_string(c.mask) + " panel=" + std::to_string(P) + " chunk=" + std::to_string(chunk) + (bf16 ? " bf16" : int8 ? " int8" : ""));
     // Row-major with row strides wider than the tokens (pad 3), or panels of P tokens.
     const int64_t mq = c.B * c.S, mk = c.B * c.T, ldq = mq + 3, ldk = mk + 3, ldo = mq + 3;
     auto at = [P](int64_t R, int64_t ld, int64_t r, int64_t m) {

@@ -66,6 +66,11 @@ struct FmKernels {
   // used for int8 models where avx512_bf16_enabled(); query blocks of query_block too.
   FmAttentionFn attention_bf16 = nullptr;
   const char* attention_bf16_name = "";
+  // Optional: the same with both products in int8 (AVX512-VNNI; per-query Q, per-key K,
+  // per-channel V scales, probabilities in 255 steps), for int8 models; preferred over
+  // bf16 unless SPARQ_ATTENTION says otherwise (see fm_low_precision_attention).
+  FmAttentionFn attention_int8 = nullptr;
+  const char* attention_int8_name = "";
   FmLayerNormFn layernorm = nullptr;
   FmQuantizeFn quantize = nullptr;
   int64_t query_block = 1;  // queries per attention work item
@@ -97,9 +102,17 @@ inline bool fm_attention_item(const FmAttentionArgs& a, int64_t blocks, int64_t 
   return *blk < blocks;
 }
 inline int64_t fm_attention_scratch_floats(const FmAttentionArgs& a, int64_t query_block) {
-  // Enough for the fp32 and the bf16 kernels.
-  return (2 * a.dh + 2 * a.keys + a.dv + 8) * query_block + (a.dh + a.dv + 2) * (a.keys + 2) + 128;
+  // Enough for the fp32 and the bf16 kernels...
+  const int64_t f = (2 * a.dh + 2 * a.keys + a.dv + 8) * query_block + (a.dh + a.dv + 2) * (a.keys + 2) + 128;
+  // ...and for the int8 one (its layout is in fm_attention_int8_avx512.cpp).
+  const int64_t dh4 = (a.dh + 3) / 4, t4 = (a.keys + 3) / 4, tp = (a.keys + 15) / 16 * 16;
+  const int64_t i8 = (a.dh + dh4 + 5 * t4 + 1) * query_block + (a.dh + dh4 + 3) * tp + a.dv * (tp / 4) + a.dv + 64;
+  return f > i8 ? f : i8;
 }
+
+// Which attention kernel an int8 model uses: the int8 one if present, else bf16, else
+// fp32; SPARQ_ATTENTION=fp32|bf16|int8 picks another (falling back the same way).
+SPARQ_API FmAttentionFn fm_low_precision_attention(const FmKernels& k, const char** name);
 
 SPARQ_API const FmKernels& fm_kernels(Isa isa);
 SPARQ_API const FmKernels& fm_kernels();
@@ -115,6 +128,10 @@ const FmKernels& fm_table();
 }
 namespace avx512bf16 {
 void fm_attention(const FmAttentionArgs& a, int64_t item_begin, int64_t item_end, float* scratch);
+}
+namespace avx512vnni {
+const FmKernels& fm_table();
+void fm_attention_int8(const FmAttentionArgs& a, int64_t item_begin, int64_t item_end, float* scratch);
 }
 
 }  // namespace sparq

@@ -2,6 +2,10 @@
 #include <algorithm>
 #include <cmath>
 
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
 #include "kernels/fm/fm_impl.h"
 
 namespace sparq {
@@ -36,7 +40,7 @@ const FmKernels& fm_table() {
 
 const FmKernels& fm_kernels(Isa isa) {
   switch (isa) {
-    case Isa::kAvx512Vnni:
+    case Isa::kAvx512Vnni: return avx512vnni::fm_table();
     case Isa::kAvx512: return avx512::fm_table();
     case Isa::kAvx2: return avx2::fm_table();
     case Isa::kGeneric: break;
@@ -47,6 +51,28 @@ const FmKernels& fm_kernels(Isa isa) {
 const FmKernels& fm_kernels() {
   static const FmKernels& t = fm_kernels(active_isa());
   return t;
+}
+
+FmAttentionFn fm_low_precision_attention(const FmKernels& k, const char** name) {
+  static const int want = [] {  // 2 int8, 1 bf16, 0 fp32
+    const char* e = std::getenv("SPARQ_ATTENTION");
+    if (e == nullptr || *e == '\0' || std::strcmp(e, "int8") == 0) return 2;
+    if (std::strcmp(e, "bf16") == 0) return 1;
+    if (std::strcmp(e, "fp32") == 0) return 0;
+    std::fprintf(stderr, "sparq: warning: SPARQ_ATTENTION=%s is not fp32, bf16 or int8; using int8\n", e);
+    return 2;
+  }();
+  FmAttentionFn fn = k.attention;
+  const char* fn_name = k.attention_name;
+  if (want >= 2 && k.attention_int8 != nullptr) {
+    fn = k.attention_int8;
+    fn_name = k.attention_int8_name;
+  } else if (want >= 1 && k.attention_bf16 != nullptr) {
+    fn = k.attention_bf16;
+    fn_name = k.attention_bf16_name;
+  }
+  if (name != nullptr) *name = fn_name;
+  return fn;
 }
 
 }  // namespace sparq

@@ -9,27 +9,11 @@
 
 #include <cstdint>
 
+#include "kernels/common/avx512_math.h"
 #include "kernels/spmm/spmm.h"
 
 namespace sparq {
 namespace {
-
-// exp(x) as 2^(x log2 e): the integer part applied with vscalefps (which underflows to 0
-// and overflows to inf), a degree-6 polynomial for 2^f on [0, 1) (relative error below
-// 1e-7 in fp32; coefficients fitted for this file, see docs/performance.md).
-__attribute__((always_inline)) static inline __m512 avx512_exp(__m512 x) {
-  const __m512 y = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
-  const __m512 n = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-  const __m512 f = _mm512_sub_ps(y, n);
-  __m512 p = _mm512_set1_ps(2.1372245e-4f);
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.2533959e-3f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6687926e-3f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5488255e-2f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022876e-1f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314706e-1f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
-  return _mm512_scalef_ps(p, n);
-}
 
 // GELU(x) = x/2 (1 + erf(x / sqrt 2)) with erf(z) = 1 - t P(t) exp(-z^2), t = 1/(1 + p z)
 // for z >= 0 (Abramowitz and Stegun 7.1.26, |error| <= 1.5e-7) and erf odd. Measured
