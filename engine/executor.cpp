@@ -277,16 +277,23 @@ class Machine {
         float* y = f32(s.d);
         const size_t nt = s.terms.size();
         by_panels(M, 4 * F, [&](int64_t pn, int64_t n) {
-          float* panel = y + pn * F * kPanel;
+          // Each token's sum along its features (contiguous rows, vector adds), then one
+          // tiled transpose into the panel: a token per column written directly was a
+          // strided scalar store per element (0.25-0.48 ms per BERT-base run).
+          thread_local std::vector<float> sum;
+          sum.resize(static_cast<size_t>(n * F));
           for (int64_t j = 0; j < n; ++j) {
-            const int64_t m = pn * kPanel + j;
-            const float* r0 = rows[static_cast<size_t>(m)];
-            for (int64_t f = 0; f < F; ++f) panel[f * kPanel + j] = r0[f];
+            const size_t m = static_cast<size_t>(pn * kPanel + j);
+            float* __restrict out = sum.data() + j * F;
+            const float* __restrict r0 = rows[m];
+            std::copy(r0, r0 + F, out);
             for (size_t i = 1; i < nt; ++i) {
-              const float* ri = rows[i * static_cast<size_t>(M) + static_cast<size_t>(m)];
-              for (int64_t f = 0; f < F; ++f) panel[f * kPanel + j] += ri[f];
+              const float* __restrict ri = rows[i * static_cast<size_t>(M) + m];
+              for (int64_t f = 0; f < F; ++f) out[f] += ri[f];
             }
           }
+          float* panel = y + pn * F * kPanel;
+          transpose_tiled(sum.data(), n, F, F, panel, kPanel);
           fm_.layernorm(panel, kPanel, F, 0, n, s.gamma, s.beta, s.eps, panel, kPanel);
         });
         break;
