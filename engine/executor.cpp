@@ -396,9 +396,23 @@ class Machine {
         const int64_t items = fm_attention_items(a, qb);
         np = a.chunk_blocks > 0 ? threads : std::min<int64_t>(items, threads * 4);
         const int64_t scratch = fm_attention_scratch_floats(a, qb);
-        if (scratch_.size() < static_cast<size_t>(np * scratch) * 4) scratch_.resize(static_cast<size_t>(np * scratch) * 4);
-        float* base = scratch_.as<float>();
         const FmAttentionFn kernel = s.bf16 ? fm_low_precision_attention(fm_, nullptr) : fm_.attention;
+        // The int8 kernel's K and V are packed first, each key chunk by the thread whose
+        // panel holds it, into one buffer all items read (int8, a quarter of the fp32
+        // bytes another core would otherwise fetch, and no head packed twice).
+        const bool prep = kernel == fm_.attention_int8 && fm_.attention_int8_prep != nullptr;
+        const int64_t packed = prep ? a.batch * a.heads * fm_attention_int8_head_floats(a) : 0;
+        const size_t need = static_cast<size_t>(np * scratch + packed) * 4;
+        if (scratch_.size() < need) scratch_.resize(need);
+        float* base = scratch_.as<float>();
+        if (prep) {
+          a.kv_packed = base + np * scratch;
+          const int64_t units = fm_attention_int8_units(a);
+          const int64_t nu = std::min<int64_t>(units, np);
+          pool_->parallel_for(nu, [&](int64_t part) {
+            fm_.attention_int8_prep(a, units * part / nu, units * (part + 1) / nu, base + part * scratch);
+          });
+        }
         pool_->parallel_for(np, [&](int64_t part) {
           kernel(a, items * part / np, items * (part + 1) / np, base + part * scratch);
         });

@@ -82,6 +82,16 @@ TEST_P(FmIsaTest, AttentionMatchesFloat64Reference) {
     a.mask_b = c.T;
     a.mask_t = 1;
     std::vector<float> scratch(fm_attention_scratch_floats(a, kern.query_block));
+    // int8 with chunked items: K and V packed beforehand in units (two calls), as the
+    // executor does; with the plain item order the kernel packs each head itself.
+    std::vector<float> packed;
+    if (int8 && chunk > 0) {
+      packed.assign(static_cast<size_t>(c.B * c.H * fm_attention_int8_head_floats(a)), std::nanf(""));
+      a.kv_packed = packed.data();
+      const int64_t units = fm_attention_int8_units(a);
+      kern.attention_int8_prep(a, 0, units / 2, scratch.data());
+      kern.attention_int8_prep(a, units / 2, units, scratch.data());
+    }
     const int64_t items = fm_attention_items(a, kern.query_block);
     kernel(a, 0, items / 2, scratch.data());  // two calls: items are independent
     kernel(a, items / 2, items, scratch.data());

@@ -43,6 +43,9 @@ struct FmAttentionArgs {
   // contiguous range of items covers a contiguous range of queries (each thread's own
   // panels) for every head. Items past the last block are empty.
   int64_t chunk_blocks = 0;
+  // int8 kernel only: K and V packed by fm_attention_int8_prep for every (b, h), or null
+  // (each item range then packs its heads itself, in its scratch).
+  float* kv_packed = nullptr;
 };
 
 // Work items are (b, h, query block) in that order; query blocks hold `query_block`
@@ -70,6 +73,7 @@ struct FmKernels {
   // per-channel V scales, probabilities in 255 steps), for int8 models; preferred over
   // bf16 unless SPARQ_ATTENTION says otherwise (see fm_low_precision_attention).
   FmAttentionFn attention_int8 = nullptr;
+  FmAttentionFn attention_int8_prep = nullptr;  // units, not items (see a.kv_packed)
   const char* attention_int8_name = "";
   FmLayerNormFn layernorm = nullptr;
   FmQuantizeFn quantize = nullptr;
@@ -106,8 +110,20 @@ inline int64_t fm_attention_scratch_floats(const FmAttentionArgs& a, int64_t que
   const int64_t f = (2 * a.dh + 2 * a.keys + a.dv + 8) * query_block + (a.dh + a.dv + 2) * (a.keys + 2) + 128;
   // ...and for the int8 one (its layout is in fm_attention_int8_avx512.cpp).
   const int64_t dh4 = (a.dh + 3) / 4, t4 = (a.keys + 3) / 4, tp = (a.keys + 15) / 16 * 16;
-  const int64_t i8 = (a.dh + dh4 + 5 * t4 + 1) * query_block + (a.dh + dh4 + 3) * tp + a.dv * (tp / 4) + a.dv + 64;
+  const int64_t i8 = (a.dh + dh4 + 5 * t4 + 1) * query_block + (dh4 + 3) * tp + a.dv * (tp / 4) +
+                     (a.dh > a.dv ? a.dh : a.dv) * 64 + 64;
   return f > i8 ? f : i8;
+}
+
+// The int8 kernel's packed K and V of one (b, h), in 4-byte units; the whole buffer for
+// a.kv_packed is batch * heads of them. fm_attention_int8_prep fills it in units (b, key
+// chunk of 64, h), fm_attention_int8_units of them, with scratch as for the items.
+inline int64_t fm_attention_int8_head_floats(const FmAttentionArgs& a) {
+  const int64_t dh4 = (a.dh + 3) / 4, tp = (a.keys + 15) / 16 * 16;
+  return dh4 * tp + 3 * tp + a.dv * (tp / 4);
+}
+inline int64_t fm_attention_int8_units(const FmAttentionArgs& a) {
+  return a.batch * ((a.keys + 63) / 64) * a.heads;
 }
 
 // Which attention kernel an int8 model uses: the int8 one if present, else bf16, else
@@ -132,6 +148,7 @@ void fm_attention(const FmAttentionArgs& a, int64_t item_begin, int64_t item_end
 namespace avx512vnni {
 const FmKernels& fm_table();
 void fm_attention_int8(const FmAttentionArgs& a, int64_t item_begin, int64_t item_end, float* scratch);
+void fm_attention_int8_prep(const FmAttentionArgs& a, int64_t unit_begin, int64_t unit_end, float* scratch);
 }
 
 }  // namespace sparq

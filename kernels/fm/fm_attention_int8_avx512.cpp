@@ -5,13 +5,16 @@
 //
 // The same work items and transposed-score scheme as fm_impl.h (32 queries per item):
 //   scores  p[t][:] = sk[t] sq[:] (sum over d quads Kq[d..d+3][t] . Qu[d..d+3][:] - comp[t])
-//   out[j][:]       = sv[j] (sum over t quads Vq[j][t..t+3] . Pu[t..t+3][:]) / sum_t Pu[t][:]
-// Quantization, all symmetric to 127 steps:
+//   e[t][:] = exp(p[t][:] - max_t p[t][:]),  w[t][:] = round(255 e[t][:] sv[t] / max_t sv[t])
+//   out[j][:] = (max_t sv[t] / 255) (sum over t quads Vq[j][t..t+3] . w[t..t+3][:]) / sum_t e[t][:]
+// Quantization, symmetric to 127 steps:
 //   Q per query (over the head's dh values, after the score scale), stored as u8 with zero
 //   point 128; comp[t] = 128 sum_d Kq[d][t] removes that offset exactly;
-//   K per key (over dh), s8;  V per channel (over the keys), s8;
-//   the unnormalized probabilities exp(s - max) in [0, 1] as u8 in 255 steps, and the
-//   normalizer is the sum of those same integers, so the weights sum to one exactly.
+//   K and V per key (over the head's dh or dv values), s8; V's scale is folded into the
+//   probability weights, which are u8.
+// Every quantity is per key or per query, so K and V can be packed once per (b, h) by the
+// threads that hold those keys (fm_attention_int8_prep, then items read a.kv_packed), or
+// per head inside the items when a.kv_packed is null.
 // Accumulation is exact int32: |sum| <= keys * 255 * 127 (or dh * 255 * 127) < 2^31.
 #include <immintrin.h>
 
@@ -19,7 +22,6 @@
 #include <cstring>
 #include <limits>
 
-#include "kernels/common/avx512_math.h"
 #include "kernels/fm/fm_impl.h"
 
 namespace sparq {
@@ -44,6 +46,20 @@ inline __m512i pack_quads(__m512i r0, __m512i r1, __m512i r2, __m512i r3) {
   return _mm512_or_si512(v, _mm512_slli_epi32(r3, 24));
 }
 
+// exp(x) for the probabilities: 2^(x log2 e) with a degree-3 polynomial for 2^f on [0, 1)
+// (relative error below 1.6e-4, 25 times finer than the 255 steps they are rounded to
+// next); vscalefps applies the integer part and underflows to 0 for masked scores.
+inline __m512 exp_coarse(__m512 x) {
+  const __m512 y = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
+  const __m512 n = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(y, n);
+  __m512 p = _mm512_set1_ps(7.5804844e-2f);
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.2905980e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9484705e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.9997616e-1f));
+  return _mm512_scalef_ps(p, n);
+}
+
 inline float hmax(__m512 v) { return _mm512_reduce_max_ps(v); }
 
 // 127 / max|x| as the quantization multiplier, and max|x| / 127 as the scale (1 for zero).
@@ -55,79 +71,156 @@ inline void scales_of(__m512 amax, __m512* inv, __m512* scale) {
 
 inline __m512i quantize(__m512 x, __m512 inv) { return _mm512_cvtps_epi32(_mm512_mul_ps(x, inv)); }
 
+// dst[r * ld_dst + j] = sc * src row (r0 + r), token m + j, for r < nr, j < n: one integer
+// division per contiguous run of tokens, not one per row (a division by the runtime
+// panel size costs more than copying a row of a block).
+inline void gather_rows(const float* src, int64_t P, int64_t R, int64_t ld, int64_t r0, int64_t nr, int64_t m,
+                        int64_t n, float sc, float* dst, int64_t ld_dst) {
+  const int64_t stride = P > 0 ? P : ld;
+  for (int64_t j = 0; j < n;) {
+    const int64_t mm = m + j, off = P > 0 ? mm % P : 0, run = P > 0 ? std::min(n - j, P - off) : n - j;
+    const float* s = P > 0 ? src + (mm / P) * R * P + r0 * P + off : src + r0 * ld + mm;
+    for (int64_t r = 0; r < nr; ++r) {
+      const float* __restrict sr = s + r * stride;
+      float* __restrict d = dst + r * ld_dst + j;
+      for (int64_t i = 0; i < run; ++i) d[i] = sr[i] * sc;
+    }
+    j += run;
+  }
+}
+
 }  // namespace
+
+namespace {
+
+// The packed K and V of one (b, h), in 4-byte units (fm_attention_int8_packed_floats):
+//   kq [dh4][Tp]  K per key in s8, quads along d
+//   comp [Tp]     128 * sum_d Kq[d][t], the u8 zero point of Q times K
+//   sk [Tp]       K's per-key scales
+//   vq [dv][Tp/4] V per key in s8, quads along t
+//   sv [Tp]       V's per-key scales (folded into the probabilities)
+struct KvPack {
+  int32_t* kq;
+  float* comp;
+  float* sk;
+  int32_t* vq;
+  float* sv;
+};
+
+inline KvPack kv_pack_at(float* base, int64_t dh4, int64_t Tp, int64_t dv) {
+  KvPack k;
+  k.kq = reinterpret_cast<int32_t*>(base);
+  k.comp = base + dh4 * Tp;
+  k.sk = k.comp + Tp;
+  k.vq = reinterpret_cast<int32_t*>(k.sk + Tp);
+  k.sv = base + dh4 * Tp + 2 * Tp + dv * (Tp / 4);
+  return k;
+}
+
+constexpr int64_t kChunk = 64;  // keys per preparation unit
+
+// Packs keys [k0, k0 + n) of (b, h), n <= kChunk, k0 a multiple of 16 (and zeros up to
+// the next multiple of 16 past them); tmp holds [max(dh, dv)][kChunk] floats.
+void pack_keys(const FmAttentionArgs& a, int64_t b, int64_t h, int64_t k0, int64_t n, const KvPack& pk,
+               float* tmp) {
+  const int64_t H = a.heads, T = a.keys, dh = a.dh, dv = a.dv, P = a.panel, Tp = (T + W - 1) / W * W;
+  const int64_t dh4 = (dh + 3) / 4, n16 = (n + W - 1) / W * W;
+  // K: per-key scales over d, s8 quads along d, and the zero-point compensation.
+  gather_rows(a.k, P, H * dh, a.ld_k, h * dh, dh, b * T + k0, n, 1.0f, tmp, kChunk);
+  for (int64_t d = 0; d < dh; ++d) std::fill(tmp + d * kChunk + n, tmp + d * kChunk + n16, 0.0f);
+  for (int64_t t = 0; t < n16; t += W) {
+    __m512 amax = _mm512_setzero_ps();
+    for (int64_t d = 0; d < dh; ++d) amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_loadu_ps(tmp + d * kChunk + t)));
+    __m512 inv, scale;
+    scales_of(amax, &inv, &scale);
+    _mm512_storeu_ps(pk.sk + k0 + t, scale);
+    __m512i csum = _mm512_setzero_si512();
+    for (int64_t d4 = 0; d4 < dh4; ++d4) {
+      __m512i r[4];
+      for (int i = 0; i < 4; ++i) {
+        const int64_t d = 4 * d4 + i;
+        r[i] = d < dh ? quantize(_mm512_loadu_ps(tmp + d * kChunk + t), inv) : _mm512_setzero_si512();
+        csum = _mm512_add_epi32(csum, r[i]);
+      }
+      _mm512_storeu_si512(pk.kq + d4 * Tp + k0 + t, pack_quads(r[0], r[1], r[2], r[3]));
+    }
+    _mm512_storeu_ps(pk.comp + k0 + t, _mm512_cvtepi32_ps(_mm512_slli_epi32(csum, 7)));
+  }
+  // V: per-key scales over the channels, s8 quads along t.
+  gather_rows(a.v, P, H * dv, a.ld_v, h * dv, dv, b * T + k0, n, 1.0f, tmp, kChunk);
+  for (int64_t j = 0; j < dv; ++j) std::fill(tmp + j * kChunk + n, tmp + j * kChunk + n16, 0.0f);
+  for (int64_t t = 0; t < n16; t += W) {
+    __m512 amax = _mm512_setzero_ps();
+    for (int64_t j = 0; j < dv; ++j) amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_loadu_ps(tmp + j * kChunk + t)));
+    __m512 inv, scale;
+    scales_of(amax, &inv, &scale);
+    // A zero V (padding past the keys too) weighs nothing and must not set the head's
+    // largest scale: its scale is 0 here, not scales_of's 1.
+    _mm512_storeu_ps(pk.sv + k0 + t, _mm512_mul_ps(amax, _mm512_set1_ps(1.0f / 127.0f)));
+    for (int64_t j = 0; j < dv; ++j) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(pk.vq + j * (Tp / 4) + (k0 + t) / 4),
+                       _mm512_cvtsepi32_epi8(quantize(_mm512_loadu_ps(tmp + j * kChunk + t), inv)));
+    }
+  }
+}
+
+}  // namespace
+
+void fm_attention_int8_prep(const FmAttentionArgs& a, int64_t unit_begin, int64_t unit_end, float* scratch) {
+  const int64_t H = a.heads, T = a.keys, chunks = (T + kChunk - 1) / kChunk;
+  const int64_t dh4 = (a.dh + 3) / 4, Tp = (T + W - 1) / W * W, per_head = fm_attention_int8_head_floats(a);
+  for (int64_t u = unit_begin; u < unit_end; ++u) {  // units (b, chunk, h)
+    const int64_t b = u / (chunks * H), c = (u / H) % chunks, h = u % H;
+    const KvPack pk = kv_pack_at(a.kv_packed + (b * H + h) * per_head, dh4, Tp, a.dv);
+    pack_keys(a, b, h, c * kChunk, std::min(kChunk, T - c * kChunk), pk, scratch);
+  }
+}
 
 void fm_attention_int8(const FmAttentionArgs& a, int64_t item_begin, int64_t item_end, float* scratch) {
   const int64_t H = a.heads, S = a.seq, T = a.keys, dh = a.dh, dv = a.dv, P = a.panel;
   const int64_t blocks = (S + SB - 1) / SB;
   const int64_t dh4 = (dh + 3) / 4, T4 = (T + 3) / 4, Tp = (T + W - 1) / W * W;
+  const int64_t per_head = fm_attention_int8_head_floats(a);
   // Scratch (4-byte units); see fm_attention_scratch_floats.
   //   per item: qs f32 [dh][SB], qq [dh4][SB], p f32 [4*T4][SB], pq [T4][SB], os [SB]
-  //   per head: kf f32 [dh][Tp], kq [dh4][Tp], comp [Tp], sk [Tp], vq [dv][Tp/4], sv [dv],
-  //             row f32 [Tp]
+  //   without a.kv_packed: one head's KvPack and pack_keys' [max(dh, dv)][kChunk]
   float* qs = scratch;
   int32_t* qq = reinterpret_cast<int32_t*>(qs + dh * SB);
   float* p = reinterpret_cast<float*>(qq + dh4 * SB);
   int32_t* pq = reinterpret_cast<int32_t*>(p + 4 * T4 * SB);
   float* os = reinterpret_cast<float*>(pq + T4 * SB);
-  float* kf = os + SB;
-  int32_t* kq = reinterpret_cast<int32_t*>(kf + dh * Tp);
-  float* comp = reinterpret_cast<float*>(kq + dh4 * Tp);
-  float* sk = comp + Tp;
-  int32_t* vq = reinterpret_cast<int32_t*>(sk + Tp);
-  float* sv = reinterpret_cast<float*>(vq + dv * (Tp / 4));
-  float* row = sv + dv;
-  int64_t gathered = -1;
+  float* own_pack = os + SB;
+  float* tmp = own_pack + per_head;
+  int64_t current = -1;
+  KvPack pk{};
+  float svmax = 1.0f;
   for (int64_t item = item_begin; item < item_end; ++item) {
     int64_t b = 0, h = 0, blk = 0;
     if (!fm_attention_item(a, blocks, item, &b, &h, &blk)) continue;
     const int64_t s0 = blk * SB;
     const int64_t ns = std::min(SB, S - s0), q0 = b * S + s0;
-    if (gathered != b * H + h) {
-      // K: per-key scales over d, s8 quads along d, and the zero-point compensation.
-      for (int64_t d = 0; d < dh; ++d) {
-        float* kr = kf + d * Tp;
-        fm_copy_row(a.k, P, H * dh, a.ld_k, h * dh + d, b * T, T, 1.0f, kr);
-        std::fill(kr + T, kr + Tp, 0.0f);
+    if (current != b * H + h) {
+      if (a.kv_packed != nullptr) {
+        pk = kv_pack_at(a.kv_packed + (b * H + h) * per_head, dh4, Tp, dv);
+      } else {
+        pk = kv_pack_at(own_pack, dh4, Tp, dv);
+        for (int64_t k0 = 0; k0 < T; k0 += kChunk) pack_keys(a, b, h, k0, std::min(kChunk, T - k0), pk, tmp);
       }
-      for (int64_t t = 0; t < Tp; t += W) {
-        __m512 amax = _mm512_setzero_ps();
-        for (int64_t d = 0; d < dh; ++d) amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_loadu_ps(kf + d * Tp + t)));
-        __m512 inv, scale;
-        scales_of(amax, &inv, &scale);
-        _mm512_storeu_ps(sk + t, scale);
-        __m512i csum = _mm512_setzero_si512();
-        for (int64_t d4 = 0; d4 < dh4; ++d4) {
-          __m512i r[4];
-          for (int i = 0; i < 4; ++i) {
-            const int64_t d = 4 * d4 + i;
-            r[i] = d < dh ? quantize(_mm512_loadu_ps(kf + d * Tp + t), inv) : _mm512_setzero_si512();
-            csum = _mm512_add_epi32(csum, r[i]);
-          }
-          _mm512_storeu_si512(kq + d4 * Tp + t, pack_quads(r[0], r[1], r[2], r[3]));
-        }
-        _mm512_storeu_ps(comp + t, _mm512_cvtepi32_ps(_mm512_slli_epi32(csum, 7)));
-      }
-      // V: per-channel scales over the keys, s8 quads along t (zero past T).
-      for (int64_t j = 0; j < dv; ++j) {
-        fm_copy_row(a.v, P, H * dv, a.ld_v, h * dv + j, b * T, T, 1.0f, row);
-        std::fill(row + T, row + Tp, 0.0f);
-        __m512 amax = _mm512_setzero_ps();
-        for (int64_t t = 0; t < Tp; t += W) amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_loadu_ps(row + t)));
-        const float m = hmax(amax);
-        sv[j] = m > 0.0f ? m / 127.0f : 1.0f;
-        const __m512 inv = _mm512_set1_ps(m > 0.0f ? 127.0f / m : 1.0f);
-        for (int64_t t = 0; t < Tp; t += W) {
-          _mm_storeu_si128(reinterpret_cast<__m128i*>(vq + j * (Tp / 4) + t / 4),
-                          _mm512_cvtsepi32_epi8(quantize(_mm512_loadu_ps(row + t), inv)));
-        }
-      }
-      gathered = b * H + h;
+      __m512 m = _mm512_setzero_ps();
+      for (int64_t t = 0; t < Tp; t += W) m = _mm512_max_ps(m, _mm512_loadu_ps(pk.sv + t));
+      svmax = hmax(m);
+      if (!(svmax > 0.0f)) svmax = 1.0f;  // V all zero: every weight is 0 anyway
+      current = b * H + h;
     }
+    const int32_t* kq = pk.kq;
+    const float* comp = pk.comp;
+    const float* sk = pk.sk;
+    const int32_t* vq = pk.vq;
+    const float* sv = pk.sv;
     // Q (scaled), zero past the block; per-query scales; u8 quads along d (128 past dh).
-    for (int64_t d = 0; d < dh; ++d) {
-      fm_copy_row(a.q, P, H * dh, a.ld_q, h * dh + d, q0, ns, a.scale, qs + d * SB);
-      for (int64_t j = ns; j < SB; ++j) qs[d * SB + j] = 0.0f;
+    gather_rows(a.q, P, H * dh, a.ld_q, h * dh, dh, q0, ns, a.scale, qs, SB);
+    if (ns < SB) {
+      for (int64_t d = 0; d < dh; ++d) std::fill(qs + d * SB + ns, qs + (d + 1) * SB, 0.0f);
     }
     __m512 sq[2], invq[2];
     for (int v = 0; v < 2; ++v) {
@@ -144,12 +237,25 @@ void fm_attention_int8(const FmAttentionArgs& a, int64_t item_begin, int64_t ite
         _mm512_storeu_si512(qq + d4 * SB + v * W, pack_quads(r[0], r[1], r[2], r[3]));
       }
     }
-    // Scores, 8 keys x 32 queries per register block; dequantized to fp32.
+    // Scores, 8 keys x 32 queries per register block; dequantized to fp32 with the mask
+    // applied and the column maxima taken on the way.
+    const int64_t mo = b * a.mask_b + h * a.mask_h;
+    __m512 m0 = _mm512_set1_ps(-std::numeric_limits<float>::infinity()), m1 = m0;
     auto finish_scores = [&](int64_t t, __m512i acc0, __m512i acc1) {
       const __m512 c = _mm512_set1_ps(comp[t]), s = _mm512_set1_ps(sk[t]);
-      const __m512 f0 = _mm512_sub_ps(_mm512_cvtepi32_ps(acc0), c), f1 = _mm512_sub_ps(_mm512_cvtepi32_ps(acc1), c);
-      _mm512_storeu_ps(p + t * SB, _mm512_mul_ps(_mm512_mul_ps(f0, s), sq[0]));
-      _mm512_storeu_ps(p + t * SB + W, _mm512_mul_ps(_mm512_mul_ps(f1, s), sq[1]));
+      __m512 f0 = _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(acc0), c), s), sq[0]);
+      __m512 f1 = _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(acc1), c), s), sq[1]);
+      if (a.add_mask != nullptr) {
+        const __m512 mv = _mm512_set1_ps(a.add_mask[mo + t * a.mask_t]);
+        f0 = _mm512_add_ps(f0, mv);
+        f1 = _mm512_add_ps(f1, mv);
+      } else if (a.select_mask != nullptr && a.select_mask[mo + t * a.mask_t] != 0) {
+        f0 = f1 = _mm512_set1_ps(a.fill);
+      }
+      m0 = _mm512_max_ps(m0, f0);
+      m1 = _mm512_max_ps(m1, f1);
+      _mm512_storeu_ps(p + t * SB, f0);
+      _mm512_storeu_ps(p + t * SB + W, f1);
     };
     int64_t t = 0;
     for (; t + 8 <= T; t += 8) {
@@ -176,56 +282,41 @@ void fm_attention_int8(const FmAttentionArgs& a, int64_t item_begin, int64_t ite
       }
       finish_scores(t, acc0, acc1);
     }
-    // Mask and column maxima, then exp in fp32, as u8 in 255 steps, packed in quads of
-    // keys; the normalizer is the sum of the quantized values.
-    const int64_t mo = b * a.mask_b + h * a.mask_h;
-    __m512 m0 = _mm512_set1_ps(-std::numeric_limits<float>::infinity()), m1 = m0;
-    for (t = 0; t < T; ++t) {
-      float* r = p + t * SB;
-      __m512 r0 = _mm512_loadu_ps(r), r1 = _mm512_loadu_ps(r + W);
-      if (a.add_mask != nullptr) {
-        const __m512 mv = _mm512_set1_ps(a.add_mask[mo + t * a.mask_t]);
-        r0 = _mm512_add_ps(r0, mv);
-        r1 = _mm512_add_ps(r1, mv);
-        _mm512_storeu_ps(r, r0);
-        _mm512_storeu_ps(r + W, r1);
-      } else if (a.select_mask != nullptr && a.select_mask[mo + t * a.mask_t] != 0) {
-        r0 = r1 = _mm512_set1_ps(a.fill);
-        _mm512_storeu_ps(r, r0);
-        _mm512_storeu_ps(r + W, r1);
-      }
-      m0 = _mm512_max_ps(m0, r0);
-      m1 = _mm512_max_ps(m1, r1);
-    }
-    const __m512 k255 = _mm512_set1_ps(255.0f);
-    __m512i sum0 = _mm512_setzero_si512(), sum1 = _mm512_setzero_si512();
+    // exp in fp32; the weights e * sv[t] (V's per-key scale folded in) as u8 in 255 steps
+    // of the head's largest sv, packed in quads of keys; the normalizer sums e in fp32.
+    const float to_u8 = 255.0f / svmax;
+    __m512 sum0 = _mm512_setzero_ps(), sum1 = _mm512_setzero_ps();
     for (int64_t t4 = 0; t4 < T4; ++t4) {
       __m512i e0[4], e1[4];
       for (int i = 0; i < 4; ++i) {
         const int64_t tt = 4 * t4 + i;
         if (tt < T) {
           const float* r = p + tt * SB;
-          e0[i] = _mm512_cvtps_epi32(_mm512_mul_ps(avx512_exp(_mm512_sub_ps(_mm512_loadu_ps(r), m0)), k255));
-          e1[i] = _mm512_cvtps_epi32(_mm512_mul_ps(avx512_exp(_mm512_sub_ps(_mm512_loadu_ps(r + W), m1)), k255));
+          const __m512 f = _mm512_set1_ps(sv[tt] * to_u8);
+          const __m512 x0 = exp_coarse(_mm512_sub_ps(_mm512_loadu_ps(r), m0));
+          const __m512 x1 = exp_coarse(_mm512_sub_ps(_mm512_loadu_ps(r + W), m1));
+          sum0 = _mm512_add_ps(sum0, x0);
+          sum1 = _mm512_add_ps(sum1, x1);
+          e0[i] = _mm512_cvtps_epi32(_mm512_mul_ps(x0, f));
+          e1[i] = _mm512_cvtps_epi32(_mm512_mul_ps(x1, f));
         } else {
           e0[i] = e1[i] = _mm512_setzero_si512();
         }
-        sum0 = _mm512_add_epi32(sum0, e0[i]);
-        sum1 = _mm512_add_epi32(sum1, e1[i]);
       }
       _mm512_storeu_si512(pq + t4 * SB, pack_quads(e0[0], e0[1], e0[2], e0[3]));
       _mm512_storeu_si512(pq + t4 * SB + W, pack_quads(e1[0], e1[1], e1[2], e1[3]));
     }
-    // Each column's maximum gives exp(0) * 255 = 255, so the sums are positive.
-    const __m512 inv0 = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_cvtepi32_ps(sum0));
-    const __m512 inv1 = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_cvtepi32_ps(sum1));
+    // Each column's maximum gives exp(0) = 1, so the sums are at least 1.
+    const __m512 back = _mm512_set1_ps(svmax / 255.0f);
+    const __m512 inv0 = _mm512_div_ps(back, sum0), inv1 = _mm512_div_ps(back, sum1);
     const bool direct = ns == SB && (P == 0 || q0 / P == (q0 + SB - 1) / P);
+    float* const out0 = direct ? a.out + fm_offset(P, H * dv, a.ld_out, h * dv, q0) : nullptr;
+    const int64_t out_stride = P > 0 ? P : a.ld_out;
     auto emit = [&](int64_t j, __m512i acc0, __m512i acc1) {
-      const __m512 s = _mm512_set1_ps(sv[j]);
-      const __m512 r0 = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc0), s), inv0);
-      const __m512 r1 = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc1), s), inv1);
+      const __m512 r0 = _mm512_mul_ps(_mm512_cvtepi32_ps(acc0), inv0);
+      const __m512 r1 = _mm512_mul_ps(_mm512_cvtepi32_ps(acc1), inv1);
       if (direct) {
-        float* orow = a.out + fm_offset(P, H * dv, a.ld_out, h * dv + j, q0);
+        float* orow = out0 + j * out_stride;
         _mm512_storeu_ps(orow, r0);
         _mm512_storeu_ps(orow + W, r1);
       } else {

@@ -25,6 +25,7 @@ const FmKernels& fm_table() {
   static const FmKernels t = [] {
     FmKernels k = avx512::fm_table();
     k.attention_int8 = fm_attention_int8;
+    k.attention_int8_prep = fm_attention_int8_prep;
     k.attention_int8_name = "u8s8_mha_fm_ukernel_8x32__avx512vnni";
     return k;
   }();
