@@ -4,11 +4,16 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <set>
+
+#include <tbb/parallel_for.h>
+#include <tbb/task_arena.h>
 
 #include "formats/aligned_buffer.h"
 #include "formats/error.h"
 #include "engine/layout.h"
+#include "engine/parallel.h"
 #include "engine/passes.h"
 #include "formats/graph_io.h"
 
@@ -123,29 +128,40 @@ std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
     targets.push_back(i);
   }
 
-  SparqFileWriter writer;
-  std::vector<std::unique_ptr<PackedMatrix>> packed;
-  std::vector<LayerReport> report;
-  for (size_t t = 0; t < targets.size(); ++t) {
-    Node& n = g.nodes[targets[t]];
+  // Each weight is transposed, pruned, measured, quantized and packed on its own, in
+  // parallel on opts.threads (a oneTBB arena); the file and the graph are then written
+  // in weight order, so the output does not depend on the thread count.
+  struct Packed {
+    std::unique_ptr<PackedMatrix> matrix;
+    int64_t k = 0, n = 0;
+    double density = 0;
+    BlockShape block = kBlock4x1;
+    bool sparse = true;
+  };
+  std::vector<Packed> results(targets.size());
+  std::mutex progress_mu;
+  size_t finished = 0;
+  auto pack_one = [&](size_t t) {
+    const Node& n = g.nodes[targets[t]];
     const Constant& w = *g.initializer(n.inputs[1]);
     const Attribute* tb = n.attr("transB");
     const bool trans_b = n.op == "Gemm" && tb != nullptr && tb->i != 0;  // B is already [N][K]
     const int64_t k = trans_b ? w.shape[1] : w.shape[0], nn = trans_b ? w.shape[0] : w.shape[1];
-    if (k == 0 || nn == 0) continue;
+    Packed& r = results[t];
+    r.k = k;
+    r.n = nn;
+    if (k == 0 || nn == 0) return;
     std::vector<float> wt(static_cast<size_t>(nn * k));
     const float* src = w.data<float>();
     if (trans_b) {
       std::copy(src, src + nn * k, wt.begin());
     } else {
-      for (int64_t kk = 0; kk < k; ++kk)
-        for (int64_t j = 0; j < nn; ++j) wt[static_cast<size_t>(j * k + kk)] = src[kk * nn + j];
+      transpose_tiled(src, k, nn, nn, wt.data(), k);
     }
-    const std::string bias = n.op == "Gemm" && n.inputs.size() > 2 ? n.inputs[2] : std::string();
     if (opts.prune >= 0) prune_blocks(wt.data(), nn, k, requested, opts.prune);
-    const BlockShape block = auto_block ? detect_block(wt.data(), nn, k) : requested;
-    const double density = static_cast<double>(count_nonzero(wt.data(), nn * k)) / static_cast<double>(nn * k);
-    const bool sparse = density <= sparse_break_even_density(int8);
+    r.block = auto_block ? detect_block(wt.data(), nn, k) : requested;
+    r.density = static_cast<double>(count_nonzero(wt.data(), nn * k)) / static_cast<double>(nn * k);
+    r.sparse = r.density <= sparse_break_even_density(int8);
     if (int8) {
       if (k > kMaxInt8K) {
         throw Error(Status::kUnsupported, "weight '" + weight_name(n) + "' has K = " + std::to_string(k) +
@@ -154,20 +170,43 @@ std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
       std::vector<int8_t> q(wt.size());
       std::vector<float> scales(static_cast<size_t>(nn));
       quantize_per_channel(wt.data(), nn, k, q.data(), scales.data());
-      packed.push_back(std::make_unique<PackedMatrix>(PackedMatrix::pack_s8(q.data(), scales.data(), nn, k, block, !sparse)));
+      r.matrix = std::make_unique<PackedMatrix>(PackedMatrix::pack_s8(q.data(), scales.data(), nn, k, r.block, !r.sparse));
     } else {
-      packed.push_back(std::make_unique<PackedMatrix>(PackedMatrix::pack_f32(wt.data(), nn, k, block, !sparse)));
+      r.matrix = std::make_unique<PackedMatrix>(PackedMatrix::pack_f32(wt.data(), nn, k, r.block, !r.sparse));
     }
+    if (progress) {
+      std::lock_guard<std::mutex> lock(progress_mu);
+      progress(++finished, targets.size());
+    }
+  };
+  const int threads = opts.threads > 0 ? opts.threads : ThreadPool::hardware_threads();
+  if (threads <= 1 || targets.size() < 2) {
+    for (size_t t = 0; t < targets.size(); ++t) pack_one(t);
+  } else {
+    tbb::task_arena arena(threads);
+    arena.execute([&] {
+      tbb::parallel_for(size_t{0}, targets.size(), [&](size_t t) { pack_one(t); });
+    });
+  }
+
+  SparqFileWriter writer;
+  std::vector<LayerReport> report;
+  for (size_t t = 0; t < targets.size(); ++t) {
+    Node& n = g.nodes[targets[t]];
+    const Packed& pr = results[t];  // its matrix stays alive until write()
+    if (!pr.matrix) continue;       // an empty weight stays a MatMul
+    const int64_t nn = pr.n;
+    const std::string bias = n.op == "Gemm" && n.inputs.size() > 2 ? n.inputs[2] : std::string();
     const std::string pname = "packed/" + std::to_string(t);
-    add_packed(writer, pname, *packed.back());
+    add_packed(writer, pname, *pr.matrix);
     LayerReport r;
     r.name = weight_name(n);
-    r.k = k;
+    r.k = pr.k;
     r.n = nn;
-    r.sparsity = 1.0 - density;
-    r.block = block_shape_name(block);
-    r.sparse = sparse;
-    r.bytes = packed.back()->bytes();
+    r.sparsity = 1.0 - pr.density;
+    r.block = block_shape_name(pr.block);
+    r.sparse = pr.sparse;
+    r.bytes = pr.matrix->bytes();
     report.push_back(r);
     if (--uses[n.inputs[1]] == 0) g.initializers.erase(n.inputs[1]);
     Attribute wa, pa, ka, na;
@@ -185,7 +224,6 @@ std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
       if (--uses[bias] == 0) g.initializers.erase(bias);
     }
     n.attrs = {{"weight", wa}, {"precision", pa}};
-    if (progress) progress(t + 1, targets.size());
   }
   // SPARQ_NO_FUSE=1 keeps the graph op by op (debugging, and A/B measurements).
   const char* no_fuse = std::getenv("SPARQ_NO_FUSE");

@@ -29,6 +29,7 @@ struct ConvertOptions {
   std::string precision = "fp32";  // fp32 | int8
   std::string block = "auto";      // auto | 4x1 | 1x4 | 1x1
   double prune = -1.0;             // < 0: no pruning; else sparsity in [0, 1)
+  int threads = 0;                 // weights packed in parallel; 0 = every core
 };
 
 struct LayerReport {

@@ -67,6 +67,11 @@ $py -c "import numpy as np; np.save('$work/ids32.npy', np.load('$m/input_input_i
 if "$sparq" run "$work/fp32.sparq" -i input_ids=$work/ids32.npy -o "$work/i32" 2>/dev/null; then pass "int32 ids accepted"; else fail "int32 ids"; fi
 if "$sparq" convert "$m/model.onnx" -o "$work/pruned.sparq" --precision int8 --prune 0.9 2>/dev/null | grep -q "note: --prune" &&
    "$sparq" inspect "$work/pruned.sparq" | grep -q "sparse"; then pass "--prune 0.9 says so and runs sparse"; else fail "--prune"; fi
+if "$sparq" convert "$m/model.onnx" -o "$work/t1.sparq" --precision int8 --prune 0.9 --threads 1 >/dev/null 2>&1 &&
+   "$sparq" convert "$m/model.onnx" -o "$work/t2.sparq" --precision int8 --prune 0.9 --threads 2 >/dev/null 2>&1 &&
+   cmp -s "$work/t1.sparq" "$work/t2.sparq" && cmp -s "$work/t1.sparq" "$work/pruned.sparq"; then
+  pass "convert --threads 1 and 2 write the same file"
+else fail "convert --threads"; fi
 for b in 4x1 1x4 1x1; do
   if "$sparq" convert "$models/bert-pruned-4x1/model.onnx" -o "$work/b$b.sparq" --block $b >/dev/null 2>&1 &&
      "$sparq" run "$work/b$b.sparq" -i input_ids=$models/bert-pruned-4x1/input_input_ids.npy \

@@ -80,7 +80,7 @@ int convert_cmd(Args& args) {
       throw UsageError("--prune must be a sparsity in [0, 1), got '" + prune + "'");
     }
   }
-  threads_flag(args);  // accepted for symmetry; conversion is single-threaded for now
+  o.threads = threads_flag(args);  // weights packed in parallel; the file is the same for any count
   const std::string in = args.positional("MODEL.onnx");
   args.finish();
   // Progress only on a terminal: on a pipe or file, stderr carries errors alone.
