@@ -17,6 +17,7 @@
 #include <tbb/blocked_range.h>
 #include <tbb/parallel_for.h>
 #include <tbb/task_arena.h>
+#include <tbb/task_scheduler_observer.h>
 
 namespace sparq {
 
@@ -29,17 +30,37 @@ thread_local bool t_in_region = false;  // nested regions run serially
 
 }  // namespace
 
+// Pins every thread that enters the arena to the CPUs the pool's creator was allowed
+// to run on, so that sessions created on disjoint cores (sparq bench --instances) keep
+// their arenas' threads there too. oneTBB's workers are shared by all arenas; each is
+// re-pinned whenever it joins another one.
+class PinObserver : public tbb::task_scheduler_observer {
+ public:
+  PinObserver(tbb::task_arena& arena, const cpu_set_t& set) : tbb::task_scheduler_observer(arena), set_(set) {
+    observe(true);
+  }
+  ~PinObserver() override { observe(false); }
+  void on_scheduler_entry(bool /*is_worker*/) override { sched_setaffinity(0, sizeof(set_), &set_); }
+
+ private:
+  cpu_set_t set_;
+};
+
 struct ThreadPool::Impl {
   explicit Impl(int threads) {
     const char* e = std::getenv("SPARQ_POOL");
-    use_tbb = e != nullptr && std::strcmp(e, "tbb") == 0;
+    use_tbb = !(e != nullptr && std::strcmp(e, "team") == 0);
     if (use_tbb) {
       arena = std::make_unique<tbb::task_arena>(threads);
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      if (sched_getaffinity(0, sizeof(set), &set) == 0) pin = std::make_unique<PinObserver>(*arena, set);
       return;
     }
     for (int i = 1; i < threads; ++i) workers.emplace_back([this] { worker(); });
   }
   ~Impl() {
+    pin.reset();
     {
       std::lock_guard<std::mutex> lock(mu);
       stop.store(true);
@@ -122,6 +143,7 @@ struct ThreadPool::Impl {
 
   bool use_tbb = false;
   std::unique_ptr<tbb::task_arena> arena;
+  std::unique_ptr<PinObserver> pin;
   std::vector<std::thread> workers;
   std::mutex mu, region_mu;
   std::condition_variable cv;
@@ -162,6 +184,10 @@ void ThreadPool::parallel_for(int64_t parts, const std::function<void(int64_t)>&
     impl_->run(parts, body);
     return;
   }
+  // The simple partitioner, parts claimed by whichever thread is free: a static
+  // partition (part i always on arena slot i, for cache affinity) measured slower, 8.1-8.3
+  // against 7.4-7.5 ms on BERT-base at 2 threads, since a part then waits for its own
+  // thread to wake.
   impl_->arena->execute([&] {
     tbb::parallel_for(
         tbb::blocked_range<int64_t>(0, parts, 1),

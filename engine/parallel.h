@@ -2,13 +2,13 @@
 // that splits block-rows by nonzero work so that threads stay balanced when rows differ
 // in density. Kernels themselves stay single-threaded.
 //
-// The pool is a team: the calling thread plus threads-1 workers that spin for a while
-// after each parallel region before they sleep, because a model run is hundreds of
-// regions of 20-200 us each and waking a sleeping thread costs tens of microseconds on
-// a VM (measured: a oneTBB arena made BERT-base 2 threads no faster than 1,
-// docs/performance.md). Parts are claimed dynamically by whichever member is free, so
-// a late or descheduled worker never blocks a region. SPARQ_POOL=tbb selects a oneTBB
-// task_arena instead (for A/B measurements).
+// The pool is a oneTBB task_arena with the session's thread count (parts claimed by
+// whichever thread is free; threads that enter it are pinned to the CPUs its creator may
+// use). SPARQ_POOL=team selects sparq's own team instead: the calling thread plus
+// threads-1 workers that spin for a while after each region before they sleep. The team
+// was the default while it measured faster (13.0 against 14.1 ms on BERT-base int8 at 2
+// threads); with the current kernels both measure the same within noise (7.4-8.3 ms each,
+// alternated A/B, docs/performance.md), and the arena is what the design asks for.
 #ifndef SPARQ_ENGINE_PARALLEL_H_
 #define SPARQ_ENGINE_PARALLEL_H_
 
@@ -35,7 +35,7 @@ class SPARQ_API ThreadPool {
   void parallel_for(int64_t parts, const std::function<void(int64_t)>& body);
 
   static int hardware_threads();
-  // "team" or "tbb".
+  // "tbb" (the default) or "team" (SPARQ_POOL=team).
   const char* kind() const;
 
  private:
