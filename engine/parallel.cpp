@@ -17,7 +17,6 @@
 #include <tbb/blocked_range.h>
 #include <tbb/parallel_for.h>
 #include <tbb/task_arena.h>
-#include <tbb/task_scheduler_observer.h>
 
 namespace sparq {
 
@@ -30,21 +29,9 @@ thread_local bool t_in_region = false;  // nested regions run serially
 
 }  // namespace
 
-// Pins every thread that enters the arena to the CPUs the pool's creator was allowed
-// to run on, so that sessions created on disjoint cores (sparq bench --instances) keep
-// their arenas' threads there too. oneTBB's workers are shared by all arenas; each is
-// re-pinned whenever it joins another one.
-class PinObserver : public tbb::task_scheduler_observer {
- public:
-  PinObserver(tbb::task_arena& arena, const cpu_set_t& set) : tbb::task_scheduler_observer(arena), set_(set) {
-    observe(true);
-  }
-  ~PinObserver() override { observe(false); }
-  void on_scheduler_entry(bool /*is_worker*/) override { sched_setaffinity(0, sizeof(set_), &set_); }
-
- private:
-  cpu_set_t set_;
-};
+// Pool ids, for the pinning below; never reused.
+std::atomic<uint64_t> g_next_pool_id{1};
+thread_local uint64_t t_pinned_for = 0;  // the pool whose CPUs this thread is pinned to
 
 struct ThreadPool::Impl {
   explicit Impl(int threads) {
@@ -52,15 +39,19 @@ struct ThreadPool::Impl {
     use_tbb = !(e != nullptr && std::strcmp(e, "team") == 0);
     if (use_tbb) {
       arena = std::make_unique<tbb::task_arena>(threads);
-      cpu_set_t set;
-      CPU_ZERO(&set);
-      if (sched_getaffinity(0, sizeof(set), &set) == 0) pin = std::make_unique<PinObserver>(*arena, set);
+      // A creator restricted to some of the CPUs (sparq bench --instances pins each
+      // instance's thread before it creates its session) gets its arena's threads pinned
+      // there too. oneTBB's workers are shared by every arena, so a worker re-pins
+      // whenever it runs a part for a pool other than the last one it pinned for.
+      CPU_ZERO(&cpus);
+      const unsigned online = std::thread::hardware_concurrency();
+      pin = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 && online > 0 &&
+            static_cast<unsigned>(CPU_COUNT(&cpus)) < online;
       return;
     }
     for (int i = 1; i < threads; ++i) workers.emplace_back([this] { worker(); });
   }
   ~Impl() {
-    pin.reset();
     {
       std::lock_guard<std::mutex> lock(mu);
       stop.store(true);
@@ -143,7 +134,9 @@ struct ThreadPool::Impl {
 
   bool use_tbb = false;
   std::unique_ptr<tbb::task_arena> arena;
-  std::unique_ptr<PinObserver> pin;
+  const uint64_t id = g_next_pool_id.fetch_add(1);
+  bool pin = false;
+  cpu_set_t cpus;
   std::vector<std::thread> workers;
   std::mutex mu, region_mu;
   std::condition_variable cv;
@@ -188,10 +181,16 @@ void ThreadPool::parallel_for(int64_t parts, const std::function<void(int64_t)>&
   // partition (part i always on arena slot i, for cache affinity) measured slower, 8.1-8.3
   // against 7.4-7.5 ms on BERT-base at 2 threads, since a part then waits for its own
   // thread to wake.
-  impl_->arena->execute([&] {
+  Impl& im = *impl_;
+  const std::thread::id caller = std::this_thread::get_id();  // its affinity is its own
+  im.arena->execute([&] {
     tbb::parallel_for(
         tbb::blocked_range<int64_t>(0, parts, 1),
         [&](const tbb::blocked_range<int64_t>& r) {
+          if (im.pin && t_pinned_for != im.id && std::this_thread::get_id() != caller) {
+            sched_setaffinity(0, sizeof(im.cpus), &im.cpus);
+            t_pinned_for = im.id;
+          }
           for (int64_t i = r.begin(); i < r.end(); ++i) body(i);
         },
         tbb::simple_partitioner());

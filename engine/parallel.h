@@ -3,8 +3,8 @@
 // in density. Kernels themselves stay single-threaded.
 //
 // The pool is a oneTBB task_arena with the session's thread count (parts claimed by
-// whichever thread is free; threads that enter it are pinned to the CPUs its creator may
-// use). SPARQ_POOL=team selects sparq's own team instead: the calling thread plus
+// whichever thread is free; when its creator may use only some of the CPUs, the threads
+// that run its parts are pinned to those). SPARQ_POOL=team selects sparq's own team instead: the calling thread plus
 // threads-1 workers that spin for a while after each region before they sleep. The team
 // was the default while it measured faster (13.0 against 14.1 ms on BERT-base int8 at 2
 // threads); with the current kernels both measure the same within noise (7.4-8.3 ms each,
