@@ -380,27 +380,34 @@ class Machine {
           if (s.att.add_mask != nullptr) a.add_mask = m->data<float>();
           else a.select_mask = m->data<uint8_t>();
         }
-        // With at least one 64-token panel of queries per thread, each thread takes its
-        // own panels for every head (queries and outputs stay in its cache); otherwise
-        // items go out in smaller dynamic parts.
+        const FmAttentionFn kernel = s.bf16 ? fm_low_precision_attention(fm_, nullptr) : fm_.attention;
+        // The int8 kernel's K and V are packed first, each key chunk by the thread whose
+        // panel holds it, into one buffer all items read (int8, a quarter of the fp32
+        // bytes another core would otherwise fetch, and no head packed twice).
+        const bool prep = kernel == fm_.attention_int8 && fm_.attention_int8_prep != nullptr;
+        // The fp32 and bf16 kernels pack K and V per head themselves: with at least one
+        // 64-token panel of queries per thread, each thread takes its own panels for every
+        // head (queries and outputs stay in its cache). Otherwise, and always for the
+        // int8 kernel, items go out in smaller dynamic parts, which keeps a core that
+        // falls behind from holding up the step (A/B on BERT-base int8 at 2 threads:
+        // attention 1.3-2.0 against 1.4-2.6 ms per run when this machine was noisy,
+        // equal when quiet). SPARQ_ATTENTION_SPLIT=items|panels overrides.
         const int64_t threads = pool_->threads(), qb = fm_.query_block;
         const int64_t blocks = (a.seq + qb - 1) / qb;
         int64_t np = 0;
-        static const bool chunked = [] {
+        static const int split = [] {  // 0 default, 1 items, 2 panels
           const char* e = std::getenv("SPARQ_ATTENTION_SPLIT");
-          return !(e != nullptr && std::strcmp(e, "items") == 0);
+          if (e != nullptr && std::strcmp(e, "items") == 0) return 1;
+          if (e != nullptr && std::strcmp(e, "panels") == 0) return 2;
+          return 0;
         }();
+        const bool chunked = split == 2 || (split == 0 && !prep);
         if (chunked && threads > 1 && kPanel % qb == 0 && a.batch == 1 && blocks >= threads * (kPanel / qb)) {
           a.chunk_blocks = kPanel / qb;
         }
         const int64_t items = fm_attention_items(a, qb);
         np = a.chunk_blocks > 0 ? threads : std::min<int64_t>(items, threads * 4);
         const int64_t scratch = fm_attention_scratch_floats(a, qb);
-        const FmAttentionFn kernel = s.bf16 ? fm_low_precision_attention(fm_, nullptr) : fm_.attention;
-        // The int8 kernel's K and V are packed first, each key chunk by the thread whose
-        // panel holds it, into one buffer all items read (int8, a quarter of the fp32
-        // bytes another core would otherwise fetch, and no head packed twice).
-        const bool prep = kernel == fm_.attention_int8 && fm_.attention_int8_prep != nullptr;
         const int64_t packed = prep ? a.batch * a.heads * fm_attention_int8_head_floats(a) : 0;
         const size_t need = static_cast<size_t>(np * scratch + packed) * 4;
         if (scratch_.size() < need) scratch_.resize(need);
