@@ -30,6 +30,10 @@ int64_t numel(const Shape& s) { return shape_elements(s); }
 constexpr int64_t kPanel = 64;
 
 inline int64_t panels_of(int64_t tokens) { return (tokens + kPanel - 1) / kPanel; }
+
+// Inside a panel segment (Machine::exec_segment), the one panel this thread runs the
+// segment's steps for; -1 outside.
+thread_local int64_t t_segment_panel = -1;
 inline size_t fm_bytes(int64_t features, int64_t tokens, size_t elem) {
   return static_cast<size_t>(panels_of(tokens) * kPanel * features) * elem;
 }
@@ -94,6 +98,7 @@ struct Executor::Plan {
   std::vector<Slot> slots;
   std::vector<Buffer> buffers;
   std::vector<Step> steps;
+  std::vector<int> seg_end;  // per step: the end of its panel segment (i + 1: none)
   std::vector<std::pair<std::string, int>> outputs;
   std::vector<std::pair<std::string, int>> inputs;
   size_t arena_bytes = 0;
@@ -142,6 +147,7 @@ class Machine {
     exec_step(p, s, st);
   }
 
+  static bool profiling() { return profile_enabled(); }
   static bool profile_enabled() {
     static const bool on = [] {
       const char* e = std::getenv("SPARQ_PROFILE");
@@ -426,11 +432,44 @@ class Machine {
         break;
       }
     }
+    if (t_segment_panel < 0) release(s, st);
+  }
+
+  static void release(const Step& s, RunState& st) {
     for (int r : s.release) {
       Value& v = st.env[static_cast<size_t>(r)];
       if (v && v->view == nullptr) st.live -= v->bytes.size();
       v.reset();
     }
+  }
+
+  // Whether a step can run inside a panel segment: it reads and writes only its own
+  // panels' tokens, through by_panels, and cannot fail.
+  bool panel_local(const Step& s) const {
+    switch (s.kind) {
+      case Kind::kMatMul: return panels_of(s.cols) >= pool_->threads();  // else rows split
+      case Kind::kLayerNorm:
+      case Kind::kQuantize:
+      case Kind::kAdd: return true;
+      default: return false;
+    }
+  }
+
+  // Runs steps [first, last), all panel-local on the same tokens, in one parallel
+  // region: each thread takes its panels (the same split as by_panels) through every
+  // step, so there is no barrier between the steps (none is needed: a panel's step
+  // reads only that panel of earlier steps' outputs).
+  void exec_segment(const Executor::Plan& p, const Step* first, const Step* last, RunState& st) {
+    const int64_t m = first->cols, panels = panels_of(m);
+    const int64_t np = std::min<int64_t>(panels, pool_->threads());
+    pool_->parallel_for(np, [&](int64_t part) {
+      for (int64_t pn = panels * part / np; pn < panels * (part + 1) / np; ++pn) {
+        t_segment_panel = pn;
+        for (const Step* s = first; s != last; ++s) exec_step(p, *s, st);
+      }
+      t_segment_panel = -1;
+    });
+    for (const Step* s = first; s != last; ++s) release(*s, st);
   }
 
  private:
@@ -439,6 +478,10 @@ class Machine {
   // cache); serial when the work (m x cost per token) is small.
   template <class F>
   void by_panels(int64_t m, int64_t cost_per_token, F&& f) {
+    if (t_segment_panel >= 0) {  // inside a segment: this thread's panel only
+      f(t_segment_panel, std::min(kPanel, m - t_segment_panel * kPanel));
+      return;
+    }
     const int64_t panels = panels_of(m);
     auto range = [&](int64_t p0, int64_t p1) {
       for (int64_t pn = p0; pn < p1; ++pn) f(pn, std::min(kPanel, m - pn * kPanel));
@@ -1212,6 +1255,28 @@ class Planner {
         p_.steps[static_cast<size_t>(last[s])].release.push_back(static_cast<int>(s));
       }
     }
+    // Runs of panel-local steps on the same tokens execute panel by panel, each thread
+    // taking its panels through the whole run (Machine::exec_segment), not step by step:
+    // a buffer alive at any step of a run stays alive for all of it, or a later step on
+    // one panel could overwrite what an earlier step on another panel still reads.
+    const size_t n = p_.steps.size();
+    std::vector<int> seg_start(n);
+    p_.seg_end.assign(n, 0);
+    for (size_t i = 0; i < n;) {
+      size_t j = i;
+      while (j < n && m_.panel_local(p_.steps[j]) && p_.steps[j].cols == p_.steps[i].cols) ++j;
+      if (j - i < 2) j = i + 1;
+      for (size_t k = i; k < j; ++k) {
+        seg_start[k] = static_cast<int>(i);
+        p_.seg_end[k] = static_cast<int>(j);
+      }
+      i = j;
+    }
+    for (Buffer& b : p_.buffers) {
+      if (b.first < 0) continue;
+      b.first = seg_start[static_cast<size_t>(b.first)];
+      b.last = p_.seg_end[static_cast<size_t>(b.last)] - 1;
+    }
     std::vector<size_t> order(p_.buffers.size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = i;
     std::stable_sort(order.begin(), order.end(),
@@ -1314,7 +1379,23 @@ std::map<std::string, Value> Executor::run(const std::map<std::string, Value>& i
   for (size_t i = 0; i < p.buffers.size(); ++i) st.buf[i] = p.arena.as<uint8_t>() + p.buffers[i].offset;
   st.env.assign(p.slots.size(), nullptr);
   for (const auto& in : p.inputs) st.env[static_cast<size_t>(in.second)] = inputs.at(in.first);
-  for (const Step& s : p.steps) machine.exec(p, s, st);
+  // Runs of panel-local steps on the same tokens go out as one parallel region each
+  // (not while profiling, which times steps one by one; SPARQ_SEGMENTS=0 turns this off).
+  static const bool segments = [] {
+    const char* e = std::getenv("SPARQ_SEGMENTS");
+    return !(e != nullptr && std::strcmp(e, "0") == 0);
+  }();
+  const bool segmented = segments && pool_->threads() > 1 && !Machine::profiling();
+  for (size_t i = 0; i < p.steps.size();) {
+    const size_t j = segmented ? static_cast<size_t>(p.seg_end[i]) : i + 1;
+    if (j - i >= 2) {
+      machine.exec_segment(p, &p.steps[i], &p.steps[0] + j, st);
+      i = j;
+    } else {
+      machine.exec(p, p.steps[i], st);
+      ++i;
+    }
+  }
   Machine::print_profile();
   for (const auto& o : p.outputs) {
     const Slot& s = p.slots[static_cast<size_t>(o.second)];
