@@ -4,11 +4,9 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <mutex>
 #include <set>
-
-#include <tbb/parallel_for.h>
-#include <tbb/task_arena.h>
 
 #include "formats/aligned_buffer.h"
 #include "formats/error.h"
@@ -129,7 +127,7 @@ std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
   }
 
   // Each weight is transposed, pruned, measured, quantized and packed on its own, in
-  // parallel on opts.threads (a oneTBB arena); the file and the graph are then written
+  // parallel on opts.threads; the file and the graph are then written
   // in weight order, so the output does not depend on the thread count.
   struct Packed {
     std::unique_ptr<PackedMatrix> matrix;
@@ -179,15 +177,21 @@ std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
       progress(++finished, targets.size());
     }
   };
-  const int threads = opts.threads > 0 ? opts.threads : ThreadPool::hardware_threads();
-  if (threads <= 1 || targets.size() < 2) {
-    for (size_t t = 0; t < targets.size(); ++t) pack_one(t);
-  } else {
-    tbb::task_arena arena(threads);
-    arena.execute([&] {
-      tbb::parallel_for(size_t{0}, targets.size(), [&](size_t t) { pack_one(t); });
-    });
-  }
+  // On the session pool type (a oneTBB arena; SPARQ_POOL=team under ThreadSanitizer,
+  // which cannot see inside Debian's uninstrumented libtbb). The first error (e.g. a K
+  // above the int8 limit) is rethrown here, on the calling thread.
+  ThreadPool pool(opts.threads);
+  std::mutex error_mu;
+  std::exception_ptr error;
+  pool.parallel_for(static_cast<int64_t>(targets.size()), [&](int64_t t) {
+    try {
+      pack_one(static_cast<size_t>(t));
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mu);
+      if (!error) error = std::current_exception();
+    }
+  });
+  if (error) std::rethrow_exception(error);
 
   SparqFileWriter writer;
   std::vector<LayerReport> report;
