@@ -15,6 +15,7 @@
 
 #include <xsimd/xsimd.hpp>
 
+#include "kernels/common/avx512_math.h"
 #include "kernels/fm/fm_impl.h"
 
 namespace sparq {
@@ -47,16 +48,9 @@ inline void pack_pairs(const float* lo, const float* hi, int64_t n, uint32_t* ou
 // degree-5 polynomial for 2^f on [0, 1) (relative error below 4e-6, far inside bf16's
 // 2^-8, which the probabilities are rounded to next).
 inline __m512 exp_nonpositive(__m512 x) {
-  const __m512 y = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
-  const __m512 n = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-  const __m512 f = _mm512_sub_ps(y, n);
-  __m512 p = _mm512_set1_ps(1.8775767e-3f);
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(8.9893397e-3f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5826318e-2f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4015361e-1f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9315308e-1f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.9999994e-1f));
-  return _mm512_scalef_ps(p, n);
+  static constexpr float kC[] = {9.9999994e-1f, 6.9315308e-1f, 2.4015361e-1f,
+                                 5.5826318e-2f, 8.9893397e-3f, 1.8775767e-3f};
+  return avx512_exp_poly(x, kC);
 }
 
 inline __m512bh as_bh(__m512i v) { return (__m512bh)v; }  // NOLINT: vector reinterpretation

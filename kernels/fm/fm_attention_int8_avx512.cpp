@@ -22,6 +22,7 @@
 #include <cstring>
 #include <limits>
 
+#include "kernels/common/avx512_math.h"
 #include "kernels/fm/fm_impl.h"
 
 namespace sparq {
@@ -50,14 +51,8 @@ inline __m512i pack_quads(__m512i r0, __m512i r1, __m512i r2, __m512i r3) {
 // (relative error below 1.6e-4, 25 times finer than the 255 steps they are rounded to
 // next); vscalefps applies the integer part and underflows to 0 for masked scores.
 inline __m512 exp_coarse(__m512 x) {
-  const __m512 y = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
-  const __m512 n = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-  const __m512 f = _mm512_sub_ps(y, n);
-  __m512 p = _mm512_set1_ps(7.5804844e-2f);
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.2905980e-1f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9484705e-1f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.9997616e-1f));
-  return _mm512_scalef_ps(p, n);
+  static constexpr float kC[] = {9.9997616e-1f, 6.9484705e-1f, 2.2905980e-1f, 7.5804844e-2f};
+  return avx512_exp_poly(x, kC);
 }
 
 inline float hmax(__m512 v) { return _mm512_reduce_max_ps(v); }
