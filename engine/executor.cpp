@@ -147,7 +147,6 @@ class Machine {
     exec_step(p, s, st);
   }
 
-  static bool profiling() { return profile_enabled(); }
   static bool profile_enabled() {
     static const bool on = [] {
       const char* e = std::getenv("SPARQ_PROFILE");
@@ -400,7 +399,6 @@ class Machine {
         // equal when quiet). SPARQ_ATTENTION_SPLIT=items|panels overrides.
         const int64_t threads = pool_->threads(), qb = fm_.query_block;
         const int64_t blocks = (a.seq + qb - 1) / qb;
-        int64_t np = 0;
         static const int split = [] {  // 0 default, 1 items, 2 panels
           const char* e = std::getenv("SPARQ_ATTENTION_SPLIT");
           if (e != nullptr && std::strcmp(e, "items") == 0) return 1;
@@ -412,7 +410,7 @@ class Machine {
           a.chunk_blocks = kPanel / qb;
         }
         const int64_t items = fm_attention_items(a, qb);
-        np = a.chunk_blocks > 0 ? threads : std::min<int64_t>(items, threads * 4);
+        const int64_t np = a.chunk_blocks > 0 ? threads : std::min<int64_t>(items, threads * 4);
         const int64_t scratch = fm_attention_scratch_floats(a, qb);
         const int64_t packed = prep ? a.batch * a.heads * fm_attention_int8_head_floats(a) : 0;
         const size_t need = static_cast<size_t>(np * scratch + packed) * 4;
@@ -1385,7 +1383,7 @@ std::map<std::string, Value> Executor::run(const std::map<std::string, Value>& i
     const char* e = std::getenv("SPARQ_SEGMENTS");
     return !(e != nullptr && std::strcmp(e, "0") == 0);
   }();
-  const bool segmented = segments && pool_->threads() > 1 && !Machine::profiling();
+  const bool segmented = segments && pool_->threads() > 1 && !Machine::profile_enabled();
   for (size_t i = 0; i < p.steps.size();) {
     const size_t j = segmented ? static_cast<size_t>(p.seg_end[i]) : i + 1;
     if (j - i >= 2) {

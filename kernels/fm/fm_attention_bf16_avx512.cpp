@@ -81,9 +81,9 @@ void fm_attention(const FmAttentionArgs& a, int64_t item_begin, int64_t item_end
     if (gathered != b * H + h) {
       // K as pairs over d; V as pairs over t (each row's bf16s, two per 32-bit slot).
       for (int64_t d2 = 0; d2 < dh2; ++d2) {
-        fm_copy_row(a.k, P, H * dh, a.ld_k, h * dh + 2 * d2, b * T, T, 1.0f, row0);
-        if (2 * d2 + 1 < dh) fm_copy_row(a.k, P, H * dh, a.ld_k, h * dh + 2 * d2 + 1, b * T, T, 1.0f, row1);
-        else std::fill(row1, row1 + T, 0.0f);
+        const int64_t nr = 2 * d2 + 1 < dh ? 2 : 1;  // row1 = row0 + T + 1
+        fm_copy_rows(a.k, P, H * dh, a.ld_k, h * dh + 2 * d2, nr, b * T, T, 1.0f, row0, T + 1);
+        if (nr == 1) std::fill(row1, row1 + T, 0.0f);
         pack_pairs(row0, row1, T, kp + d2 * T);
       }
       for (int64_t j = 0; j < dv; ++j) {
@@ -99,9 +99,9 @@ void fm_attention(const FmAttentionArgs& a, int64_t item_begin, int64_t item_end
       gathered = b * H + h;
     }
     // Q (scaled), zero past the block and past dh, then pairs over d.
-    for (int64_t d = 0; d < dh; ++d) {
-      fm_copy_row(a.q, P, H * dh, a.ld_q, h * dh + d, q0, ns, a.scale, qs + d * SB);
-      for (int64_t j = ns; j < SB; ++j) qs[d * SB + j] = 0.0f;
+    fm_copy_rows(a.q, P, H * dh, a.ld_q, h * dh, dh, q0, ns, a.scale, qs, SB);
+    if (ns < SB) {
+      for (int64_t d = 0; d < dh; ++d) std::fill(qs + d * SB + ns, qs + (d + 1) * SB, 0.0f);
     }
     std::fill(qs + dh * SB, qs + (dh + 1) * SB, 0.0f);
     for (int64_t d2 = 0; d2 < dh2; ++d2) pack_pairs(qs + 2 * d2 * SB, qs + (2 * d2 + 1) * SB, SB, qp + d2 * SB);
@@ -169,11 +169,13 @@ void fm_attention(const FmAttentionArgs& a, int64_t item_begin, int64_t item_end
     for (int64_t t2 = 0; t2 < T2; ++t2) pack_pairs(p + 2 * t2 * SB, p + (2 * t2 + 1) * SB, SB, pp + t2 * SB);
     const __m512 inv0 = _mm512_div_ps(_mm512_set1_ps(1.0f), sum0), inv1 = _mm512_div_ps(_mm512_set1_ps(1.0f), sum1);
     const bool direct = ns == SB && (P == 0 || q0 / P == (q0 + SB - 1) / P);
+    float* const out0 = a.out + fm_offset(P, H * dv, a.ld_out, h * dv, q0);
+    const int64_t out_stride = fm_row_stride(P, a.ld_out);
     auto emit = [&](int64_t j, __m512 r0, __m512 r1) {
       r0 = _mm512_mul_ps(r0, inv0);
       r1 = _mm512_mul_ps(r1, inv1);
       if (direct) {
-        float* orow = a.out + fm_offset(P, H * dv, a.ld_out, h * dv + j, q0);
+        float* orow = out0 + j * out_stride;
         _mm512_storeu_ps(orow, r0);
         _mm512_storeu_ps(orow + W, r1);
       } else {

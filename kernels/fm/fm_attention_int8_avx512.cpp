@@ -66,27 +66,7 @@ inline void scales_of(__m512 amax, __m512* inv, __m512* scale) {
 
 inline __m512i quantize(__m512 x, __m512 inv) { return _mm512_cvtps_epi32(_mm512_mul_ps(x, inv)); }
 
-// dst[r * ld_dst + j] = sc * src row (r0 + r), token m + j, for r < nr, j < n: one integer
-// division per contiguous run of tokens, not one per row (a division by the runtime
-// panel size costs more than copying a row of a block).
-inline void gather_rows(const float* src, int64_t P, int64_t R, int64_t ld, int64_t r0, int64_t nr, int64_t m,
-                        int64_t n, float sc, float* dst, int64_t ld_dst) {
-  const int64_t stride = P > 0 ? P : ld;
-  for (int64_t j = 0; j < n;) {
-    const int64_t mm = m + j, off = P > 0 ? mm % P : 0, run = P > 0 ? std::min(n - j, P - off) : n - j;
-    const float* s = P > 0 ? src + (mm / P) * R * P + r0 * P + off : src + r0 * ld + mm;
-    for (int64_t r = 0; r < nr; ++r) {
-      const float* __restrict sr = s + r * stride;
-      float* __restrict d = dst + r * ld_dst + j;
-      for (int64_t i = 0; i < run; ++i) d[i] = sr[i] * sc;
-    }
-    j += run;
-  }
-}
 
-}  // namespace
-
-namespace {
 
 // The packed K and V of one (b, h), in 4-byte units (fm_attention_int8_packed_floats):
 //   kq [dh4][Tp]  K per key in s8, quads along d
@@ -121,7 +101,7 @@ void pack_keys(const FmAttentionArgs& a, int64_t b, int64_t h, int64_t k0, int64
   const int64_t H = a.heads, T = a.keys, dh = a.dh, dv = a.dv, P = a.panel, Tp = (T + W - 1) / W * W;
   const int64_t dh4 = (dh + 3) / 4, n16 = (n + W - 1) / W * W;
   // K: per-key scales over d, s8 quads along d, and the zero-point compensation.
-  gather_rows(a.k, P, H * dh, a.ld_k, h * dh, dh, b * T + k0, n, 1.0f, tmp, kChunk);
+  fm_copy_rows(a.k, P, H * dh, a.ld_k, h * dh, dh, b * T + k0, n, 1.0f, tmp, kChunk);
   for (int64_t d = 0; d < dh; ++d) std::fill(tmp + d * kChunk + n, tmp + d * kChunk + n16, 0.0f);
   for (int64_t t = 0; t < n16; t += W) {
     __m512 amax = _mm512_setzero_ps();
@@ -142,7 +122,7 @@ void pack_keys(const FmAttentionArgs& a, int64_t b, int64_t h, int64_t k0, int64
     _mm512_storeu_ps(pk.comp + k0 + t, _mm512_cvtepi32_ps(_mm512_slli_epi32(csum, 7)));
   }
   // V: per-key scales over the channels, s8 quads along t.
-  gather_rows(a.v, P, H * dv, a.ld_v, h * dv, dv, b * T + k0, n, 1.0f, tmp, kChunk);
+  fm_copy_rows(a.v, P, H * dv, a.ld_v, h * dv, dv, b * T + k0, n, 1.0f, tmp, kChunk);
   for (int64_t j = 0; j < dv; ++j) std::fill(tmp + j * kChunk + n, tmp + j * kChunk + n16, 0.0f);
   for (int64_t t = 0; t < n16; t += W) {
     __m512 amax = _mm512_setzero_ps();
@@ -213,7 +193,7 @@ void fm_attention_int8(const FmAttentionArgs& a, int64_t item_begin, int64_t ite
     const int32_t* vq = pk.vq;
     const float* sv = pk.sv;
     // Q (scaled), zero past the block; per-query scales; u8 quads along d (128 past dh).
-    gather_rows(a.q, P, H * dh, a.ld_q, h * dh, dh, q0, ns, a.scale, qs, SB);
+    fm_copy_rows(a.q, P, H * dh, a.ld_q, h * dh, dh, q0, ns, a.scale, qs, SB);
     if (ns < SB) {
       for (int64_t d = 0; d < dh; ++d) std::fill(qs + d * SB + ns, qs + (d + 1) * SB, 0.0f);
     }
@@ -305,8 +285,8 @@ void fm_attention_int8(const FmAttentionArgs& a, int64_t item_begin, int64_t ite
     const __m512 back = _mm512_set1_ps(svmax / 255.0f);
     const __m512 inv0 = _mm512_div_ps(back, sum0), inv1 = _mm512_div_ps(back, sum1);
     const bool direct = ns == SB && (P == 0 || q0 / P == (q0 + SB - 1) / P);
-    float* const out0 = direct ? a.out + fm_offset(P, H * dv, a.ld_out, h * dv, q0) : nullptr;
-    const int64_t out_stride = P > 0 ? P : a.ld_out;
+    float* const out0 = a.out + fm_offset(P, H * dv, a.ld_out, h * dv, q0);
+    const int64_t out_stride = fm_row_stride(P, a.ld_out);
     auto emit = [&](int64_t j, __m512i acc0, __m512i acc1) {
       const __m512 r0 = _mm512_mul_ps(_mm512_cvtepi32_ps(acc0), inv0);
       const __m512 r1 = _mm512_mul_ps(_mm512_cvtepi32_ps(acc1), inv1);

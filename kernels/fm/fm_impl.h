@@ -21,19 +21,32 @@ inline int64_t fm_offset(int64_t P, int64_t R, int64_t ld, int64_t r, int64_t m)
   return P > 0 ? (m / P) * R * P + r * P + m % P : r * ld + m;
 }
 
-// dst[0, n) = sc * row r, tokens [m, m + n): contiguous runs per panel.
-inline void fm_copy_row(const float* src, int64_t P, int64_t R, int64_t ld, int64_t r, int64_t m, int64_t n,
-                        float sc, float* dst) {
-  if (P == 0) {
-    for (int64_t j = 0; j < n; ++j) dst[j] = src[r * ld + m + j] * sc;
-    return;
-  }
+// The row stride of that tensor within a panel (or the whole tensor when P = 0): row
+// r0 + j of a token range inside one panel starts at fm_offset(.., r0, m) + j * stride.
+inline int64_t fm_row_stride(int64_t P, int64_t ld) { return P > 0 ? P : ld; }
+
+// dst[r * ld_dst + j] = sc * row (r0 + r), token m + j, for r < nr, j < n: one integer
+// division per contiguous run of tokens, not one per row (a division by the runtime
+// panel size costs more than copying a row of an attention block).
+inline void fm_copy_rows(const float* src, int64_t P, int64_t R, int64_t ld, int64_t r0, int64_t nr, int64_t m,
+                         int64_t n, float sc, float* dst, int64_t ld_dst) {
+  const int64_t stride = fm_row_stride(P, ld);
   for (int64_t j = 0; j < n;) {
-    const int64_t mm = m + j, off = mm % P, run = std::min(n - j, P - off);
-    const float* s = src + (mm / P) * R * P + r * P + off;
-    for (int64_t i = 0; i < run; ++i) dst[j + i] = s[i] * sc;
+    const int64_t mm = m + j, off = P > 0 ? mm % P : 0, run = P > 0 ? std::min(n - j, P - off) : n - j;
+    const float* s = src + fm_offset(P, R, ld, r0, mm);
+    for (int64_t r = 0; r < nr; ++r) {
+      const float* __restrict sr = s + r * stride;
+      float* __restrict d = dst + r * ld_dst + j;
+      for (int64_t i = 0; i < run; ++i) d[i] = sr[i] * sc;
+    }
     j += run;
   }
+}
+
+// dst[0, n) = sc * row r, tokens [m, m + n).
+inline void fm_copy_row(const float* src, int64_t P, int64_t R, int64_t ld, int64_t r, int64_t m, int64_t n,
+                        float sc, float* dst) {
+  fm_copy_rows(src, P, R, ld, r, 1, m, n, sc, dst, n);
 }
 
 // Row r, tokens [m, m + n) = src[0, n).
@@ -70,19 +83,17 @@ void fm_attention_items(const FmAttentionArgs& a, int64_t item_begin, int64_t it
     if (!fm_attention_item(a, blocks, item, &b, &h, &blk)) continue;
     const int64_t s0 = blk * SB;
     const int64_t ns = std::min(SB, S - s0);
-    for (int64_t d = 0; d < dh; ++d) {
-      fm_copy_row(a.q, P, H * dh, a.ld_q, h * dh + d, b * S + s0, ns, a.scale, qs + d * SB);
-      for (int64_t j = ns; j < SB; ++j) qs[d * SB + j] = 0.0f;
+    fm_copy_rows(a.q, P, H * dh, a.ld_q, h * dh, dh, b * S + s0, ns, a.scale, qs, SB);
+    if (ns < SB) {
+      for (int64_t d = 0; d < dh; ++d) std::fill(qs + d * SB + ns, qs + (d + 1) * SB, 0.0f);
     }
     const float* kb;
     const float* vb;
     int64_t ld_k = a.ld_k, ld_v = a.ld_v;
     if (P > 0) {
       if (gathered != b * H + h) {
-        for (int64_t d = 0; d < dh; ++d) fm_copy_row(a.k, P, H * dh, 0, h * dh + d, b * T, T, 1.0f, kvs + d * T);
-        for (int64_t d = 0; d < dv; ++d) {
-          fm_copy_row(a.v, P, H * dv, 0, h * dv + d, b * T, T, 1.0f, kvs + (dh + d) * T);
-        }
+        fm_copy_rows(a.k, P, H * dh, 0, h * dh, dh, b * T, T, 1.0f, kvs, T);
+        fm_copy_rows(a.v, P, H * dv, 0, h * dv, dv, b * T, T, 1.0f, kvs + dh * T, T);
         gathered = b * H + h;
       }
       kb = kvs;
@@ -154,8 +165,10 @@ void fm_attention_items(const FmAttentionArgs& a, int64_t item_begin, int64_t it
     const int64_t q0 = b * S + s0;
     // A whole block lands contiguously unless it is partial or straddles two panels.
     const bool direct = ns == SB && (P == 0 || q0 / P == (q0 + SB - 1) / P);
+    float* const out0 = a.out + fm_offset(P, H * dv, a.ld_out, h * dv, q0);
+    const int64_t out_stride = fm_row_stride(P, a.ld_out);
     auto emit = [&](int64_t j, const B& r0, const B& r1) {
-      float* orow = a.out + fm_offset(P, H * dv, a.ld_out, h * dv + j, q0);
+      float* orow = out0 + j * out_stride;
       if (direct) {
         Ops::store(orow, r0 * inv0);
         Ops::store(orow + W, r1 * inv1);
