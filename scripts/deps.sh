@@ -4,13 +4,19 @@
 # something is missing.
 set -euo pipefail
 
+# libdnnl-dev's CMake config needs the OpenCL headers and library, which Debian only
+# *recommends* (and we install with --no-install-recommends): ocl-icd-opencl-dev.
+# clang-14 with libfuzzer-14-dev and libclang-rt-14-dev builds the fuzz targets (the
+# `fuzz` preset); libonnx-testdata holds ONNX's own node tests; clang-format checks style.
 SPARQ_PACKAGES=(
-  build-essential cmake pkg-config
-  libdnnl-dev libtbb-dev libxsimd-dev libxxhash-dev
+  build-essential cmake pkg-config git ca-certificates
+  libdnnl-dev ocl-icd-opencl-dev libtbb-dev libxsimd-dev libxxhash-dev
   libonnx-dev libprotobuf-dev protobuf-compiler
   python3 python3-dev python3-torch python3-onnx python3-numpy python3-pytest pybind11-dev
   libbenchmark-dev libgtest-dev
   qemu-user
+  clang-14 libfuzzer-14-dev libclang-rt-14-dev clang-format
+  libonnx-testdata
 )
 
 sparq_install_deps() {

@@ -20,7 +20,9 @@
 #include "engine/model.h"
 #include "formats/error.h"
 #include "formats/npy.h"
+#ifdef SPARQ_HAVE_ONNX
 #include "formats/onnx_import.h"
+#endif
 #include "tools/cli.h"
 
 namespace sparq::cli {
@@ -85,6 +87,13 @@ int convert_cmd(Args& args) {
   args.finish();
   // Progress only on a terminal: on a pipe or file, stderr carries errors alone.
   const bool tty = isatty(2) != 0;
+#ifndef SPARQ_HAVE_ONNX
+  (void)tty;
+  throw sparq::Error(sparq::Status::kUnsupported,
+                     "this sparq was built without the ONNX importer (Debian: libonnx-dev "
+                     "libprotobuf-dev protobuf-compiler; scripts/deps.sh installs them): convert "
+                     "is not available");
+#else
   if (tty) std::fprintf(stderr, "sparq: importing %s\n", in.c_str());
   Graph g = import_onnx(in);
   const auto report = convert_graph(std::move(g), out, o, [tty](size_t done, size_t total) {
@@ -110,6 +119,7 @@ int convert_cmd(Args& args) {
                 "this changes the model's outputs and accuracy\n", o.prune);
   }
   return 0;
+#endif
 }
 
 int run_cmd(Args& args) {

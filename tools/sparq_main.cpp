@@ -6,9 +6,11 @@
 #include <string>
 #include <vector>
 
+#ifdef SPARQ_HAVE_BASELINE
 #include "bench/baseline/kernel_bench.h"
 #include "bench/baseline/onednn_matmul.h"
 #include "bench/baseline/peak.h"
+#endif
 #include "engine/parallel.h"
 #include "formats/error.h"
 #include "kernels/common/isa.h"
@@ -45,6 +47,14 @@ const char* kUsage =
     "      data checksum\n"
     "  version      print the library version and the kernel ISA in use\n";
 
+#ifndef SPARQ_HAVE_BASELINE
+int kernel_bench(Args&) {
+  throw sparq::Error(sparq::Status::kUnsupported,
+                     "this sparq was built without oneDNN (Debian: libdnnl-dev and "
+                     "ocl-icd-opencl-dev; scripts/deps.sh installs them): kernel-bench, which "
+                     "times sparq against oneDNN's dense matmul, is not available");
+}
+#else
 int kernel_bench(Args& args) {
   using namespace sparq::bench;
   const bool json = args.flag("--json");
@@ -115,6 +125,7 @@ int kernel_bench(Args& args) {
   if (json) std::fputs(to_json(results).c_str(), stdout);
   return 0;
 }
+#endif  // SPARQ_HAVE_BASELINE
 
 }  // namespace
 
