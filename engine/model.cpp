@@ -11,6 +11,7 @@
 #include "formats/aligned_buffer.h"
 #include "formats/error.h"
 #include "engine/layout.h"
+#include "engine/ops/registry.h"
 #include "engine/parallel.h"
 #include "engine/passes.h"
 #include "formats/graph_io.h"
@@ -90,6 +91,7 @@ std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
   }
   if (!auto_block) parse_block_shape(opts.block, &requested);
   if (opts.prune >= 1.0) throw Error(Status::kInvalidArgument, "prune sparsity must be in [0, 1)");
+  validate_graph(g, /*allow_sparq_ops=*/false, "graph");
 
   // Uses of each initializer, to drop the ones only a converted MatMul read.
   std::map<std::string, int> uses;
@@ -242,6 +244,8 @@ std::shared_ptr<const Model> Model::load(const std::string& path) {
   m->path_ = path;
   m->file_ = SparqFile::open(path);
   m->graph_ = deserialize_graph(m->file_);
+  // A stored graph is untrusted input too: every node against its registry row.
+  validate_graph(m->graph_, /*allow_sparq_ops=*/true, path);
   for (const Node& n : m->graph_.nodes) {
     if (n.op != "SparqMatMul") continue;
     const Attribute* w = n.attr("weight");

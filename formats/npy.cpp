@@ -15,6 +15,25 @@ namespace {
   throw Error(Status::kFormatError, path + ": not a supported .npy file: " + what);
 }
 
+// Header text quoted in an error: control and non-ASCII bytes escaped as \xNN and at
+// most 64 characters, so a malformed header never writes raw bytes to a terminal.
+std::string quoted(const std::string& s) {
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < s.size() && i < 64; ++i) {
+    const unsigned char ch = static_cast<unsigned char>(s[i]);
+    if (ch >= 0x20 && ch < 0x7f && ch != '\\') {
+      out += static_cast<char>(ch);
+    } else {
+      out += "\\x";
+      out += hex[ch >> 4];
+      out += hex[ch & 15];
+    }
+  }
+  if (s.size() > 64) out += "...";
+  return out;
+}
+
 // The value of `key` in the header dict, as the raw text up to the next ',' or '}'
 // (or the parenthesized tuple for 'shape').
 std::string field(const std::string& header, const std::string& key, const std::string& path) {
@@ -71,7 +90,7 @@ Constant read_npy(const std::string& path) {
   else if (descr == "'|i1'") c.type = ElemType::kS8;
   else if (descr == "'|u1'") c.type = ElemType::kU8;
   else if (descr == "'|b1'") c.type = ElemType::kBool;
-  else bad(path, "dtype " + descr + " is not supported (use int64, int32, float32 or float64)");
+  else bad(path, "dtype " + quoted(descr) + " is not supported (use int64, int32, float32 or float64)");
   if (field(header, "fortran_order", path) != "False") bad(path, "Fortran order is not supported");
   const std::string shape = field(header, "shape", path);
   uint64_t elems = 1;
@@ -79,7 +98,7 @@ Constant read_npy(const std::string& path) {
   while (i < shape.size()) {
     while (i < shape.size() && (shape[i] == ' ' || shape[i] == ',')) ++i;
     if (i >= shape.size() || shape[i] == ')') break;
-    if (shape[i] < '0' || shape[i] > '9') bad(path, "malformed shape " + shape);
+    if (shape[i] < '0' || shape[i] > '9') bad(path, "malformed shape " + quoted(shape));
     uint64_t d = 0;
     while (i < shape.size() && shape[i] >= '0' && shape[i] <= '9') {
       if (d > (uint64_t{1} << 40)) bad(path, "dimension too large");

@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "engine/ops/registry.h"
 #include "formats/error.h"
 
 namespace sparq {
@@ -98,7 +99,9 @@ class Importer {
       for (const auto& a : np.attribute()) n.attrs[a.name()] = attribute(a, n);
       g.nodes.push_back(std::move(n));
     }
-    check_order(g);
+    // Every node against its registry row (arity, attribute kinds, the opset's form),
+    // then the wiring, before any pass looks at the graph.
+    validate_graph(g, /*allow_sparq_ops=*/false, src_);
     return g;
   }
 
@@ -150,12 +153,14 @@ class Importer {
       c.bytes = external(t, nbytes, what);
       return c;
     }
-    c.bytes.resize(nbytes);
+    // The data present is checked against the shape before anything is allocated: a
+    // tensor that declares 2^32 elements with a few bytes of data is refused at once.
     if (t.has_raw_data()) {
       if (t.raw_data().size() != nbytes) {
         format_error(src_, what + " has " + std::to_string(t.raw_data().size()) +
                                " bytes of data, its shape needs " + std::to_string(nbytes));
       }
+      c.bytes.resize(nbytes);
       if (nbytes) std::memcpy(c.bytes.data(), t.raw_data().data(), nbytes);
       return c;
     }
@@ -164,6 +169,7 @@ class Importer {
         format_error(src_, what + " has " + std::to_string(have) + " values, its shape needs " +
                                std::to_string(elems));
       }
+      c.bytes.resize(nbytes);
     };
     switch (c.type) {
       case ElemType::kF32:
@@ -258,42 +264,13 @@ class Importer {
     return r;
   }
 
-  // Every input is defined before use; every value is defined once; outputs exist.
-  void check_order(const Graph& g) {
-    std::set<std::string> defined;
-    for (const ValueInfo& v : g.inputs) defined.insert(v.name);
-    for (const auto& kv : g.initializers) defined.insert(kv.first);
-    for (const Node& n : g.nodes) {
-      for (const std::string& in : n.inputs) {
-        if (!in.empty() && !defined.count(in)) {
-          format_error(src_, "node '" + n.name + "' (" + n.op + ") uses '" + in +
-                                 "' before it is defined (graph not topologically sorted?)");
-        }
-      }
-      for (const std::string& out : n.outputs) {
-        if (!out.empty() && !defined.insert(out).second) {
-          format_error(src_, "value '" + out + "' is defined twice (node '" + n.name + "')");
-        }
-      }
-    }
-    for (const ValueInfo& v : g.outputs) {
-      if (!defined.count(v.name)) format_error(src_, "graph output '" + v.name + "' is never computed");
-    }
-  }
-
   std::string base_dir_, src_;
 };
 
 }  // namespace
 
 const std::vector<std::string>& supported_onnx_ops() {
-  static const std::vector<std::string> ops = {
-      "Add",       "Cast",      "Concat", "Constant",  "ConstantOfShape", "CumSum",
-      "Div",       "Dropout",   "Equal",  "Erf",       "Expand",          "Gather",
-      "Gemm",      "Identity",  "LayerNormalization", "MatMul", "Mul",   "Neg",
-      "Not",       "Pow",       "Range",  "ReduceMean", "Relu",           "Reshape",
-      "Shape",     "Slice",     "Softmax", "Sqrt",     "Squeeze",         "Sub",
-      "Tanh",      "Transpose", "Unsqueeze", "Where"};
+  static const std::vector<std::string> ops = op_names(OpDomain::kOnnx);
   return ops;
 }
 

@@ -28,6 +28,7 @@ from torch import nn
 SIZES = {
     # name: (layers, hidden, heads, intermediate, vocab, max_positions)
     "tiny": (2, 32, 4, 64, 100, 64),
+    "micro": (1, 8, 2, 16, 16, 16),  # fuzz seeds (tools/make_fuzz_corpus.py)
     "bert-mini": (4, 256, 4, 1024, 30522, 512),
     "distilbert": (6, 768, 12, 3072, 30522, 512),
     "bert-base": (12, 768, 12, 3072, 30522, 512),

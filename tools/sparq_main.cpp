@@ -19,6 +19,24 @@
 
 namespace {
 
+// An error message as one printable line: names and values quoted from a malformed
+// input file could hold control bytes or newlines.
+std::string printable(const char* msg) {
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (const char* p = msg; *p != '\0'; ++p) {
+    const unsigned char ch = static_cast<unsigned char>(*p);
+    if (ch >= 0x20 && ch != 0x7f) {
+      out += static_cast<char>(ch);  // printable ASCII and UTF-8 bytes pass
+    } else {
+      out += "\\x";
+      out += hex[ch >> 4];
+      out += hex[ch & 15];
+    }
+  }
+  return out;
+}
+
 using sparq::cli::Args;
 using sparq::cli::UsageError;
 
@@ -154,10 +172,10 @@ int main(int argc, char** argv) {
     }
     throw UsageError("unknown command '" + cmd + "'");
   } catch (const UsageError& e) {
-    std::fprintf(stderr, "sparq: error: %s\n%s", e.what(), kUsage);
+    std::fprintf(stderr, "sparq: error: %s\n%s", printable(e.what()).c_str(), kUsage);
     return 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "sparq: error: %s\n", e.what());
+    std::fprintf(stderr, "sparq: error: %s\n", printable(e.what()).c_str());
     return 1;
   }
 }
