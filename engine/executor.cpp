@@ -1,5 +1,7 @@
 #include "engine/executor.h"
 
+#include "engine/limits.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -605,6 +607,16 @@ class Planner {
   Slot& slot(int s) { return p_.slots[static_cast<size_t>(s)]; }
 
   int new_buffer(size_t bytes) {
+    if (bytes > limits().max_tensor_bytes) {
+      throw Error(Status::kOutOfMemory, "a plan buffer would need " + human_bytes(bytes) + ", above the limit of " +
+                                            human_bytes(limits().max_tensor_bytes) +
+                                            " for one tensor (SPARQ_MAX_TENSOR_BYTES)");
+    }
+    planned_bytes_ += bytes;
+    if (planned_bytes_ > limits().max_plan_bytes) {
+      throw Error(Status::kOutOfMemory, "the plan for these shapes would need more than " +
+                                            human_bytes(limits().max_plan_bytes) + " (SPARQ_MAX_PLAN_BYTES)");
+    }
     Buffer b;
     b.bytes = (bytes + 63) / 64 * 64;
     p_.buffers.push_back(b);
@@ -1320,6 +1332,7 @@ class Planner {
   bool int8_model_ = false;
   PlanOptions options_;
   std::vector<AlignedBuffer> temp_;
+  uint64_t planned_bytes_ = 0;  // every buffer planned so far, checked against max_plan_bytes
 };
 
 }  // namespace

@@ -5,11 +5,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cmath>
+#include <limits>
 #include <cstring>
 #include <functional>
 #include <numeric>
 #include <set>
 
+#include "engine/limits.h"
 #include "formats/error.h"
 #include "kernels/attention/attention.h"
 
@@ -22,11 +24,15 @@ int64_t numel(const Shape& s) { return shape_elements(s); }
 
 bool is_float(ElemType t) { return t == ElemType::kF32 || t == ElemType::kF64; }
 
+// Every value the interpreter computes is allocated here, after its size is checked
+// against the limits (a hostile Reshape, Expand or ConstantOfShape target fails before
+// it allocates).
 std::shared_ptr<Constant> make(ElemType t, Shape shape) {
+  const int64_t e = checked_elements(shape, elem_type_size(t), "a " + std::string(elem_type_name(t)) + " tensor");
   auto c = std::make_shared<Constant>();
   c->type = t;
   c->shape = std::move(shape);
-  c->bytes.assign(static_cast<size_t>(numel(c->shape)) * elem_type_size(t), 0);
+  c->bytes.assign(static_cast<size_t>(e) * elem_type_size(t), 0);
   return c;
 }
 
@@ -54,15 +60,25 @@ int64_t geti(const Constant& c, int64_t i) {
   return 0;
 }
 
+// Float to integer without undefined behaviour: NaN becomes 0, values beyond the type's
+// range saturate (ONNX leaves out-of-range Casts undefined; sparq pins them down).
+template <class T>
+T saturate(double v) {
+  if (!(v == v)) return 0;
+  if (v <= static_cast<double>(std::numeric_limits<T>::lowest())) return std::numeric_limits<T>::lowest();
+  if (v >= static_cast<double>(std::numeric_limits<T>::max())) return std::numeric_limits<T>::max();
+  return static_cast<T>(v);
+}
+
 void setf(Constant& c, int64_t i, double v) {
   uint8_t* b = c.bytes.data();
   switch (c.type) {
     case ElemType::kF32: reinterpret_cast<float*>(b)[i] = static_cast<float>(v); break;
     case ElemType::kF64: reinterpret_cast<double*>(b)[i] = v; break;
-    case ElemType::kI64: reinterpret_cast<int64_t*>(b)[i] = static_cast<int64_t>(v); break;
-    case ElemType::kI32: reinterpret_cast<int32_t*>(b)[i] = static_cast<int32_t>(v); break;
-    case ElemType::kS8: reinterpret_cast<int8_t*>(b)[i] = static_cast<int8_t>(v); break;
-    case ElemType::kU8: b[i] = static_cast<uint8_t>(v); break;
+    case ElemType::kI64: reinterpret_cast<int64_t*>(b)[i] = saturate<int64_t>(v); break;
+    case ElemType::kI32: reinterpret_cast<int32_t*>(b)[i] = saturate<int32_t>(v); break;
+    case ElemType::kS8: reinterpret_cast<int8_t*>(b)[i] = saturate<int8_t>(v); break;
+    case ElemType::kU8: b[i] = saturate<uint8_t>(v); break;
     case ElemType::kBool: b[i] = v != 0.0; break;
   }
 }
@@ -274,15 +290,18 @@ class Runner {
     } else {
       for (size_t i = 0; i < ia.size(); ++i) {
         const int64_t x = geti(*a, ia[i]), y = geti(*b, ib[i]);
+        // Two's-complement wrap-around, as integer tensors behave in every ONNX runtime,
+        // instead of signed overflow.
+        const uint64_t ux = static_cast<uint64_t>(x), uy = static_cast<uint64_t>(y);
         int64_t v = 0;
-        if (op == "Add") v = x + y;
-        else if (op == "Sub") v = x - y;
-        else if (op == "Mul") v = x * y;
+        if (op == "Add") v = static_cast<int64_t>(ux + uy);
+        else if (op == "Sub") v = static_cast<int64_t>(ux - uy);
+        else if (op == "Mul") v = static_cast<int64_t>(ux * uy);
         else if (op == "Div") {
           if (y == 0) fail(n, "integer division by zero");
-          v = x / y;
+          v = y == -1 ? static_cast<int64_t>(0 - ux) : x / y;
         } else {
-          v = static_cast<int64_t>(std::pow(static_cast<double>(x), getf(*b, ib[i])));
+          v = saturate<int64_t>(std::pow(static_cast<double>(x), getf(*b, ib[i])));
         }
         seti(*r, static_cast<int64_t>(i), v);
       }
@@ -938,6 +957,16 @@ class Runner {
 
   size_t peak_bytes() const { return peak_; }
 
+  // run_node, with the node named in any error that does not name it yet.
+  Value run_node_named(const Node& n) {
+    try {
+      return run_node(n);
+    } catch (const Error& e) {
+      if (std::strncmp(e.what(), "node '", 6) == 0) throw;
+      throw Error(e.status(), "node '" + n.name + "' (" + n.op + "): " + e.what());
+    }
+  }
+
   // One node on the given input values (by position; null = omitted).
   Value eval(const Node& n, const std::vector<Value>& ins) {
     env_.clear();
@@ -974,7 +1003,7 @@ class Runner {
     for (size_t ni = 0; ni < g_.nodes.size(); ++ni) {
       const Node& n = g_.nodes[ni];
       const auto t0 = std::chrono::steady_clock::now();
-      Value v = run_node(n);
+      Value v = run_node_named(n);
       if (profile) {
         auto& t = times[n.op];
         t.first += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();

@@ -11,6 +11,7 @@
 #include "formats/aligned_buffer.h"
 #include "formats/error.h"
 #include "engine/layout.h"
+#include "engine/limits.h"
 #include "engine/ops/registry.h"
 #include "engine/parallel.h"
 #include "engine/passes.h"
@@ -50,8 +51,12 @@ void quantize_tokens(const float* x, int64_t k, int64_t t0, int64_t t1, uint8_t*
     uint8_t* qr = rows + t * k;
     for (int64_t j = 0; j < k; ++j) {
       const float v = xr[j] * inv;
-      int q = static_cast<int>(v + (v >= 0.0f ? 0.5f : -0.5f));
-      q = q > 127 ? 127 : (q < -127 ? -127 : q);
+      // Clamped in float first: a NaN or infinite activation quantizes to 0 or +-127
+      // instead of an undefined float-to-int conversion.
+      int q = 0;
+      if (v >= 127.0f) q = 127;
+      else if (v <= -127.0f) q = -127;
+      else if (v == v) q = static_cast<int>(v + (v >= 0.0f ? 0.5f : -0.5f));
       qr[j] = static_cast<uint8_t>(q + 128);
     }
   }
@@ -387,6 +392,17 @@ std::map<std::string, Value> Session::run(std::map<std::string, Value> inputs, s
     // (`c` may be gone: widening replaced the map's value, possibly its only owner.)
     if (v.name == "input_ids") ref_shape = it->second->shape;
   }
+  if (!ref_shape.empty()) {
+    uint64_t tokens = 1;
+    for (int64_t d : ref_shape) {
+      if (d < 0 || __builtin_mul_overflow(tokens, static_cast<uint64_t>(d), &tokens)) tokens = UINT64_MAX;
+    }
+    if (tokens > static_cast<uint64_t>(limits().max_tokens)) {
+      bad("input_ids has " + (tokens == UINT64_MAX ? std::string("too many") : std::to_string(tokens)) +
+          " tokens (batch x sequence), above the limit of " + std::to_string(limits().max_tokens) +
+          " per run (SPARQ_MAX_TOKENS)");
+    }
+  }
   for (const auto& kv : inputs) {
     if (!ref_shape.empty() && kv.second->shape != ref_shape) {
       bad("input '" + kv.first + "' has a different [batch, sequence] shape than input_ids");
@@ -404,7 +420,9 @@ std::map<std::string, Value> Session::run(std::map<std::string, Value> inputs, s
         for (int64_t i = 0; i < c->elements(); ++i) {
           if (v.type == ElemType::kI64) reinterpret_cast<int64_t*>(c->bytes.data())[i] = 1;
           else if (v.type == ElemType::kI32) reinterpret_cast<int32_t*>(c->bytes.data())[i] = 1;
-          else c->bytes[static_cast<size_t>(i) * elem_type_size(v.type)] = 1;
+          else if (v.type == ElemType::kF32) reinterpret_cast<float*>(c->bytes.data())[i] = 1.0f;
+          else if (v.type == ElemType::kF64) reinterpret_cast<double*>(c->bytes.data())[i] = 1.0;
+          else c->bytes[static_cast<size_t>(i)] = 1;  // one-byte types
         }
       }
       inputs[v.name] = c;
@@ -420,6 +438,10 @@ std::map<std::string, Value> Session::run(std::map<std::string, Value> inputs, s
     if (it == inputs.end() || table == nullptr || table->shape.empty()) continue;
     const int64_t rows = table->shape[0];
     const Constant& ids = *it->second;
+    if (ids.type != ElemType::kI64) {  // integer inputs were widened to int64 above
+      bad("input '" + n.inputs[1] + "' indexes '" + n.inputs[0] + "' but is " + elem_type_name(ids.type) +
+          ", not an integer tensor");
+    }
     for (int64_t i = 0; i < ids.elements(); ++i) {
       const int64_t id = ids.data<int64_t>()[i];
       if (id < 0 || id >= rows) {

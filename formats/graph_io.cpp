@@ -39,9 +39,12 @@ class In {
     at_ += sizeof(T);
     return v;
   }
-  uint32_t count() {
+  // A count of items that each take at least `min_bytes` of what follows: bounded by the
+  // bytes left, so a corrupt count can never make the reader allocate more than the
+  // graph's own size in items before it fails.
+  uint32_t count(size_t min_bytes) {
     const uint32_t n = get<uint32_t>();
-    if (n > kMaxCount) bad("count too large");
+    if (n > kMaxCount || static_cast<uint64_t>(n) * min_bytes > d_.size() - at_) bad("count too large");
     return n;
   }
   std::string str() {
@@ -89,11 +92,11 @@ ElemType elem(In& in, uint8_t t) {
 }
 
 std::vector<ValueInfo> get_values(In& in) {
-  std::vector<ValueInfo> vs(in.count());
+  std::vector<ValueInfo> vs(in.count(4 + 1 + 4));  // name, type, rank
   for (ValueInfo& v : vs) {
     v.name = in.str();
     v.type = elem(in, in.get<uint8_t>());
-    const uint32_t rank = in.count();
+    const uint32_t rank = in.count(8 + 4);
     if (rank > 8) in.bad("rank above 8");
     for (uint32_t i = 0; i < rank; ++i) {
       Dim d;
@@ -186,7 +189,7 @@ Graph deserialize_graph(const std::shared_ptr<const SparqFile>& file) {
   auto get_const = [&]() {
     auto c = std::make_shared<Constant>();
     c->type = elem(in, in.get<uint8_t>());
-    const uint32_t rank = in.count();
+    const uint32_t rank = in.count(8);
     if (rank > 8) in.bad("rank above 8");
     uint64_t elems = 1;
     for (uint32_t i = 0; i < rank; ++i) {
@@ -205,15 +208,15 @@ Graph deserialize_graph(const std::shared_ptr<const SparqFile>& file) {
     c->owner = file;
     return c;
   };
-  g.nodes.resize(in.count());
+  g.nodes.resize(in.count(5 * 4));  // name, op and three counts
   for (Node& n : g.nodes) {
     n.name = in.str();
     n.op = in.str();
-    n.inputs.resize(in.count());
+    n.inputs.resize(in.count(4));
     for (std::string& s : n.inputs) s = in.str();
-    n.outputs.resize(in.count());
+    n.outputs.resize(in.count(4));
     for (std::string& s : n.outputs) s = in.str();
-    const uint32_t na = in.count();
+    const uint32_t na = in.count(4 + 1);
     for (uint32_t i = 0; i < na; ++i) {
       const std::string key = in.str();
       Attribute a;
@@ -225,12 +228,12 @@ Graph deserialize_graph(const std::shared_ptr<const SparqFile>& file) {
         case Attribute::Kind::kFloat: a.f = in.get<float>(); break;
         case Attribute::Kind::kString: a.s = in.str(); break;
         case Attribute::Kind::kInts: {
-          const uint32_t c = in.count();
+          const uint32_t c = in.count(8);
           for (uint32_t j = 0; j < c; ++j) a.ints.push_back(in.get<int64_t>());
           break;
         }
         case Attribute::Kind::kFloats: {
-          const uint32_t c = in.count();
+          const uint32_t c = in.count(4);
           for (uint32_t j = 0; j < c; ++j) a.floats.push_back(in.get<float>());
           break;
         }
@@ -239,7 +242,7 @@ Graph deserialize_graph(const std::shared_ptr<const SparqFile>& file) {
       n.attrs[key] = std::move(a);
     }
   }
-  const uint32_t ni = in.count();
+  const uint32_t ni = in.count(4 + 1 + 4 + 4);  // name, type, rank, tensor name
   for (uint32_t i = 0; i < ni; ++i) {
     const std::string name = in.str();
     if (!g.initializers.emplace(name, get_const()).second) in.bad("duplicate initializer '" + name + "'");

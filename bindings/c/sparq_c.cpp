@@ -1,12 +1,14 @@
 // The C API boundary: every entry point catches every exception and turns it into a
 // sparq_status plus a thread-local message. No C++ exception crosses it.
 #include <atomic>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <new>
 #include <string>
 #include <vector>
 
+#include "engine/limits.h"
 #include "engine/model.h"
 #include "formats/error.h"
 #include "kernels/common/isa.h"
@@ -166,11 +168,18 @@ SPARQ_API sparq_status sparq_session_run(sparq_session* s, const sparq_tensor* i
         throw sparq::Error(sparq::Status::kInvalidArgument, std::string("input '") + t.name + "' has a bad rank or shape");
       }
       auto c = std::make_shared<sparq::Constant>();
-      switch (t.dtype) {
+      // A C caller can store any int in the enum; read it as one (loading an out-of-range
+      // enum value is undefined in C++).
+      static_assert(sizeof(sparq_dtype) == sizeof(int), "sparq_dtype is an int");
+      int dtype = 0;
+      std::memcpy(&dtype, &t.dtype, sizeof dtype);
+      switch (dtype) {
         case SPARQ_INT64: c->type = sparq::ElemType::kI64; break;
         case SPARQ_INT32: c->type = sparq::ElemType::kI32; break;
         case SPARQ_FLOAT32: c->type = sparq::ElemType::kF32; break;
-        default: throw sparq::Error(sparq::Status::kInvalidArgument, std::string("input '") + t.name + "' has an unknown dtype");
+        default:
+          throw sparq::Error(sparq::Status::kInvalidArgument, std::string("input '") + t.name +
+                                                                  "' has an unknown dtype " + std::to_string(dtype));
       }
       uint64_t elems = 1;
       for (int d = 0; d < t.rank; ++d) {
@@ -179,6 +188,12 @@ SPARQ_API sparq_status sparq_session_run(sparq_session* s, const sparq_tensor* i
           throw sparq::Error(sparq::Status::kInvalidArgument, std::string("input '") + t.name + "' has a bad shape");
         }
         c->shape.push_back(t.shape[d]);
+      }
+      if (elems > static_cast<uint64_t>(sparq::limits().max_input_elements)) {
+        throw sparq::Error(sparq::Status::kInvalidArgument,
+                           std::string("input '") + t.name + "' has " + std::to_string(elems) +
+                               " elements, above the limit of " + std::to_string(sparq::limits().max_input_elements) +
+                               " (SPARQ_MAX_INPUT_ELEMENTS)");
       }
       if (elems > 0 && t.data == nullptr) throw sparq::Error(sparq::Status::kInvalidArgument, std::string("input '") + t.name + "' has no data");
       const size_t bytes = static_cast<size_t>(elems) * sparq::elem_type_size(c->type);

@@ -29,7 +29,7 @@ static inline float scalar_activation(Activation act, float y) {
 
 static inline uint8_t scalar_requantize(float y, float inv_scale, int32_t zero_point) {
   float q = std::nearbyint(y * inv_scale) + static_cast<float>(zero_point);
-  q = q < 0.0f ? 0.0f : (q > 255.0f ? 255.0f : q);
+  q = !(q >= 0.0f) ? 0.0f : (q > 255.0f ? 255.0f : q);  // NaN -> 0, as the SIMD paths
   return static_cast<uint8_t>(q);
 }
 
