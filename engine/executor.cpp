@@ -1,6 +1,7 @@
 #include "engine/executor.h"
 
 #include "engine/limits.h"
+#include "engine/shapes.h"
 
 #include <algorithm>
 #include <chrono>
@@ -754,26 +755,8 @@ class Planner {
     const Constant& c = *slot(ss).fixed;
     Shape t(c.data<int64_t>(), c.data<int64_t>() + c.elements());
     const Attribute* az = n.attr("allowzero");
-    int64_t known_prod = 1, infer = -1;
-    for (size_t i = 0; i < t.size(); ++i) {
-      if (t[i] == 0 && !(az && az->i)) {
-        if (i >= in.size()) return {};
-        t[i] = in[i];
-      }
-      if (t[i] == -1) {
-        if (infer >= 0) return {};
-        infer = static_cast<int64_t>(i);
-      } else if (t[i] < 0) {
-        return {};
-      } else {
-        known_prod *= t[i];
-      }
-    }
-    if (infer >= 0) {
-      if (known_prod == 0) return {};
-      t[static_cast<size_t>(infer)] = numel(in) / known_prod;
-    }
-    return numel(t) == numel(in) ? t : Shape{};
+    std::string why;
+    return sparq::reshape_target(in, &t, az != nullptr && az->i != 0, &why) ? t : Shape{};
   }
 
   void node(size_t i) {

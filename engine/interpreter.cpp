@@ -12,6 +12,7 @@
 #include <set>
 
 #include "engine/limits.h"
+#include "engine/shapes.h"
 #include "formats/error.h"
 #include "kernels/attention/attention.h"
 
@@ -612,27 +613,8 @@ class Runner {
     if (op == "Reshape") {
       Value a = need(n, 0);
       std::vector<int64_t> s = ints_of(n, *need(n, 1));
-      const bool allowzero = attr_i(n, "allowzero", 0) != 0;
-      int64_t known = 1, infer = -1;
-      for (size_t i = 0; i < s.size(); ++i) {
-        if (s[i] == 0 && !allowzero) {
-          if (i >= a->shape.size()) fail(n, "0 refers to a missing input dimension");
-          s[i] = a->shape[i];
-        }
-        if (s[i] == -1) {
-          if (infer >= 0) fail(n, "more than one -1");
-          infer = static_cast<int64_t>(i);
-        } else if (s[i] < 0) {
-          fail(n, "negative dimension");
-        } else {
-          known *= s[i];
-        }
-      }
-      if (infer >= 0) {
-        if (known == 0 || a->elements() % known != 0) fail(n, "cannot infer the -1 dimension");
-        s[static_cast<size_t>(infer)] = a->elements() / known;
-      }
-      if (numel(s) != a->elements()) fail(n, "element count changes");
+      std::string why;
+      if (!reshape_target(a->shape, &s, attr_i(n, "allowzero", 0) != 0, &why)) fail(n, why);
       return reshaped(*a, s);
     }
     if (op == "Unsqueeze" || op == "Squeeze") {
