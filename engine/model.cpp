@@ -62,6 +62,49 @@ void quantize_tokens(const float* x, int64_t k, int64_t t0, int64_t t1, uint8_t*
   }
 }
 
+// Dropout in inference (validation refused training mode) is the identity; its optional
+// mask is all true. Lowered at convert time to Identity, and Shape + ConstantOfShape for
+// a requested mask, so the planner never sees a two-output node.
+void lower_inference_dropout(Graph& g) {
+  std::vector<Node> out;
+  out.reserve(g.nodes.size());
+  for (Node& n : g.nodes) {
+    if (n.op != "Dropout") {
+      out.push_back(std::move(n));
+      continue;
+    }
+    Node id;
+    id.name = n.name;
+    id.op = "Identity";
+    id.inputs = {n.inputs[0]};
+    id.outputs = {n.outputs[0]};
+    out.push_back(id);
+    if (n.outputs.size() > 1 && !n.outputs[1].empty()) {
+      Node shape;
+      shape.name = n.name + "/mask_shape";
+      shape.op = "Shape";
+      shape.inputs = {n.inputs[0]};
+      shape.outputs = {n.outputs[1] + "/shape"};
+      Node fill;
+      fill.name = n.name + "/mask";
+      fill.op = "ConstantOfShape";
+      fill.inputs = shape.outputs;
+      fill.outputs = {n.outputs[1]};
+      auto one = std::make_shared<Constant>();
+      one->type = ElemType::kBool;
+      one->shape = {1};
+      one->bytes = {1};
+      Attribute v;
+      v.kind = Attribute::Kind::kTensor;
+      v.t = one;
+      fill.attrs["value"] = v;
+      out.push_back(std::move(shape));
+      out.push_back(std::move(fill));
+    }
+  }
+  g.nodes = std::move(out);
+}
+
 }  // namespace
 
 double sparse_break_even_density(bool int8) {
@@ -97,6 +140,7 @@ std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
   if (!auto_block) parse_block_shape(opts.block, &requested);
   if (opts.prune >= 1.0) throw Error(Status::kInvalidArgument, "prune sparsity must be in [0, 1)");
   validate_graph(g, /*allow_sparq_ops=*/false, "graph");
+  lower_inference_dropout(g);
 
   // Uses of each initializer, to drop the ones only a converted MatMul read.
   std::map<std::string, int> uses;
@@ -369,12 +413,25 @@ std::map<std::string, Value> Session::run(std::map<std::string, Value> inputs, s
       if (c.type != ElemType::kI64 && c.type != ElemType::kI32) {
         bad("input '" + v.name + "' must be int64 or int32, got " + elem_type_name(c.type));
       }
-      if (c.type == ElemType::kI32) {
+      // The caller's int32 or int64 becomes the type the graph declares (int32 ids and
+      // masks are accepted for int64 inputs, and the other way round within range).
+      if (c.type == ElemType::kI32 && v.type == ElemType::kI64) {
         auto w = std::make_shared<Constant>();
         w->type = ElemType::kI64;
         w->shape = c.shape;
         w->bytes.resize(static_cast<size_t>(c.elements()) * 8);
         for (int64_t i = 0; i < c.elements(); ++i) reinterpret_cast<int64_t*>(w->bytes.data())[i] = c.data<int32_t>()[i];
+        it->second = w;
+      } else if (c.type == ElemType::kI64 && v.type == ElemType::kI32) {
+        auto w = std::make_shared<Constant>();
+        w->type = ElemType::kI32;
+        w->shape = c.shape;
+        w->bytes.resize(static_cast<size_t>(c.elements()) * 4);
+        for (int64_t i = 0; i < c.elements(); ++i) {
+          const int64_t x = c.data<int64_t>()[i];
+          if (x < INT32_MIN || x > INT32_MAX) bad("input '" + v.name + "' is int32 and " + std::to_string(x) + " does not fit");
+          reinterpret_cast<int32_t*>(w->bytes.data())[i] = static_cast<int32_t>(x);
+        }
         it->second = w;
       }
     } else if (c.type != v.type) {
@@ -438,12 +495,12 @@ std::map<std::string, Value> Session::run(std::map<std::string, Value> inputs, s
     if (it == inputs.end() || table == nullptr || table->shape.empty()) continue;
     const int64_t rows = table->shape[0];
     const Constant& ids = *it->second;
-    if (ids.type != ElemType::kI64) {  // integer inputs were widened to int64 above
+    if (ids.type != ElemType::kI64 && ids.type != ElemType::kI32) {
       bad("input '" + n.inputs[1] + "' indexes '" + n.inputs[0] + "' but is " + elem_type_name(ids.type) +
           ", not an integer tensor");
     }
     for (int64_t i = 0; i < ids.elements(); ++i) {
-      const int64_t id = ids.data<int64_t>()[i];
+      const int64_t id = ids.type == ElemType::kI64 ? ids.data<int64_t>()[i] : ids.data<int32_t>()[i];
       if (id < 0 || id >= rows) {
         const int64_t seq = ids.shape.size() == 2 ? ids.shape[1] : 1;
         bad("input '" + n.inputs[1] + "': value " + std::to_string(id) + " at [" + std::to_string(i / seq) +

@@ -145,7 +145,9 @@ void write_npy(const std::string& path, const Constant& c) {
   out += static_cast<char>(header.size() & 0xFF);
   out += static_cast<char>((header.size() >> 8) & 0xFF);
   out += header;
-  out.append(reinterpret_cast<const char*>(c.bytes.data()), c.bytes.size());
+  // raw(): the data may be a view into a mapped file rather than `bytes`.
+  const size_t data_bytes = static_cast<size_t>(c.elements()) * elem_type_size(c.type);
+  out.append(reinterpret_cast<const char*>(c.raw()), data_bytes);
   const std::string tmp = path + ".tmp";
   {
     std::ofstream f(tmp, std::ios::binary | std::ios::trunc);

@@ -49,6 +49,15 @@ bool safe_relative_path(const std::string& p) {
 
 class Importer {
  public:
+  Constant tensor_bytes(const std::string& bytes) {
+    onnx::TensorProto t;
+    if (bytes.size() > static_cast<size_t>(INT32_MAX) ||
+        !t.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+      format_error(src_, "not a valid ONNX TensorProto");
+    }
+    return tensor(t);
+  }
+
   Importer(std::string base_dir, std::string src) : base_dir_(std::move(base_dir)), src_(std::move(src)) {}
 
   Graph run(const std::string& bytes) {
@@ -277,6 +286,10 @@ const std::vector<std::string>& supported_onnx_ops() {
 Graph import_onnx_bytes(const std::string& bytes, const std::string& base_dir,
                         const std::string& source_name) {
   return Importer(base_dir, source_name).run(bytes);
+}
+
+Constant import_onnx_tensor(const std::string& bytes, const std::string& source_name) {
+  return Importer("", source_name).tensor_bytes(bytes);
 }
 
 Graph import_onnx(const std::string& path) {

@@ -28,6 +28,9 @@ Graph import_onnx(const std::string& path);
 // The same from bytes; `base_dir` resolves external data ("" = none allowed).
 Graph import_onnx_bytes(const std::string& bytes, const std::string& base_dir,
                         const std::string& source_name);
+// One serialized TensorProto (an ONNX test's input_N.pb / output_N.pb), with the
+// importer's checks; external data is refused.
+Constant import_onnx_tensor(const std::string& bytes, const std::string& source_name);
 
 }  // namespace sparq
 

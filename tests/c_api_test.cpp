@@ -100,6 +100,70 @@ TEST(CApi, DescribeRunAndOutputs) {
   sparq_session_free(s);
 }
 
+// Outputs that are not float32 carry their own dtype (bool, float64, int8), so a caller
+// reads the right number of bytes. A hand-built graph: Equal(x, x), Cast(x -> double),
+// Cast(x -> int8).
+TEST(CApi, OutputsCarryTheirOwnDtype) {
+  sparq::Graph g;
+  g.opset = 14;
+  sparq::ValueInfo x;
+  x.name = "x";
+  x.type = sparq::ElemType::kF32;
+  x.shape = {sparq::Dim{3, ""}};
+  g.inputs = {x};
+  auto node = [](const char* op, const char* out, int64_t to) {
+    sparq::Node n;
+    n.name = out;
+    n.op = op;
+    n.inputs = {"x"};
+    if (std::string(op) == "Equal") n.inputs.push_back("x");
+    n.outputs = {out};
+    if (to != 0) {
+      sparq::Attribute a;
+      a.kind = sparq::Attribute::Kind::kInt;
+      a.i = to;
+      n.attrs["to"] = a;
+    }
+    return n;
+  };
+  g.nodes = {node("Equal", "same", 0), node("Cast", "wide", 11), node("Cast", "small", 3)};
+  g.outputs = {{"same", sparq::ElemType::kBool, {}}, {"wide", sparq::ElemType::kF64, {}},
+               {"small", sparq::ElemType::kS8, {}}};
+  const char* tmp = std::getenv("TMPDIR");
+  const std::string path = std::string(tmp ? tmp : "/tmp") + "/sparq-c-api-dtypes.sparq";
+  sparq::convert_graph(g, path, sparq::ConvertOptions());
+  sparq_model* m = nullptr;
+  ASSERT_EQ(sparq_model_load(path.c_str(), &m), SPARQ_OK) << sparq_last_error_message();
+  std::remove(path.c_str());
+  sparq_tensor d;
+  ASSERT_EQ(sparq_model_output(m, 0, &d), SPARQ_OK);
+  EXPECT_EQ(d.dtype, SPARQ_BOOL);
+  sparq_session* s = nullptr;
+  ASSERT_EQ(sparq_session_create(m, 1, &s), SPARQ_OK);
+  const float xs[3] = {1.5f, -2.0f, 0.0f};
+  const int64_t shape[1] = {3};
+  sparq_tensor in = {"x", SPARQ_FLOAT32, 1, shape, const_cast<float*>(xs)};
+  ASSERT_EQ(sparq_session_run(s, &in, 1), SPARQ_OK) << sparq_last_error_message();
+  ASSERT_EQ(sparq_session_output_count(s), 3u);
+  sparq_tensor o;
+  ASSERT_EQ(sparq_session_output(s, 0, &o), SPARQ_OK);
+  EXPECT_EQ(o.dtype, SPARQ_BOOL);
+  EXPECT_EQ(static_cast<const uint8_t*>(o.data)[1], 1);
+  ASSERT_EQ(sparq_session_output(s, 1, &o), SPARQ_OK);
+  EXPECT_EQ(o.dtype, SPARQ_FLOAT64);
+  EXPECT_EQ(static_cast<const double*>(o.data)[0], 1.5);
+  ASSERT_EQ(sparq_session_output(s, 2, &o), SPARQ_OK);
+  EXPECT_EQ(o.dtype, SPARQ_INT8);
+  EXPECT_EQ(static_cast<const int8_t*>(o.data)[1], -2);
+  // An input of a type the C API did not have before (float64) is accepted as well; a
+  // mismatch with the graph's declared type is still an error.
+  const double xd[3] = {1, 2, 3};
+  sparq_tensor bad = {"x", SPARQ_FLOAT64, 1, shape, const_cast<double*>(xd)};
+  EXPECT_EQ(sparq_session_run(s, &bad, 1), SPARQ_INVALID_ARGUMENT);
+  sparq_session_free(s);
+  sparq_model_free(m);
+}
+
 TEST(CApi, OneModelManySessionsOnThreads) {
   const std::string path = model_path();
   if (path.empty()) GTEST_SKIP() << "no models";

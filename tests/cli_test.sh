@@ -165,11 +165,38 @@ for i in 1 2 3 4 5 6 7 8 9 10; do [ -e "$work/o$i" ] && fail "bad input $i creat
 expect_error "usage: convert without -o" 2 "$sparq" convert "$m/model.onnx"
 expect_error "usage: bad precision" 2 "$sparq" convert "$m/model.onnx" -o "$work/y.sparq" --precision fp16
 expect_error "usage: prune 1.0" 2 "$sparq" convert "$m/model.onnx" -o "$work/y.sparq" --prune 1.0
-expect_error "usage: run without inputs" 2 "$sparq" run "$work/fp32.sparq" -o "$work/o11"
+expect_error "run without inputs names the missing one" 1 "$sparq" run "$work/fp32.sparq" -o "$work/o11"
+[ -e "$work/o11" ] && fail "run without inputs created its output dir"
 expect_error "usage: malformed -i" 2 "$sparq" run "$work/fp32.sparq" -i input_ids -o "$work/o12"
 expect_error "usage: bench bad seq" 2 "$sparq" bench "$work/fp32.sparq" --seq 0
 expect_error "usage: bench threads and threads per instance" 2 "$sparq" bench "$work/fp32.sparq" --threads 2 --threads-per-instance 1
 expect_error "usage: bench bad cap" 2 "$sparq" bench "$work/fp32.sparq" --latency-cap -1
+
+# ---- ONNX node-test models: no graph inputs, outputs in their own dtype ---------------
+node=/usr/share/libonnx-testdata/data/node
+if [ -d "$node/test_constant" ]; then
+  if "$sparq" convert "$node/test_constant/model.onnx" -o "$work/const.sparq" >/dev/null 2>"$work/err.txt" &&
+     "$sparq" run "$work/const.sparq" -o "$work/oc" >/dev/null 2>"$work/err.txt" &&
+     $py -c "import numpy as np, sys; from onnx import numpy_helper, TensorProto
+t = TensorProto(); t.ParseFromString(open(sys.argv[1], 'rb').read())
+assert np.array_equal(np.load(sys.argv[2]), numpy_helper.to_array(t))" \
+       "$node/test_constant/test_data_set_0/output_0.pb" "$work/oc/values.npy"; then
+    pass "a model without graph inputs runs without -i"
+  else
+    fail "a model without graph inputs: $(head -c 300 "$work/err.txt")"
+  fi
+  d=$node/test_cast_FLOAT_to_DOUBLE
+  $py -c "import numpy as np, sys; from onnx import numpy_helper, TensorProto
+t = TensorProto(); t.ParseFromString(open(sys.argv[1], 'rb').read()); np.save(sys.argv[2], numpy_helper.to_array(t))" \
+    "$d/test_data_set_0/input_0.pb" "$work/cast_in.npy"
+  if "$sparq" convert "$d/model.onnx" -o "$work/cast.sparq" >/dev/null 2>"$work/err.txt" &&
+     "$sparq" run "$work/cast.sparq" -i input=$work/cast_in.npy -o "$work/ocast" >/dev/null 2>"$work/err.txt" &&
+     $py -c "import numpy as np, sys; a = np.load(sys.argv[1]); assert a.dtype == np.float64, a.dtype" "$work/ocast/output.npy"; then
+    pass "a float64 output is written as float64"
+  else
+    fail "float64 output: $(head -c 300 "$work/err.txt")"
+  fi
+fi
 
 echo "cli_test: $fails failure(s)"
 [ "$fails" -eq 0 ]

@@ -130,7 +130,8 @@ int run_cmd(Args& args) {
   const int threads = threads_flag(args);
   const std::string path = args.positional("MODEL.sparq");
   args.finish();
-  if (specs.empty()) throw UsageError("run needs at least one -i NAME=FILE.npy");
+  // No -i is fine for a model without graph inputs; a model that has inputs names the
+  // missing one in its error.
   std::map<std::string, Value> inputs;
   for (const std::string& s : specs) {
     const size_t eq = s.find('=');

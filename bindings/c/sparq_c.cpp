@@ -70,8 +70,13 @@ sparq_dtype to_dtype(sparq::ElemType t) {
   switch (t) {
     case sparq::ElemType::kI64: return SPARQ_INT64;
     case sparq::ElemType::kI32: return SPARQ_INT32;
-    default: return SPARQ_FLOAT32;
+    case sparq::ElemType::kF32: return SPARQ_FLOAT32;
+    case sparq::ElemType::kF64: return SPARQ_FLOAT64;
+    case sparq::ElemType::kS8: return SPARQ_INT8;
+    case sparq::ElemType::kU8: return SPARQ_UINT8;
+    case sparq::ElemType::kBool: return SPARQ_BOOL;
   }
+  return SPARQ_FLOAT32;
 }
 
 std::vector<int64_t> dims(const sparq::ValueInfo& v) {
@@ -177,6 +182,10 @@ SPARQ_API sparq_status sparq_session_run(sparq_session* s, const sparq_tensor* i
         case SPARQ_INT64: c->type = sparq::ElemType::kI64; break;
         case SPARQ_INT32: c->type = sparq::ElemType::kI32; break;
         case SPARQ_FLOAT32: c->type = sparq::ElemType::kF32; break;
+        case SPARQ_FLOAT64: c->type = sparq::ElemType::kF64; break;
+        case SPARQ_INT8: c->type = sparq::ElemType::kS8; break;
+        case SPARQ_UINT8: c->type = sparq::ElemType::kU8; break;
+        case SPARQ_BOOL: c->type = sparq::ElemType::kBool; break;
         default:
           throw sparq::Error(sparq::Status::kInvalidArgument, std::string("input '") + t.name +
                                                                   "' has an unknown dtype " + std::to_string(dtype));

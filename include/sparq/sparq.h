@@ -29,7 +29,17 @@ typedef enum {
   SPARQ_INTERNAL
 } sparq_status;
 
-typedef enum { SPARQ_INT64, SPARQ_INT32, SPARQ_FLOAT32 } sparq_dtype;
+/* Element types. The first three are the original ABI; the rest were appended (values
+ * 3-6) so that outputs of other types are labelled correctly (bool as one byte, 0 or 1). */
+typedef enum {
+  SPARQ_INT64,
+  SPARQ_INT32,
+  SPARQ_FLOAT32,
+  SPARQ_FLOAT64,
+  SPARQ_INT8,
+  SPARQ_UINT8,
+  SPARQ_BOOL
+} sparq_dtype;
 
 /* A named tensor. Inputs: filled by the caller, data read during sparq_session_run only.
  * Outputs and model descriptions: views owned by the session or model. A dimension of

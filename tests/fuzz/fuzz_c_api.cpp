@@ -82,7 +82,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     // Mostly valid dtypes, sometimes any 32-bit value.
     const uint8_t dt = b.take<uint8_t>();
-    const int32_t dtype = dt < 240 ? dt % 3 : b.take<int32_t>();
+    const int32_t dtype = dt < 240 ? dt % 7 : b.take<int32_t>();
     std::memcpy(&t.dtype, &dtype, sizeof dtype);  // a C caller may store any int
     const int8_t rank = b.take<int8_t>();
     t.rank = rank % 4 == 0 ? rank : (rank & 3);
@@ -97,7 +97,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (v < 0 || __builtin_mul_overflow(elems, static_cast<uint64_t>(v), &elems)) overflow = true;
     }
     t.shape = null_shape ? nullptr : shapes[i].data();
-    const size_t esize = dtype == SPARQ_INT64 ? 8 : 4;
+    const size_t esize = dtype == SPARQ_INT32 || dtype == SPARQ_FLOAT32                     ? 4
+                         : dtype == SPARQ_INT8 || dtype == SPARQ_UINT8 || dtype == SPARQ_BOOL ? 1
+                                                                                              : 8;
     // The buffer the descriptor claims, when the library may accept it; past the limit
     // the library must refuse the shape before it reads anything (a one-byte buffer
     // makes AddressSanitizer report any read of it).
@@ -121,7 +123,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     // Read the whole view: a wrong dtype or shape shows as an over-read here.
     size_t elems = 1;
     for (int d = 0; d < out.rank; ++d) elems *= static_cast<size_t>(out.shape[d]);
-    const size_t es = out.dtype == SPARQ_INT64 ? 8 : 4;
+    const size_t es = out.dtype == SPARQ_INT64 || out.dtype == SPARQ_FLOAT64 ? 8
+                      : out.dtype == SPARQ_INT32 || out.dtype == SPARQ_FLOAT32 ? 4
+                                                                                 : 1;
     volatile uint8_t sink = 0;
     for (size_t k = 0; k < elems * es; ++k) sink ^= static_cast<const uint8_t*>(out.data)[k];
     (void)sink;
