@@ -199,7 +199,8 @@ class Runner {
     for (size_t i = 0; i < s.size(); ++i) {
       if (s[i] != 1) st[rank - s.size() + i] = sst[i];
     }
-    std::vector<int64_t> idx(static_cast<size_t>(numel(out)));
+    // 8 bytes per output element: checked against the limits before the output itself.
+    std::vector<int64_t> idx(static_cast<size_t>(checked_elements(out, sizeof(int64_t), "a broadcast index")));
     std::vector<int64_t> ctr(rank, 0);
     int64_t off = 0;
     for (size_t e = 0; e < idx.size(); ++e) {

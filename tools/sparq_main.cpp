@@ -52,7 +52,7 @@ const char* kUsage =
     "          [--prune SPARSITY] [--threads N]\n"
     "      convert an ONNX encoder into sparq's block-sparse format\n"
     "  run MODEL.sparq -i NAME=FILE.npy [-i ...] -o OUTDIR [--threads N]\n"
-    "      run a model; writes OUTDIR/<output>.npy (float32) for every output\n"
+    "      run a model; writes OUTDIR/<output>.npy for every output, in its dtype\n"
     "  bench MODEL.sparq [--batch B] [--seq S] [--threads T] [--warmup N] [--iterations N]\n"
     "          [--instances I --threads-per-instance T] [--latency-cap MS] [--json]\n"
     "      latency (p50, p90, p99, mean) and throughput on random in-vocabulary ids;\n"

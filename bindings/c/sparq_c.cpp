@@ -192,10 +192,10 @@ SPARQ_API sparq_status sparq_session_run(sparq_session* s, const sparq_tensor* i
       }
       uint64_t elems = 1;
       for (int d = 0; d < t.rank; ++d) {
-        if (t.shape[d] < 0 || __builtin_mul_overflow(elems, static_cast<uint64_t>(t.shape[d]), &elems) ||
-            elems > (uint64_t{1} << 36)) {
+        if (t.shape[d] < 0) {
           throw sparq::Error(sparq::Status::kInvalidArgument, std::string("input '") + t.name + "' has a bad shape");
         }
+        if (__builtin_mul_overflow(elems, static_cast<uint64_t>(t.shape[d]), &elems)) elems = UINT64_MAX;
         c->shape.push_back(t.shape[d]);
       }
       if (elems > static_cast<uint64_t>(sparq::limits().max_input_elements)) {
