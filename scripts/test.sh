@@ -33,9 +33,12 @@ for preset in "${presets[@]}"; do
   cmake --build --preset "$preset" -j "$jobs"
   t1=$(date +%s)
   echo "== test.sh: $preset: ctest ($(date +%H:%M:%S))" >&2
-  ctest --preset "$preset" -j "$jobs"
+  ctest --preset "$preset" -j "$jobs" -E '^fuzz_replay_'
   t2=$(date +%s)
-  times+=("$(printf '%-8s build %4ds  tests %4ds' "$preset" $((t1 - t0)) $((t2 - t1)))")
+  echo "== test.sh: $preset: fuzz corpus and reproducer replay ($(date +%H:%M:%S))" >&2
+  ctest --preset "$preset" -j "$jobs" -R '^fuzz_replay_'
+  t3=$(date +%s)
+  times+=("$(printf '%-8s build %4ds  tests %4ds  fuzz replay %4ds' "$preset" $((t1 - t0)) $((t2 - t1)) $((t3 - t2)))")
 done
 echo "== test.sh: stage times" >&2
 for t in "${times[@]}"; do echo "   $t" >&2; done
