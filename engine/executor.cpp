@@ -120,8 +120,8 @@ struct RunState {
 
 class Machine {
  public:
-  Machine(const Model& model, ThreadPool* pool, AlignedBuffer* scratch, bool planning)
-      : model_(model), pool_(pool), fm_(fm_kernels()), scratch_(*scratch), planning_(planning) {}
+  Machine(const Model& model, ThreadPool* pool, AlignedBuffer* scratch, bool planning, const RuntimeOptions& opts)
+      : model_(model), pool_(pool), fm_(fm_kernels()), scratch_(*scratch), planning_(planning), opts_(opts) {}
 
   // Token-major view of a slot's value for the interpreter.
   Value tm_value(const Slot& s, int slot, const RunState& st) const {
@@ -135,7 +135,7 @@ class Machine {
   }
 
   void exec(const Executor::Plan& p, const Step& s, RunState& st) {
-    if (profile_enabled()) {
+    if (opts_.profile) {
       const auto t0 = std::chrono::steady_clock::now();
       exec_step(p, s, st);
       const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
@@ -150,13 +150,6 @@ class Machine {
     exec_step(p, s, st);
   }
 
-  static bool profile_enabled() {
-    static const bool on = [] {
-      const char* e = std::getenv("SPARQ_PROFILE");
-      return e != nullptr && *e != '\0' && std::strcmp(e, "0") != 0;
-    }();
-    return on;
-  }
   static std::map<std::string, std::pair<double, int>>& profile() {
     static std::map<std::string, std::pair<double, int>> p;
     return p;
@@ -176,8 +169,8 @@ class Machine {
     }
     return "?";
   }
-  static void print_profile() {
-    if (!profile_enabled()) return;
+  void print_profile() const {
+    if (!opts_.profile) return;
     for (const auto& kv : profile()) {
       std::fprintf(stderr, "sparq: profile %-28s %6d calls %10.3f ms\n", kv.first.c_str(), kv.second.second,
                    kv.second.first);
@@ -388,7 +381,7 @@ class Machine {
           if (s.att.add_mask != nullptr) a.add_mask = m->data<float>();
           else a.select_mask = m->data<uint8_t>();
         }
-        const FmAttentionFn kernel = s.bf16 ? fm_low_precision_attention(fm_, nullptr) : fm_.attention;
+        const FmAttentionFn kernel = s.bf16 ? fm_low_precision_attention(fm_, opts_.attention, nullptr) : fm_.attention;
         // The int8 kernel's K and V are packed first, each key chunk by the thread whose
         // panel holds it, into one buffer all items read (int8, a quarter of the fp32
         // bytes another core would otherwise fetch, and no head packed twice).
@@ -399,16 +392,10 @@ class Machine {
         // int8 kernel, items go out in smaller dynamic parts, which keeps a core that
         // falls behind from holding up the step (A/B on BERT-base int8 at 2 threads:
         // attention 1.3-2.0 against 1.4-2.6 ms per run when this machine was noisy,
-        // equal when quiet). SPARQ_ATTENTION_SPLIT=items|panels overrides.
+        // equal when quiet).
         const int64_t threads = pool_->threads(), qb = fm_.query_block;
         const int64_t blocks = (a.seq + qb - 1) / qb;
-        static const int split = [] {  // 0 default, 1 items, 2 panels
-          const char* e = std::getenv("SPARQ_ATTENTION_SPLIT");
-          if (e != nullptr && std::strcmp(e, "items") == 0) return 1;
-          if (e != nullptr && std::strcmp(e, "panels") == 0) return 2;
-          return 0;
-        }();
-        const bool chunked = split == 2 || (split == 0 && !prep);
+        const bool chunked = !prep;
         if (chunked && threads > 1 && kPanel % qb == 0 && a.batch == 1 && blocks >= threads * (kPanel / qb)) {
           a.chunk_blocks = kPanel / qb;
         }
@@ -500,6 +487,7 @@ class Machine {
   const FmKernels& fm_;
   AlignedBuffer& scratch_;
   bool planning_;
+  const RuntimeOptions& opts_;
 };
 
 // Records a plan while running it (see executor.h).
@@ -1320,11 +1308,12 @@ class Planner {
 
 }  // namespace
 
-Executor::Executor(std::shared_ptr<const Model> model, ThreadPool* pool) : model_(std::move(model)), pool_(pool) {}
+Executor::Executor(std::shared_ptr<const Model> model, ThreadPool* pool, const RuntimeOptions& options)
+    : model_(std::move(model)), pool_(pool), options_(options) {}
 Executor::~Executor() = default;
 
 void Executor::set_options(const PlanOptions& o) {
-  options_ = o;
+  options_.plan = o;
   plans_.clear();
 }
 
@@ -1342,10 +1331,10 @@ std::map<std::string, Value> Executor::run(const std::map<std::string, Value>& i
   auto hit = plans_.begin();
   for (; hit != plans_.end(); ++hit)
     if (hit->first == key) break;
-  Machine machine(*model_, pool_, &scratch_, hit == plans_.end());
+  Machine machine(*model_, pool_, &scratch_, hit == plans_.end(), options_);
   if (hit == plans_.end()) {
     auto plan = std::make_unique<Plan>();
-    Planner planner(*model_, *plan, machine, st, options_);
+    Planner planner(*model_, *plan, machine, st, options_.plan);
     planner.run(inputs);
     for (const auto& o : plan->outputs) {
       const Slot& s = plan->slots[static_cast<size_t>(o.second)];
@@ -1374,12 +1363,8 @@ std::map<std::string, Value> Executor::run(const std::map<std::string, Value>& i
   st.env.assign(p.slots.size(), nullptr);
   for (const auto& in : p.inputs) st.env[static_cast<size_t>(in.second)] = inputs.at(in.first);
   // Runs of panel-local steps on the same tokens go out as one parallel region each
-  // (not while profiling, which times steps one by one; SPARQ_SEGMENTS=0 turns this off).
-  static const bool segments = [] {
-    const char* e = std::getenv("SPARQ_SEGMENTS");
-    return !(e != nullptr && std::strcmp(e, "0") == 0);
-  }();
-  const bool segmented = segments && pool_->threads() > 1 && !Machine::profile_enabled();
+  // (not while profiling, which times steps one by one).
+  const bool segmented = pool_->threads() > 1 && !options_.profile;
   for (size_t i = 0; i < p.steps.size();) {
     const size_t j = segmented ? static_cast<size_t>(p.seg_end[i]) : i + 1;
     if (j - i >= 2) {
@@ -1390,7 +1375,7 @@ std::map<std::string, Value> Executor::run(const std::map<std::string, Value>& i
       ++i;
     }
   }
-  Machine::print_profile();
+  machine.print_profile();
   for (const auto& o : p.outputs) {
     const Slot& s = p.slots[static_cast<size_t>(o.second)];
     out[o.first] = s.fixed ? s.fixed : st.env[static_cast<size_t>(o.second)];

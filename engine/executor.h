@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "engine/interpreter.h"
+#include "engine/options.h"
 #include "engine/parallel.h"
 #include "formats/aligned_buffer.h"
 #include "sparq/export.h"
@@ -46,14 +47,11 @@ struct PlanSummary {
   int fused_add_layernorm = 0;  // residual Add + LayerNorm steps (residuals not in an epilogue)
 };
 
-// Switches for tests and A/B runs (defaults are what runs in production).
-struct PlanOptions {
-  bool residual_epilogue = true;  // a residual Add after a SparqMatMul goes into its epilogue
-};
 
 class SPARQ_API Executor {
  public:
-  Executor(std::shared_ptr<const Model> model, ThreadPool* pool);
+  Executor(std::shared_ptr<const Model> model, ThreadPool* pool,
+           const RuntimeOptions& options = RuntimeOptions::from_environment());
   ~Executor();
   Executor(const Executor&) = delete;
   Executor& operator=(const Executor&) = delete;
@@ -74,7 +72,7 @@ class SPARQ_API Executor {
   std::shared_ptr<const Model> model_;
   ThreadPool* pool_;
   AlignedBuffer scratch_;  // attention kernels' per-thread scratch
-  PlanOptions options_;
+  RuntimeOptions options_;
   std::list<std::pair<std::vector<std::vector<int64_t>>, std::unique_ptr<Plan>>> plans_;  // most recent first
 };
 

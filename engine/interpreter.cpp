@@ -122,8 +122,8 @@ std::vector<int64_t> strides_of(const Shape& s) {
 
 class Runner {
  public:
-  Runner(const Graph& g, const CustomOp& custom, const ParallelFor& parallel)
-      : g_(g), custom_(custom), parallel_(parallel) {}
+  Runner(const Graph& g, const CustomOp& custom, const ParallelFor& parallel, bool profile = false)
+      : g_(g), custom_(custom), parallel_(parallel), profile_(profile) {}
 
   // f(begin, end) over [0, n) in a few chunks on the pool when the work is big enough
   // (`cost` = rough work per item), else serially.
@@ -446,6 +446,12 @@ class Runner {
       for (size_t i = 0; i < rank; ++i) perm.push_back(static_cast<int64_t>(rank - 1 - i));
     }
     if (perm.size() != rank) fail(n, "perm has the wrong length");
+    std::vector<bool> seen(rank, false);  // a repeated axis would read past the input
+    for (int64_t p : perm) {
+      const size_t ax = static_cast<size_t>(axis(n, p, rank));
+      if (seen[ax]) fail(n, "perm is not a permutation (axis " + std::to_string(p) + " repeats)");
+      seen[ax] = true;
+    }
     Shape out(rank);
     for (size_t i = 0; i < rank; ++i) out[i] = a.shape[static_cast<size_t>(axis(n, perm[i], rank))];
     auto r = make(a.type, out);
@@ -978,10 +984,7 @@ class Runner {
       }
       env_[vi.name] = it->second;
     }
-    static const bool profile = [] {
-      const char* e = std::getenv("SPARQ_PROFILE");
-      return e != nullptr && *e != '\0' && std::strcmp(e, "0") != 0;
-    }();
+    const bool profile = profile_;
     std::map<std::string, std::pair<double, int>> times;
     for (size_t ni = 0; ni < g_.nodes.size(); ++ni) {
       const Node& n = g_.nodes[ni];
@@ -1030,6 +1033,7 @@ class Runner {
   const Graph& g_;
   const CustomOp& custom_;
   const ParallelFor& parallel_;
+  bool profile_ = false;
   std::map<std::string, Value> env_;
   size_t peak_ = 0;
 };
@@ -1043,8 +1047,9 @@ Value interpret_node(const Graph& graph, const Node& node, const std::vector<Val
 }
 
 std::map<std::string, Value> interpret(const Graph& graph, const std::map<std::string, Value>& inputs,
-                                       const CustomOp& custom, size_t* peak_bytes, const ParallelFor& parallel) {
-  Runner r(graph, custom, parallel);
+                                       const CustomOp& custom, size_t* peak_bytes, const ParallelFor& parallel,
+                                       bool profile) {
+  Runner r(graph, custom, parallel, profile);
   auto out = r.run(inputs);
   if (peak_bytes) *peak_bytes = r.peak_bytes();
   return out;

@@ -32,7 +32,8 @@ SPARQ_API std::map<std::string, Value> interpret(const Graph& graph,
                                                  const std::map<std::string, Value>& inputs,
                                                  const CustomOp& custom = nullptr,
                                                  size_t* peak_bytes = nullptr,
-                                                 const ParallelFor& parallel = nullptr);
+                                                 const ParallelFor& parallel = nullptr,
+                                                 bool profile = false);  // per-op times on stderr
 
 // Runs one node of `graph` on `inputs` (one per node input, null where omitted) and
 // returns its first output; the building block of the planned executor's generic steps.

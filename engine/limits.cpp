@@ -6,14 +6,16 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "engine/options.h"
 #include "formats/error.h"
 
 namespace sparq {
 namespace {
 
 uint64_t env_u64(const char* name, uint64_t def) {
-  const char* e = std::getenv(name);
-  if (e == nullptr || *e == '\0') return def;
+  const std::string text = knob(name);
+  if (text.empty()) return def;
+  const char* e = text.c_str();
   char* end = nullptr;
   const unsigned long long v = std::strtoull(e, &end, 10);
   if (*end != '\0' || v == 0 || e[0] == '-') {

@@ -280,9 +280,8 @@ std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
     }
     n.attrs = {{"weight", wa}, {"precision", pa}};
   }
-  // SPARQ_NO_FUSE=1 keeps the graph op by op (debugging, and A/B measurements).
-  const char* no_fuse = std::getenv("SPARQ_NO_FUSE");
-  if (no_fuse == nullptr || *no_fuse == '\0' || std::strcmp(no_fuse, "0") == 0) optimize_graph(g);
+  // fuse = false (convert --no-fuse) keeps the graph op by op (debugging, A/B runs).
+  if (opts.fuse) optimize_graph(g);
   writer.set_metadata(serialize_graph(g, writer));
   writer.write(out_path);
   return report;
@@ -318,8 +317,8 @@ const PackedWeights& Model::packed(const std::string& name) const {
   return it->second;
 }
 
-Session::Session(std::shared_ptr<const Model> model, int threads)
-    : model_(std::move(model)), pool_(threads), executor_(model_, &pool_) {}
+Session::Session(std::shared_ptr<const Model> model, int threads, const RuntimeOptions& options)
+    : model_(std::move(model)), options_(options), pool_(threads, options.pool), executor_(model_, &pool_, options) {}
 
 Value Session::sparq_matmul(const Node& n, const std::vector<Value>& in) {
   const PackedWeights& w = model_->packed(n.attr("weight")->s);
@@ -518,13 +517,11 @@ std::map<std::string, Value> Session::run(std::map<std::string, Value> inputs, s
       }
     }
   }
-  // SPARQ_EXECUTOR=interpret runs the converted graph op by op (the generic path, kept
-  // for debugging and tested by the conformance suite).
-  static const bool interpret_only = [] {
-    const char* e = std::getenv("SPARQ_EXECUTOR");
-    return e != nullptr && std::strcmp(e, "interpret") == 0;
-  }();
-  if (!interpret_only && !interpret_only_) return executor_.run(inputs, peak_bytes, &summary_);
+  // ExecutorKind::kInterpret (SPARQ_EXECUTOR=interpret) runs the converted graph op by op
+  // (the generic path, kept for debugging and tested by the conformance suite).
+  if (options_.executor == ExecutorKind::kPlanned && !interpret_only_) {
+    return executor_.run(inputs, peak_bytes, &summary_);
+  }
   return interpret(
       g, inputs,
       [this](const Node& n, const std::vector<Value>& in) -> Value {
@@ -532,7 +529,8 @@ std::map<std::string, Value> Session::run(std::map<std::string, Value> inputs, s
         return nullptr;
       },
       peak_bytes,
-      [this](int64_t parts, const std::function<void(int64_t)>& body) { pool_.parallel_for(parts, body); });
+      [this](int64_t parts, const std::function<void(int64_t)>& body) { pool_.parallel_for(parts, body); },
+      options_.profile);
 }
 
 }  // namespace sparq

@@ -30,6 +30,7 @@ struct ConvertOptions {
   std::string block = "auto";      // auto | 4x1 | 1x4 | 1x1
   double prune = -1.0;             // < 0: no pruning; else sparsity in [0, 1)
   int threads = 0;                 // weights packed in parallel; 0 = every core
+  bool fuse = true;                // false (--no-fuse): no fusion passes, op by op
 };
 
 struct LayerReport {
@@ -72,7 +73,8 @@ class SPARQ_API Model {
 
 class SPARQ_API Session {
  public:
-  Session(std::shared_ptr<const Model> model, int threads);
+  Session(std::shared_ptr<const Model> model, int threads,
+          const RuntimeOptions& options = RuntimeOptions::from_environment());
   // Applies the input rules of DESIGN.md (input_ids required, attention_mask and
   // token_type_ids defaulted, int32 accepted, names, ranks and shapes checked, ids in
   // range) and runs the graph. Throws Error(kInvalidArgument) on bad input.
@@ -81,7 +83,7 @@ class SPARQ_API Session {
   std::map<std::string, Value> run(std::map<std::string, Value> inputs, size_t* peak_bytes = nullptr);
   int threads() const { return pool_.threads(); }
   // Runs the converted graph op by op through the interpreter instead of the planned
-  // executor (also: SPARQ_EXECUTOR=interpret).
+  // executor (also: RuntimeOptions::executor, SPARQ_EXECUTOR=interpret).
   void use_interpreter(bool on) { interpret_only_ = on; }
   void set_plan_options(const PlanOptions& o) { executor_.set_options(o); }
   // The planned executor's summary of the last run's plan.
@@ -90,6 +92,7 @@ class SPARQ_API Session {
  private:
   Value sparq_matmul(const Node& n, const std::vector<Value>& in);
   std::shared_ptr<const Model> model_;
+  RuntimeOptions options_;
   ThreadPool pool_;
   AlignedBuffer scratch_x_, scratch_y_;
   Executor executor_;

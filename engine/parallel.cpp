@@ -34,9 +34,8 @@ std::atomic<uint64_t> g_next_pool_id{1};
 thread_local uint64_t t_pinned_for = 0;  // the pool whose CPUs this thread is pinned to
 
 struct ThreadPool::Impl {
-  explicit Impl(int threads) {
-    const char* e = std::getenv("SPARQ_POOL");
-    use_tbb = !(e != nullptr && std::strcmp(e, "team") == 0);
+  Impl(int threads, PoolKind kind) {
+    use_tbb = kind == PoolKind::kTbb;
     if (use_tbb) {
       arena = std::make_unique<tbb::task_arena>(threads);
       // A creator restricted to some of the CPUs (sparq bench --instances pins each
@@ -158,9 +157,11 @@ int ThreadPool::hardware_threads() {
   return std::max(1, tbb::this_task_arena::max_concurrency());
 }
 
-ThreadPool::ThreadPool(int threads) {
+ThreadPool::ThreadPool(int threads) : ThreadPool(threads, RuntimeOptions::from_environment().pool) {}
+
+ThreadPool::ThreadPool(int threads, PoolKind kind) {
   threads_ = threads > 0 ? threads : hardware_threads();
-  impl_ = std::make_unique<Impl>(threads_);
+  impl_ = std::make_unique<Impl>(threads_, kind);
 }
 
 ThreadPool::~ThreadPool() = default;
@@ -238,11 +239,7 @@ void run_spmm(Fn kernel, ThreadPool* pool, const PackedWeights& w, const T* x, i
     kernel(w, x, ldx, 0, m, 0, w.num_block_rows, ep);
     return;
   }
-  static const bool by_tokens = [] {
-    const char* e = std::getenv("SPARQ_SPLIT");
-    return !(e != nullptr && std::strcmp(e, "rows") == 0);
-  }();
-  if (by_tokens && m >= 64 * threads) {
+  if (m >= 64 * threads) {
     // Token ranges (multiples of 64), one per thread, every block-row each: the same
     // split as the LayerNorm and quantization around the matmul, so each core keeps
     // its tokens' activations in its own cache from step to step.

@@ -17,6 +17,7 @@
 #include <memory>
 #include <vector>
 
+#include "engine/options.h"
 #include "kernels/spmm/spmm.h"
 #include "sparq/export.h"
 
@@ -24,8 +25,10 @@ namespace sparq {
 
 class SPARQ_API ThreadPool {
  public:
-  // threads <= 0 means every core this process may run on.
+  // threads <= 0 means every core this process may run on. `kind` defaults to the
+  // session options' pool (SPARQ_POOL).
   explicit ThreadPool(int threads = 0);
+  ThreadPool(int threads, PoolKind kind);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
@@ -35,7 +38,7 @@ class SPARQ_API ThreadPool {
   void parallel_for(int64_t parts, const std::function<void(int64_t)>& body);
 
   static int hardware_threads();
-  // "tbb" (the default) or "team" (SPARQ_POOL=team).
+  // "tbb" (the default) or "team" (PoolKind::kTeam, SPARQ_POOL=team).
   const char* kind() const;
 
  private:

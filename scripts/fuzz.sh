@@ -46,11 +46,11 @@ run_one() {
   # One summary line: executions, coverage, corpus.
   local stats
   stats=$(grep -E '^stat::(number_of_executed_units|new_units_added|peak_rss_mb)' "build/fuzz/$t.log" |
-          sed 's/stat:://; s/  */ /g' | tr '\n' ' ')
+          sed 's/stat:://; s/  */ /g' | tr '\n' ' ' || true)
   local execs
-  execs=$(grep -oE '^#[0-9]+' "build/fuzz/$t.log" | tail -n 1)
+  execs=$(grep -oE '^#[0-9]+' "build/fuzz/$t.log" | tail -n 1 || true)
   local cov
-  cov=$(grep -oE 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+/[0-9]+[a-zA-Z]*' "build/fuzz/$t.log" | tail -n 1)
+  cov=$(grep -oE 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+(/[0-9]+[a-zA-Z]*)?' "build/fuzz/$t.log" | tail -n 1 || true)
   local found
   found=$(find "tests/fuzz/crashes/$t" -type f ! -name '.*' | wc -l)
   echo "fuzz: $t: exit $rc; last $execs $cov; $stats; reproducers in tests/fuzz/crashes/$t: $found" >&2

@@ -70,6 +70,7 @@ int convert_cmd(Args& args) {
   std::string out;
   if (!args.value("-o", &out) && !args.value("--output", &out)) throw UsageError("convert needs -o OUT.sparq");
   o.precision = precision_flag(args);
+  o.fuse = !args.flag("--no-fuse");  // keep the graph op by op (debugging, A/B runs)
   args.value("--block", &o.block);
   if (o.block != "auto" && o.block != "4x1" && o.block != "1x4" && o.block != "1x1") {
     throw UsageError("--block must be auto, 4x1, 1x4 or 1x1, got '" + o.block + "'");

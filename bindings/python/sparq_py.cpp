@@ -163,10 +163,11 @@ class PyModel {
 };
 
 py::list convert(const std::string& onnx_path, const std::string& out_path, const std::string& precision,
-                 const std::string& block, const py::object& prune) {
+                 const std::string& block, const py::object& prune, bool fuse) {
   ConvertOptions o;
   o.precision = precision;
   o.block = block;
+  o.fuse = fuse;
   if (!prune.is_none()) {
     o.prune = py::cast<double>(prune);
     if (!(o.prune >= 0.0 && o.prune < 1.0)) {
@@ -210,7 +211,7 @@ PYBIND11_MODULE(sparq, m) {
   m.attr("__version__") = SPARQ_VERSION_STRING;
   m.def("isa", [] { return std::string(isa_name(active_isa())); }, "The kernel ISA in use (avx512vnni, avx512, avx2, generic).");
   m.def("convert", &convert, py::arg("onnx_path"), py::arg("out_path"), py::arg("precision") = "fp32",
-        py::arg("block") = "auto", py::arg("prune") = py::none(),
+        py::arg("block") = "auto", py::arg("prune") = py::none(), py::arg("fuse") = true,
         "Converts an ONNX encoder into a .sparq file (as `sparq convert`); returns the per-weight report.");
   py::class_<PyModel>(m, "Model")
       .def(py::init<const std::string&, int>(), py::arg("path"), py::arg("threads") = 0,

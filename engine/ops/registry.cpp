@@ -166,6 +166,17 @@ void check_op(const OpSpec& s, const Node& n, int64_t opset, const std::string& 
       if (s.id == OpId::kUnsqueeze && !attr_form && !input_form) malformed(src, n, "Unsqueeze needs axes");
       break;
     }
+    case OpId::kTranspose:
+      if (const Attribute* a = n.attr("perm")) {
+        std::vector<bool> seen(a->ints.size(), false);
+        for (int64_t v : a->ints) {
+          if (v < 0 || v >= static_cast<int64_t>(seen.size()) || seen[static_cast<size_t>(v)]) {
+            malformed(src, n, "perm is not a permutation of 0.." + std::to_string(seen.size()) + "-1");
+          }
+          seen[static_cast<size_t>(v)] = true;
+        }
+      }
+      break;
     case OpId::kDropout:
       if (opset < 12 && (given(n, 1) || given(n, 2))) {
         malformed(src, n, "before opset 12 Dropout has one input");

@@ -62,9 +62,14 @@ Isa compute_detected() {
   return Isa::kAvx512Vnni;
 }
 
+// Set by configure_dispatch (engine/options.cpp, when libsparq loads); constant-
+// initialized, so they are valid whichever static initializer runs first.
+char g_max_isa[32] = "";
+bool g_verbose = false;
+
 Isa compute_active() {
   Isa isa = detected_isa();
-  if (const char* cap = std::getenv("SPARQ_MAX_ISA"); cap != nullptr && *cap != '\0') {
+  if (const char* cap = g_max_isa; *cap != '\0') {
     Isa max{};
     if (!parse_isa(cap, &max)) {
       std::fprintf(stderr,
@@ -107,10 +112,8 @@ bool parse_isa(const std::string& text, Isa* out) {
 bool avx512_bf16_enabled() {
   static const bool on = [] {
     const CpuFeatures f = query_cpu();
-    const char* off = std::getenv("SPARQ_NO_BF16");
-    const bool disabled = off != nullptr && *off != '\0' && std::strcmp(off, "0") != 0;
-    const bool ok = f.avx512bf16 && active_isa() >= Isa::kAvx512 && !disabled;
-    if (verbose()) std::fprintf(stderr, "sparq: avx512_bf16 %s\n", ok ? "in use" : f.avx512bf16 ? "disabled" : "absent");
+    const bool ok = f.avx512bf16 && active_isa() >= Isa::kAvx512;
+    if (verbose()) std::fprintf(stderr, "sparq: avx512_bf16 %s\n", ok ? "in use" : f.avx512bf16 ? "capped" : "absent");
     return ok;
   }();
   return on;
@@ -128,12 +131,12 @@ Isa active_isa() {
 
 bool isa_supported(Isa isa) { return isa <= detected_isa(); }
 
-bool verbose() {
-  static const bool v = [] {
-    const char* e = std::getenv("SPARQ_VERBOSE");
-    return e != nullptr && *e != '\0' && std::strcmp(e, "0") != 0;
-  }();
-  return v;
+bool verbose() { return g_verbose; }
+
+void configure_dispatch(const char* max_isa, bool verbose_on) {
+  std::strncpy(g_max_isa, max_isa != nullptr ? max_isa : "", sizeof g_max_isa - 1);
+  g_max_isa[sizeof g_max_isa - 1] = '\0';
+  g_verbose = verbose_on;
 }
 
 }  // namespace sparq

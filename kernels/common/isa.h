@@ -23,16 +23,19 @@ SPARQ_API bool parse_isa(const std::string& text, Isa* out);
 
 // The widest level this CPU and OS support (ignores SPARQ_MAX_ISA).
 SPARQ_API Isa detected_isa();
-// detected_isa() capped by SPARQ_MAX_ISA (read once; an invalid value is reported on
-// stderr and ignored).
+// detected_isa() capped by the configured maximum (SPARQ_MAX_ISA, handed over by
+// configure_dispatch; fixed at first use; an invalid value is reported and ignored).
 SPARQ_API Isa active_isa();
 // True when `isa` can run here (isa <= detected_isa()).
 SPARQ_API bool isa_supported(Isa isa);
-// AVX512-BF16 (vdpbf16ps) is present, the active ISA is at least avx512 and
-// SPARQ_NO_BF16 is not set: int8 models then run attention in bf16.
+// AVX512-BF16 (vdpbf16ps) is present and the active ISA is at least avx512: int8 models
+// may then run attention in bf16.
 SPARQ_API bool avx512_bf16_enabled();
-// SPARQ_VERBOSE is set to a non-zero value.
+// Verbose logging (SPARQ_VERBOSE) was configured.
 SPARQ_API bool verbose();
+// The process's ISA cap text ("" = none) and verbosity. Kernels never read the
+// environment: engine/options.cpp calls this when libsparq loads, before any dispatch.
+SPARQ_API void configure_dispatch(const char* max_isa, bool verbose);
 
 }  // namespace sparq
 

@@ -71,7 +71,7 @@ struct FmKernels {
   const char* attention_bf16_name = "";
   // Optional: the same with both products in int8 (AVX512-VNNI; per-query Q, per-key K,
   // per-channel V scales, probabilities in 255 steps), for int8 models; preferred over
-  // bf16 unless SPARQ_ATTENTION says otherwise (see fm_low_precision_attention).
+  // bf16 unless the session's attention option says otherwise (fm_low_precision_attention).
   FmAttentionFn attention_int8 = nullptr;
   FmAttentionFn attention_int8_prep = nullptr;  // units, not items (see a.kv_packed)
   const char* attention_int8_name = "";
@@ -126,9 +126,10 @@ inline int64_t fm_attention_int8_units(const FmAttentionArgs& a) {
   return a.batch * ((a.keys + 63) / 64) * a.heads;
 }
 
-// Which attention kernel an int8 model uses: the int8 one if present, else bf16, else
-// fp32; SPARQ_ATTENTION=fp32|bf16|int8 picks another (falling back the same way).
-SPARQ_API FmAttentionFn fm_low_precision_attention(const FmKernels& k, const char** name);
+// Which attention kernel an int8 model uses: the preferred one if present, falling back
+// int8 -> bf16 -> fp32 (the preference is the session's option, SPARQ_ATTENTION).
+enum class FmAttentionPref : uint8_t { kFp32 = 0, kBf16 = 1, kInt8 = 2 };
+SPARQ_API FmAttentionFn fm_low_precision_attention(const FmKernels& k, FmAttentionPref want, const char** name);
 
 SPARQ_API const FmKernels& fm_kernels(Isa isa);
 SPARQ_API const FmKernels& fm_kernels();

@@ -53,15 +53,8 @@ const FmKernels& fm_kernels() {
   return t;
 }
 
-FmAttentionFn fm_low_precision_attention(const FmKernels& k, const char** name) {
-  static const int want = [] {  // 2 int8, 1 bf16, 0 fp32
-    const char* e = std::getenv("SPARQ_ATTENTION");
-    if (e == nullptr || *e == '\0' || std::strcmp(e, "int8") == 0) return 2;
-    if (std::strcmp(e, "bf16") == 0) return 1;
-    if (std::strcmp(e, "fp32") == 0) return 0;
-    std::fprintf(stderr, "sparq: warning: SPARQ_ATTENTION=%s is not fp32, bf16 or int8; using int8\n", e);
-    return 2;
-  }();
+FmAttentionFn fm_low_precision_attention(const FmKernels& k, FmAttentionPref pref, const char** name) {
+  const int want = static_cast<int>(pref);
   FmAttentionFn fn = k.attention;
   const char* fn_name = k.attention_name;
   if (want >= 2 && k.attention_int8 != nullptr) {
