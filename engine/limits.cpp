@@ -58,6 +58,11 @@ int64_t checked_elements(const std::vector<int64_t>& shape, size_t elem_bytes, c
   uint64_t e = 1;
   for (int64_t d : shape) {
     if (d < 0) throw Error(Status::kInvalidArgument, what + ": negative dimension " + std::to_string(d));
+  }
+  for (int64_t d : shape) {
+    if (d == 0) return 0;  // empty, whatever the other dimensions
+  }
+  for (int64_t d : shape) {
     if (__builtin_mul_overflow(e, static_cast<uint64_t>(d), &e)) {
       throw Error(Status::kOutOfMemory, what + ": the shape's element count overflows");
     }

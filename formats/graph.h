@@ -20,10 +20,17 @@ enum class ElemType : uint8_t { kF32 = 1, kS8 = 2, kU8 = 3, kI32 = 4, kI64 = 5, 
 SPARQ_API const char* elem_type_name(ElemType t);
 SPARQ_API size_t elem_type_size(ElemType t);
 
-// Elements of a tensor with this shape (1 for a scalar).
+// Elements of a tensor with this shape (1 for a scalar). Never overflows: a shape with
+// a zero dimension has 0 elements whatever the others, and a product beyond int64
+// saturates to INT64_MAX (such a shape can never be allocated; the limits refuse it).
 inline int64_t shape_elements(const std::vector<int64_t>& shape) {
+  for (int64_t d : shape) {
+    if (d == 0) return 0;
+  }
   int64_t e = 1;
-  for (int64_t d : shape) e *= d;
+  for (int64_t d : shape) {
+    if (__builtin_mul_overflow(e, d, &e)) return INT64_MAX;
+  }
   return e;
 }
 

@@ -38,6 +38,8 @@ run_one() {
   [ "${SPARQ_FUZZ_KEEP_GOING:-0}" = 1 ] && more=(-fork=1 -ignore_crashes=1 -ignore_ooms=1 -ignore_timeouts=1)
   local dict=()
   [ -f "tests/fuzz/$t.dict" ] && dict=(-dict="tests/fuzz/$t.dict")
+  local before
+  before=$(find "tests/fuzz/crashes/$t" -type f ! -name '.*' | wc -l)
   echo "fuzz: $t for ${secs}s" >&2
   build/fuzz/tests/fuzz/fuzz_"$t" -max_total_time="$secs" -timeout=5 -rss_limit_mb=2048 \
     -malloc_limit_mb=1200 -max_len=262144 -print_final_stats=1 "${dict[@]}" "${more[@]}" \
@@ -54,6 +56,11 @@ run_one() {
   local found
   found=$(find "tests/fuzz/crashes/$t" -type f ! -name '.*' | wc -l)
   echo "fuzz: $t: exit $rc; last $execs $cov; $stats; reproducers in tests/fuzz/crashes/$t: $found" >&2
+  # With SPARQ_FUZZ_KEEP_GOING libFuzzer exits 0 after crashes: new reproducers fail the run.
+  if [ "$found" -gt "$before" ]; then
+    echo "fuzz: $t: $((found - before)) new reproducer(s)" >&2
+    return 1
+  fi
   return $rc
 }
 

@@ -192,7 +192,7 @@ SPARQ_API sparq_status sparq_session_run(sparq_session* s, const sparq_tensor* i
       }
       uint64_t elems = 1;
       for (int d = 0; d < t.rank; ++d) {
-        if (t.shape[d] < 0) {
+        if (t.shape[d] < 0 || t.shape[d] > sparq::limits().max_input_elements) {
           throw sparq::Error(sparq::Status::kInvalidArgument, std::string("input '") + t.name + "' has a bad shape");
         }
         if (__builtin_mul_overflow(elems, static_cast<uint64_t>(t.shape[d]), &elems)) elems = UINT64_MAX;
