@@ -549,7 +549,9 @@ class Planner {
         if (it == ids_.end()) continue;
         const Slot& o = slot(it->second);
         for (int b : {o.fm, o.tm, o.q8, o.q8s}) {
-          if (b >= 0) temp_[static_cast<size_t>(b)] = AlignedBuffer();
+          if (b < 0 || temp_[static_cast<size_t>(b)].size() == 0) continue;
+          temp_[static_cast<size_t>(b)] = AlignedBuffer();
+          live_planned_bytes_ -= p_.buffers[static_cast<size_t>(b)].bytes;
         }
       }
     }
@@ -601,10 +603,13 @@ class Planner {
                                             human_bytes(limits().max_tensor_bytes) +
                                             " for one tensor (SPARQ_MAX_TENSOR_BYTES)");
     }
-    planned_bytes_ += bytes;
-    if (planned_bytes_ > limits().max_plan_bytes) {
-      throw Error(Status::kOutOfMemory, "the plan for these shapes would need more than " +
-                                            human_bytes(limits().max_plan_bytes) + " (SPARQ_MAX_PLAN_BYTES)");
+    // The planning run holds each buffer until its value's last use (then releases it),
+    // so what it needs at once is the live sum, checked here before the allocation.
+    live_planned_bytes_ += (bytes + 63) / 64 * 64;  // as Buffer::bytes below, so releases balance
+    if (live_planned_bytes_ > limits().max_plan_bytes) {
+      throw Error(Status::kOutOfMemory, "planning these shapes would need more than " +
+                                            human_bytes(limits().max_plan_bytes) +
+                                            " of buffers at once (SPARQ_MAX_PLAN_BYTES)");
     }
     Buffer b;
     b.bytes = (bytes + 63) / 64 * 64;
@@ -1303,7 +1308,7 @@ class Planner {
   bool int8_model_ = false;
   PlanOptions options_;
   std::vector<AlignedBuffer> temp_;
-  uint64_t planned_bytes_ = 0;  // every buffer planned so far, checked against max_plan_bytes
+  uint64_t live_planned_bytes_ = 0;  // buffers the planning run holds now (max_plan_bytes)
 };
 
 }  // namespace
@@ -1357,6 +1362,11 @@ std::map<std::string, Value> Executor::run(const std::map<std::string, Value>& i
   }
   plans_.splice(plans_.begin(), plans_, hit);  // most recently used first
   Plan& p = *plans_.front().second;
+  if (p.arena_bytes > limits().max_plan_bytes) {
+    throw Error(Status::kOutOfMemory, "the plan's arena would need " + human_bytes(p.arena_bytes) +
+                                          ", above the limit of " + human_bytes(limits().max_plan_bytes) +
+                                          " (SPARQ_MAX_PLAN_BYTES)");
+  }
   if (p.arena.size() < p.arena_bytes) p.arena.resize(std::max<size_t>(p.arena_bytes, 64));
   st.buf.resize(p.buffers.size());
   for (size_t i = 0; i < p.buffers.size(); ++i) st.buf[i] = p.arena.as<uint8_t>() + p.buffers[i].offset;
