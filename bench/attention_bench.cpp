@@ -3,11 +3,11 @@
 // work item on one thread, for each kernel this CPU has (fp32, bf16, int8). The int8
 // kernel is timed both packing K and V per head itself and with them packed beforehand
 // by fm_attention_int8_prep (the executor's way, included in the time).
-#include <benchmark/benchmark.h>
-
 #include <cstdint>
 #include <random>
 #include <vector>
+
+#include <benchmark/benchmark.h>
 
 #include "kernels/fm/fm.h"
 
@@ -49,7 +49,9 @@ Layer make_layer(int64_t tokens) {
 void BM_Attention(benchmark::State& state) {
   const FmKernels& k = fm_kernels();
   const int kind = static_cast<int>(state.range(0));
-  const FmAttentionFn fn = kind == 0 ? k.attention : kind == 1 ? k.attention_bf16 : k.attention_int8;
+  const FmAttentionFn fn = kind == 0   ? k.attention
+                           : kind == 1 ? k.attention_bf16
+                                       : k.attention_int8;
   if (fn == nullptr) {
     state.SkipWithError("kernel not available on this CPU");
     return;
@@ -65,8 +67,10 @@ void BM_Attention(benchmark::State& state) {
     fn(l.a, 0, items, l.scratch.data());
     benchmark::ClobberMemory();
   }
-  const double macs = 2.0 * l.a.heads * static_cast<double>(l.a.seq) * static_cast<double>(l.a.keys) * l.a.dh;
-  state.counters["GMAC/s"] = benchmark::Counter(macs * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  const double macs =
+      2.0 * l.a.heads * static_cast<double>(l.a.seq) * static_cast<double>(l.a.keys) * l.a.dh;
+  state.counters["GMAC/s"] =
+      benchmark::Counter(macs * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_Attention)
     ->ArgNames({"kind", "tokens"})

@@ -4,8 +4,6 @@
 // 2*M*K*N per second. Activations rotate through copies so they are not L1/L2-hot;
 // one output buffer is reused (as the memory planner reuses it); weights stay
 // resident, as a sparse model's do across its layers.
-#include <benchmark/benchmark.h>
-
 #include <cstdint>
 #include <fstream>
 #include <memory>
@@ -13,6 +11,8 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include <benchmark/benchmark.h>
 
 #include "bench/baseline/onednn_matmul.h"
 #include "engine/parallel.h"
@@ -125,12 +125,12 @@ void register_all() {
   const auto shapes = load_shapes();
   for (bool int8 : {true, false}) {
     for (int threads : {1, 2}) {
-      const std::string suffix = std::string(int8 ? "_int8" : "_fp32") + "/threads:" +
-                                 std::to_string(threads);
-      auto* b = benchmark::RegisterBenchmark(("SparqSpmm" + suffix).c_str(), BM_SparqSpmm, int8,
+      const std::string suffix =
+          std::string(int8 ? "_int8" : "_fp32") + "/threads:" + std::to_string(threads);
+      auto* b =
+          benchmark::RegisterBenchmark(("SparqSpmm" + suffix).c_str(), BM_SparqSpmm, int8, threads);
+      auto* d = benchmark::RegisterBenchmark(("OnednnDense" + suffix).c_str(), BM_OnednnDense, int8,
                                              threads);
-      auto* d = benchmark::RegisterBenchmark(("OnednnDense" + suffix).c_str(), BM_OnednnDense,
-                                             int8, threads);
       b->ArgNames({"M", "K", "N", "sparsity"})->Unit(benchmark::kMicrosecond)->UseRealTime();
       d->ArgNames({"M", "K", "N", "sparsity"})->Unit(benchmark::kMicrosecond)->UseRealTime();
       for (const auto& s : shapes) {

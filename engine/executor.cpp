@@ -1,8 +1,5 @@
 #include "engine/executor.h"
 
-#include "engine/limits.h"
-#include "engine/shapes.h"
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -12,7 +9,9 @@
 #include <set>
 
 #include "engine/layout.h"
+#include "engine/limits.h"
 #include "engine/model.h"
+#include "engine/shapes.h"
 #include "formats/aligned_buffer.h"
 #include "formats/error.h"
 #include "kernels/common/isa.h"
@@ -41,15 +40,26 @@ inline size_t fm_bytes(int64_t features, int64_t tokens, size_t elem) {
   return static_cast<size_t>(panels_of(tokens) * kPanel * features) * elem;
 }
 
-enum class Kind { kGeneric, kMatMul, kAttention, kLayerNorm, kAdd, kToFm, kToTm, kQuantize, kEmbed, kSkip };
+enum class Kind {
+  kGeneric,
+  kMatMul,
+  kAttention,
+  kLayerNorm,
+  kAdd,
+  kToFm,
+  kToTm,
+  kQuantize,
+  kEmbed,
+  kSkip
+};
 
 // One addend of a fused embeddings sum: rows of a constant table gathered by int ids
 // (`ids` slot), or a folded constant broadcast over batch (and over tokens when it has
 // no sequence dimension).
 struct EmbedTerm {
   const float* table = nullptr;
-  int64_t rows = 0;   // table rows (gathers), 0 for a constant
-  int ids = -1;       // slot of the ids (gathers)
+  int64_t rows = 0;          // table rows (gathers), 0 for a constant
+  int ids = -1;              // slot of the ids (gathers)
   int64_t seq_stride = 0;    // constants: floats per sequence position (0: one row for all)
   int64_t batch_stride = 0;  // constants: floats per batch row (0: broadcast over batch)
 };
@@ -77,22 +87,22 @@ struct Slot {
 struct Step {
   Kind kind = Kind::kGeneric;
   const Node* node = nullptr;
-  std::vector<int> ins;  // slots (-1 = omitted): generic inputs; kToFm source
-  int out = -1;          // slot: generic output, or kToTm to the heap
+  std::vector<int> ins;                        // slots (-1 = omitted): generic inputs; kToFm source
+  int out = -1;                                // slot: generic output, or kToTm to the heap
   int a = -1, b = -1, c = -1, d = -1, e = -1;  // buffers (per kind, see exec)
-  int64_t rows = 0, cols = 0;                   // features x tokens
+  int64_t rows = 0, cols = 0;                  // features x tokens
   const PackedWeights* w = nullptr;
   const float* bias = nullptr;
   Activation act = Activation::kNone;
   const float* gamma = nullptr;
   const float* beta = nullptr;
   float eps = 1e-5f;
-  FmAttentionArgs att;   // shape and mask fields; pointers filled per run
-  int mask = -1;         // slot of the attention mask
-  bool bf16 = false;     // attention in bf16 (int8 models on AVX512-BF16)
+  FmAttentionArgs att;           // shape and mask fields; pointers filled per run
+  int mask = -1;                 // slot of the attention mask
+  bool bf16 = false;             // attention in bf16 (int8 models on AVX512-BF16)
   std::vector<EmbedTerm> terms;  // kEmbed
   int64_t seq = 0;               // kEmbed: tokens per sequence
-  std::vector<int> release;  // heap slots dropped after this step
+  std::vector<int> release;      // heap slots dropped after this step
 };
 
 }  // namespace
@@ -120,8 +130,14 @@ struct RunState {
 
 class Machine {
  public:
-  Machine(const Model& model, ThreadPool* pool, AlignedBuffer* scratch, bool planning, const RuntimeOptions& opts)
-      : model_(model), pool_(pool), fm_(fm_kernels()), scratch_(*scratch), planning_(planning), opts_(opts) {}
+  Machine(const Model& model, ThreadPool* pool, AlignedBuffer* scratch, bool planning,
+          const RuntimeOptions& opts)
+      : model_(model),
+        pool_(pool),
+        fm_(fm_kernels()),
+        scratch_(*scratch),
+        planning_(planning),
+        opts_(opts) {}
 
   // Token-major view of a slot's value for the interpreter.
   Value tm_value(const Slot& s, int slot, const RunState& st) const {
@@ -138,7 +154,8 @@ class Machine {
     if (opts_.profile) {
       const auto t0 = std::chrono::steady_clock::now();
       exec_step(p, s, st);
-      const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      const double ms =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       std::string key = kind_name(s.kind);
       if (s.kind == Kind::kGeneric) key += " " + s.node->op;
       if (s.kind == Kind::kMatMul) key += s.w->type == WeightType::kS8 ? " int8" : " fp32";
@@ -172,8 +189,8 @@ class Machine {
   void print_profile() const {
     if (!opts_.profile) return;
     for (const auto& kv : profile()) {
-      std::fprintf(stderr, "sparq: profile %-28s %6d calls %10.3f ms\n", kv.first.c_str(), kv.second.second,
-                   kv.second.first);
+      std::fprintf(stderr, "sparq: profile %-28s %6d calls %10.3f ms\n", kv.first.c_str(),
+                   kv.second.second, kv.second.first);
     }
     profile().clear();
   }
@@ -184,7 +201,8 @@ class Machine {
     switch (s.kind) {
       case Kind::kGeneric: {
         std::vector<Value> ins;
-        for (int i : s.ins) ins.push_back(i < 0 ? nullptr : tm_value(p.slots[static_cast<size_t>(i)], i, st));
+        for (int i : s.ins)
+          ins.push_back(i < 0 ? nullptr : tm_value(p.slots[static_cast<size_t>(i)], i, st));
         Value v = interpret_node(model_.graph(), *s.node, ins, nullptr,
                                  [this](int64_t parts, const std::function<void(int64_t)>& body) {
                                    pool_->parallel_for(parts, body);
@@ -196,7 +214,8 @@ class Machine {
           auto c = std::make_shared<Constant>();
           c->type = v->type;
           c->shape = v->shape;
-          c->bytes.assign(v->view, v->view + static_cast<size_t>(v->elements()) * elem_type_size(v->type));
+          c->bytes.assign(v->view,
+                          v->view + static_cast<size_t>(v->elements()) * elem_type_size(v->type));
           v = c;
         }
         Slot& o = const_cast<Slot&>(p.slots[static_cast<size_t>(s.out)]);
@@ -204,7 +223,8 @@ class Machine {
           o.shape = v->shape;
           o.type = v->type;
         } else if (v->shape != o.shape || v->type != o.type) {
-          throw Error(Status::kInternal, "node '" + s.node->name + "' changed shape between runs of one plan");
+          throw Error(Status::kInternal,
+                      "node '" + s.node->name + "' changed shape between runs of one plan");
         }
         st.live += v->bytes.size();
         st.peak = std::max(st.peak, st.live);
@@ -249,7 +269,8 @@ class Machine {
         std::vector<const int32_t*> ids32(s.terms.size(), nullptr);
         for (size_t i = 0; i < s.terms.size(); ++i) {
           if (s.terms[i].ids < 0) continue;
-          const Value v = tm_value(p.slots[static_cast<size_t>(s.terms[i].ids)], s.terms[i].ids, st);
+          const Value v =
+              tm_value(p.slots[static_cast<size_t>(s.terms[i].ids)], s.terms[i].ids, st);
           if (v->type == ElemType::kI64) ids64[i] = v->data<int64_t>();
           else ids32[i] = v->data<int32_t>();
         }
@@ -264,8 +285,9 @@ class Machine {
               int64_t id = ids64[i] != nullptr ? ids64[i][m] : ids32[i][m];
               if (id < 0) id += e.rows;
               if (id < 0 || id >= e.rows) {
-                throw Error(Status::kInvalidArgument, "embeddings: index " + std::to_string(id) + " at token " +
-                                                          std::to_string(m) + " is outside [0, " +
+                throw Error(Status::kInvalidArgument, "embeddings: index " + std::to_string(id) +
+                                                          " at token " + std::to_string(m) +
+                                                          " is outside [0, " +
                                                           std::to_string(e.rows) + ")");
               }
               r = e.table + id * F;
@@ -304,7 +326,8 @@ class Machine {
         uint8_t* q = st.buf[static_cast<size_t>(s.d)];
         float* sc = f32(s.e);
         by_panels(M, F, [&](int64_t pn, int64_t n) {
-          fm_.quantize(x + pn * F * kPanel, kPanel, F, 0, n, q + pn * F * kPanel, kPanel, sc + pn * kPanel);
+          fm_.quantize(x + pn * F * kPanel, kPanel, F, 0, n, q + pn * F * kPanel, kPanel,
+                       sc + pn * kPanel);
         });
         break;
       }
@@ -318,7 +341,8 @@ class Machine {
           if (r != nullptr) {  // the sum stays in this core's cache for the LayerNorm
             const float* rp = r + pn * F * kPanel;
             for (int64_t f = 0; f < F; ++f)
-              for (int64_t j = 0; j < n; ++j) yp[f * kPanel + j] = xp[f * kPanel + j] + rp[f * kPanel + j];
+              for (int64_t j = 0; j < n; ++j)
+                yp[f * kPanel + j] = xp[f * kPanel + j] + rp[f * kPanel + j];
             xp = yp;
           }
           fm_.layernorm(xp, kPanel, F, 0, n, s.gamma, s.beta, s.eps, yp, kPanel);
@@ -354,7 +378,8 @@ class Machine {
           if (int8) {
             ep.channel_scale = s.w->scales;
             ep.token_scale = f32(s.b) + pn * kPanel;
-            spmm_u8s8(k, pool, *s.w, st.buf[static_cast<size_t>(s.a)] + pn * K * kPanel, kPanel, n, ep);
+            spmm_u8s8(k, pool, *s.w, st.buf[static_cast<size_t>(s.a)] + pn * K * kPanel, kPanel, n,
+                      ep);
           } else {
             spmm_f32(k, pool, *s.w, f32(s.a) + pn * K * kPanel, kPanel, n, ep);
           }
@@ -365,7 +390,8 @@ class Machine {
           by_panels(M, int64_t{1} << 20, [&](int64_t pn, int64_t n) { one_panel(pn, n, nullptr); });
         } else {
           // Fewer panels than threads: split each panel's block-rows instead.
-          for (int64_t pn = 0; pn < panels; ++pn) one_panel(pn, std::min(kPanel, M - pn * kPanel), pool_);
+          for (int64_t pn = 0; pn < panels; ++pn)
+            one_panel(pn, std::min(kPanel, M - pn * kPanel), pool_);
         }
         break;
       }
@@ -381,7 +407,8 @@ class Machine {
           if (s.att.add_mask != nullptr) a.add_mask = m->data<float>();
           else a.select_mask = m->data<uint8_t>();
         }
-        const FmAttentionFn kernel = s.bf16 ? fm_low_precision_attention(fm_, opts_.attention, nullptr) : fm_.attention;
+        const FmAttentionFn kernel =
+            s.bf16 ? fm_low_precision_attention(fm_, opts_.attention, nullptr) : fm_.attention;
         // The int8 kernel's K and V are packed first, each key chunk by the thread whose
         // panel holds it, into one buffer all items read (int8, a quarter of the fp32
         // bytes another core would otherwise fetch, and no head packed twice).
@@ -396,7 +423,8 @@ class Machine {
         const int64_t threads = pool_->threads(), qb = fm_.query_block;
         const int64_t blocks = (a.seq + qb - 1) / qb;
         const bool chunked = !prep;
-        if (chunked && threads > 1 && kPanel % qb == 0 && a.batch == 1 && blocks >= threads * (kPanel / qb)) {
+        if (chunked && threads > 1 && kPanel % qb == 0 && a.batch == 1 &&
+            blocks >= threads * (kPanel / qb)) {
           a.chunk_blocks = kPanel / qb;
         }
         const int64_t items = fm_attention_items(a, qb);
@@ -411,7 +439,8 @@ class Machine {
           const int64_t units = fm_attention_int8_units(a);
           const int64_t nu = std::min<int64_t>(units, np);
           pool_->parallel_for(nu, [&](int64_t part) {
-            fm_.attention_int8_prep(a, units * part / nu, units * (part + 1) / nu, base + part * scratch);
+            fm_.attention_int8_prep(a, units * part / nu, units * (part + 1) / nu,
+                                    base + part * scratch);
           });
         }
         pool_->parallel_for(np, [&](int64_t part) {
@@ -479,7 +508,8 @@ class Machine {
       range(0, panels);
       return;
     }
-    pool_->parallel_for(np, [&](int64_t part) { range(panels * part / np, panels * (part + 1) / np); });
+    pool_->parallel_for(np,
+                        [&](int64_t part) { range(panels * part / np, panels * (part + 1) / np); });
   }
 
   const Model& model_;
@@ -493,7 +523,8 @@ class Machine {
 // Records a plan while running it (see executor.h).
 class Planner {
  public:
-  Planner(const Model& model, Executor::Plan& plan, Machine& machine, RunState& st, const PlanOptions& options)
+  Planner(const Model& model, Executor::Plan& plan, Machine& machine, RunState& st,
+          const PlanOptions& options)
       : model_(model), g_(model.graph()), p_(plan), m_(machine), st_(st), options_(options) {
     for (size_t i = 0; i < g_.nodes.size(); ++i) {
       for (size_t j = 0; j < g_.nodes[i].inputs.size(); ++j) {
@@ -589,17 +620,21 @@ class Planner {
     auto it = ids_.find(name);
     if (it != ids_.end()) return it->second;
     const Constant* c = g_.initializer(name);
-    if (c == nullptr) throw Error(Status::kFormatError, "value '" + name + "' is used before it is produced");
+    if (c == nullptr)
+      throw Error(Status::kFormatError, "value '" + name + "' is used before it is produced");
     const int s = new_slot(name, c->shape, c->type);
     p_.slots[static_cast<size_t>(s)].fixed = g_.initializers.at(name);
     return s;
   }
-  bool known(const std::string& name) const { return ids_.count(name) || g_.initializer(name) != nullptr; }
+  bool known(const std::string& name) const {
+    return ids_.count(name) || g_.initializer(name) != nullptr;
+  }
   Slot& slot(int s) { return p_.slots[static_cast<size_t>(s)]; }
 
   int new_buffer(size_t bytes) {
     if (bytes > limits().max_tensor_bytes) {
-      throw Error(Status::kOutOfMemory, "a plan buffer would need " + human_bytes(bytes) + ", above the limit of " +
+      throw Error(Status::kOutOfMemory, "a plan buffer would need " + human_bytes(bytes) +
+                                            ", above the limit of " +
                                             human_bytes(limits().max_tensor_bytes) +
                                             " for one tensor (SPARQ_MAX_TENSOR_BYTES)");
     }
@@ -635,12 +670,37 @@ class Planner {
       case Kind::kSkip: break;
       case Kind::kEmbed: writes(s.d); break;
       case Kind::kToFm: writes(s.d); break;
-      case Kind::kToTm: reads(s.a); writes(s.d); break;
-      case Kind::kQuantize: reads(s.a); writes(s.d); writes(s.e); break;
-      case Kind::kLayerNorm: reads(s.a); reads(s.b); writes(s.d); break;
-      case Kind::kAdd: reads(s.a); reads(s.b); writes(s.d); break;
-      case Kind::kMatMul: reads(s.a); reads(s.b); reads(s.c); writes(s.d); break;
-      case Kind::kAttention: reads(s.a); reads(s.b); reads(s.c); writes(s.d); break;
+      case Kind::kToTm:
+        reads(s.a);
+        writes(s.d);
+        break;
+      case Kind::kQuantize:
+        reads(s.a);
+        writes(s.d);
+        writes(s.e);
+        break;
+      case Kind::kLayerNorm:
+        reads(s.a);
+        reads(s.b);
+        writes(s.d);
+        break;
+      case Kind::kAdd:
+        reads(s.a);
+        reads(s.b);
+        writes(s.d);
+        break;
+      case Kind::kMatMul:
+        reads(s.a);
+        reads(s.b);
+        reads(s.c);
+        writes(s.d);
+        break;
+      case Kind::kAttention:
+        reads(s.a);
+        reads(s.b);
+        reads(s.c);
+        writes(s.d);
+        break;
     }
     // Generic inputs read token-major copies: keep those buffers alive to here.
     for (int i : s.ins) {
@@ -708,7 +768,8 @@ class Planner {
   bool is_dynamic(int s) { return !slot(s).fixed; }
   bool fm_able(int s) {
     const Slot& o = slot(s);
-    return !o.fixed && o.type == ElemType::kF32 && !o.shape.empty() && o.features() > 0 && o.tokens() > 0;
+    return !o.fixed && o.type == ElemType::kF32 && !o.shape.empty() && o.features() > 0 &&
+           o.tokens() > 0;
   }
   const std::vector<std::pair<size_t, size_t>>& uses(const std::string& v) {
     static const std::vector<std::pair<size_t, size_t>> none;
@@ -846,7 +907,8 @@ class Planner {
     t.cols = slot(x).tokens();
     if (n.inputs.size() > 1 && !n.inputs[1].empty()) {
       const int b = slot_of(n.inputs[1]);
-      if (!slot(b).fixed || slot(b).type != ElemType::kF32 || numel(slot(b).shape) != w.n) return false;
+      if (!slot(b).fixed || slot(b).type != ElemType::kF32 || numel(slot(b).shape) != w.n)
+        return false;
       t.bias = slot(b).fixed->data<float>();
     }
     if (const Attribute* act = n.attr("activation")) {
@@ -859,7 +921,8 @@ class Planner {
     std::string out_name = n.outputs[0];
     // Residual: the only consumer is an Add whose other operand already exists.
     size_t ci = 0, cj = 0;
-    if (options_.residual_epilogue && only_use(n.outputs[0], &ci, &cj) && g_.nodes[ci].op == "Add" && g_.nodes[ci].inputs.size() == 2) {
+    if (options_.residual_epilogue && only_use(n.outputs[0], &ci, &cj) &&
+        g_.nodes[ci].op == "Add" && g_.nodes[ci].inputs.size() == 2) {
       const std::string& other = g_.nodes[ci].inputs[1 - cj];
       if (ids_.count(other) && !virtual_.count(other)) {
         const int r = ids_.at(other);
@@ -895,7 +958,9 @@ class Planner {
     const int g = slot_of(n.inputs[1]);
     const int b = n.inputs.size() > 2 && !n.inputs[2].empty() ? slot_of(n.inputs[2]) : -1;
     const int64_t F = slot(x).features();
-    auto ok = [&](int s) { return slot(s).fixed && slot(s).type == ElemType::kF32 && numel(slot(s).shape) == F; };
+    auto ok = [&](int s) {
+      return slot(s).fixed && slot(s).type == ElemType::kF32 && numel(slot(s).shape) == F;
+    };
     if (!ok(g) || (b >= 0 && !ok(b))) return false;
     if (embeddings(n, x, g, b)) return true;
     Step t;
@@ -923,7 +988,9 @@ class Planner {
   // their run-time values, so left padding stays exact.
   bool embeddings(const Node& ln, int x, int g, int b) {
     auto no = [&](const char* why) {
-      if (verbose()) std::fprintf(stderr, "sparq: plan: '%s' is not fused embeddings: %s\n", ln.name.c_str(), why);
+      if (verbose())
+        std::fprintf(stderr, "sparq: plan: '%s' is not fused embeddings: %s\n", ln.name.c_str(),
+                     why);
       return false;
     };
     const Shape& xs = slot(x).shape;
@@ -936,8 +1003,9 @@ class Planner {
       stack.pop_back();
       auto pi = producer_.find(v);
       size_t ci = 0, cj = 0;
-      if (pi != producer_.end() && g_.nodes[pi->second].op == "Add" && g_.nodes[pi->second].inputs.size() == 2 &&
-          ids_.count(v) && slot(ids_.at(v)).heap && (v == ln.inputs[0] || only_use(v, &ci, &cj))) {
+      if (pi != producer_.end() && g_.nodes[pi->second].op == "Add" &&
+          g_.nodes[pi->second].inputs.size() == 2 && ids_.count(v) && slot(ids_.at(v)).heap &&
+          (v == ln.inputs[0] || only_use(v, &ci, &cj))) {
         chain.push_back(pi->second);
         stack.push_back(g_.nodes[pi->second].inputs[0]);
         stack.push_back(g_.nodes[pi->second].inputs[1]);
@@ -960,12 +1028,12 @@ class Planner {
         if (o.type != ElemType::kF32) return no("a constant term is not float32");
         const Shape& cs = o.shape;
         if (cs.size() == 1 && cs[0] == F) e.seq_stride = 0;
-        else if (cs.size() >= 2 && cs.back() == F && cs[cs.size() - 2] == S && numel(cs) == S * F) e.seq_stride = F;
+        else if (cs.size() >= 2 && cs.back() == F && cs[cs.size() - 2] == S && numel(cs) == S * F)
+          e.seq_stride = F;
         else if (cs == Shape{B, S, F}) {
           e.seq_stride = F;
           e.batch_stride = S * F;
-        }
-        else if (numel(cs) == F) e.seq_stride = 0;
+        } else if (numel(cs) == F) e.seq_stride = 0;
         else return no("a constant term does not broadcast per token");
         e.table = o.fixed->data<float>();
         terms.push_back(e);
@@ -976,11 +1044,13 @@ class Planner {
       const Node& gn = g_.nodes[pi->second];
       size_t gi = 0, gj = 0;
       const Attribute* axis = gn.attr("axis");
-      if (gn.op != "Gather" || gn.inputs.size() != 2 || (axis && axis->i != 0) || !only_use(v, &gi, &gj)) {
+      if (gn.op != "Gather" || gn.inputs.size() != 2 || (axis && axis->i != 0) ||
+          !only_use(v, &gi, &gj)) {
         return no("a term is not a single-use Gather");
       }
       const Constant* table = g_.initializer(gn.inputs[0]);
-      if (table == nullptr || table->type != ElemType::kF32 || table->shape.size() != 2 || table->shape[1] != F) {
+      if (table == nullptr || table->type != ElemType::kF32 || table->shape.size() != 2 ||
+          table->shape[1] != F) {
         return no("a gather's table is not a constant [rows, F] float32");
       }
       if (!known(gn.inputs[1])) return no("a gather's ids are not computed yet");
@@ -1041,7 +1111,9 @@ class Planner {
       if (!known(ln.inputs[2])) return false;
       b = slot_of(ln.inputs[2]);
     }
-    auto ok = [&](int sl) { return slot(sl).fixed && slot(sl).type == ElemType::kF32 && numel(slot(sl).shape) == F; };
+    auto ok = [&](int sl) {
+      return slot(sl).fixed && slot(sl).type == ElemType::kF32 && numel(slot(sl).shape) == F;
+    };
     if (!ok(g) || (b >= 0 && !ok(b))) return false;
     t->gamma = slot(g).fixed->data<float>();
     t->beta = b >= 0 ? slot(b).fixed->data<float>() : nullptr;
@@ -1054,12 +1126,14 @@ class Planner {
     if (n.inputs.size() != 2 || !known(n.inputs[0]) || !known(n.inputs[1])) return false;
     const int x = slot_of(n.inputs[0]), y = slot_of(n.inputs[1]);
     if (!fm_able(x) || !fm_able(y) || slot(x).shape != slot(y).shape) return false;
-    if (slot(x).fm < 0 && slot(y).fm < 0) return false;  // both token-major: leave to the interpreter
+    if (slot(x).fm < 0 && slot(y).fm < 0)
+      return false;  // both token-major: leave to the interpreter
     // Residual add + LayerNorm as one step when the sum feeds only the LayerNorm.
     size_t li = 0, lj = 0;
     Step ln_step;
     if (only_use(n.outputs[0], &li, &lj) && lj == 0 && !outputs_.count(n.outputs[0]) &&
-        layernorm_params(g_.nodes[li], static_cast<int64_t>(slot(x).shape.size()), slot(x).features(), &ln_step)) {
+        layernorm_params(g_.nodes[li], static_cast<int64_t>(slot(x).shape.size()),
+                         slot(x).features(), &ln_step)) {
       ln_step.kind = Kind::kLayerNorm;
       ln_step.rows = slot(x).features();
       ln_step.cols = slot(x).tokens();
@@ -1119,7 +1193,8 @@ class Planner {
   bool attention(size_t i) {
     const Node& n = g_.nodes[i];
     auto fallback = [&](const char* why) {
-      if (verbose()) std::fprintf(stderr, "sparq: plan: node '%s' runs op by op: %s\n", n.name.c_str(), why);
+      if (verbose())
+        std::fprintf(stderr, "sparq: plan: node '%s' runs op by op: %s\n", n.name.c_str(), why);
       // Run the deferred head splits op by op after all.
       for (size_t k = 0; k < 3 && k < n.inputs.size(); ++k) {
         auto it = virtual_.find(n.inputs[k]);
@@ -1135,14 +1210,16 @@ class Planner {
     HeadSplit hs[3];
     for (size_t k = 0; k < 3; ++k) {
       auto it = virtual_.find(n.inputs[k]);
-      if (it == virtual_.end()) return fallback("an input is not a head split of a feature-major value");
+      if (it == virtual_.end())
+        return fallback("an input is not a head split of a feature-major value");
       hs[k] = it->second;
     }
     const Shape& qs = slot(hs[0].x).shape;
     const Shape& ks = slot(hs[1].x).shape;
     const Shape& vs = slot(hs[2].x).shape;
     const int64_t B = qs[0], S = qs[1], H = hs[0].heads, dh = hs[0].dim, T = ks[1], dv = hs[2].dim;
-    if (ks[0] != B || vs[0] != B || vs[1] != T || hs[1].heads != H || hs[2].heads != H || hs[1].dim != dh) {
+    if (ks[0] != B || vs[0] != B || vs[1] != T || hs[1].heads != H || hs[2].heads != H ||
+        hs[1].dim != dh) {
       return fallback("head shapes differ");
     }
     // The output goes through Transpose(0,2,1,3) and a Reshape back to [B, S, H*dv].
@@ -1151,7 +1228,9 @@ class Planner {
         perm_of(g_.nodes[ti]) != std::vector<int64_t>{0, 2, 1, 3}) {
       return fallback("output is not Transpose(0,2,1,3)");
     }
-    if (!only_data_use(g_.nodes[ti].outputs[0], &ri, &rj) || g_.nodes[ri].op != "Reshape" || rj != 0) return fallback("transpose is not followed by a Reshape");
+    if (!only_data_use(g_.nodes[ti].outputs[0], &ri, &rj) || g_.nodes[ri].op != "Reshape" ||
+        rj != 0)
+      return fallback("transpose is not followed by a Reshape");
     // Shape-only slots for the skipped values that Shape nodes still read; the Reshape's
     // target is usually computed from one of them further down the graph: folded now.
     new_slot(n.outputs[0], {B, H, S, dv}, ElemType::kF32);
@@ -1184,8 +1263,10 @@ class Planner {
       const int ms = slot_of(n.inputs[3]);
       const Shape& msh = slot(ms).shape;
       if (msh.size() > 4) return fallback("mask rank above 4");
-      if (mk == "add" && slot(ms).type != ElemType::kF32) return fallback("additive mask not float32");
-      if (mk == "where" && slot(ms).type != ElemType::kBool) return fallback("select mask not bool");
+      if (mk == "add" && slot(ms).type != ElemType::kF32)
+        return fallback("additive mask not float32");
+      if (mk == "where" && slot(ms).type != ElemType::kBool)
+        return fallback("select mask not bool");
       if (mk != "add" && mk != "where") return fallback("unknown mask kind");
       Shape full(4 - msh.size(), 1);
       full.insert(full.end(), msh.begin(), msh.end());
@@ -1193,11 +1274,13 @@ class Planner {
       int64_t st[4], acc = 1;
       for (int d = 3; d >= 0; --d) {
         const int64_t dim = full[static_cast<size_t>(d)];
-        if (dim != 1 && dim != want[static_cast<size_t>(d)]) return fallback("mask does not broadcast");
+        if (dim != 1 && dim != want[static_cast<size_t>(d)])
+          return fallback("mask does not broadcast");
         st[d] = dim == 1 ? 0 : acc;
         acc *= dim;
       }
-      if (st[2] != 0 && S > 1) return fallback("mask varies by query");  // masks that vary by query: op by op
+      if (st[2] != 0 && S > 1)
+        return fallback("mask varies by query");  // masks that vary by query: op by op
       a.mask_b = st[0];
       a.mask_h = st[1];
       a.mask_t = st[3];
@@ -1230,14 +1313,16 @@ class Planner {
   void finish() {
     std::vector<int> last(p_.slots.size(), -1);
     for (size_t i = 0; i < p_.steps.size(); ++i) {
-      for (int s : p_.steps[i].ins) if (s >= 0) last[static_cast<size_t>(s)] = static_cast<int>(i);
+      for (int s : p_.steps[i].ins)
+        if (s >= 0) last[static_cast<size_t>(s)] = static_cast<int>(i);
       if (p_.steps[i].mask >= 0) last[static_cast<size_t>(p_.steps[i].mask)] = static_cast<int>(i);
     }
     std::set<int> keep;
     for (const auto& o : p_.outputs) keep.insert(o.second);
     for (const auto& in : p_.inputs) keep.insert(in.second);  // the caller's
     for (size_t s = 0; s < last.size(); ++s) {
-      if (last[s] >= 0 && p_.slots[s].heap && !p_.slots[s].fixed && !keep.count(static_cast<int>(s))) {
+      if (last[s] >= 0 && p_.slots[s].heap && !p_.slots[s].fixed &&
+          !keep.count(static_cast<int>(s))) {
         p_.steps[static_cast<size_t>(last[s])].release.push_back(static_cast<int>(s));
       }
     }
@@ -1313,7 +1398,8 @@ class Planner {
 
 }  // namespace
 
-Executor::Executor(std::shared_ptr<const Model> model, ThreadPool* pool, const RuntimeOptions& options)
+Executor::Executor(std::shared_ptr<const Model> model, ThreadPool* pool,
+                   const RuntimeOptions& options)
     : model_(std::move(model)), pool_(pool), options_(options) {}
 Executor::~Executor() = default;
 
@@ -1322,12 +1408,13 @@ void Executor::set_options(const PlanOptions& o) {
   plans_.clear();
 }
 
-std::map<std::string, Value> Executor::run(const std::map<std::string, Value>& inputs, size_t* peak_bytes,
-                                           PlanSummary* summary) {
+std::map<std::string, Value> Executor::run(const std::map<std::string, Value>& inputs,
+                                           size_t* peak_bytes, PlanSummary* summary) {
   std::vector<std::vector<int64_t>> key;
   for (const ValueInfo& vi : model_->graph().inputs) {
     auto it = inputs.find(vi.name);
-    if (it == inputs.end() || !it->second) throw Error(Status::kInvalidArgument, "missing input '" + vi.name + "'");
+    if (it == inputs.end() || !it->second)
+      throw Error(Status::kInvalidArgument, "missing input '" + vi.name + "'");
     key.push_back(it->second->shape);
     key.back().push_back(static_cast<int64_t>(it->second->type));
   }
@@ -1347,12 +1434,15 @@ std::map<std::string, Value> Executor::run(const std::map<std::string, Value>& i
     }
     if (verbose()) {
       const PlanSummary& ps = plan->summary;
-      std::fprintf(stderr,
-                   "sparq: plan: %d steps (%d op by op), %d nodes folded, %d matmuls, %d attentions, %d "
-                   "residuals, %d embeddings and %d add+LayerNorm fused, arena %.2f MiB (%.2f MiB without reuse)\n",
-                   ps.steps, ps.generic_steps, ps.folded, ps.matmuls, ps.fused_attention, ps.fused_residual,
-                   ps.fused_embeddings, ps.fused_add_layernorm,
-                   static_cast<double>(ps.arena_bytes) / 1048576.0, static_cast<double>(ps.unshared_bytes) / 1048576.0);
+      std::fprintf(
+          stderr,
+          "sparq: plan: %d steps (%d op by op), %d nodes folded, %d matmuls, %d attentions, %d "
+          "residuals, %d embeddings and %d add+LayerNorm fused, arena %.2f MiB (%.2f MiB without "
+          "reuse)\n",
+          ps.steps, ps.generic_steps, ps.folded, ps.matmuls, ps.fused_attention, ps.fused_residual,
+          ps.fused_embeddings, ps.fused_add_layernorm,
+          static_cast<double>(ps.arena_bytes) / 1048576.0,
+          static_cast<double>(ps.unshared_bytes) / 1048576.0);
     }
     if (peak_bytes) *peak_bytes = plan->summary.unshared_bytes + st.peak;
     if (summary) *summary = plan->summary;
@@ -1364,12 +1454,14 @@ std::map<std::string, Value> Executor::run(const std::map<std::string, Value>& i
   Plan& p = *plans_.front().second;
   if (p.arena_bytes > limits().max_plan_bytes) {
     throw Error(Status::kOutOfMemory, "the plan's arena would need " + human_bytes(p.arena_bytes) +
-                                          ", above the limit of " + human_bytes(limits().max_plan_bytes) +
+                                          ", above the limit of " +
+                                          human_bytes(limits().max_plan_bytes) +
                                           " (SPARQ_MAX_PLAN_BYTES)");
   }
   if (p.arena.size() < p.arena_bytes) p.arena.resize(std::max<size_t>(p.arena_bytes, 64));
   st.buf.resize(p.buffers.size());
-  for (size_t i = 0; i < p.buffers.size(); ++i) st.buf[i] = p.arena.as<uint8_t>() + p.buffers[i].offset;
+  for (size_t i = 0; i < p.buffers.size(); ++i)
+    st.buf[i] = p.arena.as<uint8_t>() + p.buffers[i].offset;
   st.env.assign(p.slots.size(), nullptr);
   for (const auto& in : p.inputs) st.env[static_cast<size_t>(in.second)] = inputs.at(in.first);
   // Runs of panel-local steps on the same tokens go out as one parallel region each

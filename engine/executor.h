@@ -41,12 +41,11 @@ struct PlanSummary {
   size_t arena_bytes = 0;     // the planned buffers, after reuse
   size_t unshared_bytes = 0;  // the same buffers without reuse
   int steps = 0;
-  int generic_steps = 0;      // nodes run through the interpreter
-  int folded = 0;             // nodes evaluated at plan time
+  int generic_steps = 0;  // nodes run through the interpreter
+  int folded = 0;         // nodes evaluated at plan time
   int fused_attention = 0, fused_residual = 0, matmuls = 0, fused_embeddings = 0;
   int fused_add_layernorm = 0;  // residual Add + LayerNorm steps (residuals not in an epilogue)
 };
-
 
 class SPARQ_API Executor {
  public:
@@ -58,8 +57,8 @@ class SPARQ_API Executor {
 
   // Runs the model on validated inputs. `peak_bytes` receives the planned arena plus
   // the most bytes of interpreter-produced values alive at once.
-  std::map<std::string, Value> run(const std::map<std::string, Value>& inputs, size_t* peak_bytes = nullptr,
-                                   PlanSummary* summary = nullptr);
+  std::map<std::string, Value> run(const std::map<std::string, Value>& inputs,
+                                   size_t* peak_bytes = nullptr, PlanSummary* summary = nullptr);
   size_t cached_plans() const { return plans_.size(); }
   // Applies to plans made from now on (clears the cache).
   void set_options(const PlanOptions& o);
@@ -73,7 +72,8 @@ class SPARQ_API Executor {
   ThreadPool* pool_;
   AlignedBuffer scratch_;  // attention kernels' per-thread scratch
   RuntimeOptions options_;
-  std::list<std::pair<std::vector<std::vector<int64_t>>, std::unique_ptr<Plan>>> plans_;  // most recent first
+  std::list<std::pair<std::vector<std::vector<int64_t>>, std::unique_ptr<Plan>>>
+      plans_;  // most recent first
 };
 
 }  // namespace sparq

@@ -2,12 +2,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <cmath>
-#include <limits>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <numeric>
 #include <set>
 
@@ -29,7 +29,8 @@ bool is_float(ElemType t) { return t == ElemType::kF32 || t == ElemType::kF64; }
 // against the limits (a hostile Reshape, Expand or ConstantOfShape target fails before
 // it allocates).
 std::shared_ptr<Constant> make(ElemType t, Shape shape) {
-  const int64_t e = checked_elements(shape, elem_type_size(t), "a " + std::string(elem_type_name(t)) + " tensor");
+  const int64_t e =
+      checked_elements(shape, elem_type_size(t), "a " + std::string(elem_type_name(t)) + " tensor");
   auto c = std::make_shared<Constant>();
   c->type = t;
   c->shape = std::move(shape);
@@ -44,7 +45,8 @@ double getf(const Constant& c, int64_t i) {
     case ElemType::kI64: return static_cast<double>(c.data<int64_t>()[i]);
     case ElemType::kI32: return c.data<int32_t>()[i];
     case ElemType::kS8: return c.data<int8_t>()[i];
-    case ElemType::kU8: case ElemType::kBool: return c.data<uint8_t>()[i];
+    case ElemType::kU8:
+    case ElemType::kBool: return c.data<uint8_t>()[i];
   }
   return 0;
 }
@@ -56,7 +58,8 @@ int64_t geti(const Constant& c, int64_t i) {
     case ElemType::kI64: return c.data<int64_t>()[i];
     case ElemType::kI32: return c.data<int32_t>()[i];
     case ElemType::kS8: return c.data<int8_t>()[i];
-    case ElemType::kU8: case ElemType::kBool: return c.data<uint8_t>()[i];
+    case ElemType::kU8:
+    case ElemType::kBool: return c.data<uint8_t>()[i];
   }
   return 0;
 }
@@ -66,7 +69,8 @@ int64_t geti(const Constant& c, int64_t i) {
 template <class T>
 T saturate(double v) {
   if (!(v == v)) return 0;
-  if (v <= static_cast<double>(std::numeric_limits<T>::lowest())) return std::numeric_limits<T>::lowest();
+  if (v <= static_cast<double>(std::numeric_limits<T>::lowest()))
+    return std::numeric_limits<T>::lowest();
   if (v >= static_cast<double>(std::numeric_limits<T>::max())) return std::numeric_limits<T>::max();
   return static_cast<T>(v);
 }
@@ -102,8 +106,8 @@ void seti(Constant& c, int64_t i, int64_t v) {
 
 // Steps a multi-index `ctr` over `out` from dimension `last` down, keeping `off` (the
 // element offset for strides `st`) in step: an odometer, carrying into outer dimensions.
-inline void odometer_next(std::vector<int64_t>& ctr, const Shape& out, const std::vector<int64_t>& st,
-                          int64_t& off, int64_t last) {
+inline void odometer_next(std::vector<int64_t>& ctr, const Shape& out,
+                          const std::vector<int64_t>& st, int64_t& off, int64_t last) {
   for (int64_t d = last; d >= 0; --d) {
     if (++ctr[static_cast<size_t>(d)] < out[static_cast<size_t>(d)]) {
       off += st[static_cast<size_t>(d)];
@@ -134,7 +138,8 @@ class Runner {
       f(int64_t{0}, n);
       return;
     }
-    const int64_t parts = std::min<int64_t>(n, std::max<int64_t>(2, std::min<int64_t>(16, n * cost / kMinWork)));
+    const int64_t parts =
+        std::min<int64_t>(n, std::max<int64_t>(2, std::min<int64_t>(16, n * cost / kMinWork)));
     parallel_(parts, [&](int64_t p) { f(n * p / parts, n * (p + 1) / parts); });
   }
 
@@ -172,7 +177,8 @@ class Runner {
   }
   int64_t axis(const Node& n, int64_t a, size_t rank) {
     const int64_t r = static_cast<int64_t>(rank);
-    if (a < -r || a >= r) fail(n, "axis " + std::to_string(a) + " out of range for rank " + std::to_string(r));
+    if (a < -r || a >= r)
+      fail(n, "axis " + std::to_string(a) + " out of range for rank " + std::to_string(r));
     return a < 0 ? a + r : a;
   }
 
@@ -190,7 +196,9 @@ class Runner {
     }
     return out;
   }
-  std::vector<int64_t> broadcast_index(const Shape& out, const Shape& s) { return broadcast_index_s(out, s); }
+  std::vector<int64_t> broadcast_index(const Shape& out, const Shape& s) {
+    return broadcast_index_s(out, s);
+  }
   // Maps every output element to the element of `s` it broadcasts from.
   static std::vector<int64_t> broadcast_index_s(const Shape& out, const Shape& s) {
     const size_t rank = out.size();
@@ -200,7 +208,8 @@ class Runner {
       if (s[i] != 1) st[rank - s.size() + i] = sst[i];
     }
     // 8 bytes per output element: checked against the limits before the output itself.
-    std::vector<int64_t> idx(static_cast<size_t>(checked_elements(out, sizeof(int64_t), "a broadcast index")));
+    std::vector<int64_t> idx(
+        static_cast<size_t>(checked_elements(out, sizeof(int64_t), "a broadcast index")));
     std::vector<int64_t> ctr(rank, 0);
     int64_t off = 0;
     for (size_t e = 0; e < idx.size(); ++e) {
@@ -223,16 +232,23 @@ class Runner {
       while (i < s.size() && s[i] == 1) ++i;
       const size_t len = s.size() - i;
       if (len > out.size()) return false;
-      return std::equal(s.begin() + static_cast<long>(i), s.end(), out.end() - static_cast<long>(len));
+      return std::equal(s.begin() + static_cast<long>(i), s.end(),
+                        out.end() - static_cast<long>(len));
     };
     if (na == n && nb == n) {
-      par(n, 1, [&](int64_t b0, int64_t b1) { for (int64_t i = b0; i < b1; ++i) r[i] = f(x[i], y[i]); });
+      par(n, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t i = b0; i < b1; ++i) r[i] = f(x[i], y[i]);
+      });
     } else if (na == n && nb == 1) {
       const float c = y[0];
-      par(n, 1, [&](int64_t b0, int64_t b1) { for (int64_t i = b0; i < b1; ++i) r[i] = f(x[i], c); });
+      par(n, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t i = b0; i < b1; ++i) r[i] = f(x[i], c);
+      });
     } else if (nb == n && na == 1) {
       const float c = x[0];
-      par(n, 1, [&](int64_t b0, int64_t b1) { for (int64_t i = b0; i < b1; ++i) r[i] = f(c, y[i]); });
+      par(n, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t i = b0; i < b1; ++i) r[i] = f(c, y[i]);
+      });
     } else if (na == n && nb > 0 && is_suffix(b.shape)) {
       par(n / nb, nb, [&](int64_t b0, int64_t b1) {
         for (int64_t i = b0 * nb; i < b1 * nb; i += nb)
@@ -245,7 +261,8 @@ class Runner {
       });
     } else {
       const auto ia = broadcast_index_s(out, a.shape), ib = broadcast_index_s(out, b.shape);
-      for (int64_t i = 0; i < n; ++i) r[i] = f(x[ia[static_cast<size_t>(i)]], y[ib[static_cast<size_t>(i)]]);
+      for (int64_t i = 0; i < n; ++i)
+        r[i] = f(x[ia[static_cast<size_t>(i)]], y[ib[static_cast<size_t>(i)]]);
     }
   }
 
@@ -260,9 +277,12 @@ class Runner {
       else if (op == "Sub") f32_loop(*a, *b, out, o, [](float x, float y) { return x - y; });
       else if (op == "Mul") f32_loop(*a, *b, out, o, [](float x, float y) { return x * y; });
       else if (op == "Div") f32_loop(*a, *b, out, o, [](float x, float y) { return x / y; });
-      else f32_loop(*a, *b, out, o, [](float x, float y) {
-        return y == 2.0f ? x * x : static_cast<float>(std::pow(static_cast<double>(x), static_cast<double>(y)));
-      });
+      else
+        f32_loop(*a, *b, out, o, [](float x, float y) {
+          return y == 2.0f
+                     ? x * x
+                     : static_cast<float>(std::pow(static_cast<double>(x), static_cast<double>(y)));
+        });
       return r;
     }
     const auto ia = broadcast_index(out, a->shape), ib = broadcast_index(out, b->shape);
@@ -319,11 +339,16 @@ class Runner {
       const float* x = a->data<float>();
       float* o = reinterpret_cast<float*>(r->bytes.data());
       const int64_t cnt = a->elements();
-      if (op == "Sqrt") for (int64_t i = 0; i < cnt; ++i) o[i] = std::sqrt(x[i]);
-      else if (op == "Erf") for (int64_t i = 0; i < cnt; ++i) o[i] = std::erf(x[i]);
-      else if (op == "Tanh") for (int64_t i = 0; i < cnt; ++i) o[i] = std::tanh(x[i]);
-      else if (op == "Relu") for (int64_t i = 0; i < cnt; ++i) o[i] = x[i] > 0.0f ? x[i] : 0.0f;
-      else for (int64_t i = 0; i < cnt; ++i) o[i] = -x[i];
+      if (op == "Sqrt")
+        for (int64_t i = 0; i < cnt; ++i) o[i] = std::sqrt(x[i]);
+      else if (op == "Erf")
+        for (int64_t i = 0; i < cnt; ++i) o[i] = std::erf(x[i]);
+      else if (op == "Tanh")
+        for (int64_t i = 0; i < cnt; ++i) o[i] = std::tanh(x[i]);
+      else if (op == "Relu")
+        for (int64_t i = 0; i < cnt; ++i) o[i] = x[i] > 0.0f ? x[i] : 0.0f;
+      else
+        for (int64_t i = 0; i < cnt; ++i) o[i] = -x[i];
       return r;
     }
     for (int64_t i = 0; i < a->elements(); ++i) {
@@ -393,7 +418,9 @@ class Runner {
     if (a1) as.insert(as.begin(), 1);
     if (b1) bs.push_back(1);
     const int64_t M = as[as.size() - 2], K = as.back(), N = bs.back();
-    if (bs[bs.size() - 2] != K) fail(n, "inner dimensions differ: " + std::to_string(K) + " vs " + std::to_string(bs[bs.size() - 2]));
+    if (bs[bs.size() - 2] != K)
+      fail(n, "inner dimensions differ: " + std::to_string(K) + " vs " +
+                  std::to_string(bs[bs.size() - 2]));
     const Shape abatch(as.begin(), as.end() - 2), bbatch(bs.begin(), bs.end() - 2);
     const Shape batch = broadcast(n, {&abatch, &bbatch});
     const auto ia = broadcast_index(batch, abatch), ib = broadcast_index(batch, bbatch);
@@ -432,7 +459,8 @@ class Runner {
         for (int64_t k = 0; k < K; ++k) {
           const double x = getf(a0, aoff + i * K + k);
           if (x == 0.0) continue;
-          for (int64_t j = 0; j < N; ++j) acc[static_cast<size_t>(j)] += x * getf(b0, boff + k * N + j);
+          for (int64_t j = 0; j < N; ++j)
+            acc[static_cast<size_t>(j)] += x * getf(b0, boff + k * N + j);
         }
         for (int64_t j = 0; j < N; ++j) setf(*r, roff + i * N + j, acc[static_cast<size_t>(j)]);
       }
@@ -473,12 +501,12 @@ class Runner {
       return r;
     }
     for (int64_t e = 0; e < r->elements(); ++e) {
-      std::memcpy(&r->bytes[static_cast<size_t>(e) * es], &a.raw()[static_cast<size_t>(off) * es], es);
+      std::memcpy(&r->bytes[static_cast<size_t>(e) * es], &a.raw()[static_cast<size_t>(off) * es],
+                  es);
       odometer_next(ctr, out, st, off, static_cast<int64_t>(rank) - 1);
     }
     return r;
   }
-
 
   // Fused attention (engine/passes.cpp): per (batch, head, query row) the scores
   // against every key, scaled, masked, softmaxed and applied to V, without materializing
@@ -490,14 +518,14 @@ class Runner {
     const Attribute* kind_a = n.attr("mask_kind");
     const std::string kind = kind_a ? kind_a->s : "none";
     const float scale = attr_f(n, "scale", 1.0f), fill = attr_f(n, "fill", 0.0f);
-    if (q->shape.size() != 4 || kt->shape.size() != 4 || v->shape.size() != 4 || q->type != ElemType::kF32 ||
-        kt->type != ElemType::kF32 || v->type != ElemType::kF32) {
+    if (q->shape.size() != 4 || kt->shape.size() != 4 || v->shape.size() != 4 ||
+        q->type != ElemType::kF32 || kt->type != ElemType::kF32 || v->type != ElemType::kF32) {
       fail(n, "expects float32 rank-4 Q, K^T and V");
     }
     const int64_t B = q->shape[0], H = q->shape[1], S = q->shape[2], dh = q->shape[3];
     const int64_t T = kt->shape[3], dv = v->shape[3];
-    if (kt->shape[0] != B || kt->shape[1] != H || kt->shape[2] != dh || v->shape[0] != B || v->shape[1] != H ||
-        v->shape[2] != T) {
+    if (kt->shape[0] != B || kt->shape[1] != H || kt->shape[2] != dh || v->shape[0] != B ||
+        v->shape[1] != H || v->shape[2] != T) {
       fail(n, "Q, K^T and V shapes do not match");
     }
     // Mask strides over [B, H, S, T], 0 where the mask broadcasts.
@@ -511,7 +539,8 @@ class Runner {
       mshape.insert(mshape.end(), mask->shape.begin(), mask->shape.end());
       const auto st = strides_of(mshape);
       for (int d = 0; d < 4; ++d) {
-        if (mshape[static_cast<size_t>(d)] != 1 && mshape[static_cast<size_t>(d)] != full[static_cast<size_t>(d)]) {
+        if (mshape[static_cast<size_t>(d)] != 1 &&
+            mshape[static_cast<size_t>(d)] != full[static_cast<size_t>(d)]) {
           fail(n, "mask does not broadcast to the scores");
         }
         ms[d] = mshape[static_cast<size_t>(d)] == 1 ? 0 : st[static_cast<size_t>(d)];
@@ -577,7 +606,8 @@ class Runner {
       }
       if (const Attribute* a = n.attr("value_floats")) {
         auto r = make(ElemType::kF32, {static_cast<int64_t>(a->floats.size())});
-        for (size_t i = 0; i < a->floats.size(); ++i) setf(*r, static_cast<int64_t>(i), a->floats[i]);
+        for (size_t i = 0; i < a->floats.size(); ++i)
+          setf(*r, static_cast<int64_t>(i), a->floats[i]);
         return r;
       }
       unsupported(n, "Constant without a supported value attribute");
@@ -596,12 +626,14 @@ class Runner {
     }
     if (op == "ConstantOfShape") {
       const std::vector<int64_t> s = ints_of(n, *need(n, 0));
-      for (int64_t d : s) if (d < 0) fail(n, "negative dimension");
+      for (int64_t d : s)
+        if (d < 0) fail(n, "negative dimension");
       const Attribute* v = n.attr("value");
       auto r = make(v ? v->t->type : ElemType::kF32, s);
       if (v) {
         const size_t es = elem_type_size(r->type);
-        for (int64_t i = 0; i < r->elements(); ++i) std::memcpy(&r->bytes[static_cast<size_t>(i) * es], v->t->raw(), es);
+        for (int64_t i = 0; i < r->elements(); ++i)
+          std::memcpy(&r->bytes[static_cast<size_t>(i) * es], v->t->raw(), es);
       }
       return r;
     }
@@ -609,7 +641,8 @@ class Runner {
       Value s = need(n, 0), l = need(n, 1), d = need(n, 2);
       const double start = getf(*s, 0), limit = getf(*l, 0), delta = getf(*d, 0);
       if (delta == 0) fail(n, "delta is zero");
-      const int64_t count = std::max<int64_t>(0, static_cast<int64_t>(std::ceil((limit - start) / delta)));
+      const int64_t count =
+          std::max<int64_t>(0, static_cast<int64_t>(std::ceil((limit - start) / delta)));
       auto r = make(s->type, {count});
       for (int64_t i = 0; i < count; ++i) {
         if (is_float(s->type)) setf(*r, i, start + static_cast<double>(i) * delta);
@@ -662,9 +695,11 @@ class Runner {
       std::vector<Value> parts;
       for (size_t i = 0; i < n.inputs.size(); ++i) {
         Value v = need(n, i);
-        if (v->shape.size() != out.size() || v->type != first->type) fail(n, "inputs differ in rank or type");
+        if (v->shape.size() != out.size() || v->type != first->type)
+          fail(n, "inputs differ in rank or type");
         for (size_t d = 0; d < out.size(); ++d) {
-          if (static_cast<int64_t>(d) != ax && v->shape[d] != first->shape[d]) fail(n, "inputs differ in shape");
+          if (static_cast<int64_t>(d) != ax && v->shape[d] != first->shape[d])
+            fail(n, "inputs differ in shape");
         }
         out[static_cast<size_t>(ax)] += v->shape[static_cast<size_t>(ax)];
         parts.push_back(v);
@@ -690,9 +725,11 @@ class Runner {
       std::vector<int64_t> axes, steps;
       if (Value v = in(n, 3)) axes = ints_of(n, *v);
       if (Value v = in(n, 4)) steps = ints_of(n, *v);
-      if (axes.empty()) for (size_t i = 0; i < starts.size(); ++i) axes.push_back(static_cast<int64_t>(i));
+      if (axes.empty())
+        for (size_t i = 0; i < starts.size(); ++i) axes.push_back(static_cast<int64_t>(i));
       if (steps.empty()) steps.assign(starts.size(), 1);
-      if (ends.size() != starts.size() || axes.size() != starts.size() || steps.size() != starts.size()) {
+      if (ends.size() != starts.size() || axes.size() != starts.size() ||
+          steps.size() != starts.size()) {
         fail(n, "starts, ends, axes and steps differ in length");
       }
       const size_t rank = a->shape.size();
@@ -724,7 +761,8 @@ class Runner {
       for (int64_t e = 0; e < r->elements(); ++e) {
         int64_t off = 0;
         for (size_t d = 0; d < rank; ++d) off += (st[d] + ctr[d] * sp[d]) * ist[d];
-        std::memcpy(&r->bytes[static_cast<size_t>(e) * es], &a->raw()[static_cast<size_t>(off) * es], es);
+        std::memcpy(&r->bytes[static_cast<size_t>(e) * es],
+                    &a->raw()[static_cast<size_t>(off) * es], es);
         for (int64_t d = static_cast<int64_t>(rank) - 1; d >= 0; --d) {
           if (++ctr[static_cast<size_t>(d)] < out[static_cast<size_t>(d)]) break;
           ctr[static_cast<size_t>(d)] = 0;
@@ -739,7 +777,8 @@ class Runner {
       const auto ia = broadcast_index(out, a->shape);
       auto r = make(a->type, out);
       const size_t es = elem_type_size(a->type);
-      for (size_t i = 0; i < ia.size(); ++i) std::memcpy(&r->bytes[i * es], &a->raw()[static_cast<size_t>(ia[i]) * es], es);
+      for (size_t i = 0; i < ia.size(); ++i)
+        std::memcpy(&r->bytes[i * es], &a->raw()[static_cast<size_t>(ia[i]) * es], es);
       return r;
     }
     if (op == "Gather") {
@@ -761,7 +800,8 @@ class Runner {
         for (int64_t j = 0; j < ni; ++j) {
           int64_t k = geti(*idx, j);
           if (k < -dim || k >= dim) {
-            fail(n, "index " + std::to_string(k) + " out of range [0, " + std::to_string(dim) + ")");
+            fail(n,
+                 "index " + std::to_string(k) + " out of range [0, " + std::to_string(dim) + ")");
           }
           if (k < 0) k += dim;
           std::memcpy(&r->bytes[static_cast<size_t>(o * ni + j) * chunk],
@@ -780,9 +820,11 @@ class Runner {
       auto ab = std::const_pointer_cast<Constant>(matmul(n, *a, *b));
       const double alpha = attr_f(n, "alpha", 1.0f), beta = attr_f(n, "beta", 1.0f);
       const auto ic = c ? broadcast_index(ab->shape, c->shape) : std::vector<int64_t>{};
-      if (c && broadcast(n, {&ab->shape, &c->shape}) != ab->shape) fail(n, "C does not broadcast to A.B");
+      if (c && broadcast(n, {&ab->shape, &c->shape}) != ab->shape)
+        fail(n, "C does not broadcast to A.B");
       for (int64_t i = 0; i < ab->elements(); ++i) {
-        setf(*ab, i, alpha * getf(*ab, i) + (c ? beta * getf(*c, ic[static_cast<size_t>(i)]) : 0.0));
+        setf(*ab, i,
+             alpha * getf(*ab, i) + (c ? beta * getf(*c, ic[static_cast<size_t>(i)]) : 0.0));
       }
       return ab;
     }
@@ -804,19 +846,19 @@ class Runner {
         const float* x = a->data<float>();
         float* y = reinterpret_cast<float*>(r->bytes.data());
         par(outer, len * 4, [&](int64_t o0, int64_t o1) {
-        for (int64_t o = o0; o < o1; ++o) {
-          const float* xr = x + o * len;
-          float* yr = y + o * len;
-          float mx = -INFINITY;
-          for (int64_t j = 0; j < len; ++j) mx = std::max(mx, xr[j]);
-          double sum = 0;
-          for (int64_t j = 0; j < len; ++j) {
-            yr[j] = std::exp(xr[j] - mx);
-            sum += yr[j];
+          for (int64_t o = o0; o < o1; ++o) {
+            const float* xr = x + o * len;
+            float* yr = y + o * len;
+            float mx = -INFINITY;
+            for (int64_t j = 0; j < len; ++j) mx = std::max(mx, xr[j]);
+            double sum = 0;
+            for (int64_t j = 0; j < len; ++j) {
+              yr[j] = std::exp(xr[j] - mx);
+              sum += yr[j];
+            }
+            const float inv = static_cast<float>(1.0 / sum);
+            for (int64_t j = 0; j < len; ++j) yr[j] *= inv;
           }
-          const float inv = static_cast<float>(1.0 / sum);
-          for (int64_t j = 0; j < len; ++j) yr[j] *= inv;
-        }
         });
         return r;
       }
@@ -838,21 +880,27 @@ class Runner {
       std::vector<int64_t> axes;
       if (const Attribute* at = n.attr("axes")) axes = at->ints;
       else if (Value v = in(n, 1)) axes = ints_of(n, *v);
-      if (axes.empty()) for (size_t i = 0; i < rank; ++i) axes.push_back(static_cast<int64_t>(i));
+      if (axes.empty())
+        for (size_t i = 0; i < rank; ++i) axes.push_back(static_cast<int64_t>(i));
       std::vector<bool> red(rank, false);
       for (int64_t x : axes) red[static_cast<size_t>(axis(n, x, rank))] = true;
       const bool keep = attr_i(n, "keepdims", 1) != 0;
       Shape kept = a->shape;
-      for (size_t d = 0; d < rank; ++d) if (red[d]) kept[d] = 1;
+      for (size_t d = 0; d < rank; ++d)
+        if (red[d]) kept[d] = 1;
       std::vector<double> sum(static_cast<size_t>(numel(kept)), 0.0);
       const auto idx = broadcast_index(a->shape, kept);  // maps input elements to kept slots
       int64_t count = 1;
-      for (size_t d = 0; d < rank; ++d) if (red[d]) count *= a->shape[d];
-      for (int64_t i = 0; i < a->elements(); ++i) sum[static_cast<size_t>(idx[static_cast<size_t>(i)])] += getf(*a, i);
+      for (size_t d = 0; d < rank; ++d)
+        if (red[d]) count *= a->shape[d];
+      for (int64_t i = 0; i < a->elements(); ++i)
+        sum[static_cast<size_t>(idx[static_cast<size_t>(i)])] += getf(*a, i);
       Shape out;
-      for (size_t d = 0; d < rank; ++d) if (!red[d] || keep) out.push_back(kept[d]);
+      for (size_t d = 0; d < rank; ++d)
+        if (!red[d] || keep) out.push_back(kept[d]);
       auto r = make(a->type, out);
-      for (size_t i = 0; i < sum.size(); ++i) setf(*r, static_cast<int64_t>(i), sum[i] / static_cast<double>(count));
+      for (size_t i = 0; i < sum.size(); ++i)
+        setf(*r, static_cast<int64_t>(i), sum[i] / static_cast<double>(count));
       return r;
     }
     if (op == "CumSum") {
@@ -892,29 +940,32 @@ class Runner {
       int64_t outer = 1, len = 1;
       for (int64_t d = 0; d < ax; ++d) outer *= x->shape[static_cast<size_t>(d)];
       for (size_t d = static_cast<size_t>(ax); d < rank; ++d) len *= x->shape[d];
-      if (scale->elements() != len || (bias && bias->elements() != len)) fail(n, "scale or bias has the wrong size");
+      if (scale->elements() != len || (bias && bias->elements() != len))
+        fail(n, "scale or bias has the wrong size");
       auto r = make(x->type, x->shape);
-      if (x->type == ElemType::kF32 && scale->type == ElemType::kF32 && (!bias || bias->type == ElemType::kF32)) {
+      if (x->type == ElemType::kF32 && scale->type == ElemType::kF32 &&
+          (!bias || bias->type == ElemType::kF32)) {
         const float* xs = x->data<float>();
         const float* gs = scale->data<float>();
         const float* bs = bias ? bias->data<float>() : nullptr;
         float* ys = reinterpret_cast<float*>(r->bytes.data());
         par(outer, len * 3, [&](int64_t o0, int64_t o1) {
-        for (int64_t o = o0; o < o1; ++o) {
-          const float* xr = xs + o * len;
-          float* yr = ys + o * len;
-          double mean = 0, var = 0;  // double sums: len is up to a few thousand
-          for (int64_t j = 0; j < len; ++j) mean += xr[j];
-          mean /= static_cast<double>(len);
-          for (int64_t j = 0; j < len; ++j) {
-            const double d = xr[j] - mean;
-            var += d * d;
+          for (int64_t o = o0; o < o1; ++o) {
+            const float* xr = xs + o * len;
+            float* yr = ys + o * len;
+            double mean = 0, var = 0;  // double sums: len is up to a few thousand
+            for (int64_t j = 0; j < len; ++j) mean += xr[j];
+            mean /= static_cast<double>(len);
+            for (int64_t j = 0; j < len; ++j) {
+              const double d = xr[j] - mean;
+              var += d * d;
+            }
+            var /= static_cast<double>(len);
+            const float inv = static_cast<float>(1.0 / std::sqrt(var + eps));
+            const float mf = static_cast<float>(mean);
+            for (int64_t j = 0; j < len; ++j)
+              yr[j] = (xr[j] - mf) * inv * gs[j] + (bs ? bs[j] : 0.0f);
           }
-          var /= static_cast<double>(len);
-          const float inv = static_cast<float>(1.0 / std::sqrt(var + eps));
-          const float mf = static_cast<float>(mean);
-          for (int64_t j = 0; j < len; ++j) yr[j] = (xr[j] - mf) * inv * gs[j] + (bs ? bs[j] : 0.0f);
-        }
         });
         return r;
       }
@@ -992,7 +1043,8 @@ class Runner {
       Value v = run_node_named(n);
       if (profile) {
         auto& t = times[n.op];
-        t.first += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        t.first += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                       .count();
         ++t.second;
       }
       if (n.outputs.empty()) continue;
@@ -1020,8 +1072,8 @@ class Runner {
     }
     if (profile) {
       for (const auto& kv : times) {
-        std::fprintf(stderr, "sparq: profile %-20s %5d calls %10.3f ms\n", kv.first.c_str(), kv.second.second,
-                     kv.second.first);
+        std::fprintf(stderr, "sparq: profile %-20s %5d calls %10.3f ms\n", kv.first.c_str(),
+                     kv.second.second, kv.second.first);
       }
     }
     std::map<std::string, Value> out;
@@ -1040,15 +1092,16 @@ class Runner {
 
 }  // namespace
 
-Value interpret_node(const Graph& graph, const Node& node, const std::vector<Value>& inputs, const CustomOp& custom,
-                     const ParallelFor& parallel) {
+Value interpret_node(const Graph& graph, const Node& node, const std::vector<Value>& inputs,
+                     const CustomOp& custom, const ParallelFor& parallel) {
   Runner r(graph, custom, parallel);
   return r.eval(node, inputs);
 }
 
-std::map<std::string, Value> interpret(const Graph& graph, const std::map<std::string, Value>& inputs,
-                                       const CustomOp& custom, size_t* peak_bytes, const ParallelFor& parallel,
-                                       bool profile) {
+std::map<std::string, Value> interpret(const Graph& graph,
+                                       const std::map<std::string, Value>& inputs,
+                                       const CustomOp& custom, size_t* peak_bytes,
+                                       const ParallelFor& parallel, bool profile) {
   Runner r(graph, custom, parallel, profile);
   auto out = r.run(inputs);
   if (peak_bytes) *peak_bytes = r.peak_bytes();

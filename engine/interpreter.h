@@ -37,8 +37,9 @@ SPARQ_API std::map<std::string, Value> interpret(const Graph& graph,
 
 // Runs one node of `graph` on `inputs` (one per node input, null where omitted) and
 // returns its first output; the building block of the planned executor's generic steps.
-SPARQ_API Value interpret_node(const Graph& graph, const Node& node, const std::vector<Value>& inputs,
-                               const CustomOp& custom = nullptr, const ParallelFor& parallel = nullptr);
+SPARQ_API Value interpret_node(const Graph& graph, const Node& node,
+                               const std::vector<Value>& inputs, const CustomOp& custom = nullptr,
+                               const ParallelFor& parallel = nullptr);
 
 }  // namespace sparq
 

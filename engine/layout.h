@@ -13,8 +13,8 @@ namespace sparq {
 // read: the other order wrote every element to its own line, a multiple of 4 KiB apart
 // for hidden sizes like 768 and 3072, and the lines fought over a few L1 sets.
 template <class T>
-void transpose_tiled(const T* src, int64_t rows, int64_t cols, int64_t ld_src, T* dst, int64_t ld_dst,
-                     int64_t c_begin = 0, int64_t c_end = -1) {
+void transpose_tiled(const T* src, int64_t rows, int64_t cols, int64_t ld_src, T* dst,
+                     int64_t ld_dst, int64_t c_begin = 0, int64_t c_end = -1) {
   constexpr int64_t kT = 32;
   if (c_end < 0) c_end = cols;
   for (int64_t r0 = 0; r0 < rows; r0 += kT) {

@@ -19,7 +19,8 @@ uint64_t env_u64(const char* name, uint64_t def) {
   char* end = nullptr;
   const unsigned long long v = std::strtoull(e, &end, 10);
   if (*end != '\0' || v == 0 || e[0] == '-') {
-    throw Error(Status::kInvalidArgument, std::string(name) + "=" + e + " is not a positive integer");
+    throw Error(Status::kInvalidArgument,
+                std::string(name) + "=" + e + " is not a positive integer");
   }
   return v;
 }
@@ -31,9 +32,10 @@ Limits read_limits() {
     const uint64_t phys = static_cast<uint64_t>(pages) * static_cast<uint64_t>(page);
     l.max_plan_bytes = std::min(l.max_plan_bytes, phys / 4 * 3);
   }
-  l.max_tokens = static_cast<int64_t>(env_u64("SPARQ_MAX_TOKENS", static_cast<uint64_t>(l.max_tokens)));
-  l.max_input_elements =
-      static_cast<int64_t>(env_u64("SPARQ_MAX_INPUT_ELEMENTS", static_cast<uint64_t>(l.max_input_elements)));
+  l.max_tokens =
+      static_cast<int64_t>(env_u64("SPARQ_MAX_TOKENS", static_cast<uint64_t>(l.max_tokens)));
+  l.max_input_elements = static_cast<int64_t>(
+      env_u64("SPARQ_MAX_INPUT_ELEMENTS", static_cast<uint64_t>(l.max_input_elements)));
   l.max_tensor_bytes = env_u64("SPARQ_MAX_TENSOR_BYTES", l.max_tensor_bytes);
   l.max_plan_bytes = env_u64("SPARQ_MAX_PLAN_BYTES", l.max_plan_bytes);
   return l;
@@ -48,16 +50,20 @@ const Limits& limits() {
 
 std::string human_bytes(uint64_t bytes) {
   char buf[64];
-  if (bytes >= (uint64_t{1} << 30)) std::snprintf(buf, sizeof buf, "%.1f GiB", static_cast<double>(bytes) / (1 << 30));
-  else if (bytes >= (uint64_t{1} << 20)) std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+  if (bytes >= (uint64_t{1} << 30))
+    std::snprintf(buf, sizeof buf, "%.1f GiB", static_cast<double>(bytes) / (1 << 30));
+  else if (bytes >= (uint64_t{1} << 20))
+    std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
   else std::snprintf(buf, sizeof buf, "%llu bytes", static_cast<unsigned long long>(bytes));
   return buf;
 }
 
-int64_t checked_elements(const std::vector<int64_t>& shape, size_t elem_bytes, const std::string& what) {
+int64_t checked_elements(const std::vector<int64_t>& shape, size_t elem_bytes,
+                         const std::string& what) {
   uint64_t e = 1;
   for (int64_t d : shape) {
-    if (d < 0) throw Error(Status::kInvalidArgument, what + ": negative dimension " + std::to_string(d));
+    if (d < 0)
+      throw Error(Status::kInvalidArgument, what + ": negative dimension " + std::to_string(d));
   }
   for (int64_t d : shape) {
     if (d == 0) return 0;  // empty, whatever the other dimensions
@@ -70,11 +76,12 @@ int64_t checked_elements(const std::vector<int64_t>& shape, size_t elem_bytes, c
   uint64_t bytes = 0;
   const uint64_t cap = limits().max_tensor_bytes;
   if (__builtin_mul_overflow(e, static_cast<uint64_t>(elem_bytes), &bytes) || bytes > cap) {
-    throw Error(Status::kOutOfMemory, what + " would need " + (bytes > cap && bytes / elem_bytes == e
-                                                                   ? human_bytes(bytes)
-                                                                   : std::string("more than 2^64 bytes")) +
-                                          ", above the limit of " + human_bytes(cap) +
-                                          " for one tensor (SPARQ_MAX_TENSOR_BYTES)");
+    throw Error(Status::kOutOfMemory,
+                what + " would need " +
+                    (bytes > cap && bytes / elem_bytes == e ? human_bytes(bytes)
+                                                            : std::string("more than 2^64 bytes")) +
+                    ", above the limit of " + human_bytes(cap) +
+                    " for one tensor (SPARQ_MAX_TENSOR_BYTES)");
   }
   return static_cast<int64_t>(e);
 }

@@ -8,13 +8,13 @@
 #include <mutex>
 #include <set>
 
-#include "formats/aligned_buffer.h"
-#include "formats/error.h"
 #include "engine/layout.h"
 #include "engine/limits.h"
 #include "engine/ops/registry.h"
 #include "engine/parallel.h"
 #include "engine/passes.h"
+#include "formats/aligned_buffer.h"
+#include "formats/error.h"
 #include "formats/graph_io.h"
 
 namespace sparq {
@@ -37,7 +37,8 @@ std::string weight_name(const Node& n) { return n.inputs.size() > 1 ? n.inputs[1
 // Quantizes tokens [t0, t1) of x [m][k] per token (symmetric, zero point 128) into
 // rows [m][k], writing each token's scale. Plain pointers and no captures, so the
 // compiler vectorizes the inner loops (inside a lambda it did not: 1.6x slower).
-void quantize_tokens(const float* x, int64_t k, int64_t t0, int64_t t1, uint8_t* rows, float* scale) {
+void quantize_tokens(const float* x, int64_t k, int64_t t0, int64_t t1, uint8_t* rows,
+                     float* scale) {
   for (int64_t t = t0; t < t1; ++t) {
     const float* xr = x + t * k;
     float mx = 0;
@@ -130,12 +131,14 @@ std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
                                        const std::function<void(size_t, size_t)>& progress) {
   const bool int8 = opts.precision == "int8";
   if (!int8 && opts.precision != "fp32") {
-    throw Error(Status::kInvalidArgument, "precision must be fp32 or int8, not '" + opts.precision + "'");
+    throw Error(Status::kInvalidArgument,
+                "precision must be fp32 or int8, not '" + opts.precision + "'");
   }
   BlockShape requested = kBlock4x1;
   const bool auto_block = opts.block == "auto";
   if (!auto_block && !(opts.block == "4x1" || opts.block == "1x4" || opts.block == "1x1")) {
-    throw Error(Status::kInvalidArgument, "block must be auto, 4x1, 1x4 or 1x1, not '" + opts.block + "'");
+    throw Error(Status::kInvalidArgument,
+                "block must be auto, 4x1, 1x4 or 1x1, not '" + opts.block + "'");
   }
   if (!auto_block) parse_block_shape(opts.block, &requested);
   if (opts.prune >= 1.0) throw Error(Status::kInvalidArgument, "prune sparsity must be in [0, 1)");
@@ -152,8 +155,14 @@ std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
     if (n.op == "Gemm") {
       // Gemm(A, B constant, C constant [N]) with alpha = beta = 1 and no transA: the
       // classifier and pooler dense layers. C becomes the SparqMatMul bias.
-      auto attr_i = [&](const char* k, int64_t d) { const Attribute* a = n.attr(k); return a ? a->i : d; };
-      auto attr_f = [&](const char* k, float d) { const Attribute* a = n.attr(k); return a ? a->f : d; };
+      auto attr_i = [&](const char* k, int64_t d) {
+        const Attribute* a = n.attr(k);
+        return a ? a->i : d;
+      };
+      auto attr_f = [&](const char* k, float d) {
+        const Attribute* a = n.attr(k);
+        return a ? a->f : d;
+      };
       if (n.inputs.size() < 2 || attr_i("transA", 0) != 0 || attr_f("alpha", 1.0f) != 1.0f ||
           attr_f("beta", 1.0f) != 1.0f || g.initializer(n.inputs[0])) {
         continue;
@@ -163,8 +172,8 @@ std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
       const int64_t nn = attr_i("transB", 0) ? w->shape[0] : w->shape[1];
       if (n.inputs.size() > 2 && !n.inputs[2].empty()) {
         const Constant* c = g.initializer(n.inputs[2]);
-        if (c == nullptr || c->type != ElemType::kF32 || c->elements() != nn || c->shape.size() > 2 ||
-            (c->shape.size() == 2 && c->shape[0] != 1)) {
+        if (c == nullptr || c->type != ElemType::kF32 || c->elements() != nn ||
+            c->shape.size() > 2 || (c->shape.size() == 2 && c->shape[0] != 1)) {
           continue;
         }
       }
@@ -173,7 +182,9 @@ std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
     }
     if (n.op != "MatMul" || n.inputs.size() != 2) continue;
     const Constant* w = g.initializer(n.inputs[1]);
-    if (w == nullptr || w->type != ElemType::kF32 || w->shape.size() != 2 || g.initializer(n.inputs[0])) continue;
+    if (w == nullptr || w->type != ElemType::kF32 || w->shape.size() != 2 ||
+        g.initializer(n.inputs[0]))
+      continue;
     targets.push_back(i);
   }
 
@@ -213,15 +224,17 @@ std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
     r.sparse = r.density <= sparse_break_even_density(int8);
     if (int8) {
       if (k > kMaxInt8K) {
-        throw Error(Status::kUnsupported, "weight '" + weight_name(n) + "' has K = " + std::to_string(k) +
-                                              ", above the int8 limit");
+        throw Error(Status::kUnsupported, "weight '" + weight_name(n) + "' has K = " +
+                                              std::to_string(k) + ", above the int8 limit");
       }
       std::vector<int8_t> q(wt.size());
       std::vector<float> scales(static_cast<size_t>(nn));
       quantize_per_channel(wt.data(), nn, k, q.data(), scales.data());
-      r.matrix = std::make_unique<PackedMatrix>(PackedMatrix::pack_s8(q.data(), scales.data(), nn, k, r.block, !r.sparse));
+      r.matrix = std::make_unique<PackedMatrix>(
+          PackedMatrix::pack_s8(q.data(), scales.data(), nn, k, r.block, !r.sparse));
     } else {
-      r.matrix = std::make_unique<PackedMatrix>(PackedMatrix::pack_f32(wt.data(), nn, k, r.block, !r.sparse));
+      r.matrix = std::make_unique<PackedMatrix>(
+          PackedMatrix::pack_f32(wt.data(), nn, k, r.block, !r.sparse));
     }
     if (progress) {
       std::lock_guard<std::mutex> lock(progress_mu);
@@ -300,12 +313,14 @@ std::shared_ptr<const Model> Model::load(const std::string& path) {
     const Attribute* p = n.attr("precision");
     if (w == nullptr || p == nullptr || w->kind != Attribute::Kind::kString || n.inputs.empty() ||
         n.inputs.size() > 2) {
-      throw Error(Status::kFormatError, path + ": node '" + n.name + "' is a malformed SparqMatMul");
+      throw Error(Status::kFormatError,
+                  path + ": node '" + n.name + "' is a malformed SparqMatMul");
     }
     if (!m->packed_.count(w->s)) m->packed_[w->s] = read_packed(*m->file_, w->s);
     const PackedWeights& pw = m->packed_[w->s];
     if ((p->s == "int8") != (pw.type == WeightType::kS8)) {
-      throw Error(Status::kFormatError, path + ": node '" + n.name + "' precision does not match its weights");
+      throw Error(Status::kFormatError,
+                  path + ": node '" + n.name + "' precision does not match its weights");
     }
   }
   return m;
@@ -318,13 +333,17 @@ const PackedWeights& Model::packed(const std::string& name) const {
 }
 
 Session::Session(std::shared_ptr<const Model> model, int threads, const RuntimeOptions& options)
-    : model_(std::move(model)), options_(options), pool_(threads, options.pool), executor_(model_, &pool_, options) {}
+    : model_(std::move(model)),
+      options_(options),
+      pool_(threads, options.pool),
+      executor_(model_, &pool_, options) {}
 
 Value Session::sparq_matmul(const Node& n, const std::vector<Value>& in) {
   const PackedWeights& w = model_->packed(n.attr("weight")->s);
   const Value& xv = in.at(0);
   if (!xv || xv->type != ElemType::kF32 || xv->shape.empty() || xv->shape.back() != w.k) {
-    throw Error(Status::kInvalidArgument, "node '" + n.name + "': input does not have K = " + std::to_string(w.k));
+    throw Error(Status::kInvalidArgument,
+                "node '" + n.name + "': input does not have K = " + std::to_string(w.k));
   }
   const int64_t k = w.k, nn = w.n, m = xv->elements() / k;
   const float* x = xv->data<float>();
@@ -346,14 +365,17 @@ Value Session::sparq_matmul(const Node& n, const std::vector<Value>& in) {
   ep.ld_out = m;
   if (in.size() > 1 && in[1]) {
     if (in[1]->type != ElemType::kF32 || in[1]->elements() != nn) {
-      throw Error(Status::kFormatError, "node '" + n.name + "': bias must be float32 [" + std::to_string(nn) + "]");
+      throw Error(Status::kFormatError,
+                  "node '" + n.name + "': bias must be float32 [" + std::to_string(nn) + "]");
     }
     ep.bias = in[1]->data<float>();
   }
   if (const Attribute* act = n.attr("activation")) {
     if (act->s == "gelu_erf") ep.activation = Activation::kGeluErf;
     else if (act->s == "gelu_tanh") ep.activation = Activation::kGeluTanh;
-    else throw Error(Status::kFormatError, "node '" + n.name + "': unknown activation '" + act->s + "'");
+    else
+      throw Error(Status::kFormatError,
+                  "node '" + n.name + "': unknown activation '" + act->s + "'");
   }
   const SpmmKernels& kernels = spmm_kernels();
   if (w.type == WeightType::kS8) {
@@ -364,7 +386,8 @@ Value Session::sparq_matmul(const Node& n, const std::vector<Value>& in) {
     // tiled byte transpose into the kernels' feature-major layout.
     std::vector<float> scale(static_cast<size_t>(m));
     std::vector<uint8_t> rows(static_cast<size_t>(m * k));
-    const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(pool_.threads(), m * k / (int64_t{1} << 15)));
+    const int64_t parts =
+        std::max<int64_t>(1, std::min<int64_t>(pool_.threads(), m * k / (int64_t{1} << 15)));
     pool_.parallel_for(parts, [&](int64_t p) {
       quantize_tokens(x, k, m * p / parts, m * (p + 1) / parts, rows.data(), scale.data());
     });
@@ -391,7 +414,8 @@ std::map<std::string, Value> Session::run(std::map<std::string, Value> inputs, s
     names += (names.empty() ? "" : ", ") + v.name;
   }
   for (const auto& kv : inputs) {
-    if (!known.count(kv.first)) bad("unknown input '" + kv.first + "' (the model's inputs: " + names + ")");
+    if (!known.count(kv.first))
+      bad("unknown input '" + kv.first + "' (the model's inputs: " + names + ")");
     if (!kv.second) bad("input '" + kv.first + "' has no data");
   }
   const ValueInfo* ids_info = nullptr;
@@ -419,7 +443,8 @@ std::map<std::string, Value> Session::run(std::map<std::string, Value> inputs, s
         w->type = ElemType::kI64;
         w->shape = c.shape;
         w->bytes.resize(static_cast<size_t>(c.elements()) * 8);
-        for (int64_t i = 0; i < c.elements(); ++i) reinterpret_cast<int64_t*>(w->bytes.data())[i] = c.data<int32_t>()[i];
+        for (int64_t i = 0; i < c.elements(); ++i)
+          reinterpret_cast<int64_t*>(w->bytes.data())[i] = c.data<int32_t>()[i];
         it->second = w;
       } else if (c.type == ElemType::kI64 && v.type == ElemType::kI32) {
         auto w = std::make_shared<Constant>();
@@ -428,13 +453,15 @@ std::map<std::string, Value> Session::run(std::map<std::string, Value> inputs, s
         w->bytes.resize(static_cast<size_t>(c.elements()) * 4);
         for (int64_t i = 0; i < c.elements(); ++i) {
           const int64_t x = c.data<int64_t>()[i];
-          if (x < INT32_MIN || x > INT32_MAX) bad("input '" + v.name + "' is int32 and " + std::to_string(x) + " does not fit");
+          if (x < INT32_MIN || x > INT32_MAX)
+            bad("input '" + v.name + "' is int32 and " + std::to_string(x) + " does not fit");
           reinterpret_cast<int32_t*>(w->bytes.data())[i] = static_cast<int32_t>(x);
         }
         it->second = w;
       }
     } else if (c.type != v.type) {
-      bad("input '" + v.name + "' must be " + std::string(elem_type_name(v.type)) + ", got " + elem_type_name(c.type));
+      bad("input '" + v.name + "' must be " + std::string(elem_type_name(v.type)) + ", got " +
+          elem_type_name(c.type));
     }
     if (!v.shape.empty() && c.shape.size() != v.shape.size()) {
       bad("input '" + v.name + "' must have rank " + std::to_string(v.shape.size()) + ", got " +
@@ -442,7 +469,8 @@ std::map<std::string, Value> Session::run(std::map<std::string, Value> inputs, s
     }
     for (size_t d = 0; d < v.shape.size() && d < c.shape.size(); ++d) {
       if (v.shape[d].value >= 0 && v.shape[d].value != c.shape[d]) {
-        bad("input '" + v.name + "' dimension " + std::to_string(d) + " must be " + std::to_string(v.shape[d].value));
+        bad("input '" + v.name + "' dimension " + std::to_string(d) + " must be " +
+            std::to_string(v.shape[d].value));
       }
     }
     // (`c` may be gone: widening replaced the map's value, possibly its only owner.)
@@ -451,10 +479,12 @@ std::map<std::string, Value> Session::run(std::map<std::string, Value> inputs, s
   if (!ref_shape.empty()) {
     uint64_t tokens = 1;
     for (int64_t d : ref_shape) {
-      if (d < 0 || __builtin_mul_overflow(tokens, static_cast<uint64_t>(d), &tokens)) tokens = UINT64_MAX;
+      if (d < 0 || __builtin_mul_overflow(tokens, static_cast<uint64_t>(d), &tokens))
+        tokens = UINT64_MAX;
     }
     if (tokens > static_cast<uint64_t>(limits().max_tokens)) {
-      bad("input_ids has " + (tokens == UINT64_MAX ? std::string("too many") : std::to_string(tokens)) +
+      bad("input_ids has " +
+          (tokens == UINT64_MAX ? std::string("too many") : std::to_string(tokens)) +
           " tokens (batch x sequence), above the limit of " + std::to_string(limits().max_tokens) +
           " per run (SPARQ_MAX_TOKENS)");
     }
@@ -495,15 +525,17 @@ std::map<std::string, Value> Session::run(std::map<std::string, Value> inputs, s
     const int64_t rows = table->shape[0];
     const Constant& ids = *it->second;
     if (ids.type != ElemType::kI64 && ids.type != ElemType::kI32) {
-      bad("input '" + n.inputs[1] + "' indexes '" + n.inputs[0] + "' but is " + elem_type_name(ids.type) +
-          ", not an integer tensor");
+      bad("input '" + n.inputs[1] + "' indexes '" + n.inputs[0] + "' but is " +
+          elem_type_name(ids.type) + ", not an integer tensor");
     }
     for (int64_t i = 0; i < ids.elements(); ++i) {
-      const int64_t id = ids.type == ElemType::kI64 ? ids.data<int64_t>()[i] : ids.data<int32_t>()[i];
+      const int64_t id =
+          ids.type == ElemType::kI64 ? ids.data<int64_t>()[i] : ids.data<int32_t>()[i];
       if (id < 0 || id >= rows) {
         const int64_t seq = ids.shape.size() == 2 ? ids.shape[1] : 1;
-        bad("input '" + n.inputs[1] + "': value " + std::to_string(id) + " at [" + std::to_string(i / seq) +
-            ", " + std::to_string(i % seq) + "] is outside [0, " + std::to_string(rows) + ") of '" + n.inputs[0] + "'");
+        bad("input '" + n.inputs[1] + "': value " + std::to_string(id) + " at [" +
+            std::to_string(i / seq) + ", " + std::to_string(i % seq) + "] is outside [0, " +
+            std::to_string(rows) + ") of '" + n.inputs[0] + "'");
       }
     }
   }
@@ -529,7 +561,9 @@ std::map<std::string, Value> Session::run(std::map<std::string, Value> inputs, s
         return nullptr;
       },
       peak_bytes,
-      [this](int64_t parts, const std::function<void(int64_t)>& body) { pool_.parallel_for(parts, body); },
+      [this](int64_t parts, const std::function<void(int64_t)>& body) {
+        pool_.parallel_for(parts, body);
+      },
       options_.profile);
 }
 

@@ -80,7 +80,8 @@ class SPARQ_API Session {
   // range) and runs the graph. Throws Error(kInvalidArgument) on bad input.
   // `peak_bytes` (optional) receives the bytes of intermediate values the run held at
   // its peak.
-  std::map<std::string, Value> run(std::map<std::string, Value> inputs, size_t* peak_bytes = nullptr);
+  std::map<std::string, Value> run(std::map<std::string, Value> inputs,
+                                   size_t* peak_bytes = nullptr);
   int threads() const { return pool_.threads(); }
   // Runs the converted graph op by op through the interpreter instead of the planned
   // executor (also: RuntimeOptions::executor, SPARQ_EXECUTOR=interpret).

@@ -1,10 +1,9 @@
 #include "engine/parallel.h"
 
-#include "formats/aligned_buffer.h"
-
 #include <immintrin.h>
 #include <sched.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -13,10 +12,11 @@
 #include <mutex>
 #include <thread>
 
-#include <algorithm>
 #include <tbb/blocked_range.h>
 #include <tbb/parallel_for.h>
 #include <tbb/task_arena.h>
+
+#include "formats/aligned_buffer.h"
 
 namespace sparq {
 
@@ -157,7 +157,8 @@ int ThreadPool::hardware_threads() {
   return std::max(1, tbb::this_task_arena::max_concurrency());
 }
 
-ThreadPool::ThreadPool(int threads) : ThreadPool(threads, RuntimeOptions::from_environment().pool) {}
+ThreadPool::ThreadPool(int threads)
+    : ThreadPool(threads, RuntimeOptions::from_environment().pool) {}
 
 ThreadPool::ThreadPool(int threads, PoolKind kind) {
   threads_ = threads > 0 ? threads : hardware_threads();
@@ -260,8 +261,8 @@ void run_spmm(Fn kernel, ThreadPool* pool, const PackedWeights& w, const T* x, i
 
 }  // namespace
 
-void spmm_f32(const SpmmKernels& kernels, ThreadPool* pool, const PackedWeights& w,
-              const float* x, int64_t ldx, int64_t m, const Epilogue& ep) {
+void spmm_f32(const SpmmKernels& kernels, ThreadPool* pool, const PackedWeights& w, const float* x,
+              int64_t ldx, int64_t m, const Epilogue& ep) {
   run_spmm(kernels.f32(w.rows_per_block), pool, w, x, ldx, m, ep);
 }
 

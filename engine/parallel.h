@@ -4,9 +4,9 @@
 //
 // The pool is a oneTBB task_arena with the session's thread count (parts claimed by
 // whichever thread is free; when its creator may use only some of the CPUs, the threads
-// that run its parts are pinned to those). SPARQ_POOL=team selects sparq's own team instead: the calling thread plus
-// threads-1 workers that spin for a while after each region before they sleep. The team
-// was the default while it measured faster (13.0 against 14.1 ms on BERT-base int8 at 2
+// that run its parts are pinned to those). SPARQ_POOL=team selects sparq's own team instead: the
+// calling thread plus threads-1 workers that spin for a while after each region before they sleep.
+// The team was the default while it measured faster (13.0 against 14.1 ms on BERT-base int8 at 2
 // threads); with the current kernels both measure the same within noise (7.4-8.3 ms each,
 // alternated A/B, docs/performance.md), and the arena is what the design asks for.
 #ifndef SPARQ_ENGINE_PARALLEL_H_

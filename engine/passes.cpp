@@ -109,7 +109,8 @@ int fuse_layernorm(Matcher& m) {
     const std::string x = rm1.inputs[0];
     size_t i_sub = 0, i_pow = 0, i_rm2 = 0, i_add = 0, i_sqrt = 0, i_div = 0, i_mul = 0, i_add2 = 0;
     Node* sub = m.sole_consumer(rm1.outputs[0], &i_sub);
-    if (!sub || sub->op != "Sub" || sub->inputs[0] != x || sub->inputs[1] != rm1.outputs[0]) continue;
+    if (!sub || sub->op != "Sub" || sub->inputs[0] != x || sub->inputs[1] != rm1.outputs[0])
+      continue;
     const std::string d = sub->outputs[0];
     if (m.consumer_count(d) != 2) continue;
     // d feeds Pow and Div.
@@ -119,8 +120,14 @@ int fuse_layernorm(Matcher& m) {
       if (m.is_dead(j)) continue;
       for (const std::string& in : g.nodes[j].inputs) {
         if (in != d) continue;
-        if (g.nodes[j].op == "Pow") { pw = &g.nodes[j]; i_pow = j; }
-        if (g.nodes[j].op == "Div") { dv = &g.nodes[j]; i_div = j; }
+        if (g.nodes[j].op == "Pow") {
+          pw = &g.nodes[j];
+          i_pow = j;
+        }
+        if (g.nodes[j].op == "Div") {
+          dv = &g.nodes[j];
+          i_div = j;
+        }
       }
     }
     double two = 0, eps = 0;
@@ -189,11 +196,18 @@ void fuse_epilogues(Matcher& m, PassStats& st) {
     for (size_t j = 0; j < g.nodes.size(); ++j) {
       if (m.is_dead(j)) continue;
       const Node& n = g.nodes[j];
-      if (n.op == "Div" && n.inputs.size() == 2 && n.inputs[0] == h) { div = &g.nodes[j]; i_div = j; }
-      if (n.op == "Mul" && Matcher::other(n, h)) { mulh = &g.nodes[j]; i_mulh = j; }
+      if (n.op == "Div" && n.inputs.size() == 2 && n.inputs[0] == h) {
+        div = &g.nodes[j];
+        i_div = j;
+      }
+      if (n.op == "Mul" && Matcher::other(n, h)) {
+        mulh = &g.nodes[j];
+        i_mulh = j;
+      }
     }
     double s2 = 0, one = 0, half = 0;
-    if (!div || !mulh || !m.scalar(div->inputs[1], &s2) || std::fabs(s2 - std::sqrt(2.0)) > 1e-4) continue;
+    if (!div || !mulh || !m.scalar(div->inputs[1], &s2) || std::fabs(s2 - std::sqrt(2.0)) > 1e-4)
+      continue;
     size_t i_erf = 0, i_add1 = 0, i_half = 0;
     Node* erf = m.sole_consumer(div->outputs[0], &i_erf);
     if (!erf || erf->op != "Erf") continue;
@@ -216,7 +230,6 @@ void fuse_epilogues(Matcher& m, PassStats& st) {
     ++st.gelu;
   }
 }
-
 
 // Scaled dot-product attention per head, as BERT/RoBERTa and DistilBERT export it:
 //   BERT:   MatMul(Q, K^T) -> Div(c) -> Add(mask) -> Softmax(-1) -> MatMul(., V)
@@ -246,7 +259,9 @@ int fuse_attention(Matcher& m) {
       for (int side = 0; side < 2 && q.empty(); ++side) {
         size_t i_div = 0, i_mm1 = 0;
         Node* dv = m.producer(pre->inputs[side], &i_div);
-        if (!dv || dv->op != "Div" || m.consumer_count(dv->outputs[0]) != 1 || !m.scalar(dv->inputs[1], &c)) continue;
+        if (!dv || dv->op != "Div" || m.consumer_count(dv->outputs[0]) != 1 ||
+            !m.scalar(dv->inputs[1], &c))
+          continue;
         Node* mm1 = m.producer(dv->inputs[0], &i_mm1);
         if (!mm1 || mm1->op != "MatMul" || m.consumer_count(mm1->outputs[0]) != 1) continue;
         q = mm1->inputs[0];
@@ -264,12 +279,16 @@ int fuse_attention(Matcher& m) {
       Node* exp = cast && cast->op == "Cast" ? m.producer(cast->inputs[0], &i_exp) : nullptr;
       Node* shp = exp && exp->op == "Expand" ? m.producer(exp->inputs[1], &i_shape) : nullptr;
       if (!shp || shp->op != "Shape" || shp->inputs[0] != mm1->outputs[0] ||
-          cast->attr("to") == nullptr || cast->attr("to")->i != 9) continue;
+          cast->attr("to") == nullptr || cast->attr("to")->i != 9)
+        continue;
       // The scores feed exactly the Where and this Shape; the mask chain only the Where.
       if (m.consumer_count(mm1->outputs[0]) != 2 || m.consumer_count(cast->outputs[0]) != 1 ||
-          m.consumer_count(exp->outputs[0]) != 1 || m.consumer_count(shp->outputs[0]) != 1) continue;
+          m.consumer_count(exp->outputs[0]) != 1 || m.consumer_count(shp->outputs[0]) != 1)
+        continue;
       Node* dv = m.producer(mm1->inputs[0], &i_div);
-      if (!dv || dv->op != "Div" || m.consumer_count(dv->outputs[0]) != 1 || !m.scalar(dv->inputs[1], &c)) continue;
+      if (!dv || dv->op != "Div" || m.consumer_count(dv->outputs[0]) != 1 ||
+          !m.scalar(dv->inputs[1], &c))
+        continue;
       q = dv->inputs[0];
       kt = mm1->inputs[1];
       mask = exp->inputs[0];

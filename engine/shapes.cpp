@@ -11,7 +11,8 @@ bool safe_elements(const std::vector<int64_t>& shape, int64_t* out) {
   return true;
 }
 
-bool reshape_target(const std::vector<int64_t>& in, std::vector<int64_t>* target, bool allowzero, std::string* why) {
+bool reshape_target(const std::vector<int64_t>& in, std::vector<int64_t>* target, bool allowzero,
+                    std::string* why) {
   std::vector<int64_t>& t = *target;
   int64_t in_elems = 0;
   if (!safe_elements(in, &in_elems)) {

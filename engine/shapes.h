@@ -16,7 +16,8 @@ bool safe_elements(const std::vector<int64_t>& shape, int64_t* out);
 // ONNX Reshape: resolves 0 (copy the input's dimension unless allowzero) and one -1 in
 // `target` against input shape `in`. False, with the reason in *why, when the target is
 // malformed or changes the element count.
-bool reshape_target(const std::vector<int64_t>& in, std::vector<int64_t>* target, bool allowzero, std::string* why);
+bool reshape_target(const std::vector<int64_t>& in, std::vector<int64_t>* target, bool allowzero,
+                    std::string* why);
 
 }  // namespace sparq
 

@@ -30,7 +30,8 @@ void check_dims(int64_t n, int64_t k, BlockShape block) {
 // Multiplies with an overflow check (for sizes read from untrusted bytes).
 int64_t checked_mul(int64_t a, int64_t b, const char* what) {
   int64_t r = 0;
-  if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &r)) format_error(std::string(what) + " overflows");
+  if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &r))
+    format_error(std::string(what) + " overflows");
   return r;
 }
 
@@ -384,7 +385,8 @@ void validate_packed(const PackedWeights& w, const PackedArraySizes& s) {
       const int64_t g1 = w.dense ? g0 + ceil_div(w.k, G) : w.group_ptr[br + 1];
       for (int64_t g = g0; g < g1; ++g)
         for (int64_t r = 0; r < R; ++r)
-          for (int64_t j = 0; j < G; ++j) sums[static_cast<size_t>(br * R + r)] += v[(g * R + r) * G + j];
+          for (int64_t j = 0; j < G; ++j)
+            sums[static_cast<size_t>(br * R + r)] += v[(g * R + r) * G + j];
     }
     for (int64_t row = 0; row < nbr * R; ++row) {
       if (128 * sums[static_cast<size_t>(row)] != w.compensation[row]) {

@@ -17,9 +17,13 @@ const char* elem_type_name(ElemType t) {
 
 size_t elem_type_size(ElemType t) {
   switch (t) {
-    case ElemType::kF32: case ElemType::kI32: return 4;
-    case ElemType::kS8: case ElemType::kU8: case ElemType::kBool: return 1;
-    case ElemType::kI64: case ElemType::kF64: return 8;
+    case ElemType::kF32:
+    case ElemType::kI32: return 4;
+    case ElemType::kS8:
+    case ElemType::kU8:
+    case ElemType::kBool: return 1;
+    case ElemType::kI64:
+    case ElemType::kF64: return 8;
   }
   return 0;
 }

@@ -15,7 +15,15 @@
 namespace sparq {
 
 // Element types of graph values (a superset of the file's DType).
-enum class ElemType : uint8_t { kF32 = 1, kS8 = 2, kU8 = 3, kI32 = 4, kI64 = 5, kBool = 6, kF64 = 7 };
+enum class ElemType : uint8_t {
+  kF32 = 1,
+  kS8 = 2,
+  kU8 = 3,
+  kI32 = 4,
+  kI64 = 5,
+  kBool = 6,
+  kF64 = 7
+};
 
 SPARQ_API const char* elem_type_name(ElemType t);
 SPARQ_API size_t elem_type_size(ElemType t);
@@ -67,7 +75,7 @@ struct Attribute {
 struct Node {
   std::string name;  // ONNX node name, or "<op>_<index>" when the export left it empty
   std::string op;    // ONNX op type (default domain)
-  std::vector<std::string> inputs;   // "" = an omitted optional input
+  std::vector<std::string> inputs;  // "" = an omitted optional input
   std::vector<std::string> outputs;
   std::map<std::string, Attribute> attrs;
 
@@ -91,10 +99,10 @@ struct ValueInfo {
 };
 
 struct Graph {
-  int64_t opset = 0;  // default-domain opset the model was exported with
-  std::vector<ValueInfo> inputs;   // graph inputs that are not initializers
+  int64_t opset = 0;              // default-domain opset the model was exported with
+  std::vector<ValueInfo> inputs;  // graph inputs that are not initializers
   std::vector<ValueInfo> outputs;
-  std::vector<Node> nodes;         // topologically sorted
+  std::vector<Node> nodes;  // topologically sorted
   std::map<std::string, std::shared_ptr<const Constant>> initializers;
 
   const Constant* initializer(const std::string& name) const {

@@ -44,7 +44,8 @@ class In {
   // graph's own size in items before it fails.
   uint32_t count(size_t min_bytes) {
     const uint32_t n = get<uint32_t>();
-    if (n > kMaxCount || static_cast<uint64_t>(n) * min_bytes > d_.size() - at_) bad("count too large");
+    if (n > kMaxCount || static_cast<uint64_t>(n) * min_bytes > d_.size() - at_)
+      bad("count too large");
     return n;
   }
   std::string str() {
@@ -66,9 +67,11 @@ DType file_dtype(ElemType t) {
   switch (t) {
     case ElemType::kF32: return DType::kF32;
     case ElemType::kS8: return DType::kS8;
-    case ElemType::kU8: case ElemType::kBool: return DType::kU8;
+    case ElemType::kU8:
+    case ElemType::kBool: return DType::kU8;
     case ElemType::kI32: return DType::kI32;
-    case ElemType::kI64: case ElemType::kF64: return DType::kI64;  // 8-byte payloads
+    case ElemType::kI64:
+    case ElemType::kF64: return DType::kI64;  // 8-byte payloads
   }
   return DType::kU8;
 }
@@ -194,7 +197,8 @@ Graph deserialize_graph(const std::shared_ptr<const SparqFile>& file) {
     uint64_t elems = 1;
     for (uint32_t i = 0; i < rank; ++i) {
       const int64_t d = in.get<int64_t>();
-      if (d < 0 || __builtin_mul_overflow(elems, static_cast<uint64_t>(d), &elems)) in.bad("bad shape");
+      if (d < 0 || __builtin_mul_overflow(elems, static_cast<uint64_t>(d), &elems))
+        in.bad("bad shape");
       c->shape.push_back(d);
     }
     const std::string name = in.str();
@@ -245,7 +249,8 @@ Graph deserialize_graph(const std::shared_ptr<const SparqFile>& file) {
   const uint32_t ni = in.count(4 + 1 + 4 + 4);  // name, type, rank, tensor name
   for (uint32_t i = 0; i < ni; ++i) {
     const std::string name = in.str();
-    if (!g.initializers.emplace(name, get_const()).second) in.bad("duplicate initializer '" + name + "'");
+    if (!g.initializers.emplace(name, get_const()).second)
+      in.bad("duplicate initializer '" + name + "'");
   }
   if (!in.done()) in.bad("trailing bytes");
   // References: every node input is a graph input, an initializer or an earlier output.
@@ -254,7 +259,8 @@ Graph deserialize_graph(const std::shared_ptr<const SparqFile>& file) {
   for (const auto& kv : g.initializers) defined.insert(kv.first);
   for (const Node& n : g.nodes) {
     for (const std::string& s : n.inputs) {
-      if (!s.empty() && !defined.count(s)) in.bad("node '" + n.name + "' uses undefined '" + s + "'");
+      if (!s.empty() && !defined.count(s))
+        in.bad("node '" + n.name + "' uses undefined '" + s + "'");
     }
     for (const std::string& s : n.outputs) defined.insert(s);
   }

@@ -63,7 +63,8 @@ Constant read_npy(const std::string& path) {
   const uint64_t size = static_cast<uint64_t>(in.tellg());
   in.seekg(0);
   char magic[8];
-  if (size < 10 || !in.read(magic, 8) || std::memcmp(magic, "\x93NUMPY", 6) != 0) bad(path, "wrong magic");
+  if (size < 10 || !in.read(magic, 8) || std::memcmp(magic, "\x93NUMPY", 6) != 0)
+    bad(path, "wrong magic");
   uint64_t header_len = 0, pre = 0;
   if (magic[6] == 1) {
     uint8_t b[2];
@@ -90,7 +91,9 @@ Constant read_npy(const std::string& path) {
   else if (descr == "'|i1'") c.type = ElemType::kS8;
   else if (descr == "'|u1'") c.type = ElemType::kU8;
   else if (descr == "'|b1'") c.type = ElemType::kBool;
-  else bad(path, "dtype " + quoted(descr) + " is not supported (use int64, int32, float32 or float64)");
+  else
+    bad(path,
+        "dtype " + quoted(descr) + " is not supported (use int64, int32, float32 or float64)");
   if (field(header, "fortran_order", path) != "False") bad(path, "Fortran order is not supported");
   const std::string shape = field(header, "shape", path);
   uint64_t elems = 1;
@@ -105,7 +108,8 @@ Constant read_npy(const std::string& path) {
       d = d * 10 + static_cast<uint64_t>(shape[i] - '0');
       ++i;
     }
-    if (__builtin_mul_overflow(elems, d, &elems) || elems > (uint64_t{1} << 36)) bad(path, "too many elements");
+    if (__builtin_mul_overflow(elems, d, &elems) || elems > (uint64_t{1} << 36))
+      bad(path, "too many elements");
     c.shape.push_back(static_cast<int64_t>(d));
   }
   const uint64_t bytes = elems * elem_type_size(c.type);
@@ -114,7 +118,8 @@ Constant read_npy(const std::string& path) {
                   std::to_string(bytes));
   }
   c.bytes.resize(bytes);
-  if (bytes && !in.read(reinterpret_cast<char*>(c.bytes.data()), static_cast<std::streamsize>(bytes))) {
+  if (bytes &&
+      !in.read(reinterpret_cast<char*>(c.bytes.data()), static_cast<std::streamsize>(bytes))) {
     bad(path, "truncated data");
   }
   return c;
@@ -135,7 +140,8 @@ void write_npy(const std::string& path, const Constant& c) {
   for (size_t i = 0; i < c.shape.size(); ++i) shape += std::to_string(c.shape[i]) + ",";
   if (c.shape.size() > 1) shape.pop_back();
   shape += ")";
-  std::string header = std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': " + shape + ", }";
+  std::string header =
+      std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': " + shape + ", }";
   const size_t total = 10 + header.size() + 1;
   header.append((64 - total % 64) % 64, ' ');
   header += '\n';

@@ -1,10 +1,9 @@
 #include "formats/onnx_import.h"
 
-#include <onnx/onnx_pb.h>
-
 #include <algorithm>
 #include <cstring>
 #include <fstream>
+#include <onnx/onnx_pb.h>
 #include <set>
 #include <sstream>
 
@@ -58,7 +57,8 @@ class Importer {
     return tensor(t);
   }
 
-  Importer(std::string base_dir, std::string src) : base_dir_(std::move(base_dir)), src_(std::move(src)) {}
+  Importer(std::string base_dir, std::string src)
+      : base_dir_(std::move(base_dir)), src_(std::move(src)) {}
 
   Graph run(const std::string& bytes) {
     if (bytes.empty()) format_error(src_, "the file is empty");
@@ -124,14 +124,15 @@ class Importer {
     }
     const auto& tt = vi.type().tensor_type();
     if (!map_type(tt.elem_type(), &v.type)) {
-      unsupported(src_, "graph value '" + v.name + "' has element type " +
-                            std::to_string(tt.elem_type()));
+      unsupported(
+          src_, "graph value '" + v.name + "' has element type " + std::to_string(tt.elem_type()));
     }
     if (tt.has_shape()) {
       for (const auto& d : tt.shape().dim()) {
         Dim dim;
         if (d.has_dim_value()) {
-          if (d.dim_value() < 0) format_error(src_, "graph value '" + v.name + "' has a negative dimension");
+          if (d.dim_value() < 0)
+            format_error(src_, "graph value '" + v.name + "' has a negative dimension");
           dim.value = d.dim_value();
         } else {
           dim.symbol = d.dim_param();
@@ -201,13 +202,15 @@ class Importer {
       case ElemType::kU8:
       case ElemType::kBool:
         need(t.int32_data_size());
-        for (uint64_t i = 0; i < elems; ++i) c.bytes[i] = static_cast<uint8_t>(t.int32_data(static_cast<int>(i)));
+        for (uint64_t i = 0; i < elems; ++i)
+          c.bytes[i] = static_cast<uint8_t>(t.int32_data(static_cast<int>(i)));
         break;
     }
     return c;
   }
 
-  std::vector<uint8_t> external(const onnx::TensorProto& t, uint64_t nbytes, const std::string& what) {
+  std::vector<uint8_t> external(const onnx::TensorProto& t, uint64_t nbytes,
+                                const std::string& what) {
     std::string location;
     uint64_t offset = 0;
     int64_t length = -1;
@@ -224,7 +227,8 @@ class Importer {
         else length = v;
       }
     }
-    if (base_dir_.empty()) format_error(src_, what + " uses external data, which needs a model file path");
+    if (base_dir_.empty())
+      format_error(src_, what + " uses external data, which needs a model file path");
     if (!safe_relative_path(location)) {
       format_error(src_, what + " has external data location '" + location +
                              "' outside the model's directory");
@@ -242,7 +246,8 @@ class Importer {
     }
     std::vector<uint8_t> out(nbytes);
     in.seekg(static_cast<std::streamoff>(offset));
-    if (nbytes && !in.read(reinterpret_cast<char*>(out.data()), static_cast<std::streamsize>(nbytes))) {
+    if (nbytes &&
+        !in.read(reinterpret_cast<char*>(out.data()), static_cast<std::streamsize>(nbytes))) {
       format_error(src_, what + ": cannot read external data from '" + path + "'");
     }
     return out;
@@ -251,9 +256,18 @@ class Importer {
   Attribute attribute(const onnx::AttributeProto& a, const Node& n) {
     Attribute r;
     switch (a.type()) {
-      case onnx::AttributeProto::INT: r.kind = Attribute::Kind::kInt; r.i = a.i(); break;
-      case onnx::AttributeProto::FLOAT: r.kind = Attribute::Kind::kFloat; r.f = a.f(); break;
-      case onnx::AttributeProto::STRING: r.kind = Attribute::Kind::kString; r.s = a.s(); break;
+      case onnx::AttributeProto::INT:
+        r.kind = Attribute::Kind::kInt;
+        r.i = a.i();
+        break;
+      case onnx::AttributeProto::FLOAT:
+        r.kind = Attribute::Kind::kFloat;
+        r.f = a.f();
+        break;
+      case onnx::AttributeProto::STRING:
+        r.kind = Attribute::Kind::kString;
+        r.s = a.s();
+        break;
       case onnx::AttributeProto::INTS:
         r.kind = Attribute::Kind::kInts;
         r.ints.assign(a.ints().begin(), a.ints().end());
@@ -301,7 +315,8 @@ Graph import_onnx(const std::string& path) {
   }
   std::string bytes(static_cast<size_t>(size), '\0');
   in.seekg(0);
-  if (size > 0 && !in.read(&bytes[0], size)) throw Error(Status::kInvalidArgument, "cannot read '" + path + "'");
+  if (size > 0 && !in.read(&bytes[0], size))
+    throw Error(Status::kInvalidArgument, "cannot read '" + path + "'");
   const size_t slash = path.rfind('/');
   const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash == 0 ? 1 : slash);
   return import_onnx_bytes(bytes, dir, path);

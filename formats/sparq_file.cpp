@@ -1,16 +1,16 @@
 #include "formats/sparq_file.h"
 
-#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fcntl.h>
+#include <xxhash.h>
 
 #include "formats/error.h"
 
@@ -24,8 +24,8 @@ constexpr uint64_t kHeaderBytes = 128;
 constexpr uint64_t kAlign = 64;
 // Header fields, by byte offset.
 constexpr size_t kOffVersion = 8, kOffCount = 12, kOffFileSize = 16, kOffTableOffset = 24,
-                 kOffTableSize = 32, kOffMetaOffset = 40, kOffMetaSize = 48,
-                 kOffMetaChecksum = 56, kOffTableChecksum = 64, kOffHeaderChecksum = 72;
+                 kOffTableSize = 32, kOffMetaOffset = 40, kOffMetaSize = 48, kOffMetaChecksum = 56,
+                 kOffTableChecksum = 64, kOffHeaderChecksum = 72;
 constexpr uint32_t kMaxTensors = 1u << 20;
 
 uint64_t align_up(uint64_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
@@ -121,7 +121,8 @@ void SparqFileWriter::add_tensor(const std::string& name, DType dtype, std::vect
     throw Error(Status::kInvalidArgument, "tensor name must have 1 to 1024 bytes");
   }
   for (const Pending& p : tensors_) {
-    if (p.info.name == name) throw Error(Status::kInvalidArgument, "duplicate tensor '" + name + "'");
+    if (p.info.name == name)
+      throw Error(Status::kInvalidArgument, "duplicate tensor '" + name + "'");
   }
   if (shape.size() > static_cast<size_t>(kMaxRank)) {
     throw Error(Status::kInvalidArgument, "tensor '" + name + "' has rank above 8");
@@ -149,8 +150,7 @@ void SparqFileWriter::add_tensor(const std::string& name, DType dtype, std::vect
 }
 
 void SparqFileWriter::add_tensor_copy(const std::string& name, DType dtype,
-                                      std::vector<int64_t> shape, const void* data,
-                                      size_t bytes) {
+                                      std::vector<int64_t> shape, const void* data, size_t bytes) {
   owned_.push_back(std::make_unique<std::string>(static_cast<const char*>(data), bytes));
   add_tensor(name, dtype, std::move(shape), owned_.back()->data());
   if (tensors_.back().info.size != bytes) {
@@ -211,8 +211,7 @@ void SparqFileWriter::write(const std::string& path) const {
   std::string tmp = path + ".tmp.XXXXXX";
   const int fd = mkstemp(&tmp[0]);
   if (fd < 0) {
-    throw Error(Status::kInvalidArgument,
-                "cannot create '" + tmp + "': " + std::strerror(errno));
+    throw Error(Status::kInvalidArgument, "cannot create '" + tmp + "': " + std::strerror(errno));
   }
   bool ok = true;
   std::string err;
@@ -238,7 +237,8 @@ void SparqFileWriter::write(const std::string& path) const {
   pwrite_all(header.data(), header.size(), 0);
   pwrite_all(table.data(), table.size(), table_offset);
   pwrite_all(metadata_.data(), metadata_.size(), meta_offset);
-  for (size_t i = 0; i < infos.size(); ++i) pwrite_all(tensors_[i].data, infos[i].size, infos[i].offset);
+  for (size_t i = 0; i < infos.size(); ++i)
+    pwrite_all(tensors_[i].data, infos[i].size, infos[i].offset);
   if (ok && ::fsync(fd) != 0) {
     ok = false;
     err = std::strerror(errno);
@@ -302,7 +302,8 @@ void SparqFile::parse() {
   }
   version_ = get<uint32_t>(h + kOffVersion);
   if (version_ != kVersion) {
-    bad(path_, "format version " + std::to_string(version_) + " is not supported (this build reads 1)");
+    bad(path_,
+        "format version " + std::to_string(version_) + " is not supported (this build reads 1)");
   }
   const uint32_t count = get<uint32_t>(h + kOffCount);
   const uint64_t file_size = get<uint64_t>(h + kOffFileSize);
@@ -337,7 +338,8 @@ void SparqFile::parse() {
     const uint8_t dtype = c.read<uint8_t>();
     const uint8_t rank = c.read<uint8_t>();
     c.read<uint16_t>();
-    if (name_len == 0 || name_len > kMaxNameBytes) bad(path_, "tensor " + std::to_string(i) + " has a bad name length");
+    if (name_len == 0 || name_len > kMaxNameBytes)
+      bad(path_, "tensor " + std::to_string(i) + " has a bad name length");
     t.name = c.bytes(name_len);
     c.align8();
     if (!valid_dtype(dtype)) bad(path_, "tensor '" + t.name + "' has an unknown dtype");
@@ -362,14 +364,14 @@ void SparqFile::parse() {
     if (t.offset < kHeaderBytes || !in_file(t.offset, t.size)) {
       bad(path_, "tensor '" + t.name + "' lies outside the file");
     }
-    if (!by_name_.emplace(t.name, tensors_.size()).second) bad(path_, "duplicate tensor '" + t.name + "'");
+    if (!by_name_.emplace(t.name, tensors_.size()).second)
+      bad(path_, "duplicate tensor '" + t.name + "'");
     tensors_.push_back(std::move(t));
   }
   if (!c.done()) bad(path_, "tensor table has trailing bytes");
   // Tensors must not overlap each other, the table or the metadata.
-  std::vector<std::pair<uint64_t, uint64_t>> spans = {{0, kHeaderBytes},
-                                                      {table_offset_, table_size_},
-                                                      {meta_offset, meta_size}};
+  std::vector<std::pair<uint64_t, uint64_t>> spans = {
+      {0, kHeaderBytes}, {table_offset_, table_size_}, {meta_offset, meta_size}};
   for (const TensorInfo& t : tensors_) spans.emplace_back(t.offset, t.size);
   std::sort(spans.begin(), spans.end());
   for (size_t i = 1; i < spans.size(); ++i) {
@@ -388,7 +390,8 @@ const TensorInfo& SparqFile::require(const std::string& name, DType dtype, int r
   const TensorInfo* t = find(name);
   if (t == nullptr) bad(path_, "missing tensor '" + name + "'");
   if (t->dtype != dtype) {
-    bad(path_, "tensor '" + name + "' is " + dtype_name(t->dtype) + ", expected " + dtype_name(dtype));
+    bad(path_,
+        "tensor '" + name + "' is " + dtype_name(t->dtype) + ", expected " + dtype_name(dtype));
   }
   if (static_cast<int>(t->shape.size()) != rank) {
     bad(path_, "tensor '" + name + "' has rank " + std::to_string(t->shape.size()) + ", expected " +
@@ -402,15 +405,22 @@ void SparqFile::verify() const {
     bad(path_, "metadata checksum mismatch");
   }
   for (const TensorInfo& t : tensors_) {
-    if (hash(data(t), t.size) != t.checksum) bad(path_, "checksum mismatch in tensor '" + t.name + "'");
+    if (hash(data(t), t.size) != t.checksum)
+      bad(path_, "checksum mismatch in tensor '" + t.name + "'");
   }
 }
 
 void add_packed(SparqFileWriter& w, const std::string& name, const PackedMatrix& m) {
   const PackedWeights& v = m.view();
   const PackedArraySizes s = m.array_sizes();
-  const int64_t meta[8] = {static_cast<int64_t>(v.type), v.n, v.k, v.rows_per_block, v.group,
-                           v.dense ? 1 : 0, v.num_groups, m.block().out * 256 + m.block().in};
+  const int64_t meta[8] = {static_cast<int64_t>(v.type),
+                           v.n,
+                           v.k,
+                           v.rows_per_block,
+                           v.group,
+                           v.dense ? 1 : 0,
+                           v.num_groups,
+                           m.block().out * 256 + m.block().in};
   w.add_tensor_copy(name + ".meta", DType::kI64, {8}, meta, sizeof(meta));
   if (!v.dense) {
     w.add_tensor(name + ".group_ptr", DType::kI32, {s.group_ptr}, v.group_ptr);
@@ -434,7 +444,8 @@ PackedWeights read_packed(const SparqFile& file, const std::string& name, BlockS
   auto fail = [&](const std::string& what) -> void {
     throw Error(Status::kFormatError, "packed matrix '" + name + "': " + what);
   };
-  if (meta[0] != static_cast<int64_t>(WeightType::kF32) && meta[0] != static_cast<int64_t>(WeightType::kS8)) {
+  if (meta[0] != static_cast<int64_t>(WeightType::kF32) &&
+      meta[0] != static_cast<int64_t>(WeightType::kS8)) {
     fail("unknown weight type");
   }
   for (int i = 1; i <= 4; ++i) {
@@ -450,7 +461,8 @@ PackedWeights read_packed(const SparqFile& file, const std::string& name, BlockS
   v.dense = meta[5] == 1;
   v.num_groups = meta[6];
   if (v.rows_per_block != 1 && v.rows_per_block != 4) fail("rows per block must be 1 or 4");
-  v.num_block_rows = static_cast<int32_t>((static_cast<int64_t>(v.n) + v.rows_per_block - 1) / v.rows_per_block);
+  v.num_block_rows =
+      static_cast<int32_t>((static_cast<int64_t>(v.n) + v.rows_per_block - 1) / v.rows_per_block);
   const BlockShape b{static_cast<int>(meta[7] / 256), static_cast<int>(meta[7] % 256)};
   if (b.out < 1 || b.in < 1 || b.out > 64 || b.in > 64) fail("bad block shape");
   if (block != nullptr) *block = b;

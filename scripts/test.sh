@@ -9,6 +9,7 @@
 #      Not under asan: Python (python3 cannot load an ASan module), the C example and
 #      qemu (an uninstrumented host or emulator).
 # The conformance models are generated once (build/models) and shared by both stages.
+# Before both: every C++ file is checked against .clang-format.
 # Prints the time of each stage. Usage: scripts/test.sh [--release | --asan] (one stage).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,11 @@ jobs=$(nproc 2>/dev/null || echo 2)
 
 t_all=$(date +%s)
 times=()
+# Style first: .clang-format is checked, not advisory (STYLE.md).
+if [ -d .git ] && command -v clang-format >/dev/null 2>&1; then
+  echo "== test.sh: clang-format check ($(date +%H:%M:%S))" >&2
+  git ls-files '*.h' '*.cpp' | xargs clang-format --dry-run --Werror
+fi
 for preset in "${presets[@]}"; do
   t0=$(date +%s)
   echo "== test.sh: $preset: configure and build ($(date +%H:%M:%S))" >&2

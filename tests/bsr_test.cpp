@@ -1,10 +1,10 @@
 // formats/bsr: building from dense, pruning, packing and validation of untrusted data.
 #include "formats/bsr.h"
 
-#include <gtest/gtest.h>
-
 #include <cstring>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "formats/error.h"
 #include "tests/test_util.h"
@@ -34,7 +34,8 @@ TEST(Bsr, FromDenseKeepsExactNonzerosAndRoundTrips) {
         m.to_dense(back.data());
         EXPECT_EQ(back, w) << block_shape_name(block) << " n=" << n << " k=" << k;
         for (int64_t br = 0; br < m.block_rows(); ++br)
-          for (int64_t b = m.row_ptr[br] + 1; b < m.row_ptr[br + 1]; ++b) EXPECT_LT(m.col[b - 1], m.col[b]);
+          for (int64_t b = m.row_ptr[br] + 1; b < m.row_ptr[br + 1]; ++b)
+            EXPECT_LT(m.col[b - 1], m.col[b]);
       }
     }
   }
@@ -55,7 +56,8 @@ TEST(Prune, ZeroesExactlyRoundedCountOfBlocks) {
       prune_blocks(w.data(), n, k, block, s);
       const BsrMatrix m = bsr_from_dense(w.data(), n, k, block);
       const int64_t total = m.block_rows() * m.block_cols();
-      EXPECT_EQ(total - m.nnz_blocks(), std::llround(s * total)) << block_shape_name(block) << " " << s;
+      EXPECT_EQ(total - m.nnz_blocks(), std::llround(s * total))
+          << block_shape_name(block) << " " << s;
     }
   }
 }
@@ -68,7 +70,7 @@ TEST(Prune, RemovesSmallestNormsTiesByIndex) {
   std::vector<float> t = {1, 1, 1, 1};
   prune_blocks(t.data(), 1, 4, kBlock1x1, 0.5);  // all tied: lowest indices go first
   EXPECT_EQ(t, (std::vector<float>{0, 0, 1, 1}));
-  std::vector<float> b4 = {1, 9, 1, 1,   // block rows of 4x1 blocks: column norms
+  std::vector<float> b4 = {1, 9, 1, 1,  // block rows of 4x1 blocks: column norms
                            1, 9, 1, 1, 1, 9, 1, 1, 1, 9, 1, 1};
   prune_blocks(b4.data(), 4, 4, kBlock4x1, 0.25);  // one block: column 0 (tie with 2, 3)
   for (int r = 0; r < 4; ++r) EXPECT_EQ(b4[r * 4], 0.0f);
@@ -101,7 +103,8 @@ TEST(Pack, Int8LayoutGroupsFourIndicesAndPads) {
   EXPECT_EQ(v.rows_per_block, 4);
   EXPECT_EQ(v.group, 4);
   ASSERT_EQ(v.num_groups, 2);
-  EXPECT_EQ(std::vector<int32_t>(v.indices, v.indices + 8), (std::vector<int32_t>{0, 2, 3, 4, 5, 5, 5, 5}));
+  EXPECT_EQ(std::vector<int32_t>(v.indices, v.indices + 8),
+            (std::vector<int32_t>{0, 2, 3, 4, 5, 5, 5, 5}));
   const int8_t* val = static_cast<const int8_t*>(v.values);
   // group 1, row 2: weights at {5, pad, pad, pad}
   EXPECT_EQ(val[(1 * 4 + 2) * 4 + 0], 2 * 10 + 5 + 1);
@@ -162,16 +165,45 @@ class ValidateTest : public ::testing::Test {
   std::vector<float> sc_;
 };
 
-TEST_F(ValidateTest, AcceptsValid) { EXPECT_NO_THROW(validate_packed(v_, expected_array_sizes(v_))); }
-TEST_F(ValidateTest, IndexOutOfRange) { idx_[3] = 40; ExpectFormatError("index == K"); }
-TEST_F(ValidateTest, NegativeIndex) { idx_[0] = -1; ExpectFormatError("negative index"); }
-TEST_F(ValidateTest, UnsortedIndices) { std::swap(idx_[0], idx_[2]); ExpectFormatError("unsorted"); }
-TEST_F(ValidateTest, DecreasingOffsets) { gp_[1] = gp_[2] + 1; ExpectFormatError("offsets"); }
-TEST_F(ValidateTest, FirstOffsetNotZero) { gp_[0] = 1; ExpectFormatError("first offset"); }
-TEST_F(ValidateTest, CompensationMismatch) { val_[5] ^= 1; ExpectFormatError("comp"); }
-TEST_F(ValidateTest, BadScale) { sc_[2] = -1.0f; ExpectFormatError("scale"); }
-TEST_F(ValidateTest, WrongRowsPerBlock) { v_.rows_per_block = 3; ExpectFormatError("R"); }
-TEST_F(ValidateTest, BlockRowCountMismatch) { v_.num_block_rows += 1; ExpectFormatError("nbr"); }
+TEST_F(ValidateTest, AcceptsValid) {
+  EXPECT_NO_THROW(validate_packed(v_, expected_array_sizes(v_)));
+}
+TEST_F(ValidateTest, IndexOutOfRange) {
+  idx_[3] = 40;
+  ExpectFormatError("index == K");
+}
+TEST_F(ValidateTest, NegativeIndex) {
+  idx_[0] = -1;
+  ExpectFormatError("negative index");
+}
+TEST_F(ValidateTest, UnsortedIndices) {
+  std::swap(idx_[0], idx_[2]);
+  ExpectFormatError("unsorted");
+}
+TEST_F(ValidateTest, DecreasingOffsets) {
+  gp_[1] = gp_[2] + 1;
+  ExpectFormatError("offsets");
+}
+TEST_F(ValidateTest, FirstOffsetNotZero) {
+  gp_[0] = 1;
+  ExpectFormatError("first offset");
+}
+TEST_F(ValidateTest, CompensationMismatch) {
+  val_[5] ^= 1;
+  ExpectFormatError("comp");
+}
+TEST_F(ValidateTest, BadScale) {
+  sc_[2] = -1.0f;
+  ExpectFormatError("scale");
+}
+TEST_F(ValidateTest, WrongRowsPerBlock) {
+  v_.rows_per_block = 3;
+  ExpectFormatError("R");
+}
+TEST_F(ValidateTest, BlockRowCountMismatch) {
+  v_.num_block_rows += 1;
+  ExpectFormatError("nbr");
+}
 // Sizes are 32-bit so their products cannot overflow int64; a huge, inconsistent
 // header must still be refused before anything is read.
 TEST_F(ValidateTest, HugeInconsistentHeader) {

@@ -1,8 +1,5 @@
 // The C API contract (DESIGN.md): statuses, the thread-local message, NULL handling,
 // descriptions, outputs as session views, and one model shared by sessions on threads.
-#include "sparq/sparq.h"
-
-#include <gtest/gtest.h>
 #include <sys/stat.h>
 
 #include <cstring>
@@ -10,8 +7,11 @@
 #include <thread>
 #include <vector>
 
+#include <gtest/gtest.h>
+
 #include "engine/model.h"
 #include "formats/onnx_import.h"
+#include "sparq/sparq.h"
 
 namespace {
 
@@ -127,7 +127,8 @@ TEST(CApi, OutputsCarryTheirOwnDtype) {
     return n;
   };
   g.nodes = {node("Equal", "same", 0), node("Cast", "wide", 11), node("Cast", "small", 3)};
-  g.outputs = {{"same", sparq::ElemType::kBool, {}}, {"wide", sparq::ElemType::kF64, {}},
+  g.outputs = {{"same", sparq::ElemType::kBool, {}},
+               {"wide", sparq::ElemType::kF64, {}},
                {"small", sparq::ElemType::kS8, {}}};
   const char* tmp = std::getenv("TMPDIR");
   const std::string path = std::string(tmp ? tmp : "/tmp") + "/sparq-c-api-dtypes.sparq";
@@ -183,7 +184,9 @@ TEST(CApi, OneModelManySessionsOnThreads) {
         mismatches[static_cast<size_t>(t)] = 1000;
         return;
       }
-      for (int rep = 0; rep < 5; ++rep) mismatches[static_cast<size_t>(t)] += run_once(s, 9 + t, t) != expect[static_cast<size_t>(t)];
+      for (int rep = 0; rep < 5; ++rep)
+        mismatches[static_cast<size_t>(t)] +=
+            run_once(s, 9 + t, t) != expect[static_cast<size_t>(t)];
       sparq_session_free(s);
     });
   }

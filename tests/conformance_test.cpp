@@ -2,16 +2,17 @@
 // SPARQ_MODELS_DIR (one folder each: model.onnx, input_*.npy, ref_*.npy from float64
 // PyTorch) is imported and interpreted, and each output must satisfy
 //   max |out - ref| <= 1e-3 * max |ref|   and   cosine(out, ref) >= 0.99999.
-#include <dirent.h>
-#include <gtest/gtest.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <cmath>
+#include <dirent.h>
 #include <fstream>
 #include <numeric>
 #include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "engine/interpreter.h"
 #include "engine/model.h"
@@ -27,7 +28,8 @@ std::string models_dir() {
   return e ? e : "";
 }
 
-std::vector<std::string> list(const std::string& dir, const std::string& prefix, const std::string& suffix) {
+std::vector<std::string> list(const std::string& dir, const std::string& prefix,
+                              const std::string& suffix) {
   std::vector<std::string> out;
   DIR* d = opendir(dir.c_str());
   if (!d) return out;
@@ -80,10 +82,12 @@ std::map<std::string, Value> run_model(const std::string& dir, const std::string
     auto t = std::make_shared<Constant>();
     t->type = c.type;
     t->shape = c.shape;
-    const int64_t S = c.shape.back(), B = c.elements() / S, es = static_cast<int64_t>(elem_type_size(c.type));
+    const int64_t S = c.shape.back(), B = c.elements() / S,
+                  es = static_cast<int64_t>(elem_type_size(c.type));
     t->shape.back() = S > 1 ? S - 1 : S;
     for (int64_t b = 0; b < B; ++b) {
-      t->bytes.insert(t->bytes.end(), c.raw() + b * S * es, c.raw() + (b * S + t->shape.back()) * es);
+      t->bytes.insert(t->bytes.end(), c.raw() + b * S * es,
+                      c.raw() + (b * S + t->shape.back()) * es);
     }
     shorter[kv.first] = t;
   }
@@ -91,14 +95,16 @@ std::map<std::string, Value> run_model(const std::string& dir, const std::string
   EXPECT_EQ(other.size(), first.size());
   const auto again = s.run(inputs);
   for (const auto& kv : first) {
-    EXPECT_EQ(kv.second->bytes, again.at(kv.first)->bytes) << dir << " " << mode << ": replayed plan differs, " << kv.first;
+    EXPECT_EQ(kv.second->bytes, again.at(kv.first)->bytes)
+        << dir << " " << mode << ": replayed plan differs, " << kv.first;
   }
   return again;
 }
 
 void check_model(const std::string& dir, const std::string& mode = "interpret", int threads = 1,
                  bool mode_generic = false) {
-  SCOPED_TRACE(dir + " " + mode + " threads=" + std::to_string(threads) + (mode_generic ? " op by op" : ""));
+  SCOPED_TRACE(dir + " " + mode + " threads=" + std::to_string(threads) +
+               (mode_generic ? " op by op" : ""));
   const auto outputs = run_model(dir, mode, threads, mode_generic);
   const auto refs = list(dir, "ref_", ".npy");
   ASSERT_FALSE(refs.empty());
@@ -151,7 +157,8 @@ TEST(Conformance, GenericPathMatchesFloat64References) {
   while (dirent* e = readdir(d)) {
     const std::string n = e->d_name;
     struct stat st {};
-    if (n[0] != '.' && stat((root + "/" + n + "/manifest.json").c_str(), &st) == 0) dirs.push_back(n);
+    if (n[0] != '.' && stat((root + "/" + n + "/manifest.json").c_str(), &st) == 0)
+      dirs.push_back(n);
   }
   closedir(d);
   std::sort(dirs.begin(), dirs.end());
@@ -168,7 +175,8 @@ std::vector<std::string> model_dirs() {
   while (dirent* e = readdir(d)) {
     const std::string n = e->d_name;
     struct stat st {};
-    if (n[0] != '.' && stat((root + "/" + n + "/manifest.json").c_str(), &st) == 0) dirs.push_back(root + "/" + n);
+    if (n[0] != '.' && stat((root + "/" + n + "/manifest.json").c_str(), &st) == 0)
+      dirs.push_back(root + "/" + n);
   }
   closedir(d);
   std::sort(dirs.begin(), dirs.end());
@@ -204,7 +212,8 @@ TEST(Conformance, SameOutputsAtOneAndTwoThreads) {
   for (const std::string& d : dirs) {
     for (const char* mode : {"fp32", "int8"}) {
       const auto a = run_model(d, mode, 1), b = run_model(d, mode, 2);
-      for (const auto& kv : a) EXPECT_EQ(kv.second->bytes, b.at(kv.first)->bytes) << d << " " << mode << " " << kv.first;
+      for (const auto& kv : a)
+        EXPECT_EQ(kv.second->bytes, b.at(kv.first)->bytes) << d << " " << mode << " " << kv.first;
     }
   }
 }
@@ -224,7 +233,8 @@ TEST(Conformance, ManyPanelsSameOutputsAtOneAndTwoThreads) {
     for (const auto& kv : inputs) {
       auto t = std::make_shared<Constant>(*kv.second);
       t->shape[0] *= reps;
-      for (int64_t r = 1; r < reps; ++r) t->bytes.insert(t->bytes.end(), kv.second->bytes.begin(), kv.second->bytes.end());
+      for (int64_t r = 1; r < reps; ++r)
+        t->bytes.insert(t->bytes.end(), kv.second->bytes.begin(), kv.second->bytes.end());
       big[kv.first] = t;
     }
     for (const char* mode : {"fp32", "int8"}) {
@@ -233,7 +243,8 @@ TEST(Conformance, ManyPanelsSameOutputsAtOneAndTwoThreads) {
       o.precision = mode;
       convert_graph(import_onnx(d + "/model.onnx"), d + "/panels.sparq", o);
       Session s1(Model::load(d + "/panels.sparq"), 1), s2(Model::load(d + "/panels.sparq"), 2);
-      const auto one = s1.run(big), two = s2.run(big), two_again = s2.run(big), small = s1.run(inputs);
+      const auto one = s1.run(big), two = s2.run(big), two_again = s2.run(big),
+                 small = s1.run(inputs);
       for (const auto& kv : one) {
         EXPECT_EQ(kv.second->bytes, two.at(kv.first)->bytes) << kv.first;
         EXPECT_EQ(kv.second->bytes, two_again.at(kv.first)->bytes) << kv.first;
@@ -243,7 +254,8 @@ TEST(Conformance, ManyPanelsSameOutputsAtOneAndTwoThreads) {
         const std::vector<uint8_t>& b = kv.second->bytes;
         ASSERT_EQ(b.size(), a.size() * static_cast<size_t>(reps));
         for (int64_t r = 0; r < reps; ++r) {
-          EXPECT_TRUE(std::equal(a.begin(), a.end(), b.begin() + static_cast<std::ptrdiff_t>(a.size()) * r))
+          EXPECT_TRUE(
+              std::equal(a.begin(), a.end(), b.begin() + static_cast<std::ptrdiff_t>(a.size()) * r))
               << kv.first << " repeat " << r;
         }
       }
@@ -257,8 +269,10 @@ TEST(Conformance, ManyPanelsSameOutputsAtOneAndTwoThreads) {
 TEST(Conformance, PlanFusesEncoderLayers) {
   const std::string root = models_dir();
   struct stat st {};
-  if (root.empty() || stat((root + "/bert-14/model.onnx").c_str(), &st) != 0) GTEST_SKIP() << "no models";
-  for (const char* name : {"bert-14", "bert-17", "distilbert-14", "roberta-14", "roberta-left-pad"}) {
+  if (root.empty() || stat((root + "/bert-14/model.onnx").c_str(), &st) != 0)
+    GTEST_SKIP() << "no models";
+  for (const char* name :
+       {"bert-14", "bert-17", "distilbert-14", "roberta-14", "roberta-left-pad"}) {
     SCOPED_TRACE(name);
     const std::string dir = root + "/" + name;
     for (const char* precision : {"fp32", "int8"}) {
@@ -282,7 +296,8 @@ TEST(Conformance, PlanFusesEncoderLayers) {
 TEST(Conformance, ResidualAddLayerNormStep) {
   const std::string root = models_dir();
   struct stat st {};
-  if (root.empty() || stat((root + "/bert-14/model.onnx").c_str(), &st) != 0) GTEST_SKIP() << "no models";
+  if (root.empty() || stat((root + "/bert-14/model.onnx").c_str(), &st) != 0)
+    GTEST_SKIP() << "no models";
   for (const char* name : {"bert-14", "distilbert-14", "roberta-left-pad"}) {
     SCOPED_TRACE(name);
     const std::string dir = root + "/" + name;
@@ -303,7 +318,8 @@ TEST(Conformance, ResidualAddLayerNormStep) {
       double mx = 0, err = 0;
       for (int64_t i = 0; i < a.elements(); ++i) {
         mx = std::max(mx, std::fabs(static_cast<double>(a.data<float>()[i])));
-        err = std::max(err, std::fabs(static_cast<double>(a.data<float>()[i]) - b.data<float>()[i]));
+        err =
+            std::max(err, std::fabs(static_cast<double>(a.data<float>()[i]) - b.data<float>()[i]));
       }
       EXPECT_LE(err, 1e-5 * mx) << kv.first;
     }
@@ -327,7 +343,8 @@ TEST(Conformance, Int32InputsMatchInt64) {
     c->shape = kv.second->shape;
     c->bytes.resize(static_cast<size_t>(c->elements()) * 4);
     for (int64_t i = 0; i < c->elements(); ++i) {
-      reinterpret_cast<int32_t*>(c->bytes.data())[i] = static_cast<int32_t>(kv.second->data<int64_t>()[i]);
+      reinterpret_cast<int32_t*>(c->bytes.data())[i] =
+          static_cast<int32_t>(kv.second->data<int64_t>()[i]);
     }
     in32[kv.first] = c;
   }
@@ -339,7 +356,8 @@ TEST(Conformance, TokenIdOutsideVocabularyIsAnError) {
   const std::string root = models_dir();
   const std::string dir = root + "/bert-14";
   struct stat st {};
-  if (root.empty() || stat((dir + "/model.onnx").c_str(), &st) != 0) GTEST_SKIP() << "no bert-14 model";
+  if (root.empty() || stat((dir + "/model.onnx").c_str(), &st) != 0)
+    GTEST_SKIP() << "no bert-14 model";
   const Graph g = import_onnx(dir + "/model.onnx");
   std::map<std::string, Value> inputs;
   for (const std::string& f : list(dir, "input_", ".npy")) {
@@ -374,7 +392,8 @@ std::map<std::string, int> op_counts(const Graph& g) {
 TEST(Fusion, AppliesToExportedEncoders) {
   const std::string root = models_dir();
   struct stat st {};
-  if (root.empty() || stat((root + "/bert-14/model.onnx").c_str(), &st) != 0) GTEST_SKIP() << "no models";
+  if (root.empty() || stat((root + "/bert-14/model.onnx").c_str(), &st) != 0)
+    GTEST_SKIP() << "no models";
   for (const char* name : {"bert-14", "distilbert-14", "roberta-14", "bert-17"}) {
     SCOPED_TRACE(name);
     const std::string dir = root + "/" + name;
@@ -392,8 +411,10 @@ TEST(Fusion, AppliesToExportedEncoders) {
     EXPECT_EQ(after["MatMul"], 0);  // attention's two per layer are fused
     EXPECT_EQ(after["SparqAttention"], 2);
     EXPECT_EQ(after["Softmax"], 0);
-    EXPECT_LT(model->graph().nodes.size(), static_cast<size_t>(std::accumulate(
-        before.begin(), before.end(), 0, [](int a, const auto& kv) { return a + kv.second; })));
+    EXPECT_LT(
+        model->graph().nodes.size(),
+        static_cast<size_t>(std::accumulate(before.begin(), before.end(), 0,
+                                            [](int a, const auto& kv) { return a + kv.second; })));
     int with_bias = 0, with_gelu = 0;
     for (const Node& n : model->graph().nodes) {
       if (n.op != "SparqMatMul") continue;

@@ -4,10 +4,10 @@
 // strides wider than the token count, and work split into independent sub-ranges.
 #include "kernels/fm/fm.h"
 
-#include <gtest/gtest.h>
-
 #include <cmath>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "tests/test_util.h"
 
@@ -23,120 +23,140 @@ class FmIsaTest : public ::testing::TestWithParam<Isa> {
 
 TEST_P(FmIsaTest, AttentionMatchesFloat64Reference) {
   const FmKernels& kern = fm_kernels(GetParam());
-  struct Case { int64_t B, H, S, T, dh, dv; int mask; };
+  struct Case {
+    int64_t B, H, S, T, dh, dv;
+    int mask;
+  };
   // The fp32 kernel, then the bf16 and int8 ones where this CPU has them.
   for (const int precision : {0, 1, 2}) {
-  const bool bf16 = precision == 1, int8 = precision == 2;
-  if (bf16 && kern.attention_bf16 == nullptr) continue;
-  if (int8 && kern.attention_int8 == nullptr) continue;
-  const FmAttentionFn kernel = int8 ? kern.attention_int8 : bf16 ? kern.attention_bf16 : kern.attention;
-  // bf16 keeps 8 bits of mantissa: products of inputs in [-1, 1] are off by ~2^-8. int8
-  // rounds Q, K and V to 127 steps of their maxima and the probabilities to 255 steps
-  // (measured: errors up to ~1e-3 here; 1e-4 fails, 1e-2 passes).
-  const double tol = int8 ? 1e-2 : bf16 ? 2e-2 : 2e-5;
-  for (const int64_t chunk : {int64_t{0}, int64_t{2}}) {  // item orders: (b, h, block), then chunked
-  for (const int64_t P : {int64_t{0}, int64_t{16}, int64_t{64}}) {  // row-major, then panel layouts
-  for (const Case c : {Case{1, 1, 1, 1, 1, 1, 0}, Case{2, 3, 5, 7, 9, 11, 1}, Case{1, 2, 17, 33, 64, 64, 2},
-                       Case{2, 4, 32, 32, 16, 16, 1}, Case{1, 12, 13, 40, 64, 64, 2}, Case{3, 1, 8, 100, 5, 3, 0},
-                       Case{2, 2, 70, 70, 24, 17, 1}}) {
-    SCOPED_TRACE(std::to_string(c.B) + "x" + std::to_string(c.H) + "x" + std::to_string(c.S) + " T=" +
-                 std::to_string(c.T) + " dh=" + std::to_string(c.dh) + " dv=" + std::to_string(c.dv) +
-                 " mask=" + std::to_string(c.mask) + " panel=" + std::to_string(P) + " chunk=" + std::to_string(chunk) + (bf16 ? " bf16" : int8 ? " int8" : ""));
-    // Row-major with row strides wider than the tokens (pad 3), or panels of P tokens.
-    const int64_t mq = c.B * c.S, mk = c.B * c.T, ldq = mq + 3, ldk = mk + 3, ldo = mq + 3;
-    auto at = [P](int64_t R, int64_t ld, int64_t r, int64_t m) {
-      return P > 0 ? (m / P) * R * P + r * P + m % P : r * ld + m;
-    };
-    auto size = [P](int64_t R, int64_t ld, int64_t m) { return P > 0 ? (m + P - 1) / P * P * R : R * ld; };
-    const int64_t Rq = c.H * c.dh, Rv = c.H * c.dv;
-    const auto q = random_floats(size(Rq, ldq, mq), 1), k = random_floats(size(Rq, ldk, mk), 2),
-               v = random_floats(size(Rv, ldk, mk), 3);
-    std::vector<float> add(c.B * c.T);
-    std::vector<uint8_t> sel(c.B * c.T);
-    for (int64_t i = 0; i < c.B * c.T; ++i) {
-      sel[i] = (i % 5) == 4;  // some masked keys, never all of a row
-      add[i] = sel[i] ? -3.4e38f : 0.0f;
-    }
-    FmAttentionArgs a;
-    a.q = q.data();
-    a.k = k.data();
-    a.v = v.data();
-    const float sentinel = 1234.5f;
-    std::vector<float> out(size(Rv, ldo, mq), sentinel);
-    a.out = out.data();
-    a.ld_q = ldq;
-    a.ld_k = a.ld_v = ldk;
-    a.ld_out = ldo;
-    a.panel = P;
-    a.chunk_blocks = chunk;
-    a.batch = c.B;
-    a.heads = c.H;
-    a.seq = c.S;
-    a.keys = c.T;
-    a.dh = c.dh;
-    a.dv = c.dv;
-    a.scale = 0.125f;
-    a.fill = -3.4e38f;
-    if (c.mask == 1) a.add_mask = add.data();
-    if (c.mask == 2) a.select_mask = sel.data();
-    a.mask_b = c.T;
-    a.mask_t = 1;
-    std::vector<float> scratch(fm_attention_scratch_floats(a, kern.query_block));
-    // int8 with chunked items: K and V packed beforehand in units (two calls), as the
-    // executor does; with the plain item order the kernel packs each head itself.
-    std::vector<float> packed;
-    if (int8 && chunk > 0) {
-      packed.assign(static_cast<size_t>(c.B * c.H * fm_attention_int8_head_floats(a)), std::nanf(""));
-      a.kv_packed = packed.data();
-      const int64_t units = fm_attention_int8_units(a);
-      kern.attention_int8_prep(a, 0, units / 2, scratch.data());
-      kern.attention_int8_prep(a, units / 2, units, scratch.data());
-    }
-    const int64_t items = fm_attention_items(a, kern.query_block);
-    kernel(a, 0, items / 2, scratch.data());  // two calls: items are independent
-    kernel(a, items / 2, items, scratch.data());
-    std::vector<bool> written(out.size(), false);
-    for (int64_t b = 0; b < c.B; ++b) {
-      for (int64_t h = 0; h < c.H; ++h) {
-        for (int64_t s = 0; s < c.S; ++s) {
-          std::vector<double> p(c.T);
-          double mx = -1e300, sum = 0;
-          for (int64_t t = 0; t < c.T; ++t) {
-            double z = 0;
-            for (int64_t d = 0; d < c.dh; ++d) {
-              z += double(q[at(Rq, ldq, h * c.dh + d, b * c.S + s)]) * k[at(Rq, ldk, h * c.dh + d, b * c.T + t)];
-            }
-            z *= 0.125;
-            if (c.mask && sel[b * c.T + t]) z = -3.4e38;
-            p[t] = z;
-            mx = std::max(mx, z);
+    const bool bf16 = precision == 1, int8 = precision == 2;
+    if (bf16 && kern.attention_bf16 == nullptr) continue;
+    if (int8 && kern.attention_int8 == nullptr) continue;
+    const FmAttentionFn kernel = int8   ? kern.attention_int8
+                                 : bf16 ? kern.attention_bf16
+                                        : kern.attention;
+    // bf16 keeps 8 bits of mantissa: products of inputs in [-1, 1] are off by ~2^-8. int8
+    // rounds Q, K and V to 127 steps of their maxima and the probabilities to 255 steps
+    // (measured: errors up to ~1e-3 here; 1e-4 fails, 1e-2 passes).
+    const double tol = int8 ? 1e-2 : bf16 ? 2e-2 : 2e-5;
+    for (const int64_t chunk :
+         {int64_t{0}, int64_t{2}}) {  // item orders: (b, h, block), then chunked
+      for (const int64_t P :
+           {int64_t{0}, int64_t{16}, int64_t{64}}) {  // row-major, then panel layouts
+        for (const Case c :
+             {Case{1, 1, 1, 1, 1, 1, 0}, Case{2, 3, 5, 7, 9, 11, 1}, Case{1, 2, 17, 33, 64, 64, 2},
+              Case{2, 4, 32, 32, 16, 16, 1}, Case{1, 12, 13, 40, 64, 64, 2},
+              Case{3, 1, 8, 100, 5, 3, 0}, Case{2, 2, 70, 70, 24, 17, 1}}) {
+          SCOPED_TRACE(std::to_string(c.B) + "x" + std::to_string(c.H) + "x" + std::to_string(c.S) +
+                       " T=" + std::to_string(c.T) + " dh=" + std::to_string(c.dh) +
+                       " dv=" + std::to_string(c.dv) + " mask=" + std::to_string(c.mask) +
+                       " panel=" + std::to_string(P) + " chunk=" + std::to_string(chunk) +
+                       (bf16   ? " bf16"
+                        : int8 ? " int8"
+                               : ""));
+          // Row-major with row strides wider than the tokens (pad 3), or panels of P tokens.
+          const int64_t mq = c.B * c.S, mk = c.B * c.T, ldq = mq + 3, ldk = mk + 3, ldo = mq + 3;
+          auto at = [P](int64_t R, int64_t ld, int64_t r, int64_t m) {
+            return P > 0 ? (m / P) * R * P + r * P + m % P : r * ld + m;
+          };
+          auto size = [P](int64_t R, int64_t ld, int64_t m) {
+            return P > 0 ? (m + P - 1) / P * P * R : R * ld;
+          };
+          const int64_t Rq = c.H * c.dh, Rv = c.H * c.dv;
+          const auto q = random_floats(size(Rq, ldq, mq), 1),
+                     k = random_floats(size(Rq, ldk, mk), 2),
+                     v = random_floats(size(Rv, ldk, mk), 3);
+          std::vector<float> add(c.B * c.T);
+          std::vector<uint8_t> sel(c.B * c.T);
+          for (int64_t i = 0; i < c.B * c.T; ++i) {
+            sel[i] = (i % 5) == 4;  // some masked keys, never all of a row
+            add[i] = sel[i] ? -3.4e38f : 0.0f;
           }
-          for (double& z : p) sum += (z = std::exp(z - mx));
-          for (int64_t j = 0; j < c.dv; ++j) {
-            double o = 0;
-            for (int64_t t = 0; t < c.T; ++t) o += p[t] / sum * v[at(Rv, ldk, h * c.dv + j, b * c.T + t)];
-            const int64_t idx = at(Rv, ldo, h * c.dv + j, b * c.S + s);
-            written[idx] = true;
-            ASSERT_NEAR(out[idx], o, tol * (1 + std::fabs(o))) << "b " << b << " h " << h << " s " << s << " j " << j;
+          FmAttentionArgs a;
+          a.q = q.data();
+          a.k = k.data();
+          a.v = v.data();
+          const float sentinel = 1234.5f;
+          std::vector<float> out(size(Rv, ldo, mq), sentinel);
+          a.out = out.data();
+          a.ld_q = ldq;
+          a.ld_k = a.ld_v = ldk;
+          a.ld_out = ldo;
+          a.panel = P;
+          a.chunk_blocks = chunk;
+          a.batch = c.B;
+          a.heads = c.H;
+          a.seq = c.S;
+          a.keys = c.T;
+          a.dh = c.dh;
+          a.dv = c.dv;
+          a.scale = 0.125f;
+          a.fill = -3.4e38f;
+          if (c.mask == 1) a.add_mask = add.data();
+          if (c.mask == 2) a.select_mask = sel.data();
+          a.mask_b = c.T;
+          a.mask_t = 1;
+          std::vector<float> scratch(fm_attention_scratch_floats(a, kern.query_block));
+          // int8 with chunked items: K and V packed beforehand in units (two calls), as the
+          // executor does; with the plain item order the kernel packs each head itself.
+          std::vector<float> packed;
+          if (int8 && chunk > 0) {
+            packed.assign(static_cast<size_t>(c.B * c.H * fm_attention_int8_head_floats(a)),
+                          std::nanf(""));
+            a.kv_packed = packed.data();
+            const int64_t units = fm_attention_int8_units(a);
+            kern.attention_int8_prep(a, 0, units / 2, scratch.data());
+            kern.attention_int8_prep(a, units / 2, units, scratch.data());
+          }
+          const int64_t items = fm_attention_items(a, kern.query_block);
+          kernel(a, 0, items / 2, scratch.data());  // two calls: items are independent
+          kernel(a, items / 2, items, scratch.data());
+          std::vector<bool> written(out.size(), false);
+          for (int64_t b = 0; b < c.B; ++b) {
+            for (int64_t h = 0; h < c.H; ++h) {
+              for (int64_t s = 0; s < c.S; ++s) {
+                std::vector<double> p(c.T);
+                double mx = -1e300, sum = 0;
+                for (int64_t t = 0; t < c.T; ++t) {
+                  double z = 0;
+                  for (int64_t d = 0; d < c.dh; ++d) {
+                    z += double(q[at(Rq, ldq, h * c.dh + d, b * c.S + s)]) *
+                         k[at(Rq, ldk, h * c.dh + d, b * c.T + t)];
+                  }
+                  z *= 0.125;
+                  if (c.mask && sel[b * c.T + t]) z = -3.4e38;
+                  p[t] = z;
+                  mx = std::max(mx, z);
+                }
+                for (double& z : p) sum += (z = std::exp(z - mx));
+                for (int64_t j = 0; j < c.dv; ++j) {
+                  double o = 0;
+                  for (int64_t t = 0; t < c.T; ++t)
+                    o += p[t] / sum * v[at(Rv, ldk, h * c.dv + j, b * c.T + t)];
+                  const int64_t idx = at(Rv, ldo, h * c.dv + j, b * c.S + s);
+                  written[idx] = true;
+                  ASSERT_NEAR(out[idx], o, tol * (1 + std::fabs(o)))
+                      << "b " << b << " h " << h << " s " << s << " j " << j;
+                }
+              }
+            }
+          }
+          // Nothing outside the output's elements is touched (row padding, panel tails).
+          for (size_t i = 0; i < out.size(); ++i) {
+            if (!written[i]) {
+              ASSERT_EQ(out[i], sentinel) << "element " << i;
+            }
           }
         }
       }
     }
-    // Nothing outside the output's elements is touched (row padding, panel tails).
-    for (size_t i = 0; i < out.size(); ++i) {
-      if (!written[i]) {
-        ASSERT_EQ(out[i], sentinel) << "element " << i;
-      }
-    }
-  }
-  }
-  }
   }
 }
 
 TEST_P(FmIsaTest, LayerNormMatchesFloat64Reference) {
   const FmKernels& kern = fm_kernels(GetParam());
-  for (const auto& [F, M] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {7, 3}, {768, 128}, {33, 65}, {256, 200}}) {
+  for (const auto& [F, M] :
+       std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {7, 3}, {768, 128}, {33, 65}, {256, 200}}) {
     SCOPED_TRACE(std::to_string(F) + "x" + std::to_string(M));
     const int64_t ld = M + 5;
     auto x = random_floats(F * ld, 4, -3.0f, 5.0f);
@@ -167,7 +187,8 @@ TEST_P(FmIsaTest, LayerNormMatchesFloat64Reference) {
 
 TEST_P(FmIsaTest, QuantizeMatchesReference) {
   const FmKernels& kern = fm_kernels(GetParam());
-  for (const auto& [F, M] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {7, 3}, {768, 128}, {33, 65}}) {
+  for (const auto& [F, M] :
+       std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {7, 3}, {768, 128}, {33, 65}}) {
     SCOPED_TRACE(std::to_string(F) + "x" + std::to_string(M));
     const int64_t ld = M + 5, ldq = M + 7;
     auto x = random_floats(F * ld, 7, -4.0f, 4.0f);
@@ -193,7 +214,8 @@ TEST_P(FmIsaTest, QuantizeMatchesReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllIsas, FmIsaTest,
-                         ::testing::Values(Isa::kGeneric, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni),
+                         ::testing::Values(Isa::kGeneric, Isa::kAvx2, Isa::kAvx512,
+                                           Isa::kAvx512Vnni),
                          [](const ::testing::TestParamInfo<Isa>& param_info) {
                            return std::string(isa_name(param_info.param));
                          });

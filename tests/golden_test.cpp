@@ -11,7 +11,6 @@
 // Hashes are exact, so they are only checked on the CPU kind that recorded them (vendor,
 // family, model): another CPU (the GELU epilogue's rcp14 is only bounded by the ISA)
 // skips with a note naming both.
-#include <gtest/gtest.h>
 #include <sys/stat.h>
 
 #include <cstdio>
@@ -23,6 +22,8 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "engine/model.h"
 #include "formats/npy.h"
@@ -64,14 +65,31 @@ std::string sha1_prefix(const std::string& data) {
     uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
     for (int i = 0; i < 80; ++i) {
       uint32_t f, k;
-      if (i < 20) { f = (b & c) | (~b & d); k = 0x5A827999; }
-      else if (i < 40) { f = b ^ c ^ d; k = 0x6ED9EBA1; }
-      else if (i < 60) { f = (b & c) | (b & d) | (c & d); k = 0x8F1BBCDC; }
-      else { f = b ^ c ^ d; k = 0xCA62C1D6; }
+      if (i < 20) {
+        f = (b & c) | (~b & d);
+        k = 0x5A827999;
+      } else if (i < 40) {
+        f = b ^ c ^ d;
+        k = 0x6ED9EBA1;
+      } else if (i < 60) {
+        f = (b & c) | (b & d) | (c & d);
+        k = 0x8F1BBCDC;
+      } else {
+        f = b ^ c ^ d;
+        k = 0xCA62C1D6;
+      }
       const uint32_t t = rol(a, 5) + f + e + k + w[i];
-      e = d; d = c; c = rol(b, 30); b = a; a = t;
+      e = d;
+      d = c;
+      c = rol(b, 30);
+      b = a;
+      a = t;
     }
-    h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e;
+    h[0] += a;
+    h[1] += b;
+    h[2] += c;
+    h[3] += d;
+    h[4] += e;
   }
   char buf[48];
   std::snprintf(buf, sizeof buf, "%08x%08x", h[0], h[1]);
@@ -111,7 +129,8 @@ uint64_t hash_outputs(const std::map<std::string, sparq::Value>& out) {
     const auto t = static_cast<uint8_t>(kv.second->type);
     h = fnv(h, &t, 1);
     h = fnv(h, kv.second->shape.data(), kv.second->shape.size() * sizeof(int64_t));
-    const size_t bytes = static_cast<size_t>(kv.second->elements()) * sparq::elem_type_size(kv.second->type);
+    const size_t bytes =
+        static_cast<size_t>(kv.second->elements()) * sparq::elem_type_size(kv.second->type);
     h = fnv(h, kv.second->raw(), bytes);
   }
   return h;
@@ -135,7 +154,8 @@ TEST(Golden, OutputsMatchTheRecordedHashes) {
     while (dirent* e = readdir(d)) {
       const std::string m = std::string(dir) + "/" + e->d_name;
       struct stat st {};
-      if (e->d_name[0] != '.' && stat((m + "/model.onnx").c_str(), &st) == 0) models.push_back(e->d_name);
+      if (e->d_name[0] != '.' && stat((m + "/model.onnx").c_str(), &st) == 0)
+        models.push_back(e->d_name);
     }
     closedir(d);
   }
@@ -144,7 +164,8 @@ TEST(Golden, OutputsMatchTheRecordedHashes) {
 
   std::map<std::string, std::string> got;  // key -> hash
   const char* tmp_env = std::getenv("TMPDIR");
-  const std::string tmp = std::string(tmp_env ? tmp_env : "/tmp") + "/sparq-golden-" + std::to_string(getpid()) + ".sparq";
+  const std::string tmp = std::string(tmp_env ? tmp_env : "/tmp") + "/sparq-golden-" +
+                          std::to_string(getpid()) + ".sparq";
   for (const std::string& name : models) {
     const std::string mdir = std::string(dir) + "/" + name;
     const std::string sha = sha1_prefix(slurp(mdir + "/model.onnx"));
@@ -153,7 +174,8 @@ TEST(Golden, OutputsMatchTheRecordedHashes) {
       while (dirent* e = readdir(d)) {
         const std::string f = e->d_name;
         if (f.rfind("input_", 0) == 0 && f.size() > 10 && f.compare(f.size() - 4, 4, ".npy") == 0) {
-          inputs[f.substr(6, f.size() - 10)] = std::make_shared<sparq::Constant>(sparq::read_npy(mdir + "/" + f));
+          inputs[f.substr(6, f.size() - 10)] =
+              std::make_shared<sparq::Constant>(sparq::read_npy(mdir + "/" + f));
         }
       }
       closedir(d);
@@ -168,7 +190,8 @@ TEST(Golden, OutputsMatchTheRecordedHashes) {
         for (bool interpret : {false, true}) {
           sparq::Session s(model, threads);
           s.use_interpreter(interpret);
-          const std::string key = sha + " " + name + " " + precision + " t" + std::to_string(threads) + " " +
+          const std::string key = sha + " " + name + " " + precision + " t" +
+                                  std::to_string(threads) + " " +
                                   (interpret ? "interp" : "planned");
           got[key] = hex(hash_outputs(s.run(inputs)));
         }
@@ -182,8 +205,8 @@ TEST(Golden, OutputsMatchTheRecordedHashes) {
     mkdir(dir_cpu.c_str(), 0755);
     mkdir(dir_build.c_str(), 0755);
     std::ofstream f(file);
-    f << "# golden output hashes: cpu " << cpu << ", build " << SPARQ_GOLDEN_BUILD << ", kernels " << isa
-      << ", attention " << attention
+    f << "# golden output hashes: cpu " << cpu << ", build " << SPARQ_GOLDEN_BUILD << ", kernels "
+      << isa << ", attention " << attention
       << "\n# model-sha1 model precision threads executor hash\n";
     for (const auto& kv : got) f << kv.first << " " << kv.second << "\n";
     std::printf("golden: recorded %zu hashes in %s\n", got.size(), file.c_str());
@@ -192,7 +215,8 @@ TEST(Golden, OutputsMatchTheRecordedHashes) {
   std::ifstream f(file);
   if (!f) {
     GTEST_SKIP() << "no golden hashes for this CPU and configuration (" << file
-                 << "): they are exact, so they are recorded per CPU kind; record with SPARQ_GOLDEN_RECORD=1";
+                 << "): they are exact, so they are recorded per CPU kind; record with "
+                    "SPARQ_GOLDEN_RECORD=1";
   }
   std::map<std::string, std::string> want;
   std::string line;
@@ -205,7 +229,8 @@ TEST(Golden, OutputsMatchTheRecordedHashes) {
   for (const auto& kv : want) {
     auto it = got.find(kv.first);
     if (it == got.end()) {
-      ADD_FAILURE() << "recorded but not run (a model's bytes changed, or it is missing): " << kv.first;
+      ADD_FAILURE() << "recorded but not run (a model's bytes changed, or it is missing): "
+                    << kv.first;
       continue;
     }
     EXPECT_EQ(it->second, kv.second) << "outputs changed: " << kv.first;
@@ -214,8 +239,8 @@ TEST(Golden, OutputsMatchTheRecordedHashes) {
   for (const auto& kv : got) {
     if (!want.count(kv.first)) ADD_FAILURE() << "run but not recorded: " << kv.first;
   }
-  std::printf("golden: %zu hashes checked (%s, kernels %s, attention %s)\n", checked, cpu.c_str(), isa.c_str(),
-              attention.c_str());
+  std::printf("golden: %zu hashes checked (%s, kernels %s, attention %s)\n", checked, cpu.c_str(),
+              isa.c_str(), attention.c_str());
 }
 
 }  // namespace

@@ -2,7 +2,8 @@
 // memory than is sensible gets a clear error before anything large is allocated. Each
 // case checks the error, that it came within 2 s, and that the process's peak RSS grew
 // by less than 1 GiB.
-#include <gtest/gtest.h>
+#include "engine/limits.h"
+
 #include <sys/resource.h>
 
 #include <chrono>
@@ -10,7 +11,8 @@
 #include <cstdlib>
 #include <string>
 
-#include "engine/limits.h"
+#include <gtest/gtest.h>
+
 #include "engine/model.h"
 #include "formats/error.h"
 #include "sparq/sparq.h"
@@ -18,7 +20,7 @@
 namespace {
 
 long peak_rss_kib() {
-  rusage u {};
+  rusage u{};
   getrusage(RUSAGE_SELF, &u);
   return u.ru_maxrss;
 }
@@ -91,7 +93,11 @@ TEST(Limits, PlanNeedingTerabytesIsRefused) {
   for (bool interpret : {false, true}) {
     sparq::Session s(model, 1);
     s.use_interpreter(interpret);
-    expect_refused_cheaply([&] { s.run({{"x", x}}); }, sparq::Status::kOutOfMemory, "SPARQ_MAX_TENSOR_BYTES");
+    expect_refused_cheaply(
+        [&] {
+          s.run({{"x", x}});
+        },
+        sparq::Status::kOutOfMemory, "SPARQ_MAX_TENSOR_BYTES");
   }
 }
 
@@ -163,7 +169,8 @@ TEST(Limits, MillionsOfTokensAreRefused) {
   const int64_t huge[2] = {1 << 20, 1 << 20};
   sparq_tensor lie = {"input_ids", SPARQ_INT64, 2, huge, ids.data()};
   EXPECT_EQ(sparq_session_run(s, &lie, 1), SPARQ_INVALID_ARGUMENT);
-  EXPECT_NE(std::string(sparq_last_error_message()).find("SPARQ_MAX_INPUT_ELEMENTS"), std::string::npos);
+  EXPECT_NE(std::string(sparq_last_error_message()).find("SPARQ_MAX_INPUT_ELEMENTS"),
+            std::string::npos);
   EXPECT_LT(peak_rss_kib() - rss0, 1L << 20);
   sparq_session_free(s);
   sparq_model_free(m);

@@ -2,16 +2,17 @@
 // external data, and one clear error for each kind of bad input.
 #include "formats/onnx_import.h"
 
-#include <gtest/gtest.h>
-#include <onnx/onnx_pb.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <onnx/onnx_pb.h>
 #include <random>
 #include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "formats/error.h"
 
@@ -102,7 +103,8 @@ void expect_error(const std::string& bytes, Status status, const std::vector<std
     ADD_FAILURE() << "accepted; expected an error with '" << words.front() << "'";
   } catch (const Error& e) {
     EXPECT_EQ(e.status(), status) << e.what();
-    for (const std::string& w : words) EXPECT_NE(std::string(e.what()).find(w), std::string::npos) << e.what();
+    for (const std::string& w : words)
+      EXPECT_NE(std::string(e.what()).find(w), std::string::npos) << e.what();
   }
 }
 
@@ -235,9 +237,7 @@ TEST(OnnxImport, RefusesInconsistentGraphs) {
   expect_error(bytes_of(out), Status::kFormatError, {"'ghost'"});
 }
 
-TEST(OnnxImport, MissingFile) {
-  EXPECT_THROW(import_onnx("/nonexistent/model.onnx"), Error);
-}
+TEST(OnnxImport, MissingFile) { EXPECT_THROW(import_onnx("/nonexistent/model.onnx"), Error); }
 
 }  // namespace
 }  // namespace sparq::test

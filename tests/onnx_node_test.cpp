@@ -12,20 +12,21 @@
 // regression shows and refusing is never a way to pass. A wrong answer, a crash or an
 // error outside the documented classes fails the test whatever the file says.
 // SPARQ_NODE_TESTS_RECORD=FILE writes the outcomes seen (to review, then commit).
-#include <dirent.h>
-#include <gtest/gtest.h>
-#include <onnx/onnx_pb.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <dirent.h>
 #include <fstream>
 #include <map>
+#include <onnx/onnx_pb.h>
 #include <set>
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "engine/interpreter.h"
 #include "engine/model.h"
@@ -76,7 +77,9 @@ std::string refusal_class(const sparq::Error& e) {
   return "";
 }
 
-bool is_float(sparq::ElemType t) { return t == sparq::ElemType::kF32 || t == sparq::ElemType::kF64; }
+bool is_float(sparq::ElemType t) {
+  return t == sparq::ElemType::kF32 || t == sparq::ElemType::kF64;
+}
 
 double value_at(const sparq::Constant& c, int64_t i) {
   switch (c.type) {
@@ -92,19 +95,23 @@ double value_at(const sparq::Constant& c, int64_t i) {
 }
 
 // "" when `got` matches `want`, else what differs.
-std::string compare(const std::string& name, const sparq::Constant& got, const sparq::Constant& want) {
+std::string compare(const std::string& name, const sparq::Constant& got,
+                    const sparq::Constant& want) {
   if (got.type != want.type) {
-    return name + ": dtype " + sparq::elem_type_name(got.type) + ", expected " + sparq::elem_type_name(want.type);
+    return name + ": dtype " + sparq::elem_type_name(got.type) + ", expected " +
+           sparq::elem_type_name(want.type);
   }
   if (got.shape != want.shape) return name + ": shape differs";
   for (int64_t i = 0; i < want.elements(); ++i) {
     const double a = value_at(got, i), b = value_at(want, i);
     if (is_float(want.type)) {
       if (std::isnan(b) ? !std::isnan(a) : !(std::fabs(a - b) <= 1e-6 + 1e-3 * std::fabs(b))) {
-        return name + "[" + std::to_string(i) + "] = " + std::to_string(a) + ", expected " + std::to_string(b);
+        return name + "[" + std::to_string(i) + "] = " + std::to_string(a) + ", expected " +
+               std::to_string(b);
       }
     } else if (a != b) {
-      return name + "[" + std::to_string(i) + "] = " + std::to_string(a) + ", expected " + std::to_string(b);
+      return name + "[" + std::to_string(i) + "] = " + std::to_string(a) + ", expected " +
+             std::to_string(b);
     }
   }
   return "";
@@ -120,7 +127,8 @@ std::string without_refused_outputs(const std::string& bytes) {
   for (auto& n : *m.mutable_graph()->mutable_node()) {
     const sparq::OpSpec* s = sparq::find_op(n.op_type());
     for (int i = n.output_size() - 1; i >= 0; --i) {
-      if (s != nullptr && static_cast<size_t>(i) < s->outputs.size() && s->outputs[static_cast<size_t>(i)].refused) {
+      if (s != nullptr && static_cast<size_t>(i) < s->outputs.size() &&
+          s->outputs[static_cast<size_t>(i)].refused) {
         dropped.insert(n.output(i));
         n.mutable_output()->RemoveLast();  // refused outputs are the trailing ones
       }
@@ -193,7 +201,8 @@ std::string outcome(const std::vector<DataSet>& sets, Run run) {
 }
 
 TEST(OnnxNodeTests, OutcomesMatchTheCommittedExpectations) {
-  if (!exists(kNodeDir)) GTEST_SKIP() << "libonnx-testdata is not installed (scripts/deps.sh installs it)";
+  if (!exists(kNodeDir))
+    GTEST_SKIP() << "libonnx-testdata is not installed (scripts/deps.sh installs it)";
   const char* tmpdir_env = std::getenv("TMPDIR");
   const std::string tmp = std::string(tmpdir_env ? tmpdir_env : "/tmp") + "/sparq-node-test-" +
                           std::to_string(static_cast<long>(getpid())) + ".sparq";
@@ -237,14 +246,17 @@ TEST(OnnxNodeTests, OutcomesMatchTheCommittedExpectations) {
           // Expected outputs by the original graph's order; only those still requested.
           for (size_t i = 0; i < original_outputs.size(); ++i) {
             bool kept = false;
-            for (const sparq::ValueInfo& vi : g.outputs) kept = kept || vi.name == original_outputs[i];
+            for (const sparq::ValueInfo& vi : g.outputs)
+              kept = kept || vi.name == original_outputs[i];
             if (!kept) continue;
             const std::string f = ds + "/output_" + std::to_string(i) + ".pb";
             set.outputs.emplace_back(original_outputs[i], sparq::import_onnx_tensor(slurp(f), f));
           }
           sets.push_back(std::move(set));
         }
-        *interp = outcome(sets, [&](const std::map<std::string, sparq::Value>& in) { return sparq::interpret(g, in); });
+        *interp = outcome(sets, [&](const std::map<std::string, sparq::Value>& in) {
+          return sparq::interpret(g, in);
+        });
         *conv = outcome(sets, [&](const std::map<std::string, sparq::Value>& in) {
           sparq::ConvertOptions o;
           o.threads = 1;
@@ -255,7 +267,8 @@ TEST(OnnxNodeTests, OutcomesMatchTheCommittedExpectations) {
         });
       } catch (const sparq::Error& e) {  // refused at import: both paths
         const std::string cls = refusal_class(e);
-        *interp = *conv = cls.empty() ? std::string("FAIL: undocumented error: ") + e.what() : "refused(" + cls + ")";
+        *interp = *conv = cls.empty() ? std::string("FAIL: undocumented error: ") + e.what()
+                                      : "refused(" + cls + ")";
       }
     };
     const std::string model_bytes = slurp(c.dir + "/model.onnx");
@@ -265,12 +278,17 @@ TEST(OnnxNodeTests, OutcomesMatchTheCommittedExpectations) {
       const std::string stripped = without_refused_outputs(model_bytes);
       if (!stripped.empty()) evaluate(stripped, &y_interp, &y_conv);
     }
-    auto shown = [](const std::string& o) { return o.rfind("FAIL", 0) == 0 ? std::string("FAIL") : o; };
+    auto shown = [](const std::string& o) {
+      return o.rfind("FAIL", 0) == 0 ? std::string("FAIL") : o;
+    };
     std::string got = "interp=" + shown(interp) + " convert=" + shown(conv);
-    if (!y_interp.empty()) got += " kept-outputs: interp=" + shown(y_interp) + " convert=" + shown(y_conv);
+    if (!y_interp.empty())
+      got += " kept-outputs: interp=" + shown(y_interp) + " convert=" + shown(y_conv);
     record << c.name << " " << got << "\n";
-    const std::pair<const char*, const std::string*> paths[] = {
-        {"interp", &interp}, {"convert", &conv}, {"interp, kept outputs", &y_interp}, {"convert, kept outputs", &y_conv}};
+    const std::pair<const char*, const std::string*> paths[] = {{"interp", &interp},
+                                                                {"convert", &conv},
+                                                                {"interp, kept outputs", &y_interp},
+                                                                {"convert, kept outputs", &y_conv}};
     for (const auto& p : paths) {
       const std::string& o = *p.second;
       if (o.empty()) continue;
@@ -289,11 +307,13 @@ TEST(OnnxNodeTests, OutcomesMatchTheCommittedExpectations) {
   if (const char* rec = std::getenv("SPARQ_NODE_TESTS_RECORD")) {
     std::ofstream f(rec);
     f << "# ONNX node tests (libonnx-testdata 1.12) whose ops sparq supports: outcome per path.\n"
-         "# Written by SPARQ_NODE_TESTS_RECORD=FILE tests/onnx_node_test; reviewed, then committed.\n"
+         "# Written by SPARQ_NODE_TESTS_RECORD=FILE tests/onnx_node_test; reviewed, then "
+         "committed.\n"
       << record.str();
   }
-  std::printf("onnx node tests: %zu selected, %d path passes, %d documented refusals, %zu failures\n",
-              cases.size(), passes, refusals, failures.size());
+  std::printf(
+      "onnx node tests: %zu selected, %d path passes, %d documented refusals, %zu failures\n",
+      cases.size(), passes, refusals, failures.size());
   for (const std::string& f : failures) ADD_FAILURE() << f;
 }
 

@@ -2,11 +2,12 @@
 // is refused with the right status and a message naming the node, and well-formed ones
 // pass. Import and load both rely on this (issue 9's fuzzing found arity and attribute
 // holes that crashed the passes before it existed).
-#include <gtest/gtest.h>
+#include "engine/ops/registry.h"
 
 #include <string>
 
-#include "engine/ops/registry.h"
+#include <gtest/gtest.h>
+
 #include "formats/error.h"
 
 namespace {
@@ -83,7 +84,8 @@ TEST(Registry, ArityIsChecked) {
   EXPECT_EQ(check(make("Softmax", {}, {"y"})).first, Status::kFormatError);
   EXPECT_EQ(check(make("Pow", {"a", "b", "c"}, {"y"})).first, Status::kFormatError);
   EXPECT_EQ(check(make("ReduceMean", {"a"}, {})).first, Status::kFormatError);
-  EXPECT_EQ(check(make("Add", {"a", ""}, {"c"})).first, Status::kFormatError);  // a required input empty
+  EXPECT_EQ(check(make("Add", {"a", ""}, {"c"})).first,
+            Status::kFormatError);  // a required input empty
   Node c = make("Concat", {}, {"y"});
   c.attrs["axis"] = i(0);
   EXPECT_EQ(check(c).first, Status::kFormatError);  // variadic: at least one
@@ -94,11 +96,13 @@ TEST(Registry, AttributesAreCheckedByNameAndKind) {
   t.attrs["perm"] = i(1);  // an int where a list of ints belongs
   auto [st, msg] = check(t);
   EXPECT_EQ(st, Status::kFormatError);
-  EXPECT_NE(msg.find("attribute 'perm' must be a list of ints, not an int"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("attribute 'perm' must be a list of ints, not an int"), std::string::npos)
+      << msg;
   Node u = make("Softmax", {"x"}, {"y"});
   u.attrs["beta"] = i(1);  // unknown to the row: refused, never ignored
   EXPECT_EQ(check(u).first, Status::kUnsupported);
-  EXPECT_EQ(check(make("Cast", {"x"}, {"y"})).first, Status::kFormatError);  // required 'to' missing
+  EXPECT_EQ(check(make("Cast", {"x"}, {"y"})).first,
+            Status::kFormatError);  // required 'to' missing
   Node cast = make("Cast", {"x"}, {"y"});
   cast.attrs["to"] = i(10);  // float16
   EXPECT_EQ(check(cast).first, Status::kUnsupported);
@@ -133,7 +137,8 @@ TEST(Registry, OpsetFormsAreChecked) {
   EXPECT_EQ(check(sq, 11).first, Status::kOk);
   EXPECT_EQ(check(sq, 13).first, Status::kFormatError);
   EXPECT_EQ(check(make("Squeeze", {"x", "a"}, {"y"}), 12).first, Status::kFormatError);
-  EXPECT_EQ(check(make("Unsqueeze", {"x"}, {"y"}), 13).first, Status::kFormatError);  // no axes at all
+  EXPECT_EQ(check(make("Unsqueeze", {"x"}, {"y"}), 13).first,
+            Status::kFormatError);  // no axes at all
 }
 
 TEST(Registry, RefusedOptionalOutputsAreNamed) {
@@ -141,7 +146,8 @@ TEST(Registry, RefusedOptionalOutputsAreNamed) {
   auto [st, msg] = check(ln, 17);
   EXPECT_EQ(st, Status::kUnsupported);
   EXPECT_NE(msg.find("the optional output 'Mean' is not supported"), std::string::npos) << msg;
-  EXPECT_EQ(check(make("LayerNormalization", {"x", "g", "b"}, {"y", "", ""}), 17).first, Status::kOk);
+  EXPECT_EQ(check(make("LayerNormalization", {"x", "g", "b"}, {"y", "", ""}), 17).first,
+            Status::kOk);
 }
 
 TEST(Registry, SparqOpsOnlyInConvertedModels) {
@@ -174,7 +180,8 @@ TEST(Registry, GraphWiringAndDropoutTrainingMode) {
     sparq::validate_graph(g, false, "m");
     ADD_FAILURE() << "undefined input accepted";
   } catch (const sparq::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("uses 'z' before it is defined"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("uses 'z' before it is defined"), std::string::npos)
+        << e.what();
   }
   // Dropout with training_mode: refused unless a constant false.
   auto flag = [](uint8_t v) {

@@ -2,18 +2,19 @@
 // hostile and missing files; atomic writes.
 #include "formats/sparq_file.h"
 
-#include <dirent.h>
 #include <sys/stat.h>
-#include <gtest/gtest.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #include <cstdio>
 #include <cstring>
+#include <dirent.h>
 #include <fstream>
 #include <random>
 #include <string>
 #include <vector>
+#include <xxhash.h>
+
+#include <gtest/gtest.h>
 
 #include "engine/parallel.h"
 #include "formats/error.h"
@@ -34,7 +35,8 @@ class TempDir {
     std::vector<std::string> out;
     DIR* d = opendir(path_.c_str());
     while (dirent* e = readdir(d)) {
-      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) out.push_back(e->d_name);
+      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
+        out.push_back(e->d_name);
     }
     closedir(d);
     return out;
@@ -76,7 +78,8 @@ void put64(std::string& s, size_t at, uint64_t v) { std::memcpy(&s[at], &v, 8); 
 // checks can catch it.
 void reseal(std::string& s) {
   const uint64_t off = get64(s, kTableOffset), size = get64(s, kTableSize);
-  if (off <= s.size() && size <= s.size() - off) put64(s, kTableChecksum, XXH3_64bits(&s[off], size));
+  if (off <= s.size() && size <= s.size() - off)
+    put64(s, kTableChecksum, XXH3_64bits(&s[off], size));
   put64(s, kHeaderChecksum, XXH3_64bits(&s[0], kHeaderChecksum));
 }
 
@@ -194,7 +197,8 @@ TEST(SparqFile, DetectsEveryCorruptByte) {
       if (!unused_header && !structural) {
         // Data, metadata or padding: verify() must notice data and metadata changes.
         bool changed_payload = i >= meta_off && i < meta_off + meta_size;
-        for (const TensorInfo& t : f->tensors()) changed_payload |= i >= t.offset && i < t.offset + t.size;
+        for (const TensorInfo& t : f->tensors())
+          changed_payload |= i >= t.offset && i < t.offset + t.size;
         if (changed_payload) {
           EXPECT_THROW(f->verify(), Error) << "byte " << i;
         }
@@ -224,17 +228,39 @@ TEST(SparqFile, RefusesHostileTables) {
   edit([&](std::string& s) { put64(s, offset_at, good.size()); }, "an offset at the end");
   edit([&](std::string& s) { put64(s, offset_at, good.size() + 4096); }, "an offset past the end");
   edit([&](std::string& s) { put64(s, offset_at, UINT64_MAX - 63); }, "an offset that wraps");
-  edit([&](std::string& s) { put64(s, offset_at, get64(good, offset_at) + 4); }, "a misaligned offset");
+  edit([&](std::string& s) { put64(s, offset_at, get64(good, offset_at) + 4); },
+       "a misaligned offset");
   edit([&](std::string& s) { put64(s, offset_at, 0); }, "a tensor over the header");
-  edit([&](std::string& s) { put64(s, shape0, 1ULL << 62); put64(s, size_at, 0); }, "an overflowing shape");
-  edit([&](std::string& s) { put64(s, shape0, static_cast<uint64_t>(-2)); }, "a negative dimension");
+  edit(
+      [&](std::string& s) {
+        put64(s, shape0, 1ULL << 62);
+        put64(s, size_at, 0);
+      },
+      "an overflowing shape");
+  edit([&](std::string& s) { put64(s, shape0, static_cast<uint64_t>(-2)); },
+       "a negative dimension");
   edit([&](std::string& s) { put64(s, size_at, 1ULL << 40); }, "a size past the end");
   edit([&](std::string& s) { s[table + 4] = 42; }, "an unknown dtype");
   edit([&](std::string& s) { s[table + 5] = 9; }, "rank 9");
-  edit([&](std::string& s) { uint32_t n = 1u << 30; std::memcpy(&s[table], &n, 4); }, "a huge name");
-  edit([&](std::string& s) { uint32_t c = 1000; std::memcpy(&s[12], &c, 4); }, "a wrong tensor count");
+  edit(
+      [&](std::string& s) {
+        uint32_t n = 1u << 30;
+        std::memcpy(&s[table], &n, 4);
+      },
+      "a huge name");
+  edit(
+      [&](std::string& s) {
+        uint32_t c = 1000;
+        std::memcpy(&s[12], &c, 4);
+      },
+      "a wrong tensor count");
   edit([&](std::string& s) { put64(s, kTableSize, 1ULL << 50); }, "a table past the end");
-  edit([&](std::string& s) { uint32_t v = 2; std::memcpy(&s[8], &v, 4); }, "version 2");
+  edit(
+      [&](std::string& s) {
+        uint32_t v = 2;
+        std::memcpy(&s[8], &v, 4);
+      },
+      "version 2");
 }
 
 TEST(SparqFile, PackedMatricesRoundTripAndRunIdentically) {

@@ -1,12 +1,12 @@
 // Every SpMM kernel of every ISA this CPU supports, against the reference in
 // spmm_tester.h: awkward shapes, every block shape, 0/50/90/100% sparsity, dense
 // packing, every epilogue feature, and serial/threaded twins.
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <cmath>
 #include <tuple>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "kernels/common/isa.h"
 #include "tests/spmm_tester.h"
@@ -19,9 +19,9 @@ struct Shape {
 };
 
 // M, K and N below, at and above the vector width, tile and block; primes; BERT-ish.
-const std::vector<Shape> kShapes = {
-    {1, 1, 1},     {3, 5, 7},     {16, 4, 4},   {17, 9, 5},     {33, 13, 11}, {64, 64, 64},
-    {65, 31, 18},  {100, 129, 67}, {127, 37, 9}, {128, 256, 130}, {200, 70, 33}, {250, 3, 4}};
+const std::vector<Shape> kShapes = {{1, 1, 1},    {3, 5, 7},       {16, 4, 4},    {17, 9, 5},
+                                    {33, 13, 11}, {64, 64, 64},    {65, 31, 18},  {100, 129, 67},
+                                    {127, 37, 9}, {128, 256, 130}, {200, 70, 33}, {250, 3, 4}};
 const std::vector<double> kSparsities = {0.0, 0.5, 0.9, 1.0};
 const std::vector<BlockShape> kBlocks = {kBlock4x1, kBlock1x4, kBlock1x1};
 
@@ -66,16 +66,27 @@ TEST_P(SpmmIsaTest, EpilogueFeatures) {
   for (const Shape& s : {Shape{37, 50, 21}, Shape{128, 96, 64}}) {
     for (BlockShape b : {kBlock4x1, kBlock1x1}) {
       for (bool dense : {false, true}) {
-        auto base = [&] { return SpmmTester().m(s.m).k(s.k).n(s.n).block(b).sparsity(0.6).dense(dense); };
+        auto base = [&] {
+          return SpmmTester().m(s.m).k(s.k).n(s.n).block(b).sparsity(0.6).dense(dense);
+        };
         base().bias(true).TestF32(kernels());
         base().channel_scale(true).bias(true).activation(Activation::kGeluErf).TestF32(kernels());
         base().bias(true).activation(Activation::kGeluTanh).residual(true).TestF32(kernels());
         base().residual(true).u8_out(true).TestF32(kernels());
         base().channel_scale(true).token_scale(true).TestU8S8(kernels());
-        base().channel_scale(true).token_scale(true).bias(true).activation(Activation::kGeluErf)
+        base()
+            .channel_scale(true)
+            .token_scale(true)
+            .bias(true)
+            .activation(Activation::kGeluErf)
             .TestU8S8(kernels());
-        base().channel_scale(true).token_scale(true).bias(true).activation(Activation::kGeluTanh)
-            .residual(true).TestU8S8(kernels());
+        base()
+            .channel_scale(true)
+            .token_scale(true)
+            .bias(true)
+            .activation(Activation::kGeluTanh)
+            .residual(true)
+            .TestU8S8(kernels());
         base().channel_scale(true).token_scale(true).bias(true).u8_out(true).TestU8S8(kernels());
         if (HasFatalFailure()) return;
       }
@@ -100,7 +111,8 @@ TEST_P(SpmmIsaTest, ActivationsWideRange) {
   for (int64_t i = 0; i < kN; ++i) w[static_cast<size_t>(i * kN + i)] = 1.0f;
   const PackedMatrix p = PackedMatrix::pack_f32(w.data(), kN, kN, kBlock1x1);
   std::vector<float> x(kN * kM);
-  for (int64_t i = 0; i < kN * kM; ++i) x[static_cast<size_t>(i)] = -30.0f + 60.0f * i / (kN * kM - 1);
+  for (int64_t i = 0; i < kN * kM; ++i)
+    x[static_cast<size_t>(i)] = -30.0f + 60.0f * i / (kN * kM - 1);
   for (Activation act : {Activation::kGeluErf, Activation::kGeluTanh}) {
     std::vector<float> y(kN * kM);
     Epilogue ep;
@@ -111,9 +123,10 @@ TEST_P(SpmmIsaTest, ActivationsWideRange) {
     double worst = 0;
     for (int64_t i = 0; i < kN * kM; ++i) {
       const double v = x[static_cast<size_t>(i)];
-      const double ref = act == Activation::kGeluErf
-                             ? 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)))
-                             : 0.5 * v * (1.0 + std::tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
+      const double ref =
+          act == Activation::kGeluErf
+              ? 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)))
+              : 0.5 * v * (1.0 + std::tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
       worst = std::max(worst, std::fabs(y[static_cast<size_t>(i)] - ref) / (1.0 + std::fabs(v)));
     }
     EXPECT_LT(worst, 1e-6) << "activation " << static_cast<int>(act);
@@ -126,10 +139,10 @@ TEST_P(SpmmIsaTest, ThreadedTwin) {
   for (const Shape& s : {Shape{128, 300, 260}, Shape{64, 768, 1000}, Shape{19, 129, 333}}) {
     for (BlockShape b : kBlocks) {
       SpmmTester().m(s.m).k(s.k).n(s.n).block(b).sparsity(0.8).threads(2).TestU8S8(kernels());
-      SpmmTester().m(s.m).k(s.k).n(s.n).block(b).sparsity(0.8).threads(2).bias(true)
-          .TestF32(kernels());
-      SpmmTester().m(s.m).k(s.k).n(s.n).block(b).sparsity(0.0).dense(true).threads(2)
-          .TestU8S8(kernels());
+      SpmmTester().m(s.m).k(s.k).n(s.n).block(b).sparsity(0.8).threads(2).bias(true).TestF32(
+          kernels());
+      SpmmTester().m(s.m).k(s.k).n(s.n).block(b).sparsity(0.0).dense(true).threads(2).TestU8S8(
+          kernels());
       if (HasFatalFailure()) return;
     }
   }

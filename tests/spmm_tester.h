@@ -6,8 +6,6 @@
 #ifndef SPARQ_TESTS_SPMM_TESTER_H_
 #define SPARQ_TESTS_SPMM_TESTER_H_
 
-#include <gtest/gtest.h>
-
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -16,6 +14,8 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "engine/parallel.h"
 #include "formats/bsr.h"
@@ -36,20 +36,62 @@ inline double ref_activation(Activation act, double y) {
 
 class SpmmTester {
  public:
-  SpmmTester& m(int64_t v) { m_ = v; return *this; }
-  SpmmTester& k(int64_t v) { k_ = v; return *this; }
-  SpmmTester& n(int64_t v) { n_ = v; return *this; }
-  SpmmTester& block(BlockShape v) { block_ = v; return *this; }
-  SpmmTester& sparsity(double v) { sparsity_ = v; return *this; }
-  SpmmTester& dense(bool v) { dense_ = v; return *this; }
-  SpmmTester& channel_scale(bool v) { channel_scale_ = v; return *this; }
-  SpmmTester& token_scale(bool v) { token_scale_ = v; return *this; }
-  SpmmTester& bias(bool v) { bias_ = v; return *this; }
-  SpmmTester& activation(Activation v) { activation_ = v; return *this; }
-  SpmmTester& residual(bool v) { residual_ = v; return *this; }
-  SpmmTester& u8_out(bool v) { u8_out_ = v; return *this; }
-  SpmmTester& threads(int v) { threads_ = v; return *this; }
-  SpmmTester& seed(uint32_t v) { seed_ = v; return *this; }
+  SpmmTester& m(int64_t v) {
+    m_ = v;
+    return *this;
+  }
+  SpmmTester& k(int64_t v) {
+    k_ = v;
+    return *this;
+  }
+  SpmmTester& n(int64_t v) {
+    n_ = v;
+    return *this;
+  }
+  SpmmTester& block(BlockShape v) {
+    block_ = v;
+    return *this;
+  }
+  SpmmTester& sparsity(double v) {
+    sparsity_ = v;
+    return *this;
+  }
+  SpmmTester& dense(bool v) {
+    dense_ = v;
+    return *this;
+  }
+  SpmmTester& channel_scale(bool v) {
+    channel_scale_ = v;
+    return *this;
+  }
+  SpmmTester& token_scale(bool v) {
+    token_scale_ = v;
+    return *this;
+  }
+  SpmmTester& bias(bool v) {
+    bias_ = v;
+    return *this;
+  }
+  SpmmTester& activation(Activation v) {
+    activation_ = v;
+    return *this;
+  }
+  SpmmTester& residual(bool v) {
+    residual_ = v;
+    return *this;
+  }
+  SpmmTester& u8_out(bool v) {
+    u8_out_ = v;
+    return *this;
+  }
+  SpmmTester& threads(int v) {
+    threads_ = v;
+    return *this;
+  }
+  SpmmTester& seed(uint32_t v) {
+    seed_ = v;
+    return *this;
+  }
 
   std::string Describe() const {
     std::ostringstream os;
@@ -93,7 +135,8 @@ class SpmmTester {
     std::vector<int8_t> q(w.size());
     std::vector<float> scales(static_cast<size_t>(n_));
     quantize_per_channel(w.data(), n_, k_, q.data(), scales.data());
-    const PackedMatrix packed = PackedMatrix::pack_s8(q.data(), scales.data(), n_, k_, block_, dense_);
+    const PackedMatrix packed =
+        PackedMatrix::pack_s8(q.data(), scales.data(), n_, k_, block_, dense_);
     validate_packed(packed.view(), packed.array_sizes());
     GuardedBuffer<uint8_t> x(static_cast<size_t>(k_ * m_));
     std::mt19937 rng(seed_ + 1);
@@ -131,9 +174,12 @@ class SpmmTester {
     explicit Side(const SpmmTester& tester) : t(tester) {
       std::mt19937 rng(t.seed_ + 7);
       std::uniform_real_distribution<float> pos(0.25f, 2.0f), sym(-1.0f, 1.0f);
-      if (t.channel_scale_) for (int64_t i = 0; i < t.n_; ++i) channel.push_back(pos(rng));
-      if (t.token_scale_) for (int64_t i = 0; i < t.m_; ++i) token.push_back(pos(rng) * 0.01f);
-      if (t.bias_) for (int64_t i = 0; i < t.n_; ++i) bias.push_back(sym(rng));
+      if (t.channel_scale_)
+        for (int64_t i = 0; i < t.n_; ++i) channel.push_back(pos(rng));
+      if (t.token_scale_)
+        for (int64_t i = 0; i < t.m_; ++i) token.push_back(pos(rng) * 0.01f);
+      if (t.bias_)
+        for (int64_t i = 0; i < t.n_; ++i) bias.push_back(sym(rng));
       if (t.residual_) {
         residual = std::make_unique<GuardedBuffer<float>>(static_cast<size_t>(t.n_ * t.m_));
         for (size_t i = 0; i < residual->size(); ++i) (*residual)[i] = sym(rng);

@@ -4,7 +4,6 @@
 // the same shape on a fresh session. Then the C API's misuse cases: concurrent runs on
 // one session refused, outputs before a run, and freeing the model before its sessions.
 // Bounded: SPARQ_STRESS_RUNS (default 64) runs per session, for fp32 and int8.
-#include <gtest/gtest.h>
 #include <sys/stat.h>
 
 #include <atomic>
@@ -14,6 +13,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "engine/model.h"
 #include "formats/onnx_import.h"
@@ -56,7 +57,8 @@ std::map<std::string, sparq::Value> inputs_for(const Shape& s, int salt) {
 
 std::vector<uint8_t> flat(const std::map<std::string, sparq::Value>& out) {
   std::vector<uint8_t> v;
-  for (const auto& kv : out) v.insert(v.end(), kv.second->raw(), kv.second->raw() + kv.second->bytes.size());
+  for (const auto& kv : out)
+    v.insert(v.end(), kv.second->raw(), kv.second->raw() + kv.second->bytes.size());
   return v;
 }
 
@@ -130,7 +132,8 @@ TEST(Stress, CApiMisuse) {
   auto attempt = [&] {
     const sparq_status st = sparq_session_run(s, &in, 1);
     if (st == SPARQ_OK) return;
-    if (st == SPARQ_INVALID_ARGUMENT && std::strstr(sparq_last_error_message(), "already running")) {
+    if (st == SPARQ_INVALID_ARGUMENT &&
+        std::strstr(sparq_last_error_message(), "already running")) {
       ++refused;
     } else if (other++ == 0) {
       std::fprintf(stderr, "stress: run failed: %s\n", sparq_last_error_message());

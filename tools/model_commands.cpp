@@ -1,21 +1,20 @@
 // sparq convert | run | bench | inspect (contract: DESIGN.md, "CLI contract").
-#include <pthread.h>
 #include <sched.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cerrno>
-#include <cmath>
-#include <cstring>
-
 #include <algorithm>
 #include <atomic>
-#include <thread>
+#include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <map>
+#include <pthread.h>
 #include <random>
 #include <sstream>
+#include <thread>
 
 #include "engine/model.h"
 #include "formats/error.h"
@@ -31,7 +30,8 @@ namespace {
 std::string precision_flag(Args& args) {
   std::string p = "fp32";
   args.value("--precision", &p);
-  if (p != "fp32" && p != "int8") throw UsageError("--precision must be fp32 or int8, got '" + p + "'");
+  if (p != "fp32" && p != "int8")
+    throw UsageError("--precision must be fp32 or int8, got '" + p + "'");
   return p;
 }
 
@@ -68,7 +68,8 @@ std::string safe_file_name(const std::string& name) {
 int convert_cmd(Args& args) {
   ConvertOptions o;
   std::string out;
-  if (!args.value("-o", &out) && !args.value("--output", &out)) throw UsageError("convert needs -o OUT.sparq");
+  if (!args.value("-o", &out) && !args.value("--output", &out))
+    throw UsageError("convert needs -o OUT.sparq");
   o.precision = precision_flag(args);
   o.fuse = !args.flag("--no-fuse");  // keep the graph op by op (debugging, A/B runs)
   args.value("--block", &o.block);
@@ -102,22 +103,26 @@ int convert_cmd(Args& args) {
     std::fprintf(stderr, "\rsparq: packing weights %zu/%zu", done, total);
     if (done == total) std::fputc('\n', stderr);
   });
-  std::printf("%-48s %6s %6s %8s %-6s %-7s %10s\n", "weight", "K", "N", "sparsity", "block", "runs", "bytes");
+  std::printf("%-48s %6s %6s %8s %-6s %-7s %10s\n", "weight", "K", "N", "sparsity", "block", "runs",
+              "bytes");
   uint64_t total = 0;
   for (const LayerReport& r : report) {
-    std::printf("%-48s %6lld %6lld %7.1f%% %-6s %-7s %10llu\n", r.name.c_str(), static_cast<long long>(r.k),
-                static_cast<long long>(r.n), 100.0 * r.sparsity, r.block.c_str(), r.sparse ? "sparse" : "dense",
+    std::printf("%-48s %6lld %6lld %7.1f%% %-6s %-7s %10llu\n", r.name.c_str(),
+                static_cast<long long>(r.k), static_cast<long long>(r.n), 100.0 * r.sparsity,
+                r.block.c_str(), r.sparse ? "sparse" : "dense",
                 static_cast<unsigned long long>(r.bytes));
     total += r.bytes;
   }
   struct stat st {};
   stat(out.c_str(), &st);
-  std::printf("%zu weights packed (%s), %llu bytes of packed weights; wrote %s (%lld bytes)\n", report.size(),
-              o.precision.c_str(), static_cast<unsigned long long>(total), out.c_str(),
-              static_cast<long long>(st.st_size));
+  std::printf("%zu weights packed (%s), %llu bytes of packed weights; wrote %s (%lld bytes)\n",
+              report.size(), o.precision.c_str(), static_cast<unsigned long long>(total),
+              out.c_str(), static_cast<long long>(st.st_size));
   if (o.prune >= 0) {
-    std::printf("note: --prune %.3g zeroed the smallest blocks of every encoder MatMul weight; "
-                "this changes the model's outputs and accuracy\n", o.prune);
+    std::printf(
+        "note: --prune %.3g zeroed the smallest blocks of every encoder MatMul weight; "
+        "this changes the model's outputs and accuracy\n",
+        o.prune);
   }
   return 0;
 #endif
@@ -125,7 +130,8 @@ int convert_cmd(Args& args) {
 
 int run_cmd(Args& args) {
   std::string outdir;
-  if (!args.value("-o", &outdir) && !args.value("--output", &outdir)) throw UsageError("run needs -o OUTDIR");
+  if (!args.value("-o", &outdir) && !args.value("--output", &outdir))
+    throw UsageError("run needs -o OUTDIR");
   std::vector<std::string> specs = args.values("-i");
   for (const std::string& s : args.values("--input")) specs.push_back(s);
   const int threads = threads_flag(args);
@@ -188,8 +194,8 @@ Value random_ids(const Model& model, int64_t batch, int64_t seq, uint32_t seed) 
 // `instances` threads, each with its own Session (`tpi` threads) on the shared model,
 // pinned to its own cores when they fit; each runs warmup calls, waits for the others,
 // then `iterations` timed calls. Latency is per call; throughput = batch x calls / wall.
-BenchResult measure(const std::shared_ptr<const Model>& model, int64_t batch, int64_t seq, int64_t instances,
-                    int tpi, int64_t warmup, int64_t iterations) {
+BenchResult measure(const std::shared_ptr<const Model>& model, int64_t batch, int64_t seq,
+                    int64_t instances, int tpi, int64_t warmup, int64_t iterations) {
   BenchResult r;
   r.batch = batch;
   r.seq = seq;
@@ -231,7 +237,9 @@ BenchResult measure(const std::shared_ptr<const Model>& model, int64_t batch, in
       for (int64_t i = 0; i < iterations; ++i) {
         const auto s = std::chrono::steady_clock::now();
         session.run(inputs);
-        mine.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - s).count());
+        mine.push_back(
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - s)
+                .count());
       }
       ends[static_cast<size_t>(inst)] = std::chrono::steady_clock::now();
     } catch (const std::exception& e) {
@@ -262,7 +270,8 @@ BenchResult measure(const std::shared_ptr<const Model>& model, int64_t batch, in
   for (const auto& v : ms) all.insert(all.end(), v.begin(), v.end());
   std::sort(all.begin(), all.end());
   auto pct = [&](double p) {
-    const size_t i = static_cast<size_t>(std::ceil(p / 100.0 * static_cast<double>(all.size()))) - 1;
+    const size_t i =
+        static_cast<size_t>(std::ceil(p / 100.0 * static_cast<double>(all.size()))) - 1;
     return all[std::min(i, all.size() - 1)];
   };
   for (double v : all) r.mean += v;
@@ -286,13 +295,15 @@ BenchResult measure(const std::shared_ptr<const Model>& model, int64_t batch, in
 std::string result_json(const BenchResult& r) {
   char buf[512];
   std::snprintf(buf, sizeof(buf),
-                "\"batch\":%lld,\"seq\":%lld,\"threads\":%lld,\"instances\":%lld,\"threads_per_instance\":%lld,"
-                "\"pinned\":%s,\"iterations\":%lld,\"latency_ms\":{\"p50\":%.4f,\"p90\":%.4f,\"p99\":%.4f,\"mean\":%.4f},"
+                "\"batch\":%lld,\"seq\":%lld,\"threads\":%lld,\"instances\":%lld,\"threads_per_"
+                "instance\":%lld,"
+                "\"pinned\":%s,\"iterations\":%lld,\"latency_ms\":{\"p50\":%.4f,\"p90\":%.4f,"
+                "\"p99\":%.4f,\"mean\":%.4f},"
                 "\"throughput_seq_per_s\":%.3f",
                 static_cast<long long>(r.batch), static_cast<long long>(r.seq),
                 static_cast<long long>(r.instances * r.tpi), static_cast<long long>(r.instances),
-                static_cast<long long>(r.tpi), r.pinned ? "true" : "false", static_cast<long long>(r.iterations),
-                r.p50, r.p90, r.p99, r.mean, r.tput);
+                static_cast<long long>(r.tpi), r.pinned ? "true" : "false",
+                static_cast<long long>(r.iterations), r.p50, r.p90, r.p99, r.mean, r.tput);
   return buf;
 }
 
@@ -310,11 +321,14 @@ int bench_cmd(Args& args) {
   const double cap = args.real("--latency-cap", 0.0, 0.0, 1e9);
   const std::string path = args.positional("MODEL.sparq");
   args.finish();
-  if (tpi > 0 && threads > 0) throw UsageError("give --threads or --threads-per-instance, not both");
-  if (instances > 1 && tpi == 0 && threads > 0) throw UsageError("--instances needs --threads-per-instance");
+  if (tpi > 0 && threads > 0)
+    throw UsageError("give --threads or --threads-per-instance, not both");
+  if (instances > 1 && tpi == 0 && threads > 0)
+    throw UsageError("--instances needs --threads-per-instance");
   const auto l0 = std::chrono::steady_clock::now();
   auto model = Model::load(path);
-  const double load_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - l0).count();
+  const double load_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - l0).count();
   const double file_mib = static_cast<double>(model->file().file_size()) / (1024.0 * 1024.0);
   auto peak_mib = [] {
     long peak_kb = -1;
@@ -335,12 +349,14 @@ int bench_cmd(Args& args) {
     for (int64_t b : {1, 2, 4, 8}) {
       for (int inst = 1; inst <= cores; ++inst) {
         if (cores % inst != 0) continue;
-        const BenchResult r = measure(model, b, seq, inst, cores / inst, std::min<int64_t>(warmup, 3), iterations);
+        const BenchResult r =
+            measure(model, b, seq, inst, cores / inst, std::min<int64_t>(warmup, 3), iterations);
         tried.push_back(r);
         if (!json) {
           std::printf("batch %lld, %lld x %lld threads: p50 %.3f p90 %.3f ms, %.2f sequences/s%s\n",
-                      static_cast<long long>(b), static_cast<long long>(r.instances), static_cast<long long>(r.tpi),
-                      r.p50, r.p90, r.tput, r.p90 <= cap ? "" : " (p90 over the cap)");
+                      static_cast<long long>(b), static_cast<long long>(r.instances),
+                      static_cast<long long>(r.tpi), r.p50, r.p90, r.tput,
+                      r.p90 <= cap ? "" : " (p90 over the cap)");
           std::fflush(stdout);
         }
       }
@@ -350,16 +366,20 @@ int bench_cmd(Args& args) {
     }
     if (json) {
       std::string cands;
-      for (const BenchResult& r : tried) cands += (cands.empty() ? "{" : ",{") + result_json(r) + "}";
-      std::printf("{%s\"latency_cap_ms\":%.3f,\"met_cap\":%s,\"candidates\":[%s],\"load_ms\":%.3f,"
-                  "\"peak_rss_mib\":%.1f,\"file_mib\":%.1f}\n",
-                  best ? (result_json(*best) + ",").c_str() : "", cap, best ? "true" : "false", cands.c_str(),
-                  load_ms, peak_mib(), file_mib);
+      for (const BenchResult& r : tried)
+        cands += (cands.empty() ? "{" : ",{") + result_json(r) + "}";
+      std::printf(
+          "{%s\"latency_cap_ms\":%.3f,\"met_cap\":%s,\"candidates\":[%s],\"load_ms\":%.3f,"
+          "\"peak_rss_mib\":%.1f,\"file_mib\":%.1f}\n",
+          best ? (result_json(*best) + ",").c_str() : "", cap, best ? "true" : "false",
+          cands.c_str(), load_ms, peak_mib(), file_mib);
     } else if (best) {
-      std::printf("best under a %.1f ms p90 cap: batch %lld, %lld instance(s) x %lld thread(s): %.2f sequences/s "
-                  "(p50 %.3f, p90 %.3f ms)\n",
-                  cap, static_cast<long long>(best->batch), static_cast<long long>(best->instances),
-                  static_cast<long long>(best->tpi), best->tput, best->p50, best->p90);
+      std::printf(
+          "best under a %.1f ms p90 cap: batch %lld, %lld instance(s) x %lld thread(s): %.2f "
+          "sequences/s "
+          "(p50 %.3f, p90 %.3f ms)\n",
+          cap, static_cast<long long>(best->batch), static_cast<long long>(best->instances),
+          static_cast<long long>(best->tpi), best->tput, best->p50, best->p90);
     } else {
       std::printf("no layout kept p90 under %.1f ms\n", cap);
     }
@@ -368,16 +388,19 @@ int bench_cmd(Args& args) {
   const int per = tpi > 0 ? static_cast<int>(tpi) : threads;
   const BenchResult r = measure(model, batch, seq, instances, per, warmup, iterations);
   if (json) {
-    std::printf("{%s,\"load_ms\":%.3f,\"peak_rss_mib\":%.1f,\"file_mib\":%.1f}\n", result_json(r).c_str(), load_ms,
-                peak_mib(), file_mib);
+    std::printf("{%s,\"load_ms\":%.3f,\"peak_rss_mib\":%.1f,\"file_mib\":%.1f}\n",
+                result_json(r).c_str(), load_ms, peak_mib(), file_mib);
   } else {
-    std::printf("%s: batch %lld, seq %lld, %lld instance(s) x %lld thread(s)%s, %lld iterations each\n",
-                path.c_str(), static_cast<long long>(batch), static_cast<long long>(seq),
-                static_cast<long long>(r.instances), static_cast<long long>(r.tpi), r.pinned ? " pinned" : "",
-                static_cast<long long>(iterations));
-    std::printf("latency ms: p50 %.3f  p90 %.3f  p99 %.3f  mean %.3f\nthroughput: %.2f sequences/s\n", r.p50, r.p90,
-                r.p99, r.mean, r.tput);
-    std::printf("load %.1f ms; peak resident memory %.1f MiB for a %.1f MiB file\n", load_ms, peak_mib(), file_mib);
+    std::printf(
+        "%s: batch %lld, seq %lld, %lld instance(s) x %lld thread(s)%s, %lld iterations each\n",
+        path.c_str(), static_cast<long long>(batch), static_cast<long long>(seq),
+        static_cast<long long>(r.instances), static_cast<long long>(r.tpi),
+        r.pinned ? " pinned" : "", static_cast<long long>(iterations));
+    std::printf(
+        "latency ms: p50 %.3f  p90 %.3f  p99 %.3f  mean %.3f\nthroughput: %.2f sequences/s\n",
+        r.p50, r.p90, r.p99, r.mean, r.tput);
+    std::printf("load %.1f ms; peak resident memory %.1f MiB for a %.1f MiB file\n", load_ms,
+                peak_mib(), file_mib);
   }
   return 0;
 }
@@ -416,8 +439,8 @@ int inspect_cmd(Args& args) {
   if (planned) {
     Session session(model, 1);
     const std::map<std::string, Value> in = {{"input_ids", random_ids(*model, batch, seq, 1)}};
-    session.run(in);          // records the plan
-    session.run(in, &peak);   // replays it: the steady-state peak
+    session.run(in);         // records the plan
+    session.run(in, &peak);  // replays it: the steady-state peak
     plan = session.plan_summary();
   }
   const Graph& g = model->graph();
@@ -425,21 +448,26 @@ int inspect_cmd(Args& args) {
   for (const Node& n : g.nodes) ++ops[n.op];
   std::ostringstream js;
   if (!json) {
-    std::printf("%s: .sparq version %u, %llu bytes, opset %lld%s\n", path.c_str(), model->file().version(),
-                static_cast<unsigned long long>(model->file().file_size()), static_cast<long long>(g.opset),
-                verify ? ", checksums verified" : "");
-    for (const ValueInfo& v : g.inputs) std::printf("input  %s (%s)\n", v.name.c_str(), elem_type_name(v.type));
-    for (const ValueInfo& v : g.outputs) std::printf("output %s (%s)\n", v.name.c_str(), elem_type_name(v.type));
+    std::printf("%s: .sparq version %u, %llu bytes, opset %lld%s\n", path.c_str(),
+                model->file().version(), static_cast<unsigned long long>(model->file().file_size()),
+                static_cast<long long>(g.opset), verify ? ", checksums verified" : "");
+    for (const ValueInfo& v : g.inputs)
+      std::printf("input  %s (%s)\n", v.name.c_str(), elem_type_name(v.type));
+    for (const ValueInfo& v : g.outputs)
+      std::printf("output %s (%s)\n", v.name.c_str(), elem_type_name(v.type));
     std::printf("%zu nodes:", g.nodes.size());
     for (const auto& kv : ops) std::printf(" %s=%d", kv.first.c_str(), kv.second);
-    std::printf("\n%-16s %6s %6s %-6s %-7s %-6s %8s\n", "weight", "K", "N", "type", "runs", "R", "density");
+    std::printf("\n%-16s %6s %6s %-6s %-7s %-6s %8s\n", "weight", "K", "N", "type", "runs", "R",
+                "density");
   }
   js << "{\"path\":\"" << json_escape(path) << "\",\"version\":" << model->file().version()
      << ",\"file_bytes\":" << model->file().file_size() << ",\"opset\":" << g.opset
      << ",\"checksums_verified\":" << (verify ? "true" : "false") << ",\"inputs\":[";
-  for (size_t i = 0; i < g.inputs.size(); ++i) js << (i ? "," : "") << "\"" << json_escape(g.inputs[i].name) << "\"";
+  for (size_t i = 0; i < g.inputs.size(); ++i)
+    js << (i ? "," : "") << "\"" << json_escape(g.inputs[i].name) << "\"";
   js << "],\"outputs\":[";
-  for (size_t i = 0; i < g.outputs.size(); ++i) js << (i ? "," : "") << "\"" << json_escape(g.outputs[i].name) << "\"";
+  for (size_t i = 0; i < g.outputs.size(); ++i)
+    js << (i ? "," : "") << "\"" << json_escape(g.outputs[i].name) << "\"";
   js << "],\"weights\":[";
   bool first = true;
   for (const Node& n : g.nodes) {
@@ -455,10 +483,10 @@ int inspect_cmd(Args& args) {
                   w.type == WeightType::kS8 ? "int8" : "fp32", w.dense ? "dense" : "sparse",
                   block_shape_name(b).c_str(), 100.0 * density);
     }
-    js << (first ? "" : ",") << "{\"name\":\"" << json_escape(name) << "\",\"k\":" << w.k << ",\"n\":" << w.n
-       << ",\"precision\":\"" << (w.type == WeightType::kS8 ? "int8" : "fp32") << "\",\"sparse\":"
-       << (w.dense ? "false" : "true") << ",\"block\":\"" << block_shape_name(b) << "\",\"stored_density\":" << density
-       << "}";
+    js << (first ? "" : ",") << "{\"name\":\"" << json_escape(name) << "\",\"k\":" << w.k
+       << ",\"n\":" << w.n << ",\"precision\":\"" << (w.type == WeightType::kS8 ? "int8" : "fp32")
+       << "\",\"sparse\":" << (w.dense ? "false" : "true") << ",\"block\":\"" << block_shape_name(b)
+       << "\",\"stored_density\":" << density << "}";
     first = false;
   }
   js << "]";
@@ -466,21 +494,26 @@ int inspect_cmd(Args& args) {
     js << ",\"plan\":{\"batch\":" << batch << ",\"seq\":" << seq << ",\"steps\":" << plan.steps
        << ",\"op_by_op_steps\":" << plan.generic_steps << ",\"folded_nodes\":" << plan.folded
        << ",\"matmuls\":" << plan.matmuls << ",\"fused_attention\":" << plan.fused_attention
-       << ",\"fused_residual\":" << plan.fused_residual << ",\"fused_embeddings\":" << plan.fused_embeddings
-       << ",\"arena_bytes\":" << plan.arena_bytes
-       << ",\"unshared_bytes\":" << plan.unshared_bytes << ",\"peak_bytes\":" << peak << "}";
+       << ",\"fused_residual\":" << plan.fused_residual
+       << ",\"fused_embeddings\":" << plan.fused_embeddings
+       << ",\"arena_bytes\":" << plan.arena_bytes << ",\"unshared_bytes\":" << plan.unshared_bytes
+       << ",\"peak_bytes\":" << peak << "}";
   }
   js << "}";
   if (json) {
     std::printf("%s\n", js.str().c_str());
   } else if (planned) {
-    std::printf("plan for batch %lld, seq %lld: %d steps (%d op by op), %d nodes folded, %d matmuls, "
-                "%d attentions fused, %d residuals in epilogues, %d embeddings fused\n",
-                static_cast<long long>(batch), static_cast<long long>(seq), plan.steps, plan.generic_steps,
-                plan.folded, plan.matmuls, plan.fused_attention, plan.fused_residual, plan.fused_embeddings);
-    std::printf("memory: arena %.2f MiB (%.2f MiB without reuse), peak %.2f MiB of intermediate values\n",
-                static_cast<double>(plan.arena_bytes) / 1048576.0, static_cast<double>(plan.unshared_bytes) / 1048576.0,
-                static_cast<double>(peak) / 1048576.0);
+    std::printf(
+        "plan for batch %lld, seq %lld: %d steps (%d op by op), %d nodes folded, %d matmuls, "
+        "%d attentions fused, %d residuals in epilogues, %d embeddings fused\n",
+        static_cast<long long>(batch), static_cast<long long>(seq), plan.steps, plan.generic_steps,
+        plan.folded, plan.matmuls, plan.fused_attention, plan.fused_residual,
+        plan.fused_embeddings);
+    std::printf(
+        "memory: arena %.2f MiB (%.2f MiB without reuse), peak %.2f MiB of intermediate values\n",
+        static_cast<double>(plan.arena_bytes) / 1048576.0,
+        static_cast<double>(plan.unshared_bytes) / 1048576.0,
+        static_cast<double>(peak) / 1048576.0);
   }
   return 0;
 }

@@ -90,7 +90,8 @@ int kernel_bench(Args& args) {
   }
   base.int8 = precision == "int8";
   args.value("--block", &base.block);
-  if (base.block != "auto" && !(base.block == "4x1" || base.block == "1x4" || base.block == "1x1")) {
+  if (base.block != "auto" &&
+      !(base.block == "4x1" || base.block == "1x4" || base.block == "1x1")) {
     throw UsageError("--block must be auto, 4x1, 1x4 or 1x1, got '" + base.block + "'");
   }
   base.threads = static_cast<int>(args.integer("--threads", base.threads, 0, 1024));
@@ -136,8 +137,8 @@ int kernel_bench(Args& args) {
                   static_cast<long long>(r.config.m), static_cast<long long>(r.config.k),
                   static_cast<long long>(r.config.n), r.config.sparsity,
                   r.config.int8 ? "int8" : "fp32", r.block.c_str(), r.config.threads, r.sparq_ms,
-                  r.onednn_ms, r.speedup, r.sparq_gops, peak > 0 ? 100.0 * r.sparq_gops / peak : 0.0,
-                  r.sparq_kernel.c_str());
+                  r.onednn_ms, r.speedup, r.sparq_gops,
+                  peak > 0 ? 100.0 * r.sparq_gops / peak : 0.0, r.sparq_kernel.c_str());
       std::fflush(stdout);
     }
   }

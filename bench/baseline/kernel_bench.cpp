@@ -194,8 +194,8 @@ std::string to_json(const std::vector<KernelBenchResult>& results) {
        << ",\"n\":" << r.config.n << ",\"sparsity\":" << r.config.sparsity << ",\"precision\":\""
        << (r.config.int8 ? "int8" : "fp32") << "\",\"block\":\"" << r.block
        << "\",\"threads\":" << r.config.threads << ",\"sparq_ms\":" << r.sparq_ms
-       << ",\"onednn_ms\":" << r.onednn_ms << ",\"speedup\":" << r.speedup
-       << ",\"sparq_kernel\":\"" << r.sparq_kernel << "\",\"onednn_impl\":\"" << r.onednn_impl
+       << ",\"onednn_ms\":" << r.onednn_ms << ",\"speedup\":" << r.speedup << ",\"sparq_kernel\":\""
+       << r.sparq_kernel << "\",\"onednn_impl\":\"" << r.onednn_impl
        << "\",\"stored_density\":" << r.stored_density << ",\"sparq_gops\":" << r.sparq_gops
        << ",\"sparq_effective_gops\":" << r.sparq_eff_gops << ",\"onednn_gops\":" << r.onednn_gops
        << "}";

@@ -18,8 +18,8 @@ struct KernelBenchConfig {
   bool int8 = true;
   std::string block = "auto";  // auto = 4x1
   int threads = 1;
-  int samples = 9;              // interleaved samples per side; the median is reported
-  double sample_seconds = 0.03; // target duration of one sample
+  int samples = 9;               // interleaved samples per side; the median is reported
+  double sample_seconds = 0.03;  // target duration of one sample
 };
 
 struct KernelBenchResult {
@@ -28,10 +28,10 @@ struct KernelBenchResult {
   std::string sparq_kernel;  // the micro-kernel name sparq dispatched to
   std::string onednn_impl;   // oneDNN's implementation string
   double sparq_ms = 0, onednn_ms = 0, speedup = 0;
-  double stored_density = 0;   // nonzero fraction of the slots sparq multiplies
-  double sparq_gops = 0;       // on the nonzero weights (2 ops per multiply-add)
-  double sparq_eff_gops = 0;   // dense-equivalent: 2*M*K*N / time
-  double onednn_gops = 0;      // 2*M*K*N / time
+  double stored_density = 0;  // nonzero fraction of the slots sparq multiplies
+  double sparq_gops = 0;      // on the nonzero weights (2 ops per multiply-add)
+  double sparq_eff_gops = 0;  // dense-equivalent: 2*M*K*N / time
+  double onednn_gops = 0;     // 2*M*K*N / time
 };
 
 KernelBenchResult run_kernel_bench(const KernelBenchConfig& cfg);

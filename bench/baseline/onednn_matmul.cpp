@@ -1,12 +1,12 @@
 #include "bench/baseline/onednn_matmul.h"
 
-#include <omp.h>
-
 #include <cmath>
 #include <cstring>
-#include <oneapi/dnnl/dnnl.hpp>
+#include <omp.h>
 #include <random>
 #include <vector>
+
+#include <oneapi/dnnl/dnnl.hpp>
 
 namespace sparq::bench {
 
@@ -86,8 +86,8 @@ void OnednnMatmul::set_weights(const float* wt) {
 void OnednnMatmul::run(int i) {
   Impl& p = *impl_;
   const size_t c = static_cast<size_t>(i) % p.src.size();
-  p.prim.execute(p.stream, {{DNNL_ARG_SRC, p.src[c]}, {DNNL_ARG_WEIGHTS, p.wei[c]},
-                            {DNNL_ARG_DST, p.dst[0]}});
+  p.prim.execute(
+      p.stream, {{DNNL_ARG_SRC, p.src[c]}, {DNNL_ARG_WEIGHTS, p.wei[c]}, {DNNL_ARG_DST, p.dst[0]}});
   p.stream.wait();
 }
 

@@ -26,21 +26,22 @@ constexpr long kIters = 2000000;
 
 // 12 independent accumulators (zmm0-11) against two fixed operands (zmm12, zmm13),
 // in assembly so the compiler can neither fold nor spill the chains.
-#define SPARQ_PEAK_BODY(op)                                                           \
-  __asm__ volatile(                                                                 \
-      "vpxord %%zmm12, %%zmm12, %%zmm12\n\tvpxord %%zmm13, %%zmm13, %%zmm13\n\t"      \
-      "mov %0, %%rcx\n\t"                                                           \
-      "1:\n\t" op " %%zmm12, %%zmm13, %%zmm0\n\t" op " %%zmm12, %%zmm13, %%zmm1\n\t"  \
-      op " %%zmm12, %%zmm13, %%zmm2\n\t" op " %%zmm12, %%zmm13, %%zmm3\n\t"             \
-      op " %%zmm12, %%zmm13, %%zmm4\n\t" op " %%zmm12, %%zmm13, %%zmm5\n\t"             \
-      op " %%zmm12, %%zmm13, %%zmm6\n\t" op " %%zmm12, %%zmm13, %%zmm7\n\t"             \
-      op " %%zmm12, %%zmm13, %%zmm8\n\t" op " %%zmm12, %%zmm13, %%zmm9\n\t"             \
-      op " %%zmm12, %%zmm13, %%zmm10\n\t" op " %%zmm12, %%zmm13, %%zmm11\n\t"           \
-      "dec %%rcx\n\tjnz 1b\n\t"                                                     \
-      :                                                                             \
-      : "r"(kIters)                                                                 \
-      : "rcx", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", \
-        "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "cc")
+#define SPARQ_PEAK_BODY(op)                                                                    \
+  __asm__ volatile(                                                                            \
+      "vpxord %%zmm12, %%zmm12, %%zmm12\n\tvpxord %%zmm13, %%zmm13, %%zmm13\n\t"               \
+      "mov %0, %%rcx\n\t"                                                                      \
+      "1:\n\t" op " %%zmm12, %%zmm13, %%zmm0\n\t" op " %%zmm12, %%zmm13, %%zmm1\n\t" op        \
+      " %%zmm12, %%zmm13, %%zmm2\n\t" op " %%zmm12, %%zmm13, %%zmm3\n\t" op                    \
+      " %%zmm12, %%zmm13, %%zmm4\n\t" op " %%zmm12, %%zmm13, %%zmm5\n\t" op                    \
+      " %%zmm12, %%zmm13, %%zmm6\n\t" op " %%zmm12, %%zmm13, %%zmm7\n\t" op                    \
+      " %%zmm12, %%zmm13, %%zmm8\n\t" op " %%zmm12, %%zmm13, %%zmm9\n\t" op                    \
+      " %%zmm12, %%zmm13, %%zmm10\n\t" op                                                      \
+      " %%zmm12, %%zmm13, %%zmm11\n\t"                                                         \
+      "dec %%rcx\n\tjnz 1b\n\t"                                                                \
+      :                                                                                        \
+      : "r"(kIters)                                                                            \
+      : "rcx", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", \
+        "xmm10", "xmm11", "xmm12", "xmm13", "cc")
 
 __attribute__((noinline)) void fma_chains() { SPARQ_PEAK_BODY("vfmadd231ps"); }
 __attribute__((noinline)) void vnni_chains() { SPARQ_PEAK_BODY("vpdpbusd"); }

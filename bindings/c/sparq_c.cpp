@@ -124,7 +124,8 @@ static sparq_status describe(const sparq_model* m, size_t i, sparq_tensor* out, 
   const auto& shapes = input ? m->input_shapes : m->output_shapes;
   if (i >= vs.size()) {
     return fail(SPARQ_INVALID_ARGUMENT, std::string(input ? "input" : "output") + " index " +
-                                            std::to_string(i) + " out of range (" + std::to_string(vs.size()) + ")");
+                                            std::to_string(i) + " out of range (" +
+                                            std::to_string(vs.size()) + ")");
   }
   out->name = vs[i].name.c_str();
   out->dtype = to_dtype(vs[i].type);
@@ -142,11 +143,13 @@ SPARQ_API sparq_status sparq_model_output(const sparq_model* m, size_t i, sparq_
   return describe(m, i, out, false);
 }
 
-SPARQ_API sparq_status sparq_session_create(const sparq_model* model, int threads, sparq_session** out) {
+SPARQ_API sparq_status sparq_session_create(const sparq_model* model, int threads,
+                                            sparq_session** out) {
   if (out == nullptr) return fail(SPARQ_INVALID_ARGUMENT, "sparq_session_create: out is NULL");
   *out = nullptr;
   if (model == nullptr) return fail(SPARQ_INVALID_ARGUMENT, "sparq_session_create: model is NULL");
-  if (threads < 0) return fail(SPARQ_INVALID_ARGUMENT, "sparq_session_create: threads must be >= 0");
+  if (threads < 0)
+    return fail(SPARQ_INVALID_ARGUMENT, "sparq_session_create: threads must be >= 0");
   return guard([&] {
     auto s = std::make_unique<sparq_session>();
     s->model = model->model;
@@ -159,18 +162,23 @@ SPARQ_API void sparq_session_free(sparq_session* s) { delete s; }
 
 SPARQ_API sparq_status sparq_session_run(sparq_session* s, const sparq_tensor* inputs, size_t n) {
   if (s == nullptr) return fail(SPARQ_INVALID_ARGUMENT, "sparq_session_run: session is NULL");
-  if (n > 0 && inputs == nullptr) return fail(SPARQ_INVALID_ARGUMENT, "sparq_session_run: inputs is NULL");
+  if (n > 0 && inputs == nullptr)
+    return fail(SPARQ_INVALID_ARGUMENT, "sparq_session_run: inputs is NULL");
   bool expected = false;
   if (!s->busy.compare_exchange_strong(expected, true)) {
-    return fail(SPARQ_INVALID_ARGUMENT, "sparq_session_run: the session is already running on another thread");
+    return fail(SPARQ_INVALID_ARGUMENT,
+                "sparq_session_run: the session is already running on another thread");
   }
   const sparq_status st = guard([&] {
     std::map<std::string, sparq::Value> in;
     for (size_t i = 0; i < n; ++i) {
       const sparq_tensor& t = inputs[i];
-      if (t.name == nullptr) throw sparq::Error(sparq::Status::kInvalidArgument, "input " + std::to_string(i) + " has no name");
+      if (t.name == nullptr)
+        throw sparq::Error(sparq::Status::kInvalidArgument,
+                           "input " + std::to_string(i) + " has no name");
       if (t.rank < 0 || t.rank > 8 || (t.rank > 0 && t.shape == nullptr)) {
-        throw sparq::Error(sparq::Status::kInvalidArgument, std::string("input '") + t.name + "' has a bad rank or shape");
+        throw sparq::Error(sparq::Status::kInvalidArgument,
+                           std::string("input '") + t.name + "' has a bad rank or shape");
       }
       auto c = std::make_shared<sparq::Constant>();
       // A C caller can store any int in the enum; read it as one (loading an out-of-range
@@ -187,27 +195,36 @@ SPARQ_API sparq_status sparq_session_run(sparq_session* s, const sparq_tensor* i
         case SPARQ_UINT8: c->type = sparq::ElemType::kU8; break;
         case SPARQ_BOOL: c->type = sparq::ElemType::kBool; break;
         default:
-          throw sparq::Error(sparq::Status::kInvalidArgument, std::string("input '") + t.name +
-                                                                  "' has an unknown dtype " + std::to_string(dtype));
+          throw sparq::Error(
+              sparq::Status::kInvalidArgument,
+              std::string("input '") + t.name + "' has an unknown dtype " + std::to_string(dtype));
       }
       uint64_t elems = 1;
       for (int d = 0; d < t.rank; ++d) {
         if (t.shape[d] < 0 || t.shape[d] > sparq::limits().max_input_elements) {
-          throw sparq::Error(sparq::Status::kInvalidArgument, std::string("input '") + t.name + "' has a bad shape");
+          throw sparq::Error(sparq::Status::kInvalidArgument,
+                             std::string("input '") + t.name + "' has a bad shape");
         }
-        if (__builtin_mul_overflow(elems, static_cast<uint64_t>(t.shape[d]), &elems)) elems = UINT64_MAX;
+        if (__builtin_mul_overflow(elems, static_cast<uint64_t>(t.shape[d]), &elems))
+          elems = UINT64_MAX;
         c->shape.push_back(t.shape[d]);
       }
       if (elems > static_cast<uint64_t>(sparq::limits().max_input_elements)) {
         throw sparq::Error(sparq::Status::kInvalidArgument,
                            std::string("input '") + t.name + "' has " + std::to_string(elems) +
-                               " elements, above the limit of " + std::to_string(sparq::limits().max_input_elements) +
+                               " elements, above the limit of " +
+                               std::to_string(sparq::limits().max_input_elements) +
                                " (SPARQ_MAX_INPUT_ELEMENTS)");
       }
-      if (elems > 0 && t.data == nullptr) throw sparq::Error(sparq::Status::kInvalidArgument, std::string("input '") + t.name + "' has no data");
+      if (elems > 0 && t.data == nullptr)
+        throw sparq::Error(sparq::Status::kInvalidArgument,
+                           std::string("input '") + t.name + "' has no data");
       const size_t bytes = static_cast<size_t>(elems) * sparq::elem_type_size(c->type);
-      c->bytes.assign(static_cast<const uint8_t*>(t.data), static_cast<const uint8_t*>(t.data) + bytes);
-      if (!in.emplace(t.name, c).second) throw sparq::Error(sparq::Status::kInvalidArgument, std::string("input '") + t.name + "' given twice");
+      c->bytes.assign(static_cast<const uint8_t*>(t.data),
+                      static_cast<const uint8_t*>(t.data) + bytes);
+      if (!in.emplace(t.name, c).second)
+        throw sparq::Error(sparq::Status::kInvalidArgument,
+                           std::string("input '") + t.name + "' given twice");
     }
     s->names.clear();
     s->outputs.clear();
@@ -223,12 +240,16 @@ SPARQ_API sparq_status sparq_session_run(sparq_session* s, const sparq_tensor* i
   return st;
 }
 
-SPARQ_API size_t sparq_session_output_count(const sparq_session* s) { return s ? s->outputs.size() : 0; }
+SPARQ_API size_t sparq_session_output_count(const sparq_session* s) {
+  return s ? s->outputs.size() : 0;
+}
 
 SPARQ_API sparq_status sparq_session_output(const sparq_session* s, size_t i, sparq_tensor* out) {
   if (s == nullptr || out == nullptr) return fail(SPARQ_INVALID_ARGUMENT, "session or out is NULL");
-  if (s->outputs.empty()) return fail(SPARQ_INVALID_ARGUMENT, "sparq_session_output: no successful run yet");
-  if (i >= s->outputs.size()) return fail(SPARQ_INVALID_ARGUMENT, "output index " + std::to_string(i) + " out of range");
+  if (s->outputs.empty())
+    return fail(SPARQ_INVALID_ARGUMENT, "sparq_session_output: no successful run yet");
+  if (i >= s->outputs.size())
+    return fail(SPARQ_INVALID_ARGUMENT, "output index " + std::to_string(i) + " out of range");
   const sparq::Constant& c = *s->outputs[i];
   out->name = s->names[i].c_str();
   out->dtype = to_dtype(c.type);

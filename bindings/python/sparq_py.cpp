@@ -4,14 +4,14 @@
 // while the engine runs, and may be called from several Python threads at once on one
 // Model: each call takes an idle Session from the model's pool (creating one when all
 // are busy), so calls never share scratch memory. Outputs are new numpy arrays.
-#include <pybind11/numpy.h>
-#include <pybind11/pybind11.h>
-#include <pybind11/stl.h>
-
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include "engine/model.h"
 #include "formats/error.h"
@@ -91,14 +91,15 @@ class PyModel {
     std::vector<py::array> keep;
     std::map<std::string, Value> inputs;
     for (const auto& item : feeds) {
-      if (!py::isinstance<py::str>(item.first)) throw Error(Status::kInvalidArgument, "input names must be str");
+      if (!py::isinstance<py::str>(item.first))
+        throw Error(Status::kInvalidArgument, "input names must be str");
       const std::string name = py::cast<std::string>(item.first);
       py::array a = py::array::ensure(item.second, py::array::c_style);
       if (!a) throw Error(Status::kInvalidArgument, "input '" + name + "' is not an array");
       auto c = std::make_shared<Constant>();
       if (!elem_type_of(a.dtype(), &c->type)) {
-        throw Error(Status::kInvalidArgument,
-                    "input '" + name + "' has unsupported dtype " + py::cast<std::string>(py::str(a.dtype())));
+        throw Error(Status::kInvalidArgument, "input '" + name + "' has unsupported dtype " +
+                                                  py::cast<std::string>(py::str(a.dtype())));
       }
       for (ssize_t d = 0; d < a.ndim(); ++d) c->shape.push_back(a.shape(d));
       c->view = static_cast<const uint8_t*>(a.data());
@@ -123,13 +124,13 @@ class PyModel {
       const Constant& c = *kv.second;
       ElemType t = c.type;
       std::vector<ssize_t> shape(c.shape.begin(), c.shape.end());
-      py::dtype dt = t == ElemType::kF32   ? py::dtype::of<float>()
-                     : t == ElemType::kF64 ? py::dtype::of<double>()
-                     : t == ElemType::kI64 ? py::dtype::of<int64_t>()
-                     : t == ElemType::kI32 ? py::dtype::of<int32_t>()
-                     : t == ElemType::kS8  ? py::dtype::of<int8_t>()
+      py::dtype dt = t == ElemType::kF32    ? py::dtype::of<float>()
+                     : t == ElemType::kF64  ? py::dtype::of<double>()
+                     : t == ElemType::kI64  ? py::dtype::of<int64_t>()
+                     : t == ElemType::kI32  ? py::dtype::of<int32_t>()
+                     : t == ElemType::kS8   ? py::dtype::of<int8_t>()
                      : t == ElemType::kBool ? py::dtype::of<bool>()
-                                             : py::dtype::of<uint8_t>();
+                                            : py::dtype::of<uint8_t>();
       // A new array per call (a copy: outputs may be views of plan constants).
       py::array a(dt, shape);
       std::memcpy(a.mutable_data(), c.raw(), static_cast<size_t>(c.elements()) * elem_type_size(t));
@@ -162,8 +163,9 @@ class PyModel {
   std::vector<std::unique_ptr<Session>> idle_;
 };
 
-py::list convert(const std::string& onnx_path, const std::string& out_path, const std::string& precision,
-                 const std::string& block, const py::object& prune, bool fuse) {
+py::list convert(const std::string& onnx_path, const std::string& out_path,
+                 const std::string& precision, const std::string& block, const py::object& prune,
+                 bool fuse) {
   ConvertOptions o;
   o.precision = precision;
   o.block = block;
@@ -171,7 +173,8 @@ py::list convert(const std::string& onnx_path, const std::string& out_path, cons
   if (!prune.is_none()) {
     o.prune = py::cast<double>(prune);
     if (!(o.prune >= 0.0 && o.prune < 1.0)) {
-      throw Error(Status::kInvalidArgument, "prune must be a sparsity in [0, 1), got " + std::to_string(o.prune));
+      throw Error(Status::kInvalidArgument,
+                  "prune must be a sparsity in [0, 1), got " + std::to_string(o.prune));
     }
   }
   std::vector<LayerReport> report;
@@ -209,10 +212,14 @@ PYBIND11_MODULE(sparq, m) {
     }
   });
   m.attr("__version__") = SPARQ_VERSION_STRING;
-  m.def("isa", [] { return std::string(isa_name(active_isa())); }, "The kernel ISA in use (avx512vnni, avx512, avx2, generic).");
-  m.def("convert", &convert, py::arg("onnx_path"), py::arg("out_path"), py::arg("precision") = "fp32",
-        py::arg("block") = "auto", py::arg("prune") = py::none(), py::arg("fuse") = true,
-        "Converts an ONNX encoder into a .sparq file (as `sparq convert`); returns the per-weight report.");
+  m.def(
+      "isa", [] { return std::string(isa_name(active_isa())); },
+      "The kernel ISA in use (avx512vnni, avx512, avx2, generic).");
+  m.def("convert", &convert, py::arg("onnx_path"), py::arg("out_path"),
+        py::arg("precision") = "fp32", py::arg("block") = "auto", py::arg("prune") = py::none(),
+        py::arg("fuse") = true,
+        "Converts an ONNX encoder into a .sparq file (as `sparq convert`); returns the per-weight "
+        "report.");
   py::class_<PyModel>(m, "Model")
       .def(py::init<const std::string&, int>(), py::arg("path"), py::arg("threads") = 0,
            "Loads a .sparq model; `threads` per concurrent run (0 = every core).")

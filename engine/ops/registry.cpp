@@ -101,7 +101,8 @@ struct Registry {
       specs.push_back(std::move(s));
     };
     constexpr OpDomain kOnnx = OpDomain::kOnnx, kSparq = OpDomain::kSparq;
-#define SPARQ_OP(id, name, domain, inputs, outputs, attrs) add(OpId::id, name, domain, inputs, outputs, attrs);
+#define SPARQ_OP(id, name, domain, inputs, outputs, attrs) \
+  add(OpId::id, name, domain, inputs, outputs, attrs);
 #include "engine/ops/ops.inc"
 #undef SPARQ_OP
   }
@@ -115,7 +116,13 @@ const Registry& registry() {
 // The ONNX element type codes Cast may convert to (ElemType's set).
 bool castable_onnx_type(int64_t t) {
   switch (t) {
-    case 1: case 2: case 3: case 6: case 7: case 9: case 11: return true;
+    case 1:
+    case 2:
+    case 3:
+    case 6:
+    case 7:
+    case 9:
+    case 11: return true;
     default: return false;
   }
 }
@@ -153,17 +160,21 @@ void check_op(const OpSpec& s, const Node& n, int64_t opset, const std::string& 
     case OpId::kCast: {
       const int64_t to = n.attr("to")->i;
       if (!castable_onnx_type(to)) {
-        refuse(src, n, "Cast to ONNX element type " + std::to_string(to) +
-                           " is not supported (float, double, int8, uint8, int32, int64 and bool are)");
+        refuse(src, n,
+               "Cast to ONNX element type " + std::to_string(to) +
+                   " is not supported (float, double, int8, uint8, int32, int64 and bool are)");
       }
       break;
     }
     case OpId::kSqueeze:
     case OpId::kUnsqueeze: {
       const bool attr_form = n.attr("axes") != nullptr, input_form = given(n, 1);
-      if (opset >= 13 && attr_form) malformed(src, n, "from opset 13 the axes are an input, not an attribute");
-      if (opset < 13 && input_form) malformed(src, n, "before opset 13 the axes are an attribute, not an input");
-      if (s.id == OpId::kUnsqueeze && !attr_form && !input_form) malformed(src, n, "Unsqueeze needs axes");
+      if (opset >= 13 && attr_form)
+        malformed(src, n, "from opset 13 the axes are an input, not an attribute");
+      if (opset < 13 && input_form)
+        malformed(src, n, "before opset 13 the axes are an attribute, not an input");
+      if (s.id == OpId::kUnsqueeze && !attr_form && !input_form)
+        malformed(src, n, "Unsqueeze needs axes");
       break;
     }
     case OpId::kTranspose:
@@ -171,7 +182,8 @@ void check_op(const OpSpec& s, const Node& n, int64_t opset, const std::string& 
         std::vector<bool> seen(a->ints.size(), false);
         for (int64_t v : a->ints) {
           if (v < 0 || v >= static_cast<int64_t>(seen.size()) || seen[static_cast<size_t>(v)]) {
-            malformed(src, n, "perm is not a permutation of 0.." + std::to_string(seen.size()) + "-1");
+            malformed(src, n,
+                      "perm is not a permutation of 0.." + std::to_string(seen.size()) + "-1");
           }
           seen[static_cast<size_t>(v)] = true;
         }
@@ -186,18 +198,20 @@ void check_op(const OpSpec& s, const Node& n, int64_t opset, const std::string& 
       const std::string& p = n.attr("precision")->s;
       if (p != "fp32" && p != "int8") malformed(src, n, "unknown precision '" + p + "'");
       if (const Attribute* a = n.attr("activation")) {
-        if (a->s != "gelu_erf" && a->s != "gelu_tanh") malformed(src, n, "unknown activation '" + a->s + "'");
+        if (a->s != "gelu_erf" && a->s != "gelu_tanh")
+          malformed(src, n, "unknown activation '" + a->s + "'");
       }
       break;
     }
     case OpId::kSparqAttention: {
       const std::string& k = n.attr("mask_kind")->s;
-      if (k != "none" && k != "add" && k != "where") malformed(src, n, "unknown mask kind '" + k + "'");
-      if (k != "none" && !given(n, 3)) malformed(src, n, "mask kind '" + k + "' needs a mask input");
+      if (k != "none" && k != "add" && k != "where")
+        malformed(src, n, "unknown mask kind '" + k + "'");
+      if (k != "none" && !given(n, 3))
+        malformed(src, n, "mask kind '" + k + "' needs a mask input");
       break;
     }
-    default:
-      break;
+    default: break;
   }
 }
 
@@ -233,21 +247,24 @@ void validate_node(const Node& n, int64_t opset, bool allow_sparq_ops, const std
   }
   const size_t ni = n.inputs.size(), no = n.outputs.size();
   if (ni < s->min_inputs || ni > s->max_inputs) {
-    const std::string range = s->max_inputs == SIZE_MAX ? "at least " + std::to_string(s->min_inputs)
-                              : s->min_inputs == s->max_inputs
-                                  ? std::to_string(s->min_inputs)
-                                  : std::to_string(s->min_inputs) + " to " + std::to_string(s->max_inputs);
+    const std::string range =
+        s->max_inputs == SIZE_MAX ? "at least " + std::to_string(s->min_inputs)
+        : s->min_inputs == s->max_inputs
+            ? std::to_string(s->min_inputs)
+            : std::to_string(s->min_inputs) + " to " + std::to_string(s->max_inputs);
     malformed(src, n, "has " + std::to_string(ni) + " inputs, " + n.op + " takes " + range);
   }
   for (size_t i = 0; i < ni; ++i) {
     const OpPort& p = s->inputs[std::min(i, s->inputs.size() - 1)];
-    if (n.inputs[i].empty() && !p.optional) malformed(src, n, "required input '" + p.name + "' is empty");
+    if (n.inputs[i].empty() && !p.optional)
+      malformed(src, n, "required input '" + p.name + "' is empty");
   }
   if (no < s->min_outputs || no > s->max_outputs) {
-    malformed(src, n, "has " + std::to_string(no) + " outputs, " + n.op + " produces " +
-                          (s->min_outputs == s->max_outputs
-                               ? std::to_string(s->min_outputs)
-                               : std::to_string(s->min_outputs) + " to " + std::to_string(s->max_outputs)));
+    malformed(src, n,
+              "has " + std::to_string(no) + " outputs, " + n.op + " produces " +
+                  (s->min_outputs == s->max_outputs
+                       ? std::to_string(s->min_outputs)
+                       : std::to_string(s->min_outputs) + " to " + std::to_string(s->max_outputs)));
   }
   for (size_t i = 0; i < no; ++i) {
     const OpPort& p = s->outputs[i];
@@ -256,23 +273,26 @@ void validate_node(const Node& n, int64_t opset, bool allow_sparq_ops, const std
       continue;
     }
     if (p.refused) {
-      refuse(src, n, "the optional output '" + p.name + "' is not supported (only '" + s->outputs[0].name +
-                         "' is computed); export the model without it");
+      refuse(src, n,
+             "the optional output '" + p.name + "' is not supported (only '" + s->outputs[0].name +
+                 "' is computed); export the model without it");
     }
   }
   for (const auto& kv : n.attrs) {
     const OpAttr* a = s->attr(kv.first);
     if (a == nullptr) refuse(src, n, "attribute '" + kv.first + "' is not supported for " + n.op);
     if (kv.second.kind != a->kind) {
-      malformed(src, n, "attribute '" + kv.first + "' must be " + kind_name(a->kind) + ", not " +
-                            kind_name(kv.second.kind));
+      malformed(src, n,
+                "attribute '" + kv.first + "' must be " + kind_name(a->kind) + ", not " +
+                    kind_name(kv.second.kind));
     }
     if (a->kind == Attribute::Kind::kTensor && !kv.second.t) {
       malformed(src, n, "attribute '" + kv.first + "' holds no tensor");
     }
   }
   for (const OpAttr& a : s->attrs) {
-    if (a.required && n.attr(a.name) == nullptr) malformed(src, n, "required attribute '" + a.name + "' is missing");
+    if (a.required && n.attr(a.name) == nullptr)
+      malformed(src, n, "required attribute '" + a.name + "' is missing");
   }
   check_op(*s, n, opset, src);
 }
@@ -286,7 +306,8 @@ void validate_graph(const Graph& g, bool allow_sparq_ops, const std::string& src
     }
   }
   for (const auto& kv : g.initializers) {
-    if (!kv.second) throw Error(Status::kFormatError, src + ": initializer '" + kv.first + "' has no data");
+    if (!kv.second)
+      throw Error(Status::kFormatError, src + ": initializer '" + kv.first + "' has no data");
     defined.insert(kv.first);
   }
   std::map<std::string, const Node*> producers;
@@ -294,7 +315,8 @@ void validate_graph(const Graph& g, bool allow_sparq_ops, const std::string& src
     validate_node(n, g.opset, allow_sparq_ops, src);
     for (const std::string& in : n.inputs) {
       if (!in.empty() && !defined.count(in)) {
-        malformed(src, n, "uses '" + in + "' before it is defined (graph not topologically sorted?)");
+        malformed(src, n,
+                  "uses '" + in + "' before it is defined (graph not topologically sorted?)");
       }
     }
     for (const std::string& out : n.outputs) {
@@ -313,7 +335,9 @@ void validate_graph(const Graph& g, bool allow_sparq_ops, const std::string& src
       } else {
         on = true;  // not a bool: refuse rather than guess
       }
-      if (on) refuse(src, n, "Dropout with training_mode true is not supported: sparq runs inference only");
+      if (on)
+        refuse(src, n,
+               "Dropout with training_mode true is not supported: sparq runs inference only");
     }
   }
   for (const ValueInfo& v : g.outputs) {

@@ -60,7 +60,8 @@ SPARQ_API std::vector<std::string> op_names(OpDomain domain);
 // Constant's single value, Dropout's training mode). Throws Error(kUnsupported) for
 // what sparq does not run and Error(kFormatError) for a malformed node; `source` names
 // the file in the message.
-SPARQ_API void validate_node(const Node& n, int64_t opset, bool allow_sparq_ops, const std::string& source);
+SPARQ_API void validate_node(const Node& n, int64_t opset, bool allow_sparq_ops,
+                             const std::string& source);
 
 // validate_node on every node, then the graph's wiring: every input defined before use
 // (graph inputs, initializers or an earlier output), no value defined twice, every graph

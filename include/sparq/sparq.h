@@ -65,18 +65,22 @@ SPARQ_API size_t sparq_model_input_count(const sparq_model* model);
 /* Name, dtype, rank and shape (data = NULL); valid while the model lives. */
 SPARQ_API sparq_status sparq_model_input(const sparq_model* model, size_t index, sparq_tensor* out);
 SPARQ_API size_t sparq_model_output_count(const sparq_model* model);
-SPARQ_API sparq_status sparq_model_output(const sparq_model* model, size_t index, sparq_tensor* out);
+SPARQ_API sparq_status sparq_model_output(const sparq_model* model, size_t index,
+                                          sparq_tensor* out);
 
 /* threads: 0 = every core this process may use. */
-SPARQ_API sparq_status sparq_session_create(const sparq_model* model, int threads, sparq_session** out);
+SPARQ_API sparq_status sparq_session_create(const sparq_model* model, int threads,
+                                            sparq_session** out);
 SPARQ_API void sparq_session_free(sparq_session* session);
 /* Runs with named inputs (int64 or int32 ids and masks; DESIGN.md's input rules).
  * A second concurrent call on the same session fails with SPARQ_INVALID_ARGUMENT. */
-SPARQ_API sparq_status sparq_session_run(sparq_session* s, const sparq_tensor* inputs, size_t n_inputs);
+SPARQ_API sparq_status sparq_session_run(sparq_session* s, const sparq_tensor* inputs,
+                                         size_t n_inputs);
 /* Outputs of the last successful run (0 before one). */
 SPARQ_API size_t sparq_session_output_count(const sparq_session* s);
 /* A view into session memory, valid until the next run or free. */
-SPARQ_API sparq_status sparq_session_output(const sparq_session* s, size_t index, sparq_tensor* out);
+SPARQ_API sparq_status sparq_session_output(const sparq_session* s, size_t index,
+                                            sparq_tensor* out);
 /* Bytes of intermediate values the last run held at its peak. */
 SPARQ_API size_t sparq_session_peak_bytes(const sparq_session* s);
 

@@ -28,7 +28,8 @@ void attention_rows(const AttentionArgs& a, int64_t row_begin, int64_t row_end, 
       const B x(qr[d]);
       const float* kr = kb + d * T;
       int64_t t = 0;
-      for (; t < t_vec; t += W) Ops::store(sc + t, Ops::fma(x, Ops::load(kr + t), Ops::load(sc + t)));
+      for (; t < t_vec; t += W)
+        Ops::store(sc + t, Ops::fma(x, Ops::load(kr + t), Ops::load(sc + t)));
       for (; t < T; ++t) sc[t] += qr[d] * kr[t];
     }
     const int64_t mo = b * a.mask_stride[0] + h * a.mask_stride[1] + s * a.mask_stride[2];
@@ -63,7 +64,8 @@ void attention_rows(const AttentionArgs& a, int64_t row_begin, int64_t row_end, 
       const B pb(p);
       const float* vr = vb + k * dv;
       int64_t j = 0;
-      for (; j < j_vec; j += W) Ops::store(orow + j, Ops::fma(pb, Ops::load(vr + j), Ops::load(orow + j)));
+      for (; j < j_vec; j += W)
+        Ops::store(orow + j, Ops::fma(pb, Ops::load(vr + j), Ops::load(orow + j)));
       for (; j < dv; ++j) orow[j] += p * vr[j];
     }
   }

@@ -16,7 +16,9 @@ struct ScalarOps {
   static constexpr int64_t kWidth = 1;
   static Batch load(const float* p) { return Batch(*p); }
   static void store(float* p, const Batch& b) { *p = b.v; }
-  static Batch fma(const Batch& a, const Batch& b, const Batch& c) { return Batch(a.v * b.v + c.v); }
+  static Batch fma(const Batch& a, const Batch& b, const Batch& c) {
+    return Batch(a.v * b.v + c.v);
+  }
   static Batch exp(const Batch& a) { return Batch(std::exp(a.v)); }
   static double sum(const Batch& a) { return a.v; }
 };

@@ -25,7 +25,7 @@ __attribute__((always_inline)) static inline __m512 avx512_exp_poly(__m512 x, co
 // Degree 6: relative error below 1e-7 in fp32 (coefficients fitted by weighted least
 // squares on Chebyshev nodes, then rounded to fp32). For fp32 results (GELU).
 __attribute__((always_inline)) static inline __m512 avx512_exp(__m512 x) {
-  static constexpr float kC[] = {1.0f,         6.9314706e-1f, 2.4022876e-1f, 5.5488255e-2f,
+  static constexpr float kC[] = {1.0f,          6.9314706e-1f, 2.4022876e-1f, 5.5488255e-2f,
                                  9.6687926e-3f, 1.2533959e-3f, 2.1372245e-4f};
   return avx512_exp_poly(x, kC);
 }

@@ -113,7 +113,11 @@ bool avx512_bf16_enabled() {
   static const bool on = [] {
     const CpuFeatures f = query_cpu();
     const bool ok = f.avx512bf16 && active_isa() >= Isa::kAvx512;
-    if (verbose()) std::fprintf(stderr, "sparq: avx512_bf16 %s\n", ok ? "in use" : f.avx512bf16 ? "capped" : "absent");
+    if (verbose())
+      std::fprintf(stderr, "sparq: avx512_bf16 %s\n",
+                   ok             ? "in use"
+                   : f.avx512bf16 ? "capped"
+                                  : "absent");
     return ok;
   }();
   return on;

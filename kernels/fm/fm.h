@@ -51,12 +51,14 @@ struct FmAttentionArgs {
 // Work items are (b, h, query block) in that order; query blocks hold `query_block`
 // tokens (the table's value). A kernel computes items [item_begin, item_end) with
 // `scratch` of at least fm_attention_scratch_floats(...) floats.
-using FmAttentionFn = void (*)(const FmAttentionArgs& a, int64_t item_begin, int64_t item_end, float* scratch);
+using FmAttentionFn = void (*)(const FmAttentionArgs& a, int64_t item_begin, int64_t item_end,
+                               float* scratch);
 
 // LayerNorm over features for tokens [t0, t1): y[f][m] = (x[f][m] - mean_m) / sqrt(var_m
 // + eps) * gamma[f] + beta[f] (beta may be null). x may equal y.
-using FmLayerNormFn = void (*)(const float* x, int64_t ldx, int64_t features, int64_t t0, int64_t t1,
-                               const float* gamma, const float* beta, float eps, float* y, int64_t ldy);
+using FmLayerNormFn = void (*)(const float* x, int64_t ldx, int64_t features, int64_t t0,
+                               int64_t t1, const float* gamma, const float* beta, float eps,
+                               float* y, int64_t ldy);
 
 // Dynamic per-token int8 quantization for tokens [t0, t1): scale[m] = max_f |x[f][m]| / 127
 // (1 when the column is zero), q[f][m] = clamp(round_half_away(x / scale), -127, 127) + 128.
@@ -90,8 +92,8 @@ inline int64_t fm_attention_items(const FmAttentionArgs& a, int64_t query_block)
 }
 
 // Decodes a work item into (b, h, query block); false for an empty item.
-inline bool fm_attention_item(const FmAttentionArgs& a, int64_t blocks, int64_t item, int64_t* b, int64_t* h,
-                              int64_t* blk) {
+inline bool fm_attention_item(const FmAttentionArgs& a, int64_t blocks, int64_t item, int64_t* b,
+                              int64_t* h, int64_t* blk) {
   if (a.chunk_blocks <= 0) {
     *b = item / (a.heads * blocks);
     *h = (item / blocks) % a.heads;
@@ -107,7 +109,8 @@ inline bool fm_attention_item(const FmAttentionArgs& a, int64_t blocks, int64_t 
 }
 inline int64_t fm_attention_scratch_floats(const FmAttentionArgs& a, int64_t query_block) {
   // Enough for the fp32 and the bf16 kernels...
-  const int64_t f = (2 * a.dh + 2 * a.keys + a.dv + 8) * query_block + (a.dh + a.dv + 2) * (a.keys + 2) + 128;
+  const int64_t f =
+      (2 * a.dh + 2 * a.keys + a.dv + 8) * query_block + (a.dh + a.dv + 2) * (a.keys + 2) + 128;
   // ...and for the int8 one (its layout is in fm_attention_int8_avx512.cpp).
   const int64_t dh4 = (a.dh + 3) / 4, t4 = (a.keys + 3) / 4, tp = (a.keys + 15) / 16 * 16;
   const int64_t i8 = (a.dh + dh4 + 5 * t4 + 1) * query_block + (dh4 + 3) * tp + a.dv * (tp / 4) +
@@ -129,7 +132,8 @@ inline int64_t fm_attention_int8_units(const FmAttentionArgs& a) {
 // Which attention kernel an int8 model uses: the preferred one if present, falling back
 // int8 -> bf16 -> fp32 (the preference is the session's option, SPARQ_ATTENTION).
 enum class FmAttentionPref : uint8_t { kFp32 = 0, kBf16 = 1, kInt8 = 2 };
-SPARQ_API FmAttentionFn fm_low_precision_attention(const FmKernels& k, FmAttentionPref want, const char** name);
+SPARQ_API FmAttentionFn fm_low_precision_attention(const FmKernels& k, FmAttentionPref want,
+                                                   const char** name);
 
 SPARQ_API const FmKernels& fm_kernels(Isa isa);
 SPARQ_API const FmKernels& fm_kernels();
@@ -148,9 +152,11 @@ void fm_attention(const FmAttentionArgs& a, int64_t item_begin, int64_t item_end
 }
 namespace avx512vnni {
 const FmKernels& fm_table();
-void fm_attention_int8(const FmAttentionArgs& a, int64_t item_begin, int64_t item_end, float* scratch);
-void fm_attention_int8_prep(const FmAttentionArgs& a, int64_t unit_begin, int64_t unit_end, float* scratch);
-}
+void fm_attention_int8(const FmAttentionArgs& a, int64_t item_begin, int64_t item_end,
+                       float* scratch);
+void fm_attention_int8_prep(const FmAttentionArgs& a, int64_t unit_begin, int64_t unit_end,
+                            float* scratch);
+}  // namespace avx512vnni
 
 }  // namespace sparq
 

@@ -37,10 +37,12 @@ inline void pack_pairs(const float* lo, const float* hi, int64_t n, uint32_t* ou
   for (; i + W <= n; i += W) {
     const __m256i l = (__m256i)(_mm512_cvtneps_pbh(_mm512_loadu_ps(lo + i)));
     const __m256i h = (__m256i)(_mm512_cvtneps_pbh(_mm512_loadu_ps(hi + i)));
-    const __m512i v = _mm512_or_si512(_mm512_cvtepu16_epi32(l), _mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    const __m512i v =
+        _mm512_or_si512(_mm512_cvtepu16_epi32(l), _mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
     _mm512_storeu_si512(out + i, v);
   }
-  for (; i < n; ++i) out[i] = static_cast<uint32_t>(to_bf16(lo[i])) | (static_cast<uint32_t>(to_bf16(hi[i])) << 16);
+  for (; i < n; ++i)
+    out[i] = static_cast<uint32_t>(to_bf16(lo[i])) | (static_cast<uint32_t>(to_bf16(hi[i])) << 16);
 }
 
 // exp(x) for x <= 0 (scores minus their column maximum): 2^(x log2 e) split into an
@@ -92,7 +94,8 @@ void fm_attention(const FmAttentionArgs& a, int64_t item_begin, int64_t item_end
         uint16_t* dst = reinterpret_cast<uint16_t*>(vp + j * T2);
         int64_t t = 0;
         for (; t + W <= 2 * T2; t += W) {
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + t), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(row0 + t)));
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + t),
+                              (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(row0 + t)));
         }
         for (; t < 2 * T2; ++t) dst[t] = to_bf16(row0[t]);
       }
@@ -104,14 +107,16 @@ void fm_attention(const FmAttentionArgs& a, int64_t item_begin, int64_t item_end
       for (int64_t d = 0; d < dh; ++d) std::fill(qs + d * SB + ns, qs + (d + 1) * SB, 0.0f);
     }
     std::fill(qs + dh * SB, qs + (dh + 1) * SB, 0.0f);
-    for (int64_t d2 = 0; d2 < dh2; ++d2) pack_pairs(qs + 2 * d2 * SB, qs + (2 * d2 + 1) * SB, SB, qp + d2 * SB);
+    for (int64_t d2 = 0; d2 < dh2; ++d2)
+      pack_pairs(qs + 2 * d2 * SB, qs + (2 * d2 + 1) * SB, SB, qp + d2 * SB);
     // Scores, 8 keys x 32 queries per register block.
     int64_t t = 0;
     for (; t + 8 <= T; t += 8) {
       __m512 acc0[8], acc1[8];
       for (int i = 0; i < 8; ++i) acc0[i] = acc1[i] = _mm512_setzero_ps();
       for (int64_t d2 = 0; d2 < dh2; ++d2) {
-        const __m512bh x0 = as_bh(_mm512_loadu_si512(qp + d2 * SB)), x1 = as_bh(_mm512_loadu_si512(qp + d2 * SB + W));
+        const __m512bh x0 = as_bh(_mm512_loadu_si512(qp + d2 * SB)),
+                       x1 = as_bh(_mm512_loadu_si512(qp + d2 * SB + W));
         const uint32_t* kr = kp + d2 * T + t;
 #pragma GCC unroll 8
         for (int i = 0; i < 8; ++i) {
@@ -166,8 +171,10 @@ void fm_attention(const FmAttentionArgs& a, int64_t item_begin, int64_t item_end
       sum1 = sum1 + e1;
     }
     if (T % 2 != 0) std::fill(p + T * SB, p + (T + 1) * SB, 0.0f);
-    for (int64_t t2 = 0; t2 < T2; ++t2) pack_pairs(p + 2 * t2 * SB, p + (2 * t2 + 1) * SB, SB, pp + t2 * SB);
-    const __m512 inv0 = _mm512_div_ps(_mm512_set1_ps(1.0f), sum0), inv1 = _mm512_div_ps(_mm512_set1_ps(1.0f), sum1);
+    for (int64_t t2 = 0; t2 < T2; ++t2)
+      pack_pairs(p + 2 * t2 * SB, p + (2 * t2 + 1) * SB, SB, pp + t2 * SB);
+    const __m512 inv0 = _mm512_div_ps(_mm512_set1_ps(1.0f), sum0),
+                 inv1 = _mm512_div_ps(_mm512_set1_ps(1.0f), sum1);
     const bool direct = ns == SB && (P == 0 || q0 / P == (q0 + SB - 1) / P);
     float* const out0 = a.out + fm_offset(P, H * dv, a.ld_out, h * dv, q0);
     const int64_t out_stride = fm_row_stride(P, a.ld_out);
@@ -189,7 +196,8 @@ void fm_attention(const FmAttentionArgs& a, int64_t item_begin, int64_t item_end
       __m512 acc0[8], acc1[8];
       for (int i = 0; i < 8; ++i) acc0[i] = acc1[i] = _mm512_setzero_ps();
       for (int64_t t2 = 0; t2 < T2; ++t2) {
-        const __m512bh x0 = as_bh(_mm512_loadu_si512(pp + t2 * SB)), x1 = as_bh(_mm512_loadu_si512(pp + t2 * SB + W));
+        const __m512bh x0 = as_bh(_mm512_loadu_si512(pp + t2 * SB)),
+                       x1 = as_bh(_mm512_loadu_si512(pp + t2 * SB + W));
 #pragma GCC unroll 8
         for (int i = 0; i < 8; ++i) {
           const __m512bh vv = as_bh(_mm512_set1_epi32(static_cast<int>(vp[(j + i) * T2 + t2])));

@@ -66,8 +66,6 @@ inline void scales_of(__m512 amax, __m512* inv, __m512* scale) {
 
 inline __m512i quantize(__m512 x, __m512 inv) { return _mm512_cvtps_epi32(_mm512_mul_ps(x, inv)); }
 
-
-
 // The packed K and V of one (b, h), in 4-byte units (fm_attention_int8_packed_floats):
 //   kq [dh4][Tp]  K per key in s8, quads along d
 //   comp [Tp]     128 * sum_d Kq[d][t], the u8 zero point of Q times K
@@ -96,16 +94,18 @@ constexpr int64_t kChunk = 64;  // keys per preparation unit
 
 // Packs keys [k0, k0 + n) of (b, h), n <= kChunk, k0 a multiple of 16 (and zeros up to
 // the next multiple of 16 past them); tmp holds [max(dh, dv)][kChunk] floats.
-void pack_keys(const FmAttentionArgs& a, int64_t b, int64_t h, int64_t k0, int64_t n, const KvPack& pk,
-               float* tmp) {
-  const int64_t H = a.heads, T = a.keys, dh = a.dh, dv = a.dv, P = a.panel, Tp = (T + W - 1) / W * W;
+void pack_keys(const FmAttentionArgs& a, int64_t b, int64_t h, int64_t k0, int64_t n,
+               const KvPack& pk, float* tmp) {
+  const int64_t H = a.heads, T = a.keys, dh = a.dh, dv = a.dv, P = a.panel,
+                Tp = (T + W - 1) / W * W;
   const int64_t dh4 = (dh + 3) / 4, n16 = (n + W - 1) / W * W;
   // K: per-key scales over d, s8 quads along d, and the zero-point compensation.
   fm_copy_rows(a.k, P, H * dh, a.ld_k, h * dh, dh, b * T + k0, n, 1.0f, tmp, kChunk);
   for (int64_t d = 0; d < dh; ++d) std::fill(tmp + d * kChunk + n, tmp + d * kChunk + n16, 0.0f);
   for (int64_t t = 0; t < n16; t += W) {
     __m512 amax = _mm512_setzero_ps();
-    for (int64_t d = 0; d < dh; ++d) amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_loadu_ps(tmp + d * kChunk + t)));
+    for (int64_t d = 0; d < dh; ++d)
+      amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_loadu_ps(tmp + d * kChunk + t)));
     __m512 inv, scale;
     scales_of(amax, &inv, &scale);
     _mm512_storeu_ps(pk.sk + k0 + t, scale);
@@ -114,7 +114,8 @@ void pack_keys(const FmAttentionArgs& a, int64_t b, int64_t h, int64_t k0, int64
       __m512i r[4];
       for (int i = 0; i < 4; ++i) {
         const int64_t d = 4 * d4 + i;
-        r[i] = d < dh ? quantize(_mm512_loadu_ps(tmp + d * kChunk + t), inv) : _mm512_setzero_si512();
+        r[i] =
+            d < dh ? quantize(_mm512_loadu_ps(tmp + d * kChunk + t), inv) : _mm512_setzero_si512();
         csum = _mm512_add_epi32(csum, r[i]);
       }
       _mm512_storeu_si512(pk.kq + d4 * Tp + k0 + t, pack_quads(r[0], r[1], r[2], r[3]));
@@ -126,7 +127,8 @@ void pack_keys(const FmAttentionArgs& a, int64_t b, int64_t h, int64_t k0, int64
   for (int64_t j = 0; j < dv; ++j) std::fill(tmp + j * kChunk + n, tmp + j * kChunk + n16, 0.0f);
   for (int64_t t = 0; t < n16; t += W) {
     __m512 amax = _mm512_setzero_ps();
-    for (int64_t j = 0; j < dv; ++j) amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_loadu_ps(tmp + j * kChunk + t)));
+    for (int64_t j = 0; j < dv; ++j)
+      amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_loadu_ps(tmp + j * kChunk + t)));
     __m512 inv, scale;
     scales_of(amax, &inv, &scale);
     // A zero V (padding past the keys too) weighs nothing and must not set the head's
@@ -141,9 +143,11 @@ void pack_keys(const FmAttentionArgs& a, int64_t b, int64_t h, int64_t k0, int64
 
 }  // namespace
 
-void fm_attention_int8_prep(const FmAttentionArgs& a, int64_t unit_begin, int64_t unit_end, float* scratch) {
+void fm_attention_int8_prep(const FmAttentionArgs& a, int64_t unit_begin, int64_t unit_end,
+                            float* scratch) {
   const int64_t H = a.heads, T = a.keys, chunks = (T + kChunk - 1) / kChunk;
-  const int64_t dh4 = (a.dh + 3) / 4, Tp = (T + W - 1) / W * W, per_head = fm_attention_int8_head_floats(a);
+  const int64_t dh4 = (a.dh + 3) / 4, Tp = (T + W - 1) / W * W,
+                per_head = fm_attention_int8_head_floats(a);
   for (int64_t u = unit_begin; u < unit_end; ++u) {  // units (b, chunk, h)
     const int64_t b = u / (chunks * H), c = (u / H) % chunks, h = u % H;
     const KvPack pk = kv_pack_at(a.kv_packed + (b * H + h) * per_head, dh4, Tp, a.dv);
@@ -151,7 +155,8 @@ void fm_attention_int8_prep(const FmAttentionArgs& a, int64_t unit_begin, int64_
   }
 }
 
-void fm_attention_int8(const FmAttentionArgs& a, int64_t item_begin, int64_t item_end, float* scratch) {
+void fm_attention_int8(const FmAttentionArgs& a, int64_t item_begin, int64_t item_end,
+                       float* scratch) {
   const int64_t H = a.heads, S = a.seq, T = a.keys, dh = a.dh, dv = a.dv, P = a.panel;
   const int64_t blocks = (S + SB - 1) / SB;
   const int64_t dh4 = (dh + 3) / 4, T4 = (T + 3) / 4, Tp = (T + W - 1) / W * W;
@@ -179,7 +184,8 @@ void fm_attention_int8(const FmAttentionArgs& a, int64_t item_begin, int64_t ite
         pk = kv_pack_at(a.kv_packed + (b * H + h) * per_head, dh4, Tp, dv);
       } else {
         pk = kv_pack_at(own_pack, dh4, Tp, dv);
-        for (int64_t k0 = 0; k0 < T; k0 += kChunk) pack_keys(a, b, h, k0, std::min(kChunk, T - k0), pk, tmp);
+        for (int64_t k0 = 0; k0 < T; k0 += kChunk)
+          pack_keys(a, b, h, k0, std::min(kChunk, T - k0), pk, tmp);
       }
       __m512 m = _mm512_setzero_ps();
       for (int64_t t = 0; t < Tp; t += W) m = _mm512_max_ps(m, _mm512_loadu_ps(pk.sv + t));
@@ -200,14 +206,17 @@ void fm_attention_int8(const FmAttentionArgs& a, int64_t item_begin, int64_t ite
     __m512 sq[2], invq[2];
     for (int v = 0; v < 2; ++v) {
       __m512 amax = _mm512_setzero_ps();
-      for (int64_t d = 0; d < dh; ++d) amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_loadu_ps(qs + d * SB + v * W)));
+      for (int64_t d = 0; d < dh; ++d)
+        amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_loadu_ps(qs + d * SB + v * W)));
       scales_of(amax, &invq[v], &sq[v]);
       const __m512i zp = _mm512_set1_epi32(128);
       for (int64_t d4 = 0; d4 < dh4; ++d4) {
         __m512i r[4];
         for (int i = 0; i < 4; ++i) {
           const int64_t d = 4 * d4 + i;
-          r[i] = d < dh ? _mm512_add_epi32(quantize(_mm512_loadu_ps(qs + d * SB + v * W), invq[v]), zp) : zp;
+          r[i] = d < dh
+                     ? _mm512_add_epi32(quantize(_mm512_loadu_ps(qs + d * SB + v * W), invq[v]), zp)
+                     : zp;
         }
         _mm512_storeu_si512(qq + d4 * SB + v * W, pack_quads(r[0], r[1], r[2], r[3]));
       }
@@ -218,8 +227,10 @@ void fm_attention_int8(const FmAttentionArgs& a, int64_t item_begin, int64_t ite
     __m512 m0 = _mm512_set1_ps(-std::numeric_limits<float>::infinity()), m1 = m0;
     auto finish_scores = [&](int64_t t, __m512i acc0, __m512i acc1) {
       const __m512 c = _mm512_set1_ps(comp[t]), s = _mm512_set1_ps(sk[t]);
-      __m512 f0 = _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(acc0), c), s), sq[0]);
-      __m512 f1 = _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(acc1), c), s), sq[1]);
+      __m512 f0 =
+          _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(acc0), c), s), sq[0]);
+      __m512 f1 =
+          _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(acc1), c), s), sq[1]);
       if (a.add_mask != nullptr) {
         const __m512 mv = _mm512_set1_ps(a.add_mask[mo + t * a.mask_t]);
         f0 = _mm512_add_ps(f0, mv);
@@ -237,7 +248,8 @@ void fm_attention_int8(const FmAttentionArgs& a, int64_t item_begin, int64_t ite
       __m512i acc0[8], acc1[8];
       for (int i = 0; i < 8; ++i) acc0[i] = acc1[i] = _mm512_setzero_si512();
       for (int64_t d4 = 0; d4 < dh4; ++d4) {
-        const __m512i x0 = _mm512_loadu_si512(qq + d4 * SB), x1 = _mm512_loadu_si512(qq + d4 * SB + W);
+        const __m512i x0 = _mm512_loadu_si512(qq + d4 * SB),
+                      x1 = _mm512_loadu_si512(qq + d4 * SB + W);
         const int32_t* kr = kq + d4 * Tp + t;
 #pragma GCC unroll 8
         for (int i = 0; i < 8; ++i) {
@@ -305,7 +317,8 @@ void fm_attention_int8(const FmAttentionArgs& a, int64_t item_begin, int64_t ite
       __m512i acc0[8], acc1[8];
       for (int i = 0; i < 8; ++i) acc0[i] = acc1[i] = _mm512_setzero_si512();
       for (int64_t t4 = 0; t4 < T4; ++t4) {
-        const __m512i x0 = _mm512_loadu_si512(pq + t4 * SB), x1 = _mm512_loadu_si512(pq + t4 * SB + W);
+        const __m512i x0 = _mm512_loadu_si512(pq + t4 * SB),
+                      x1 = _mm512_loadu_si512(pq + t4 * SB + W);
 #pragma GCC unroll 8
         for (int i = 0; i < 8; ++i) {
           const __m512i vv = _mm512_set1_epi32(vq[(j + i) * (Tp / 4) + t4]);

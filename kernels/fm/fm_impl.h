@@ -28,11 +28,12 @@ inline int64_t fm_row_stride(int64_t P, int64_t ld) { return P > 0 ? P : ld; }
 // dst[r * ld_dst + j] = sc * row (r0 + r), token m + j, for r < nr, j < n: one integer
 // division per contiguous run of tokens, not one per row (a division by the runtime
 // panel size costs more than copying a row of an attention block).
-inline void fm_copy_rows(const float* src, int64_t P, int64_t R, int64_t ld, int64_t r0, int64_t nr, int64_t m,
-                         int64_t n, float sc, float* dst, int64_t ld_dst) {
+inline void fm_copy_rows(const float* src, int64_t P, int64_t R, int64_t ld, int64_t r0, int64_t nr,
+                         int64_t m, int64_t n, float sc, float* dst, int64_t ld_dst) {
   const int64_t stride = fm_row_stride(P, ld);
   for (int64_t j = 0; j < n;) {
-    const int64_t mm = m + j, off = P > 0 ? mm % P : 0, run = P > 0 ? std::min(n - j, P - off) : n - j;
+    const int64_t mm = m + j, off = P > 0 ? mm % P : 0,
+                  run = P > 0 ? std::min(n - j, P - off) : n - j;
     const float* s = src + fm_offset(P, R, ld, r0, mm);
     for (int64_t r = 0; r < nr; ++r) {
       const float* __restrict sr = s + r * stride;
@@ -44,14 +45,14 @@ inline void fm_copy_rows(const float* src, int64_t P, int64_t R, int64_t ld, int
 }
 
 // dst[0, n) = sc * row r, tokens [m, m + n).
-inline void fm_copy_row(const float* src, int64_t P, int64_t R, int64_t ld, int64_t r, int64_t m, int64_t n,
-                        float sc, float* dst) {
+inline void fm_copy_row(const float* src, int64_t P, int64_t R, int64_t ld, int64_t r, int64_t m,
+                        int64_t n, float sc, float* dst) {
   fm_copy_rows(src, P, R, ld, r, 1, m, n, sc, dst, n);
 }
 
 // Row r, tokens [m, m + n) = src[0, n).
-inline void fm_store_row(float* dst, int64_t P, int64_t R, int64_t ld, int64_t r, int64_t m, int64_t n,
-                         const float* src) {
+inline void fm_store_row(float* dst, int64_t P, int64_t R, int64_t ld, int64_t r, int64_t m,
+                         int64_t n, const float* src) {
   for (int64_t s = 0; s < n;) {
     const int64_t mm = m + s, run = P > 0 ? std::min(n - s, P - mm % P) : n - s;
     float* d = dst + fm_offset(P, R, ld, r, mm);
@@ -67,14 +68,15 @@ inline void fm_store_row(float* dst, int64_t P, int64_t R, int64_t ld, int64_t r
 //   softmax down each column (max, exp, sum vectorized over queries)
 //   out[j][:] = sum_t V[j][t] * p[t][:] / sum            (8 channels x 2 vectors)
 template <class Ops>
-void fm_attention_items(const FmAttentionArgs& a, int64_t item_begin, int64_t item_end, float* scratch) {
+void fm_attention_items(const FmAttentionArgs& a, int64_t item_begin, int64_t item_end,
+                        float* scratch) {
   using B = typename Ops::Batch;
   constexpr int64_t W = Ops::kWidth, SB = 2 * W;
   const int64_t H = a.heads, S = a.seq, T = a.keys, dh = a.dh, dv = a.dv;
   const int64_t blocks = (S + SB - 1) / SB;
-  float* qs = scratch;     // [dh][SB]
-  float* p = qs + dh * SB;  // [T][SB]
-  float* os = p + T * SB;   // [dv][SB], for a partial last block
+  float* qs = scratch;        // [dh][SB]
+  float* p = qs + dh * SB;    // [T][SB]
+  float* os = p + T * SB;     // [dv][SB], for a partial last block
   float* kvs = os + dv * SB;  // panel layout: this (b, h)'s K [dh][T] and V [dv][T]
   const int64_t P = a.panel;
   int64_t gathered = -1;  // the (b, h) whose K and V sit in kvs
@@ -213,8 +215,8 @@ constexpr int64_t kFmTokenBlock = 64;
 // compile-time trip count: four full vectors per row, no remainder code) for full blocks
 // and N = 0 (runtime n) for the tail.
 template <int64_t N>
-void fm_layernorm_block(const float* x, int64_t ldx, int64_t features, int64_t n_rt, const float* gamma,
-                        const float* beta, float eps, float* y, int64_t ldy) {
+void fm_layernorm_block(const float* x, int64_t ldx, int64_t features, int64_t n_rt,
+                        const float* gamma, const float* beta, float eps, float* y, int64_t ldy) {
   const int64_t n = N > 0 ? N : n_rt;
   const float inv_f = 1.0f / static_cast<float>(features);
   alignas(64) float mean[kFmTokenBlock] = {}, var[kFmTokenBlock] = {};
@@ -239,18 +241,20 @@ void fm_layernorm_block(const float* x, int64_t ldx, int64_t features, int64_t n
   }
 }
 
-inline void fm_layernorm_loops(const float* x, int64_t ldx, int64_t features, int64_t t0, int64_t t1, const float* gamma,
-                        const float* beta, float eps, float* y, int64_t ldy) {
+inline void fm_layernorm_loops(const float* x, int64_t ldx, int64_t features, int64_t t0,
+                               int64_t t1, const float* gamma, const float* beta, float eps,
+                               float* y, int64_t ldy) {
   for (int64_t tb = t0; tb < t1; tb += kFmTokenBlock) {
     const int64_t n = std::min(kFmTokenBlock, t1 - tb);
-    if (n == kFmTokenBlock) fm_layernorm_block<kFmTokenBlock>(x + tb, ldx, features, n, gamma, beta, eps, y + tb, ldy);
+    if (n == kFmTokenBlock)
+      fm_layernorm_block<kFmTokenBlock>(x + tb, ldx, features, n, gamma, beta, eps, y + tb, ldy);
     else fm_layernorm_block<0>(x + tb, ldx, features, n, gamma, beta, eps, y + tb, ldy);
   }
 }
 
 template <int64_t N>
-void fm_quantize_block(const float* x, int64_t ldx, int64_t features, int64_t n_rt, uint8_t* q, int64_t ldq,
-                       float* scale) {
+void fm_quantize_block(const float* x, int64_t ldx, int64_t features, int64_t n_rt, uint8_t* q,
+                       int64_t ldq, float* scale) {
   const int64_t n = N > 0 ? N : n_rt;
   alignas(64) float mx[kFmTokenBlock] = {}, inv[kFmTokenBlock];
   for (int64_t f = 0; f < features; ++f) {
@@ -275,11 +279,12 @@ void fm_quantize_block(const float* x, int64_t ldx, int64_t features, int64_t n_
   }
 }
 
-inline void fm_quantize_loops(const float* x, int64_t ldx, int64_t features, int64_t t0, int64_t t1, uint8_t* q,
-                       int64_t ldq, float* scale) {
+inline void fm_quantize_loops(const float* x, int64_t ldx, int64_t features, int64_t t0, int64_t t1,
+                              uint8_t* q, int64_t ldq, float* scale) {
   for (int64_t tb = t0; tb < t1; tb += kFmTokenBlock) {
     const int64_t n = std::min(kFmTokenBlock, t1 - tb);
-    if (n == kFmTokenBlock) fm_quantize_block<kFmTokenBlock>(x + tb, ldx, features, n, q + tb, ldq, scale + tb);
+    if (n == kFmTokenBlock)
+      fm_quantize_block<kFmTokenBlock>(x + tb, ldx, features, n, q + tb, ldq, scale + tb);
     else fm_quantize_block<0>(x + tb, ldx, features, n, q + tb, ldq, scale + tb);
   }
 }

@@ -1,7 +1,6 @@
 // f32_mha_fm_ukernel_8x2__scalar and the portable feature-major LayerNorm / quantize loops.
 #include <algorithm>
 #include <cmath>
-
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -24,7 +23,9 @@ struct FmScalarOps {
   static constexpr int64_t kWidth = 1;
   static Batch load(const float* p) { return Batch(*p); }
   static void store(float* p, const Batch& b) { *p = b.v; }
-  static Batch fma(const Batch& a, const Batch& b, const Batch& c) { return Batch(a.v * b.v + c.v); }
+  static Batch fma(const Batch& a, const Batch& b, const Batch& c) {
+    return Batch(a.v * b.v + c.v);
+  }
   static Batch exp(const Batch& a) { return Batch(std::exp(a.v)); }
   static Batch max(const Batch& a, const Batch& b) { return Batch(std::max(a.v, b.v)); }
 };
@@ -53,7 +54,8 @@ const FmKernels& fm_kernels() {
   return t;
 }
 
-FmAttentionFn fm_low_precision_attention(const FmKernels& k, FmAttentionPref pref, const char** name) {
+FmAttentionFn fm_low_precision_attention(const FmKernels& k, FmAttentionPref pref,
+                                         const char** name) {
   const int want = static_cast<int>(pref);
   FmAttentionFn fn = k.attention;
   const char* fn_name = k.attention_name;

@@ -33,8 +33,8 @@ __attribute__((always_inline)) static inline __m512 avx512_gelu_erf(__m512 x) {
   const __m512 erf_abs = _mm512_fnmadd_ps(p, e, _mm512_set1_ps(1.0f));
   // erf takes x's sign: copy the sign bit (ternary logic: sign from x, rest from erf_abs).
   const __m512i sign = _mm512_set1_epi32(static_cast<int32_t>(0x80000000u));
-  const __m512 erf = _mm512_castsi512_ps(_mm512_ternarylogic_epi32(
-      sign, _mm512_castps_si512(x), _mm512_castps_si512(erf_abs), 0xCA));
+  const __m512 erf = _mm512_castsi512_ps(
+      _mm512_ternarylogic_epi32(sign, _mm512_castps_si512(x), _mm512_castps_si512(erf_abs), 0xCA));
   const __m512 h = _mm512_mul_ps(x, _mm512_set1_ps(0.5f));
   return _mm512_fmadd_ps(h, erf, h);
 }
@@ -43,17 +43,17 @@ __attribute__((always_inline)) static inline __m512 avx512_gelu_erf(__m512 x) {
 // u = sqrt(2/pi) (x + 0.044715 x^3).
 __attribute__((always_inline)) static inline __m512 avx512_gelu_tanh(__m512 x) {
   const __m512 x2 = _mm512_mul_ps(x, x);
-  const __m512 u = _mm512_mul_ps(
-      _mm512_mul_ps(x, _mm512_set1_ps(0.79788456080286536f)),
-      _mm512_fmadd_ps(x2, _mm512_set1_ps(0.044715f), _mm512_set1_ps(1.0f)));
+  const __m512 u =
+      _mm512_mul_ps(_mm512_mul_ps(x, _mm512_set1_ps(0.79788456080286536f)),
+                    _mm512_fmadd_ps(x2, _mm512_set1_ps(0.044715f), _mm512_set1_ps(1.0f)));
   const __m512 e = avx512_exp(_mm512_mul_ps(u, _mm512_set1_ps(-2.0f)));
   return _mm512_div_ps(x, _mm512_add_ps(e, _mm512_set1_ps(1.0f)));
 }
 
 // Everything after the activation: residual add and the fp32 or u8 store.
 __attribute__((always_inline)) static inline void avx512_epilogue_finish(const Epilogue& ep,
-                                                                       int64_t n, int64_t m,
-                                                                       __m512 y, __mmask16 mask) {
+                                                                         int64_t n, int64_t m,
+                                                                         __m512 y, __mmask16 mask) {
   const bool full = mask == __mmask16(0xFFFF);
   if (ep.residual) {
     const float* res = ep.residual + n * ep.ld_residual + m;
@@ -130,7 +130,6 @@ static inline __mmask16 avx512_lane_mask(int64_t valid, int j) {
   if (left <= 0) return 0;
   return static_cast<__mmask16>((1u << left) - 1u);
 }
-
 
 // The epilogue of one kernel call, resolved once: every field copied out of Epilogue
 // into a local object, so that stores to the output cannot force reloads, the tile's

@@ -4,6 +4,7 @@
 #define SPARQ_KERNELS_SPMM_EPILOGUE_XSIMD_H_
 
 #include <cstdint>
+
 #include <xsimd/xsimd.hpp>
 
 #include "kernels/spmm/epilogue_scalar.h"

@@ -38,16 +38,16 @@ enum class WeightType : uint8_t { kF32 = 0, kS8 = 1 };
 // by formats/bsr (not required by the kernels).
 struct PackedWeights {
   WeightType type = WeightType::kF32;
-  int32_t n = 0;               // output channels (rows of W^T)
-  int32_t k = 0;               // input channels
-  int32_t rows_per_block = 4;  // R: 4 or 1
-  int32_t group = 1;           // G: 4 for kS8, 1 for kF32
-  int32_t num_block_rows = 0;  // ceil(n / R)
-  bool dense = false;          // no index arrays; groups cover [0, K) in order
-  int64_t num_groups = 0;      // total groups over all block-rows
-  const int32_t* group_ptr = nullptr;  // [num_block_rows + 1]; null when dense
-  const int32_t* indices = nullptr;    // [num_groups * G]; null when dense
-  const void* values = nullptr;        // kF32: float[num_groups][R]; kS8: int8[num_groups][R][G]
+  int32_t n = 0;                          // output channels (rows of W^T)
+  int32_t k = 0;                          // input channels
+  int32_t rows_per_block = 4;             // R: 4 or 1
+  int32_t group = 1;                      // G: 4 for kS8, 1 for kF32
+  int32_t num_block_rows = 0;             // ceil(n / R)
+  bool dense = false;                     // no index arrays; groups cover [0, K) in order
+  int64_t num_groups = 0;                 // total groups over all block-rows
+  const int32_t* group_ptr = nullptr;     // [num_block_rows + 1]; null when dense
+  const int32_t* indices = nullptr;       // [num_groups * G]; null when dense
+  const void* values = nullptr;           // kF32: float[num_groups][R]; kS8: int8[num_groups][R][G]
   const int32_t* compensation = nullptr;  // kS8: [num_block_rows * R], 128 * row sum of W
   const float* scales = nullptr;          // kS8: [num_block_rows * R], per-channel scale
 
@@ -91,9 +91,8 @@ struct Epilogue {
 // X rows are read only at tokens [m_begin, m_end) (no over-read past m_end).
 using F32SpmmFn = void (*)(const PackedWeights& w, const float* x, int64_t ldx, int64_t m_begin,
                            int64_t m_end, int64_t br_begin, int64_t br_end, const Epilogue& ep);
-using U8S8SpmmFn = void (*)(const PackedWeights& w, const uint8_t* x, int64_t ldx,
-                            int64_t m_begin, int64_t m_end, int64_t br_begin, int64_t br_end,
-                            const Epilogue& ep);
+using U8S8SpmmFn = void (*)(const PackedWeights& w, const uint8_t* x, int64_t ldx, int64_t m_begin,
+                            int64_t m_end, int64_t br_begin, int64_t br_end, const Epilogue& ep);
 
 // Repacks u8 X [K][ldx] (tokens [0, m)) into quads of inputs in VNNI order for a packed
 // dense GEMM: byte (q * ldq + t) * 4 + j = X[4q + j][t], zero past K and past m.

@@ -23,8 +23,9 @@ static inline int64_t scalar_group_index(const PackedWeights& w, int64_t g, int6
   return kk < w.k ? kk : w.k - 1;
 }
 
-[[maybe_unused]] static void scalar_f32_spmm(const PackedWeights& w, const float* x, int64_t ldx, int64_t m_begin,
-                            int64_t m_end, int64_t br_begin, int64_t br_end, const Epilogue& ep) {
+[[maybe_unused]] static void scalar_f32_spmm(const PackedWeights& w, const float* x, int64_t ldx,
+                                             int64_t m_begin, int64_t m_end, int64_t br_begin,
+                                             int64_t br_end, const Epilogue& ep) {
   const int64_t R = w.rows_per_block, G = w.group;
   const float* values = static_cast<const float*>(w.values);
   for (int64_t br = br_begin; br < br_end; ++br) {
@@ -46,8 +47,8 @@ static inline int64_t scalar_group_index(const PackedWeights& w, int64_t g, int6
 }
 
 [[maybe_unused]] static void scalar_u8s8_spmm(const PackedWeights& w, const uint8_t* x, int64_t ldx,
-                             int64_t m_begin, int64_t m_end, int64_t br_begin, int64_t br_end,
-                             const Epilogue& ep) {
+                                              int64_t m_begin, int64_t m_end, int64_t br_begin,
+                                              int64_t br_end, const Epilogue& ep) {
   const int64_t R = w.rows_per_block, G = w.group;
   const int8_t* values = static_cast<const int8_t*>(w.values);
   for (int64_t br = br_begin; br < br_end; ++br) {

@@ -35,8 +35,8 @@ static inline __m256i load16_u8_as_i16(const uint8_t* p) {
 }
 
 template <int R, bool kDense>
-inline void u8s8_tile(const PackedWeights& w, const uint8_t* x, int64_t ldx, int64_t m0,
-                      int64_t br, __m256i (&lo)[R], __m256i (&hi)[R]) {
+inline void u8s8_tile(const PackedWeights& w, const uint8_t* x, int64_t ldx, int64_t m0, int64_t br,
+                      __m256i (&lo)[R], __m256i (&hi)[R]) {
   for (int r = 0; r < R; ++r) lo[r] = hi[r] = _mm256_setzero_si256();
   const int8_t* values = static_cast<const int8_t*>(w.values);
   const int64_t gpr = (static_cast<int64_t>(w.k) + 3) / 4;
@@ -65,10 +65,10 @@ inline void u8s8_tile(const PackedWeights& w, const uint8_t* x, int64_t ldx, int
     for (int r = 0; r < R; ++r) {
       const __m256i w01 = _mm256_set1_epi32(pair16(wv[4 * r + 0], wv[4 * r + 1]));
       const __m256i w23 = _mm256_set1_epi32(pair16(wv[4 * r + 2], wv[4 * r + 3]));
-      lo[r] = _mm256_add_epi32(lo[r], _mm256_add_epi32(_mm256_madd_epi16(p01_lo, w01),
-                                                       _mm256_madd_epi16(p23_lo, w23)));
-      hi[r] = _mm256_add_epi32(hi[r], _mm256_add_epi32(_mm256_madd_epi16(p01_hi, w01),
-                                                       _mm256_madd_epi16(p23_hi, w23)));
+      lo[r] = _mm256_add_epi32(
+          lo[r], _mm256_add_epi32(_mm256_madd_epi16(p01_lo, w01), _mm256_madd_epi16(p23_lo, w23)));
+      hi[r] = _mm256_add_epi32(
+          hi[r], _mm256_add_epi32(_mm256_madd_epi16(p01_hi, w01), _mm256_madd_epi16(p23_hi, w23)));
     }
   }
 }
@@ -90,8 +90,7 @@ void u8s8_spmm(const PackedWeights& w, const uint8_t* x, int64_t ldx, int64_t m_
         const __m256i first = _mm256_permute2x128_si256(lo[r], hi[r], 0x20);   // tokens 0-7
         const __m256i second = _mm256_permute2x128_si256(lo[r], hi[r], 0x31);  // tokens 8-15
         xsimd_epilogue_store(ep, n, m0, B(_mm256_cvtepi32_ps(_mm256_sub_epi32(first, comp))));
-        xsimd_epilogue_store(ep, n, m0 + 8,
-                             B(_mm256_cvtepi32_ps(_mm256_sub_epi32(second, comp))));
+        xsimd_epilogue_store(ep, n, m0 + 8, B(_mm256_cvtepi32_ps(_mm256_sub_epi32(second, comp))));
       }
     }
   }

@@ -173,9 +173,8 @@ __attribute__((always_inline)) inline void u8s8_tile(const PackedWeights& w, con
     const __m512i u1 = _mm512_shuffle_i32x4(acc[r][0], acc[r][1], 0xEE);
     const __m512i u2 = _mm512_shuffle_i32x4(acc[r][2], acc[r][3], 0x44);
     const __m512i u3 = _mm512_shuffle_i32x4(acc[r][2], acc[r][3], 0xEE);
-    const __m512i out[4] = {
-        _mm512_shuffle_i32x4(u0, u2, 0x88), _mm512_shuffle_i32x4(u0, u2, 0xDD),
-        _mm512_shuffle_i32x4(u1, u3, 0x88), _mm512_shuffle_i32x4(u1, u3, 0xDD)};
+    const __m512i out[4] = {_mm512_shuffle_i32x4(u0, u2, 0x88), _mm512_shuffle_i32x4(u0, u2, 0xDD),
+                            _mm512_shuffle_i32x4(u1, u3, 0x88), _mm512_shuffle_i32x4(u1, u3, 0xDD)};
     int8_row_epilogue(w, n, out, te, stage[r]);
   }
   int8_tile_finish<R>(w, br, m0, valid, te, ep, stage);
@@ -214,7 +213,6 @@ void u8s8_spmm(const PackedWeights& w, const uint8_t* x, int64_t ldx, int64_t m_
     }
   }
 }
-
 
 // Dense u8 x s8 GEMM on pre-interleaved activations: u8s8_gemm_ukernel_4x64c4__<isa>.
 // Xq is X repacked by pack_activations_vnni: quad q (inputs 4q..4q+3), token t at byte
@@ -262,7 +260,8 @@ void u8s8_gemm_packed(const PackedWeights& w, const uint8_t* xq, int64_t ldq, in
   for (int64_t m0 = m_begin; m0 < m_end; m0 += 64) {
     const int64_t valid = m_end - m0 < 64 ? m_end - m0 : 64;
     te.begin_tile(m0, valid);
-    for (int64_t br = br_begin; br < br_end; ++br) gemm_tile<Dot, R>(w, xq, ldq, m0, valid, br, te, ep);
+    for (int64_t br = br_begin; br < br_end; ++br)
+      gemm_tile<Dot, R>(w, xq, ldq, m0, valid, br, te, ep);
   }
 }
 
@@ -286,8 +285,10 @@ static void u8_pack_quads(const uint8_t* x, int64_t ldx, int64_t k, int64_t m, u
       const __m512i t2 = _mm512_unpacklo_epi8(a[2], a[3]), t3 = _mm512_unpackhi_epi8(a[2], a[3]);
       const __m512i v0 = _mm512_unpacklo_epi16(t0, t2), v1 = _mm512_unpackhi_epi16(t0, t2);
       const __m512i v2 = _mm512_unpacklo_epi16(t1, t3), v3 = _mm512_unpackhi_epi16(t1, t3);
-      const __m512i u0 = _mm512_shuffle_i32x4(v0, v1, 0x44), u1 = _mm512_shuffle_i32x4(v0, v1, 0xEE);
-      const __m512i u2 = _mm512_shuffle_i32x4(v2, v3, 0x44), u3 = _mm512_shuffle_i32x4(v2, v3, 0xEE);
+      const __m512i u0 = _mm512_shuffle_i32x4(v0, v1, 0x44),
+                    u1 = _mm512_shuffle_i32x4(v0, v1, 0xEE);
+      const __m512i u2 = _mm512_shuffle_i32x4(v2, v3, 0x44),
+                    u3 = _mm512_shuffle_i32x4(v2, v3, 0xEE);
       uint8_t* out = xq + (q * ldq + m0) * 4;
       _mm512_storeu_si512(out, _mm512_shuffle_i32x4(u0, u2, 0x88));
       _mm512_storeu_si512(out + 64, _mm512_shuffle_i32x4(u0, u2, 0xDD));

@@ -2,14 +2,12 @@
 // the u8 x s8 SpMM for AVX-512 CPUs without VNNI (Skylake-SP), with the dot product
 // widened to 16 bits (vpmaddwd; never the saturating vpmaddubsw). Layout and
 // contracts: u8s8_spmm_avx512_impl.h.
-#include "kernels/spmm/u8s8_spmm_avx512_impl.h"
-
 #include "kernels/spmm/spmm.h"
 #include "kernels/spmm/spmm_avx512.h"
+#include "kernels/spmm/u8s8_spmm_avx512_impl.h"
 
 namespace sparq {
 namespace avx512 {
-
 
 const SpmmKernels& kernels() {
   static const SpmmKernels table = [] {

@@ -1,9 +1,8 @@
 // u8s8_bsr4x1_spmm_ukernel_4x64c4__avx512vnni and u8s8_bsr1x1_spmm_ukernel_1x64c4__avx512vnni:
 // the u8 x s8 SpMM with vpdpbusd. Layout and contracts: u8s8_spmm_avx512_impl.h.
-#include "kernels/spmm/u8s8_spmm_avx512_impl.h"
-
 #include "kernels/spmm/spmm.h"
 #include "kernels/spmm/spmm_avx512.h"
+#include "kernels/spmm/u8s8_spmm_avx512_impl.h"
 
 namespace sparq {
 namespace avx512vnni {

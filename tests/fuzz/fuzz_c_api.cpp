@@ -54,7 +54,8 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   }
   if (sparq_model_load(path.c_str(), &g_model) != SPARQ_OK ||
       sparq_session_create(g_model, 1, &g_session) != SPARQ_OK) {
-    std::fprintf(stderr, "fuzz_c_api: cannot load %s: %s\n", path.c_str(), sparq_last_error_message());
+    std::fprintf(stderr, "fuzz_c_api: cannot load %s: %s\n", path.c_str(),
+                 sparq_last_error_message());
     std::exit(2);
   }
   return 0;
@@ -62,7 +63,8 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (g_session == nullptr) LLVMFuzzerInitialize(nullptr, nullptr);
-  static const char* kNames[] = {"input_ids", "attention_mask", "token_type_ids", "", "input_ids\n", nullptr};
+  static const char* kNames[] = {"input_ids", "attention_mask", "token_type_ids",
+                                 "",          "input_ids\n",    nullptr};
   Bytes b(data, size);
   const size_t n = b.take<uint8_t>() % 5;
   std::vector<sparq_tensor> ts(n);
@@ -97,7 +99,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (v < 0 || __builtin_mul_overflow(elems, static_cast<uint64_t>(v), &elems)) overflow = true;
     }
     t.shape = null_shape ? nullptr : shapes[i].data();
-    const size_t esize = dtype == SPARQ_INT32 || dtype == SPARQ_FLOAT32                     ? 4
+    const size_t esize = dtype == SPARQ_INT32 || dtype == SPARQ_FLOAT32                       ? 4
                          : dtype == SPARQ_INT8 || dtype == SPARQ_UINT8 || dtype == SPARQ_BOOL ? 1
                                                                                               : 8;
     // The buffer the descriptor claims, when the library may accept it; past the limit
@@ -105,7 +107,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     // makes AddressSanitizer report any read of it).
     if (!overflow && elems <= kMaxElements) {
       bufs[i].resize(elems * esize);
-      for (size_t k = 0; k < bufs[i].size() && b.left() > 0; ++k) bufs[i][k] = b.take<uint8_t>() % 3;
+      for (size_t k = 0; k < bufs[i].size() && b.left() > 0; ++k)
+        bufs[i][k] = b.take<uint8_t>() % 3;
       t.data = bufs[i].empty() ? nullptr : bufs[i].data();
     } else {
       bufs[i].resize(1);
@@ -123,9 +126,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     // Read the whole view: a wrong dtype or shape shows as an over-read here.
     size_t elems = 1;
     for (int d = 0; d < out.rank; ++d) elems *= static_cast<size_t>(out.shape[d]);
-    const size_t es = out.dtype == SPARQ_INT64 || out.dtype == SPARQ_FLOAT64 ? 8
+    const size_t es = out.dtype == SPARQ_INT64 || out.dtype == SPARQ_FLOAT64   ? 8
                       : out.dtype == SPARQ_INT32 || out.dtype == SPARQ_FLOAT32 ? 4
-                                                                                 : 1;
+                                                                               : 1;
     volatile uint8_t sink = 0;
     for (size_t k = 0; k < elems * es; ++k) sink ^= static_cast<const uint8_t*>(out.data)[k];
     (void)sink;

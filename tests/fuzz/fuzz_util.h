@@ -26,7 +26,8 @@ inline const std::string& scratch_dir() {
     static std::string keep = tmpl;
     std::atexit([] {
       std::string cmd = "rm -rf '" + keep + "'";
-      if (std::system(cmd.c_str()) != 0) std::fprintf(stderr, "fuzz: could not remove %s\n", keep.c_str());
+      if (std::system(cmd.c_str()) != 0)
+        std::fprintf(stderr, "fuzz: could not remove %s\n", keep.c_str());
     });
     return tmpl;
   }();

@@ -2,12 +2,12 @@
 // found under a named directory) to LLVMFuzzerTestOneInput once, in sorted order. The
 // release and asan builds replay the committed corpus and crash reproducers with it, so
 // CI is deterministic and needs no libFuzzer.
-#include <dirent.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <dirent.h>
 #include <fstream>
 #include <iterator>
 #include <string>
