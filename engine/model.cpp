@@ -8,6 +8,7 @@
 #include <mutex>
 #include <set>
 
+#include "engine/convert/canonicalize.h"
 #include "engine/layout.h"
 #include "engine/limits.h"
 #include "engine/ops/registry.h"
@@ -144,6 +145,8 @@ std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
   if (opts.prune >= 1.0) throw Error(Status::kInvalidArgument, "prune sparsity must be in [0, 1)");
   validate_graph(g, /*allow_sparq_ops=*/false, "graph");
   lower_inference_dropout(g);
+  // One canonical spelling before the patterns (--no-fuse keeps the exported graph).
+  if (opts.fuse) canonicalize(g);
 
   // Uses of each initializer, to drop the ones only a converted MatMul read.
   std::map<std::string, int> uses;

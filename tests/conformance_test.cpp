@@ -263,6 +263,45 @@ TEST(Conformance, ManyPanelsSameOutputsAtOneAndTwoThreads) {
   }
 }
 
+// Export variants (tools/make_test_models.sh): freshly initialized LayerNorm parameters
+// (torch shares equal initializers through Identity) and exports without constant
+// folding (weights behind Transpose) reach the same plan as the default export of the
+// same model after canonicalization: the same fused counts, no more op-by-op steps.
+// Their outputs are checked against float64 by the tests above like every model's.
+TEST(Conformance, ExportVariantsReachTheFastPath) {
+  const std::string root = models_dir();
+  struct stat st {};
+  if (root.empty() || stat((root + "/bert-14-nofold/model.onnx").c_str(), &st) != 0)
+    GTEST_SKIP() << "no variant models";
+  const std::pair<const char*, const char*> pairs[] = {{"bert-14-fresh-ln", "bert-14"},
+                                                       {"bert-14-nofold", "bert-14"},
+                                                       {"distilbert-14-fresh-ln", "distilbert-14"},
+                                                       {"roberta-14-nofold", "roberta-14"}};
+  for (const auto& [variant, base] : pairs) {
+    for (const char* precision : {"fp32", "int8"}) {
+      SCOPED_TRACE(std::string(variant) + " " + precision);
+      PlanSummary sum[2];
+      for (int k = 0; k < 2; ++k) {
+        const std::string dir = root + "/" + (k == 0 ? variant : base);
+        ConvertOptions o;
+        o.precision = precision;
+        const auto report = convert_graph(import_onnx(dir + "/model.onnx"), dir + "/variant.sparq", o);
+        Session s(Model::load(dir + "/variant.sparq"), 1);
+        s.run(load_inputs(dir));
+        sum[k] = s.plan_summary();
+        EXPECT_FALSE(report.empty());
+      }
+      EXPECT_EQ(sum[0].matmuls, sum[1].matmuls);
+      EXPECT_EQ(sum[0].fused_attention, sum[1].fused_attention);
+      EXPECT_EQ(sum[0].fused_residual, sum[1].fused_residual);
+      EXPECT_EQ(sum[0].fused_embeddings, sum[1].fused_embeddings);
+      EXPECT_EQ(sum[0].fused_add_layernorm, sum[1].fused_add_layernorm);
+      EXPECT_LE(sum[0].generic_steps, sum[1].generic_steps);
+      EXPECT_LE(sum[0].steps, sum[1].steps);
+    }
+  }
+}
+
 // The planned executor's fusions fire on real exports: one embeddings step, the
 // attention of every layer, both residuals of every layer; RoBERTa's computed position
 // ids (left padding) included. Outputs are checked by the tests above.

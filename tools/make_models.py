@@ -379,11 +379,22 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--left-pad", action="store_true", help="pad on the left (position ids are then not arange)")
     ap.add_argument("--no-reference", action="store_true", help="skip the float64 reference")
+    # Export variants (issue 10): the same model as another exporter setting writes it.
+    ap.add_argument("--fresh-layernorm", action="store_true",
+                    help="LayerNorm weights 1 and biases 0, as freshly initialized (torch then shares "
+                         "equal initializers through Identity nodes)")
+    ap.add_argument("--no-constant-folding", action="store_true",
+                    help="export with do_constant_folding=False (weights reach MatMul through Transpose)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     torch.manual_seed(a.seed)
     os.makedirs(a.out, exist_ok=True)
     model, c = build(a.family, a.size, a.head, a.seed)
+    if a.fresh_layernorm:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "LayerNorm" in name or "layer_norm" in name:
+                    p.fill_(1.0 if name.endswith("weight") else 0.0)
     if a.prune is not None:
         with torch.no_grad():
             for _, lin in encoder_linears(model):
@@ -401,7 +412,8 @@ def main():
     args = tuple(torch.from_numpy(inputs[n]) for n in names)
     path = os.path.join(a.out, "model.onnx")
     torch.onnx.export(model, args, path, input_names=names, output_names=outputs,
-                      dynamic_axes=dyn, opset_version=a.opset, do_constant_folding=True)
+                      dynamic_axes=dyn, opset_version=a.opset,
+                      do_constant_folding=not a.no_constant_folding)
     for n, v in inputs.items():
         np.save(os.path.join(a.out, f"input_{n}.npy"), v)
     if not a.no_reference:
@@ -413,6 +425,10 @@ def main():
                 "prune": a.prune, "block": a.block, "batch": a.batch, "seq": a.seq,
                 "seed": a.seed, "left_pad": a.left_pad, "inputs": names, "outputs": outputs,
                 "vocab": c.vocab, "max_positions": c.max_pos}
+    if a.fresh_layernorm:
+        manifest["fresh_layernorm"] = True
+    if a.no_constant_folding:
+        manifest["constant_folding"] = False
     with open(os.path.join(a.out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
     print(f"make_models: wrote {path}", file=sys.stderr)

@@ -31,4 +31,10 @@ gen roberta-left-pad --family roberta --opset 14 --left-pad --batch 3
 gen bert-opset11 --family bert --opset 11 --head
 gen distilbert-opset12 --family distilbert --opset 12
 gen roberta-opset13 --family roberta --opset 13
+# Export variants of the same models (issue 10): each must reach the same plan as its
+# default export (tests/conformance_test.cpp, ExportVariantsReachTheFastPath).
+gen bert-14-fresh-ln --family bert --opset 14 --fresh-layernorm
+gen bert-14-nofold --family bert --opset 14 --no-constant-folding
+gen distilbert-14-fresh-ln --family distilbert --opset 14 --fresh-layernorm
+gen roberta-14-nofold --family roberta --opset 14 --no-constant-folding
 echo "make_test_models: models in $out" >&2
