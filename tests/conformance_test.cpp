@@ -285,7 +285,8 @@ TEST(Conformance, ExportVariantsReachTheFastPath) {
         const std::string dir = root + "/" + (k == 0 ? variant : base);
         ConvertOptions o;
         o.precision = precision;
-        const auto report = convert_graph(import_onnx(dir + "/model.onnx"), dir + "/variant.sparq", o);
+        const auto report =
+            convert_graph(import_onnx(dir + "/model.onnx"), dir + "/variant.sparq", o);
         Session s(Model::load(dir + "/variant.sparq"), 1);
         s.run(load_inputs(dir));
         sum[k] = s.plan_summary();

@@ -94,7 +94,8 @@ CanonicalizeReport canonicalize(Graph& g, uint64_t max_fold_bytes) {
       if (constant) {
         try {
           Value v = interpret_node(g, n, ins);
-          const uint64_t bytes = v ? static_cast<uint64_t>(v->elements()) * elem_type_size(v->type) : 0;
+          const uint64_t bytes =
+              v ? static_cast<uint64_t>(v->elements()) * elem_type_size(v->type) : 0;
           if (v && bytes <= max_fold_bytes) {
             if (v->view != nullptr) {  // a view of an input: own the bytes
               auto own = std::make_shared<Constant>();
