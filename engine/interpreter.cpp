@@ -25,12 +25,25 @@ int64_t numel(const Shape& s) { return shape_elements(s); }
 
 bool is_float(ElemType t) { return t == ElemType::kF32 || t == ElemType::kF64; }
 
+// "a float32 tensor" and the like, for limit errors, without building a string per value.
+const char* tensor_what(ElemType t) {
+  switch (t) {
+    case ElemType::kF32: return "a float32 tensor";
+    case ElemType::kF64: return "a float64 tensor";
+    case ElemType::kS8: return "an int8 tensor";
+    case ElemType::kU8: return "a uint8 tensor";
+    case ElemType::kI32: return "an int32 tensor";
+    case ElemType::kI64: return "an int64 tensor";
+    case ElemType::kBool: return "a bool tensor";
+  }
+  return "a tensor";
+}
+
 // Every value the interpreter computes is allocated here, after its size is checked
 // against the limits (a hostile Reshape, Expand or ConstantOfShape target fails before
 // it allocates).
 std::shared_ptr<Constant> make(ElemType t, Shape shape) {
-  const int64_t e =
-      checked_elements(shape, elem_type_size(t), "a " + std::string(elem_type_name(t)) + " tensor");
+  const int64_t e = checked_elements(shape, elem_type_size(t), tensor_what(t));
   auto c = std::make_shared<Constant>();
   c->type = t;
   c->shape = std::move(shape);

@@ -58,26 +58,28 @@ std::string human_bytes(uint64_t bytes) {
   return buf;
 }
 
-int64_t checked_elements(const std::vector<int64_t>& shape, size_t elem_bytes,
-                         const std::string& what) {
+// Runs for every value the interpreter makes: no string is built unless a check fails.
+int64_t checked_elements(const std::vector<int64_t>& shape, size_t elem_bytes, const char* what) {
   uint64_t e = 1;
   for (int64_t d : shape) {
     if (d < 0)
-      throw Error(Status::kInvalidArgument, what + ": negative dimension " + std::to_string(d));
+      throw Error(Status::kInvalidArgument,
+                  std::string(what) + ": negative dimension " + std::to_string(d));
   }
   for (int64_t d : shape) {
     if (d == 0) return 0;  // empty, whatever the other dimensions
   }
   for (int64_t d : shape) {
     if (__builtin_mul_overflow(e, static_cast<uint64_t>(d), &e)) {
-      throw Error(Status::kOutOfMemory, what + ": the shape's element count overflows");
+      throw Error(Status::kOutOfMemory,
+                  std::string(what) + ": the shape's element count overflows");
     }
   }
   uint64_t bytes = 0;
   const uint64_t cap = limits().max_tensor_bytes;
   if (__builtin_mul_overflow(e, static_cast<uint64_t>(elem_bytes), &bytes) || bytes > cap) {
     throw Error(Status::kOutOfMemory,
-                what + " would need " +
+                std::string(what) + " would need " +
                     (bytes > cap && bytes / elem_bytes == e ? human_bytes(bytes)
                                                             : std::string("more than 2^64 bytes")) +
                     ", above the limit of " + human_bytes(cap) +

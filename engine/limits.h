@@ -35,7 +35,7 @@ SPARQ_API const Limits& limits();
 // The elements of `shape`, or an Error(kOutOfMemory) naming `what` when a dimension is
 // negative, the product overflows, or elements x `elem_bytes` exceeds max_tensor_bytes.
 SPARQ_API int64_t checked_elements(const std::vector<int64_t>& shape, size_t elem_bytes,
-                                   const std::string& what);
+                                   const char* what);
 
 // "1.5 GiB"-style text for messages.
 SPARQ_API std::string human_bytes(uint64_t bytes);

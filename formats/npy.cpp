@@ -15,24 +15,9 @@ namespace {
   throw Error(Status::kFormatError, path + ": not a supported .npy file: " + what);
 }
 
-// Header text quoted in an error: control and non-ASCII bytes escaped as \xNN and at
-// most 64 characters, so a malformed header never writes raw bytes to a terminal.
-std::string quoted(const std::string& s) {
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (size_t i = 0; i < s.size() && i < 64; ++i) {
-    const unsigned char ch = static_cast<unsigned char>(s[i]);
-    if (ch >= 0x20 && ch < 0x7f && ch != '\\') {
-      out += static_cast<char>(ch);
-    } else {
-      out += "\\x";
-      out += hex[ch >> 4];
-      out += hex[ch & 15];
-    }
-  }
-  if (s.size() > 64) out += "...";
-  return out;
-}
+// Header text quoted in an error: at most 64 characters, ASCII only, so a malformed
+// header never writes raw bytes to a terminal.
+std::string quoted(const std::string& s) { return escape_bytes(s, /*ascii_only=*/true, 64); }
 
 // The value of `key` in the header dict, as the raw text up to the next ',' or '}'
 // (or the parenthesized tuple for 'shape').

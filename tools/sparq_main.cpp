@@ -20,22 +20,8 @@
 namespace {
 
 // An error message as one printable line: names and values quoted from a malformed
-// input file could hold control bytes or newlines.
-std::string printable(const char* msg) {
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (const char* p = msg; *p != '\0'; ++p) {
-    const unsigned char ch = static_cast<unsigned char>(*p);
-    if (ch >= 0x20 && ch != 0x7f) {
-      out += static_cast<char>(ch);  // printable ASCII and UTF-8 bytes pass
-    } else {
-      out += "\\x";
-      out += hex[ch >> 4];
-      out += hex[ch & 15];
-    }
-  }
-  return out;
-}
+// input file could hold control bytes or newlines (UTF-8 passes).
+std::string printable(const char* msg) { return sparq::escape_bytes(msg, /*ascii_only=*/false); }
 
 using sparq::cli::Args;
 using sparq::cli::UsageError;

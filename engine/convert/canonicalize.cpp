@@ -12,34 +12,28 @@
 namespace sparq {
 namespace {
 
+// A 1-D (or, with `scalar`, 0-D) tensor of `n` values of type T.
+template <class T>
+std::shared_ptr<const Constant> tensor_of(ElemType type, const T* v, size_t n, bool scalar) {
+  auto c = std::make_shared<Constant>();
+  c->type = type;
+  if (!scalar) c->shape = {static_cast<int64_t>(n)};
+  c->bytes.resize(n * sizeof(T));
+  if (n > 0) std::memcpy(c->bytes.data(), v, n * sizeof(T));
+  return c;
+}
+
 // A Constant node's value as a tensor (the registry allows exactly one value attribute).
 std::shared_ptr<const Constant> constant_value(const Node& n) {
   for (const auto& kv : n.attrs) {
     const Attribute& a = kv.second;
-    auto c = std::make_shared<Constant>();
     if (kv.first == "value") return a.t;
-    if (kv.first == "value_float") {
-      c->type = ElemType::kF32;
-      c->bytes.resize(4);
-      std::memcpy(c->bytes.data(), &a.f, 4);
-    } else if (kv.first == "value_floats") {
-      c->type = ElemType::kF32;
-      c->shape = {static_cast<int64_t>(a.floats.size())};
-      c->bytes.resize(a.floats.size() * 4);
-      if (!a.floats.empty()) std::memcpy(c->bytes.data(), a.floats.data(), a.floats.size() * 4);
-    } else if (kv.first == "value_int") {
-      c->type = ElemType::kI64;
-      c->bytes.resize(8);
-      std::memcpy(c->bytes.data(), &a.i, 8);
-    } else if (kv.first == "value_ints") {
-      c->type = ElemType::kI64;
-      c->shape = {static_cast<int64_t>(a.ints.size())};
-      c->bytes.resize(a.ints.size() * 8);
-      if (!a.ints.empty()) std::memcpy(c->bytes.data(), a.ints.data(), a.ints.size() * 8);
-    } else {
-      continue;
-    }
-    return c;
+    if (kv.first == "value_float") return tensor_of(ElemType::kF32, &a.f, 1, true);
+    if (kv.first == "value_floats")
+      return tensor_of(ElemType::kF32, a.floats.data(), a.floats.size(), false);
+    if (kv.first == "value_int") return tensor_of(ElemType::kI64, &a.i, 1, true);
+    if (kv.first == "value_ints")
+      return tensor_of(ElemType::kI64, a.ints.data(), a.ints.size(), false);
   }
   return nullptr;
 }
