@@ -80,6 +80,7 @@ struct Slot {
   int tm = -1;        // buffer with a token-major copy of a feature-major value
   int q8 = -1, q8s = -1;  // per-token quantized u8 form and its scales
   bool output = false;    // a graph output
+  int view_of = -1;       // a Reshape sharing this slot's buffers (which that slot releases)
   int64_t features() const { return shape.empty() ? 1 : shape.back(); }
   int64_t tokens() const { return features() == 0 ? 0 : numel(shape) / features(); }
 };
@@ -581,6 +582,10 @@ class Planner {
         const Slot& o = slot(it->second);
         for (int b : {o.fm, o.tm, o.q8, o.q8s}) {
           if (b < 0 || temp_[static_cast<size_t>(b)].size() == 0) continue;
+          if (o.view_of >= 0) {  // the source's buffers are the source's to release
+            const Slot& src = slot(o.view_of);
+            if (b == src.fm || b == src.tm || b == src.q8 || b == src.q8s) continue;
+          }
           temp_[static_cast<size_t>(b)] = AlignedBuffer();
           live_planned_bytes_ -= p_.buffers[static_cast<size_t>(b)].bytes;
         }
@@ -728,6 +733,11 @@ class Planner {
   }
   // The quantized form (u8 [features][tokens] + per-token scales).
   void q8(int s, int* q, int* scales) {
+    if (slot(s).q8 < 0 && slot(s).view_of >= 0) {  // one quantization for every view
+      q8(slot(s).view_of, q, scales);
+      slot(s).q8 = *q;
+      slot(s).q8s = *scales;
+    }
     if (slot(s).q8 < 0) {
       const int src = fm(s);
       const Slot& o = slot(s);
@@ -821,6 +831,7 @@ class Planner {
     if (n.op == "LayerNormalization" && layernorm(n)) return;
     if (n.op == "Add" && add(n)) return;
     if (n.op == "Reshape" && defer_head_split(i)) return;
+    if (n.op == "Reshape" && view_reshape(n)) return;
     if (n.op == "SparqAttention" && attention(i)) return;
     generic(n);
   }
@@ -912,24 +923,29 @@ class Planner {
       t.bias = slot(b).fixed->data<float>();
     }
     if (const Attribute* act = n.attr("activation")) {
-      if (act->s == "gelu_erf") t.act = Activation::kGeluErf;
-      else if (act->s == "gelu_tanh") t.act = Activation::kGeluTanh;
-      else return false;
+      if (!activation_from_name(act->s, &t.act)) return false;
     }
     Shape out_shape = slot(x).shape;
     out_shape.back() = w.n;
     std::string out_name = n.outputs[0];
-    // Residual: the only consumer is an Add whose other operand already exists.
+    // Residual: the only consumer is an Add whose other operand already exists (read
+    // through layout-only Reshapes of the matmul's output, which then need no step).
     size_t ci = 0, cj = 0;
-    if (options_.residual_epilogue && only_use(n.outputs[0], &ci, &cj) &&
+    std::vector<size_t> views;
+    Shape add_shape;
+    if (options_.residual_epilogue &&
+        only_use_through_views(n.outputs[0], out_shape, &ci, &cj, &views, &add_shape) &&
         g_.nodes[ci].op == "Add" && g_.nodes[ci].inputs.size() == 2) {
       const std::string& other = g_.nodes[ci].inputs[1 - cj];
       if (ids_.count(other) && !virtual_.count(other)) {
         const int r = ids_.at(other);
-        if (fm_able(r) && slot(r).shape == out_shape) {
+        if (fm_able(r) && slot(r).shape == add_shape) {
           t.c = fm(r);
           out_name = g_.nodes[ci].outputs[0];
+          out_shape = add_shape;
           done_[ci] = true;
+          for (size_t k : views) done_[k] = true;
+          p_.summary.views += static_cast<int>(views.size());
           ++p_.summary.fused_residual;
         }
       }
@@ -1182,6 +1198,50 @@ class Planner {
     virtual_[tr.outputs[0]] = {x, t[2], t[3], i, ti};
     done_[ti] = true;
     return true;
+  }
+
+  // A Reshape that keeps the last dimension regroups only the tokens: the feature-major
+  // panels are the same bytes, so the output is a view of the input's buffers (no step).
+  // Linear layers exported on flattened [B*S, H] activations reshape this way.
+  bool view_reshape(const Node& n) {
+    if (n.inputs.size() < 2 || !known(n.inputs[0]) || outputs_.count(n.outputs[0])) return false;
+    const int x = slot_of(n.inputs[0]);
+    const Slot& xs = slot(x);
+    if (!fm_able(x) || xs.fm < 0 || xs.heap) return false;
+    if (!fold_for(n.inputs[1], 0)) return false;
+    const Shape t = reshape_target(n, xs.shape);
+    if (t.empty() || t.back() != xs.features() || numel(t) != numel(xs.shape)) return false;
+    const Slot copy = xs;
+    const int o = new_slot(n.outputs[0], t, ElemType::kF32);
+    Slot& v = slot(o);
+    v.fm = copy.fm;
+    v.q8 = copy.q8;
+    v.q8s = copy.q8s;
+    v.view_of = x;
+    ++p_.summary.views;
+    return true;
+  }
+
+  // The node reading `v` through layout-only Reshapes: its index, the input it reads
+  // and the Reshapes on the way (with the shape they end in).
+  bool only_use_through_views(const std::string& v, Shape shape, size_t* node, size_t* input,
+                              std::vector<size_t>* views, Shape* out_shape) {
+    std::string cur = v;
+    for (int depth = 0; depth < 4; ++depth) {
+      if (!only_use(cur, node, input)) return false;
+      const Node& c = g_.nodes[*node];
+      if (c.op != "Reshape" || *input != 0 || c.inputs.size() < 2) {
+        *out_shape = shape;
+        return true;
+      }
+      if (!fold_for(c.inputs[1], 0)) return false;
+      const Shape t = reshape_target(c, shape);
+      if (t.empty() || t.back() != shape.back() || numel(t) != numel(shape)) return false;
+      views->push_back(*node);
+      shape = t;
+      cur = c.outputs[0];
+    }
+    return false;
   }
 
   struct HeadSplit {

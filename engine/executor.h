@@ -45,6 +45,7 @@ struct PlanSummary {
   int folded = 0;         // nodes evaluated at plan time
   int fused_attention = 0, fused_residual = 0, matmuls = 0, fused_embeddings = 0;
   int fused_add_layernorm = 0;  // residual Add + LayerNorm steps (residuals not in an epilogue)
+  int views = 0;                // layout-only Reshapes of feature-major values (no step)
 };
 
 class SPARQ_API Executor {

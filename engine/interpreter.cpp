@@ -360,6 +360,12 @@ class Runner {
         for (int64_t i = 0; i < cnt; ++i) o[i] = std::tanh(x[i]);
       else if (op == "Relu")
         for (int64_t i = 0; i < cnt; ++i) o[i] = x[i] > 0.0f ? x[i] : 0.0f;
+      else if (op == "Sigmoid")
+        for (int64_t i = 0; i < cnt; ++i) o[i] = 1.0f / (1.0f + std::exp(-x[i]));
+      else if (op == "Reciprocal")
+        for (int64_t i = 0; i < cnt; ++i) o[i] = 1.0f / x[i];
+      else if (op == "Exp")
+        for (int64_t i = 0; i < cnt; ++i) o[i] = std::exp(x[i]);
       else
         for (int64_t i = 0; i < cnt; ++i) o[i] = -x[i];
       return r;
@@ -380,6 +386,9 @@ class Runner {
       else if (op == "Erf") v = std::erf(x);
       else if (op == "Tanh") v = std::tanh(x);
       else if (op == "Relu") v = x > 0 ? x : 0;
+      else if (op == "Sigmoid") v = 1.0 / (1.0 + std::exp(-x));
+      else if (op == "Reciprocal") v = 1.0 / x;
+      else if (op == "Exp") v = std::exp(x);
       else v = -x;  // Neg
       setf(*r, i, v);
     }
@@ -594,7 +603,8 @@ class Runner {
     if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div" || op == "Pow" || op == "Equal") {
       return binary(n);
     }
-    if (op == "Sqrt" || op == "Erf" || op == "Tanh" || op == "Relu" || op == "Neg" || op == "Not") {
+    if (op == "Sqrt" || op == "Erf" || op == "Tanh" || op == "Relu" || op == "Neg" || op == "Not" ||
+        op == "Sigmoid" || op == "Reciprocal" || op == "Exp") {
       return unary(n);
     }
     if (op == "Identity" || op == "Dropout") return need(n, 0);

@@ -374,9 +374,7 @@ Value Session::sparq_matmul(const Node& n, const std::vector<Value>& in) {
     ep.bias = in[1]->data<float>();
   }
   if (const Attribute* act = n.attr("activation")) {
-    if (act->s == "gelu_erf") ep.activation = Activation::kGeluErf;
-    else if (act->s == "gelu_tanh") ep.activation = Activation::kGeluTanh;
-    else
+    if (!activation_from_name(act->s, &ep.activation))
       throw Error(Status::kFormatError,
                   "node '" + n.name + "': unknown activation '" + act->s + "'");
   }

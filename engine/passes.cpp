@@ -1,10 +1,13 @@
 #include "engine/passes.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <set>
 #include <string>
 #include <vector>
+
+#include "kernels/spmm/spmm.h"
 
 namespace sparq {
 namespace {
@@ -170,73 +173,335 @@ int fuse_layernorm(Matcher& m) {
   return fused;
 }
 
-// SparqMatMul -> Add(bias [N]) [-> Div(sqrt2) -> Erf -> Add(1) -> Mul(h) -> Mul(0.5)]
+// A polynomial in h (a matmul's output) and t (the output of the one transcendental op
+// of an activation): coefficient of h^i t^j. The activation patterns below read an
+// elementwise subgraph into this form, so every spelling of the same formula (operand
+// order, association, Div by c or Mul by 1/c, x*x*x or Pow(x, 3), constants folded or
+// not) compares equal, and a formula that differs in any coefficient does not.
+struct Poly {
+  static constexpr int kMaxDegree = 8;
+  std::map<std::pair<int, int>, double> c;
+
+  static Poly constant(double v) {
+    Poly p;
+    if (v != 0) p.c[{0, 0}] = v;
+    return p;
+  }
+  static Poly var(int i, int j) {
+    Poly p;
+    p.c[{i, j}] = 1;
+    return p;
+  }
+  Poly plus(const Poly& o, double sign) const {
+    Poly r = *this;
+    for (const auto& kv : o.c) {
+      double& v = r.c[kv.first];
+      v += sign * kv.second;
+      if (v == 0) r.c.erase(kv.first);
+    }
+    return r;
+  }
+  bool times(const Poly& o, Poly* out) const {
+    Poly r;
+    for (const auto& a : c) {
+      for (const auto& b : o.c) {
+        const int i = a.first.first + b.first.first, j = a.first.second + b.first.second;
+        if (i > kMaxDegree || j > kMaxDegree) return false;
+        double& v = r.c[{i, j}];
+        v += a.second * b.second;
+        if (v == 0) r.c.erase({i, j});
+      }
+    }
+    *out = std::move(r);
+    return true;
+  }
+  // The same monomials, each coefficient within `rel` of the other's (float32 constants
+  // in the model against float64 ones here).
+  bool near(const Poly& o, double rel = 1e-5) const {
+    if (c.size() != o.c.size()) return false;
+    for (const auto& kv : c) {
+      auto it = o.c.find(kv.first);
+      if (it == o.c.end()) return false;
+      const double a = kv.second, b = it->second;
+      if (std::fabs(a - b) > rel * std::max(std::fabs(a), std::fabs(b))) return false;
+    }
+    return true;
+  }
+};
+
+// Reads the value `v` as a polynomial in `h` and `t` (t may be empty): Add, Sub, Mul,
+// Neg, Div by a scalar constant and Pow by a small integer constant, over h, t and scalar
+// constants. Every value read below the root must have exactly one consumer and not be a
+// graph output; the nodes read are appended to `nodes`.
+class PolyReader {
+ public:
+  PolyReader(Matcher& m, std::string h, std::string t)
+      : m_(m), h_(std::move(h)), t_(std::move(t)) {}
+
+  bool read(const std::string& v, Poly* out) { return read(v, out, 0); }
+  std::vector<size_t> nodes;
+
+ private:
+  bool read(const std::string& v, Poly* out, int depth) {
+    if (v == h_) return *out = Poly::var(1, 0), true;
+    if (!t_.empty() && v == t_) return *out = Poly::var(0, 1), true;
+    double c = 0;
+    if (m_.scalar(v, &c)) return std::isfinite(c) && (*out = Poly::constant(c), true);
+    size_t i = 0;
+    Node* n = m_.producer(v, &i);
+    if (n == nullptr || depth > 24) return false;
+    if (depth > 0 && (m_.consumer_count(v) != 1 || m_.is_output(v))) return false;
+    Poly a, b;
+    const std::string& op = n->op;
+    if ((op == "Add" || op == "Sub" || op == "Mul") && n->inputs.size() == 2) {
+      if (!read(n->inputs[0], &a, depth + 1) || !read(n->inputs[1], &b, depth + 1)) return false;
+      if (op == "Mul") {
+        if (!a.times(b, out)) return false;
+      } else {
+        *out = a.plus(b, op == "Add" ? 1.0 : -1.0);
+      }
+    } else if (op == "Div" && n->inputs.size() == 2) {
+      if (!m_.scalar(n->inputs[1], &c) || c == 0 || !std::isfinite(c)) return false;
+      if (!read(n->inputs[0], &a, depth + 1)) return false;
+      a.times(Poly::constant(1.0 / c), out);
+    } else if (op == "Neg" && n->inputs.size() == 1) {
+      if (!read(n->inputs[0], &a, depth + 1)) return false;
+      *out = Poly().plus(a, -1.0);
+    } else if (op == "Pow" && n->inputs.size() == 2) {
+      if (!m_.scalar(n->inputs[1], &c) || c != std::floor(c) || c < 1 || c > 4) return false;
+      if (!read(n->inputs[0], &a, depth + 1)) return false;
+      Poly r = a;
+      for (int k = 1; k < static_cast<int>(c); ++k) {
+        if (!r.times(a, &r)) return false;
+      }
+      *out = std::move(r);
+    } else {
+      return false;
+    }
+    nodes.push_back(i);
+    return true;
+  }
+
+  Matcher& m_;
+  std::string h_, t_;
+};
+
+// One GELU form: activation = outer(h, t) with t = op(inner(h)).
+struct GeluForm {
+  const char* op;
+  Activation act;
+  Poly inner, outer;
+};
+
+const std::vector<GeluForm>& gelu_forms() {
+  static const std::vector<GeluForm> forms = [] {
+    auto poly = [](std::initializer_list<std::pair<std::pair<int, int>, double>> terms) {
+      Poly p;
+      for (const auto& t : terms) p.c[t.first] = t.second;
+      return p;
+    };
+    const double s2pi = std::sqrt(2.0 / M_PI);
+    const Poly half_h_1_plus_t = poly({{{1, 0}, 0.5}, {{1, 1}, 0.5}});  // h/2 (1 + t)
+    return std::vector<GeluForm>{
+        // erf: h/2 (1 + erf(h / sqrt 2))
+        {"Erf", Activation::kGeluErf, poly({{{1, 0}, std::sqrt(0.5)}}), half_h_1_plus_t},
+        // tanh: h/2 (1 + tanh(sqrt(2/pi) (h + 0.044715 h^3)))
+        {"Tanh", Activation::kGeluTanh, poly({{{1, 0}, s2pi}, {{3, 0}, s2pi * 0.044715}}),
+         half_h_1_plus_t},
+        // sigmoid (QuickGELU): h sigmoid(1.702 h)
+        {"Sigmoid", Activation::kGeluSigmoid, poly({{{1, 0}, 1.702}}), poly({{{1, 1}, 1.0}})},
+    };
+  }();
+  return forms;
+}
+
+bool is_elementwise_arith(const std::string& op) {
+  return op == "Add" || op == "Sub" || op == "Mul" || op == "Div" || op == "Neg" || op == "Pow";
+}
+
+// The GELU subgraph computing an activation of `h`, in any of its forms: sets the
+// activation, the activation's output value and the nodes it is made of. Every consumer
+// of h and of each value inside must be inside (h itself is then no longer needed).
+bool match_gelu(Matcher& m, const std::string& h, Activation* act, std::string* out,
+                std::vector<size_t>* nodes) {
+  Graph& g = m.graph();
+  // Transcendental candidates: reached from h through a few arithmetic nodes.
+  std::vector<size_t> frontier, candidates;
+  std::set<size_t> seen;
+  for (size_t c : m.consumers(h)) frontier.push_back(c);
+  for (int depth = 0; depth < 6 && !frontier.empty(); ++depth) {
+    std::vector<size_t> next;
+    for (size_t c : frontier) {
+      if (!seen.insert(c).second || m.is_dead(c)) continue;
+      const Node& n = g.nodes[c];
+      if (n.op == "Erf" || n.op == "Tanh" || n.op == "Sigmoid") candidates.push_back(c);
+      else if (is_elementwise_arith(n.op) && n.outputs.size() == 1)
+        for (size_t d : m.consumers(n.outputs[0])) next.push_back(d);
+    }
+    frontier = std::move(next);
+  }
+  for (size_t ti : candidates) {
+    const Node& tn = g.nodes[ti];
+    if (tn.inputs.size() != 1 || tn.outputs.size() != 1) continue;
+    for (const GeluForm& f : gelu_forms()) {
+      if (tn.op != f.op) continue;
+      PolyReader inner(m, h, "");
+      Poly p;
+      if (!inner.read(tn.inputs[0], &p) || !p.near(f.inner)) continue;
+      if (m.consumer_count(tn.inputs[0]) != 1 && tn.inputs[0] != h) continue;
+      // The outer formula ends somewhere up the chain of sole arithmetic consumers of t.
+      std::string y = tn.outputs[0];
+      for (int step = 0; step < 8; ++step) {
+        size_t ci = 0;
+        Node* c = m.sole_consumer(y, &ci);
+        if (c == nullptr || !is_elementwise_arith(c->op) || c->outputs.size() != 1) break;
+        y = c->outputs[0];
+        PolyReader outer(m, h, tn.outputs[0]);
+        Poly q;
+        if (!outer.read(y, &q) || !q.near(f.outer)) continue;
+        // Closed: every consumer of h, t and each inner value is one of these nodes.
+        std::set<size_t> all(inner.nodes.begin(), inner.nodes.end());
+        all.insert(outer.nodes.begin(), outer.nodes.end());
+        all.insert(ti);
+        bool closed = !m.is_output(h);
+        for (size_t k : m.consumers(h)) closed &= all.count(k) != 0;
+        for (size_t k : m.consumers(tn.outputs[0])) closed &= all.count(k) != 0;
+        for (size_t k : all) {
+          for (const std::string& o : g.nodes[k].outputs) {
+            if (o == y) continue;
+            closed &= !m.is_output(o);
+            for (size_t u : m.consumers(o)) closed &= all.count(u) != 0;
+          }
+        }
+        if (!closed) continue;
+        *act = f.act;
+        *out = y;
+        nodes->assign(all.begin(), all.end());
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+// An elementwise activation (as match_gelu reads it) applied after a Reshape that only
+// regroups the leading dimensions of a matmul's output (Linear on flattened 2D
+// activations, then viewed back): the activation is moved above the Reshape, which is
+// exact for elementwise math with scalar constants, so it can join the matmul's epilogue.
+//   h -> Reshape(., s) -> r -> GELU -> y   becomes   h -> GELU -> y' -> Reshape(., s) -> y
+int sink_reshapes_below_activations(Graph& g) {
+  int moved = 0;
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    if (g.nodes[i].op != "SparqMatMul") continue;
+    Matcher m(g);  // indices change below: a fresh index per match
+    size_t ri = 0;
+    Node* rs = m.sole_consumer(g.nodes[i].outputs[0], &ri);
+    if (rs == nullptr || rs->op != "Reshape" || rs->inputs[0] != g.nodes[i].outputs[0]) continue;
+    const std::string r = rs->outputs[0];
+    Activation act;
+    std::string y;
+    std::vector<size_t> nodes;
+    if (!match_gelu(m, r, &act, &y, &nodes)) continue;
+    // Rewire: the activation reads h, its result y' feeds the Reshape, which writes y.
+    const std::string h = g.nodes[i].outputs[0];
+    const std::string y2 = y + "/before_reshape";
+    size_t last = 0;  // the node that wrote y
+    for (size_t k : nodes) {
+      for (std::string& in : g.nodes[k].inputs) {
+        if (in == r) in = h;
+      }
+      for (std::string& o : g.nodes[k].outputs) {
+        if (o == y) {
+          o = y2;
+          last = k;
+        }
+      }
+    }
+    Node reshape = g.nodes[ri];
+    reshape.inputs[0] = y2;
+    reshape.outputs = {y};
+    // The Reshape now runs right after the activation (its target was computed before
+    // the old position ri < last, so the order stays topological); the old one goes.
+    g.nodes.insert(g.nodes.begin() + static_cast<std::ptrdiff_t>(last) + 1, std::move(reshape));
+    g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(ri));
+    ++moved;
+  }
+  return moved;
+}
+
+// SparqMatMul -> Add(bias [N]) -> bias input; then a GELU of its output (any form
+// match_gelu reads) -> the matmul's "activation".
 void fuse_epilogues(Matcher& m, PassStats& st) {
   Graph& g = m.graph();
   for (size_t i = 0; i < g.nodes.size(); ++i) {
-    if (m.is_dead(i) || g.nodes[i].op != "SparqMatMul" || g.nodes[i].inputs.size() != 1) continue;
-    size_t i_add = 0;
-    Node* add = m.sole_consumer(g.nodes[i].outputs[0], &i_add);
-    if (!add || add->op != "Add") continue;
-    const std::string* b = Matcher::other(*add, g.nodes[i].outputs[0]);
-    const Constant* bias = b ? g.initializer(*b) : nullptr;
-    if (!bias || bias->type != ElemType::kF32 || bias->shape.size() != 1) continue;
-    Node& mm = g.nodes[i];
-    mm.inputs.push_back(*b);
-    const std::string h = add->outputs[0];
-    mm.outputs = {h};
-    m.kill(i_add);
-    m.index();
-    ++st.bias;
-    // GELU (erf form) on h.
-    if (m.consumer_count(h) != 2) continue;
-    Node* div = nullptr;
-    Node* mulh = nullptr;
-    size_t i_div = 0, i_mulh = 0;
-    for (size_t j = 0; j < g.nodes.size(); ++j) {
-      if (m.is_dead(j)) continue;
-      const Node& n = g.nodes[j];
-      if (n.op == "Div" && n.inputs.size() == 2 && n.inputs[0] == h) {
-        div = &g.nodes[j];
-        i_div = j;
-      }
-      if (n.op == "Mul" && Matcher::other(n, h)) {
-        mulh = &g.nodes[j];
-        i_mulh = j;
+    if (m.is_dead(i) || g.nodes[i].op != "SparqMatMul") continue;
+    if (g.nodes[i].inputs.size() == 1) {
+      size_t i_add = 0;
+      Node* add = m.sole_consumer(g.nodes[i].outputs[0], &i_add);
+      const std::string* b =
+          add && add->op == "Add" ? Matcher::other(*add, g.nodes[i].outputs[0]) : nullptr;
+      const Constant* bias = b ? g.initializer(*b) : nullptr;
+      if (bias && bias->type == ElemType::kF32 && bias->shape.size() == 1) {
+        Node& mm = g.nodes[i];
+        mm.inputs.push_back(*b);
+        mm.outputs = {add->outputs[0]};
+        m.kill(i_add);
+        m.index();
+        ++st.bias;
       }
     }
-    double s2 = 0, one = 0, half = 0;
-    if (!div || !mulh || !m.scalar(div->inputs[1], &s2) || std::fabs(s2 - std::sqrt(2.0)) > 1e-4)
-      continue;
-    size_t i_erf = 0, i_add1 = 0, i_half = 0;
-    Node* erf = m.sole_consumer(div->outputs[0], &i_erf);
-    if (!erf || erf->op != "Erf") continue;
-    Node* add1 = m.sole_consumer(erf->outputs[0], &i_add1);
-    if (!add1 || add1->op != "Add") continue;
-    const std::string* c1 = Matcher::other(*add1, erf->outputs[0]);
-    if (!c1 || !m.scalar(*c1, &one) || one != 1.0) continue;
-    if (m.sole_consumer(add1->outputs[0]) != mulh) continue;
-    Node* mhalf = m.sole_consumer(mulh->outputs[0], &i_half);
-    if (!mhalf || mhalf->op != "Mul") continue;
-    const std::string* c5 = Matcher::other(*mhalf, mulh->outputs[0]);
-    if (!c5 || !m.scalar(*c5, &half) || half != 0.5) continue;
-    Attribute act;
-    act.kind = Attribute::Kind::kString;
-    act.s = "gelu_erf";
-    g.nodes[i].attrs["activation"] = act;
-    g.nodes[i].outputs = {mhalf->outputs[0]};
-    for (size_t k : {i_div, i_erf, i_add1, i_mulh, i_half}) m.kill(k);
+    if (g.nodes[i].attr("activation") != nullptr) continue;
+    Activation act;
+    std::string y;
+    std::vector<size_t> nodes;
+    if (!match_gelu(m, g.nodes[i].outputs[0], &act, &y, &nodes)) continue;
+    Attribute a;
+    a.kind = Attribute::Kind::kString;
+    a.s = activation_name(act);
+    g.nodes[i].attrs["activation"] = a;
+    g.nodes[i].outputs = {y};
+    for (size_t k : nodes) m.kill(k);
     m.index();
     ++st.gelu;
   }
 }
 
-// Scaled dot-product attention per head, as BERT/RoBERTa and DistilBERT export it:
-//   BERT:   MatMul(Q, K^T) -> Div(c) -> Add(mask) -> Softmax(-1) -> MatMul(., V)
-//   Distil: Div(Q, c) -> MatMul(., K^T) -> Where(cond, fill, .) -> Softmax(-1) -> MatMul(., V)
-//           with cond = Cast(Expand(m, Shape(scores))): m is used directly (it broadcasts).
-// -> SparqAttention(Q, K^T, V[, mask]) with scale = 1/c, which never materializes the
-// [B, H, S, S] scores.
+// Peels a chain of scalar Div / Mul nodes off `*v`: afterwards the original value is
+// (*v) * (*scale) and `kill` holds the peeled nodes. A value on the chain is peeled only
+// while `ok(value)` (its consumers are exactly the chain's), so a scaled value that
+// something else reads stays.
+template <class Ok>
+void peel_scale(Matcher& m, std::string* v, double* scale, std::vector<size_t>* kill, Ok ok) {
+  for (int depth = 0; depth < 4; ++depth) {
+    size_t i = 0;
+    Node* n = m.producer(*v, &i);
+    if (n == nullptr || (n->op != "Div" && n->op != "Mul") || n->inputs.size() != 2) return;
+    double c = 0;
+    std::string rest;
+    if (m.scalar(n->inputs[1], &c)) {
+      rest = n->inputs[0];
+    } else if (n->op == "Mul" && m.scalar(n->inputs[0], &c)) {
+      rest = n->inputs[1];
+    } else {
+      return;
+    }
+    if (c == 0 || !std::isfinite(c) || !ok(rest)) return;
+    *scale *= n->op == "Div" ? 1.0 / c : c;
+    kill->push_back(i);
+    *v = rest;
+  }
+}
+
+// Scaled dot-product attention per head, in the forms exporters write:
+//   scores = MatMul(Q', K') with 1/sqrt(d) applied as Div or Mul on the scores, on Q, on
+//   K^T, or split between Q and K^T (torch's scaled_dot_product_attention);
+//   masked = Add(scores, mask) | Where(cond, fill, scores) | scores,
+//     cond = [Cast(to bool)](Expand(m, Shape(scores))): m is used directly (it broadcasts);
+//   out = MatMul(Softmax(masked, last axis), V).
+// -> SparqAttention(Q, K^T, V[, mask]) with the product of the scale factors, which never
+// materializes the [B, H, S, S] scores. Softmax's axis must be the last: from opset 13
+// the default -1 or an explicit -1 / 3; before opset 13 (where the default is 1 and the
+// input is coerced to 2D) only an explicit -1 or 3, the same for 4D scores.
 int fuse_attention(Matcher& m) {
   Graph& g = m.graph();
   int fused = 0;
@@ -244,58 +509,85 @@ int fuse_attention(Matcher& m) {
     if (m.is_dead(i) || g.nodes[i].op != "Softmax") continue;
     const Node& sm = g.nodes[i];
     const Attribute* ax = sm.attr("axis");
-    if (g.opset < 13 || (ax != nullptr && ax->i != -1 && ax->i != 3)) continue;
+    const bool last_axis = ax != nullptr ? (ax->i == -1 || ax->i == 3) : g.opset >= 13;
+    if (!last_axis) continue;
     size_t i_mm2 = 0;
     Node* mm2 = m.sole_consumer(sm.outputs[0], &i_mm2);
     if (!mm2 || mm2->op != "MatMul" || mm2->inputs[0] != sm.outputs[0]) continue;
+    if (m.consumer_count(sm.inputs[0]) != 1 || m.is_output(sm.inputs[0])) continue;
+    std::vector<size_t> kill = {i};  // i_mm2 is replaced by the fused node
+    std::string scores = sm.inputs[0], mask, kind = "none";
+    double fill = 0;
     size_t i_pre = 0;
-    Node* pre = m.producer(sm.inputs[0], &i_pre);
-    if (!pre || m.consumer_count(sm.inputs[0]) != 1 || m.is_output(sm.inputs[0])) continue;
-    std::vector<size_t> kill = {i, i_pre};  // i_mm2 is replaced by the fused node
-    std::string q, kt, mask, kind = "none";
-    double c = 0, fill = 0;
-    if (pre->op == "Add") {
-      // One side is Div(MatMul(Q, KT), c), the other the additive mask.
-      for (int side = 0; side < 2 && q.empty(); ++side) {
-        size_t i_div = 0, i_mm1 = 0;
-        Node* dv = m.producer(pre->inputs[side], &i_div);
-        if (!dv || dv->op != "Div" || m.consumer_count(dv->outputs[0]) != 1 ||
-            !m.scalar(dv->inputs[1], &c))
-          continue;
-        Node* mm1 = m.producer(dv->inputs[0], &i_mm1);
-        if (!mm1 || mm1->op != "MatMul" || m.consumer_count(mm1->outputs[0]) != 1) continue;
-        q = mm1->inputs[0];
-        kt = mm1->inputs[1];
+    Node* pre = m.producer(scores, &i_pre);
+    std::string shape_of;  // the Where form: the value whose Shape the mask's Expand reads
+    std::vector<size_t> mask_nodes;
+    if (pre != nullptr && pre->op == "Add" && pre->inputs.size() == 2) {
+      // One side is the scores chain (it ends in a MatMul), the other the additive mask.
+      for (int side = 0; side < 2 && kind == "none"; ++side) {
+        std::string v = pre->inputs[side];
+        double sc = 1;
+        std::vector<size_t> k;
+        peel_scale(m, &v, &sc, &k, [&](const std::string&) { return true; });
+        Node* mm1 = m.producer(v);
+        if (mm1 == nullptr || mm1->op != "MatMul") continue;
+        scores = pre->inputs[side];
         mask = pre->inputs[1 - side];
         kind = "add";
-        kill.push_back(i_div);
-        kill.push_back(i_mm1);
       }
-    } else if (pre->op == "Where" && pre->inputs.size() == 3 && m.scalar(pre->inputs[1], &fill)) {
-      size_t i_mm1 = 0, i_div = 0, i_cast = 0, i_exp = 0, i_shape = 0;
-      Node* mm1 = m.producer(pre->inputs[2], &i_mm1);
-      if (!mm1 || mm1->op != "MatMul") continue;
-      Node* cast = m.producer(pre->inputs[0], &i_cast);
-      Node* exp = cast && cast->op == "Cast" ? m.producer(cast->inputs[0], &i_exp) : nullptr;
+      if (kind == "none") continue;
+      kill.push_back(i_pre);
+    } else if (pre != nullptr && pre->op == "Where" && pre->inputs.size() == 3 &&
+               m.scalar(pre->inputs[1], &fill)) {
+      size_t i_cast = 0, i_exp = 0, i_shape = 0;
+      std::string cond = pre->inputs[0];
+      Node* cast = m.producer(cond, &i_cast);
+      if (cast != nullptr && cast->op == "Cast") {
+        const Attribute* to = cast->attr("to");
+        if (to == nullptr || to->i != 9 || m.consumer_count(cond) != 1) continue;
+        mask_nodes.push_back(i_cast);
+        cond = cast->inputs[0];
+      }
+      Node* exp = m.producer(cond, &i_exp);
       Node* shp = exp && exp->op == "Expand" ? m.producer(exp->inputs[1], &i_shape) : nullptr;
-      if (!shp || shp->op != "Shape" || shp->inputs[0] != mm1->outputs[0] ||
-          cast->attr("to") == nullptr || cast->attr("to")->i != 9)
-        continue;
-      // The scores feed exactly the Where and this Shape; the mask chain only the Where.
-      if (m.consumer_count(mm1->outputs[0]) != 2 || m.consumer_count(cast->outputs[0]) != 1 ||
+      if (!shp || shp->op != "Shape" || shp->attrs.size() != 0 || m.consumer_count(cond) != 1 ||
           m.consumer_count(exp->outputs[0]) != 1 || m.consumer_count(shp->outputs[0]) != 1)
         continue;
-      Node* dv = m.producer(mm1->inputs[0], &i_div);
-      if (!dv || dv->op != "Div" || m.consumer_count(dv->outputs[0]) != 1 ||
-          !m.scalar(dv->inputs[1], &c))
-        continue;
-      q = dv->inputs[0];
-      kt = mm1->inputs[1];
+      mask_nodes.push_back(i_exp);
+      mask_nodes.push_back(i_shape);
+      shape_of = shp->inputs[0];
+      scores = pre->inputs[2];
       mask = exp->inputs[0];
       kind = "where";
-      for (size_t k : {i_mm1, i_div, i_cast, i_exp, i_shape}) kill.push_back(k);
+      kill.push_back(i_pre);
     }
-    if (q.empty() || c == 0) continue;
+    // The scores chain: scale factors, then MatMul(Q', K'), each side's own factors.
+    // Every value on it has one consumer, except that the Where form's Shape may read one.
+    auto consumers_ok = [&](const std::string& v) {
+      const size_t want = v == shape_of ? 2 : 1;
+      return m.consumer_count(v) == want && !m.is_output(v);
+    };
+    if (!consumers_ok(scores)) continue;
+    double scale = 1;
+    std::string v = scores;
+    peel_scale(m, &v, &scale, &kill, consumers_ok);
+    size_t i_mm1 = 0;
+    Node* mm1 = m.producer(v, &i_mm1);
+    if (!mm1 || mm1->op != "MatMul" || !consumers_ok(v)) continue;
+    kill.push_back(i_mm1);
+    std::string q = mm1->inputs[0], kt = mm1->inputs[1];
+    auto single = [&](const std::string& x) { return m.consumer_count(x) == 1 && !m.is_output(x); };
+    peel_scale(m, &q, &scale, &kill, single);
+    peel_scale(m, &kt, &scale, &kill, single);
+    // The Where form's Shape must read a value of the chain (all are [B, H, S, T]).
+    if (!shape_of.empty()) {
+      bool on_chain = shape_of == v;
+      for (size_t k : kill)
+        on_chain |= !g.nodes[k].outputs.empty() && g.nodes[k].outputs[0] == shape_of;
+      if (!on_chain) continue;
+    }
+    if (scale == 0 || !std::isfinite(scale)) continue;
+    kill.insert(kill.end(), mask_nodes.begin(), mask_nodes.end());
     Node att;
     att.name = mm2->name + "/fused_attention";
     att.op = "SparqAttention";
@@ -303,7 +595,7 @@ int fuse_attention(Matcher& m) {
     att.outputs = mm2->outputs;
     Attribute sc, mk, fl;
     sc.kind = fl.kind = Attribute::Kind::kFloat;
-    sc.f = static_cast<float>(1.0 / c);
+    sc.f = static_cast<float>(scale);
     fl.f = static_cast<float>(fill);
     mk.kind = Attribute::Kind::kString;
     mk.s = kind;
@@ -319,6 +611,7 @@ int fuse_attention(Matcher& m) {
 
 PassStats optimize_graph(Graph& g) {
   PassStats st;
+  st.reshapes_moved = sink_reshapes_below_activations(g);
   {
     Matcher m(g);
     st.layernorm = fuse_layernorm(m);

@@ -13,9 +13,10 @@ namespace sparq {
 struct PassStats {
   int layernorm = 0;  // ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div/Mul/Add -> LayerNormalization
   int bias = 0;       // SparqMatMul + Add(constant [N]) -> SparqMatMul with a bias input
-  int gelu = 0;       // ... + Div(sqrt 2)/Erf/Add(1)/Mul/Mul(0.5) -> activation "gelu_erf"
-  int attention = 0;  // MatMul/Div/(Add|Where)/Softmax/MatMul -> SparqAttention
-  int removed = 0;    // nodes dropped as dead
+  int gelu = 0;       // ... + a GELU (erf, tanh or sigmoid form) -> its "activation"
+  int attention = 0;  // MatMul/scale/(Add|Where)/Softmax/MatMul -> SparqAttention
+  int reshapes_moved = 0;  // a GELU after a leading-dims Reshape moved above it
+  int removed = 0;         // nodes dropped as dead
 };
 
 // Runs every pass and removes dead nodes and unused initializers.

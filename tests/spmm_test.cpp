@@ -72,6 +72,7 @@ TEST_P(SpmmIsaTest, EpilogueFeatures) {
         base().bias(true).TestF32(kernels());
         base().channel_scale(true).bias(true).activation(Activation::kGeluErf).TestF32(kernels());
         base().bias(true).activation(Activation::kGeluTanh).residual(true).TestF32(kernels());
+        base().bias(true).activation(Activation::kGeluSigmoid).TestF32(kernels());
         base().residual(true).u8_out(true).TestF32(kernels());
         base().channel_scale(true).token_scale(true).TestU8S8(kernels());
         base()
@@ -85,6 +86,13 @@ TEST_P(SpmmIsaTest, EpilogueFeatures) {
             .token_scale(true)
             .bias(true)
             .activation(Activation::kGeluTanh)
+            .residual(true)
+            .TestU8S8(kernels());
+        base()
+            .channel_scale(true)
+            .token_scale(true)
+            .bias(true)
+            .activation(Activation::kGeluSigmoid)
             .residual(true)
             .TestU8S8(kernels());
         base().channel_scale(true).token_scale(true).bias(true).u8_out(true).TestU8S8(kernels());
@@ -113,7 +121,7 @@ TEST_P(SpmmIsaTest, ActivationsWideRange) {
   std::vector<float> x(kN * kM);
   for (int64_t i = 0; i < kN * kM; ++i)
     x[static_cast<size_t>(i)] = -30.0f + 60.0f * i / (kN * kM - 1);
-  for (Activation act : {Activation::kGeluErf, Activation::kGeluTanh}) {
+  for (Activation act : {Activation::kGeluErf, Activation::kGeluTanh, Activation::kGeluSigmoid}) {
     std::vector<float> y(kN * kM);
     Epilogue ep;
     ep.out_f32 = y.data();
@@ -123,10 +131,7 @@ TEST_P(SpmmIsaTest, ActivationsWideRange) {
     double worst = 0;
     for (int64_t i = 0; i < kN * kM; ++i) {
       const double v = x[static_cast<size_t>(i)];
-      const double ref =
-          act == Activation::kGeluErf
-              ? 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)))
-              : 0.5 * v * (1.0 + std::tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
+      const double ref = ref_activation(act, v);
       worst = std::max(worst, std::fabs(y[static_cast<size_t>(i)] - ref) / (1.0 + std::fabs(v)));
     }
     EXPECT_LT(worst, 1e-6) << "activation " << static_cast<int>(act);

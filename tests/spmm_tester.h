@@ -30,6 +30,7 @@ inline double ref_activation(Activation act, double y) {
     case Activation::kGeluErf: return 0.5 * y * (1.0 + std::erf(y / std::sqrt(2.0)));
     case Activation::kGeluTanh:
       return 0.5 * y * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (y + 0.044715 * y * y * y)));
+    case Activation::kGeluSigmoid: return y / (1.0 + std::exp(-1.702 * y));
   }
   return y;
 }

@@ -47,10 +47,58 @@ class Config:
             self.max_pos = max_pos + 2
         self.eps = 1e-12 if family != "roberta" else 1e-5
         self.labels = 3
+        # Export variants (set by main from the command line; the defaults are the forms
+        # transformers writes, and leave the exported graph byte for byte as before).
+        self.scale = "div"        # div | mul | q-div | q-mul | qk-mul (BERT default div)
+        self.gelu = "erf"         # erf | tanh | sigmoid
+        self.linear = "matmul"    # matmul | gemm2d (Linear on flattened [B*S, H] activations)
+        self.mask_fill = "min"    # min | -10000 | -inf (DistilBERT's Where form only)
+        self.mask_dtype = "int64"  # int64 | bool
 
 
 def min_value(t):
     return torch.finfo(t.dtype).min
+
+
+def mask_fill(c, t):
+    if c.mask_fill == "-10000":
+        return -10000.0
+    if c.mask_fill == "-inf":
+        return -float("inf")
+    return min_value(t)
+
+
+def linear(c, layer, x):
+    """layer(x), or with --linear gemm2d the same on the activations flattened to 2D (torch
+    exports that as Reshape -> Gemm(transB=1) -> Reshape)."""
+    if c.linear != "gemm2d":
+        return layer(x)
+    lead = x.size()[:-1]
+    y = nn.functional.linear(x.reshape(-1, x.size(-1)), layer.weight, layer.bias)
+    return y.view(lead + (layer.weight.size(0),))
+
+
+def gelu(c, x):
+    if c.gelu == "tanh":  # transformers' NewGELUActivation / gelu_new
+        return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+    if c.gelu == "sigmoid":  # QuickGELU
+        return x * torch.sigmoid(1.702 * x)
+    return nn.functional.gelu(x)  # exact (erf) GELU, as in BERT
+
+
+def scores(c, q, kt, dh, default):
+    """q @ kt scaled by 1/sqrt(dh) in the form `c.scale` names (`default` when unset)."""
+    form = default if c.scale == "div" else c.scale
+    if form == "q-div":
+        return torch.matmul(q / math.sqrt(dh), kt)
+    if form == "q-mul":
+        return torch.matmul(q * (1.0 / math.sqrt(dh)), kt)
+    if form == "qk-mul":  # torch's scaled_dot_product_attention decomposition
+        r = math.sqrt(1.0 / math.sqrt(dh))
+        return torch.matmul(q * r, kt * r)
+    if form == "mul":
+        return torch.matmul(q, kt) * (1.0 / math.sqrt(dh))
+    return torch.matmul(q, kt) / math.sqrt(dh)
 
 
 # ---- BERT / RoBERTa (transformers.models.bert / roberta) --------------------------
@@ -85,6 +133,7 @@ class BertEmbeddings(nn.Module):
 class BertSelfAttention(nn.Module):
     def __init__(self, c):
         super().__init__()
+        self.c = c
         self.heads, self.dh = c.heads, c.hidden // c.heads
         self.query = nn.Linear(c.hidden, c.hidden)
         self.key = nn.Linear(c.hidden, c.hidden)
@@ -94,9 +143,14 @@ class BertSelfAttention(nn.Module):
         return x.view(x.size()[:-1] + (self.heads, self.dh)).permute(0, 2, 1, 3)
 
     def forward(self, h, ext_mask):
-        q, k, v = self.split(self.query(h)), self.split(self.key(h)), self.split(self.value(h))
-        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.dh) + ext_mask
-        probs = nn.functional.softmax(scores, dim=-1)
+        c = self.c
+        q = self.split(linear(c, self.query, h))
+        k, v = self.split(linear(c, self.key, h)), self.split(linear(c, self.value, h))
+        if c.scale == "div":
+            s = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.dh) + ext_mask
+        else:
+            s = scores(c, q, k.transpose(-1, -2), self.dh, "div") + ext_mask
+        probs = nn.functional.softmax(s, dim=-1)
         ctx = torch.matmul(probs, v).permute(0, 2, 1, 3).contiguous()
         return ctx.view(ctx.size()[:-2] + (self.heads * self.dh,))
 
@@ -104,11 +158,12 @@ class BertSelfAttention(nn.Module):
 class BertSelfOutput(nn.Module):
     def __init__(self, c):
         super().__init__()
+        self.c = c
         self.dense = nn.Linear(c.hidden, c.hidden)
         self.LayerNorm = nn.LayerNorm(c.hidden, eps=c.eps)
 
     def forward(self, h, inp):
-        return self.LayerNorm(self.dense(h) + inp)
+        return self.LayerNorm(linear(self.c, self.dense, h) + inp)
 
 
 class BertAttention(nn.Module):
@@ -124,20 +179,22 @@ class BertAttention(nn.Module):
 class BertIntermediate(nn.Module):
     def __init__(self, c):
         super().__init__()
+        self.c = c
         self.dense = nn.Linear(c.hidden, c.inter)
 
     def forward(self, h):
-        return nn.functional.gelu(self.dense(h))  # exact (erf) GELU, as in BERT
+        return gelu(self.c, linear(self.c, self.dense, h))
 
 
 class BertOutput(nn.Module):
     def __init__(self, c):
         super().__init__()
+        self.c = c
         self.dense = nn.Linear(c.inter, c.hidden)
         self.LayerNorm = nn.LayerNorm(c.hidden, eps=c.eps)
 
     def forward(self, h, inp):
-        return self.LayerNorm(self.dense(h) + inp)
+        return self.LayerNorm(linear(self.c, self.dense, h) + inp)
 
 
 class BertLayer(nn.Module):
@@ -175,6 +232,7 @@ class BertPooler(nn.Module):
 class BertModel(nn.Module):
     def __init__(self, c, roberta=False):
         super().__init__()
+        self.c = c
         self.embeddings = BertEmbeddings(c, roberta)
         self.encoder = BertEncoder(c)
         self.pooler = BertPooler(c)
@@ -182,7 +240,7 @@ class BertModel(nn.Module):
     def forward(self, input_ids, attention_mask, token_type_ids=None):
         h = self.embeddings(input_ids, token_type_ids)
         ext = attention_mask[:, None, None, :].to(dtype=h.dtype)
-        ext = (1.0 - ext) * min_value(h)
+        ext = (1.0 - ext) * mask_fill(self.c, h)
         seq = self.encoder(h, ext)
         return seq, self.pooler(seq)
 
@@ -215,6 +273,7 @@ class DistilEmbeddings(nn.Module):
 class MultiHeadSelfAttention(nn.Module):
     def __init__(self, c):
         super().__init__()
+        self.c = c
         self.n_heads, self.dim = c.heads, c.hidden
         self.q_lin = nn.Linear(c.hidden, c.hidden)
         self.k_lin = nn.Linear(c.hidden, c.hidden)
@@ -232,23 +291,34 @@ class MultiHeadSelfAttention(nn.Module):
         def unshape(t):
             return t.transpose(1, 2).contiguous().view(bs, -1, self.n_heads * dh)
 
-        q = shape(self.q_lin(x)) / math.sqrt(dh)
-        k, v = shape(self.k_lin(x)), shape(self.v_lin(x))
-        scores = torch.matmul(q, k.transpose(2, 3))
-        m = (mask == 0).view(mask_reshp).expand_as(scores)
-        scores = scores.masked_fill(m, torch.tensor(min_value(scores)))
-        w = nn.functional.softmax(scores, dim=-1)
-        return self.out_lin(unshape(torch.matmul(w, v)))
+        c = self.c
+        if c.scale == "div" and c.linear == "matmul":
+            q = shape(self.q_lin(x)) / math.sqrt(dh)
+            k, v = shape(self.k_lin(x)), shape(self.v_lin(x))
+            s = torch.matmul(q, k.transpose(2, 3))
+        else:
+            q = shape(linear(c, self.q_lin, x))
+            k, v = shape(linear(c, self.k_lin, x)), shape(linear(c, self.v_lin, x))
+            s = scores(c, q, k.transpose(2, 3), dh, "q-div")
+        if c.mask_dtype == "bool":
+            m = (~mask).view(mask_reshp).expand_as(s)
+        else:
+            m = (mask == 0).view(mask_reshp).expand_as(s)
+        s = s.masked_fill(m, torch.tensor(mask_fill(c, s)))
+        w = nn.functional.softmax(s, dim=-1)
+        return linear(c, self.out_lin, unshape(torch.matmul(w, v)))
 
 
 class FFN(nn.Module):
     def __init__(self, c):
         super().__init__()
+        self.c = c
         self.lin1 = nn.Linear(c.hidden, c.inter)
         self.lin2 = nn.Linear(c.inter, c.hidden)
 
     def forward(self, x):
-        return self.lin2(nn.functional.gelu(self.lin1(x)))
+        c = self.c
+        return linear(c, self.lin2, gelu(c, linear(c, self.lin1, x)))
 
 
 class TransformerBlock(nn.Module):
@@ -346,7 +416,7 @@ def build(family, size, head, seed):
     return m.eval(), c
 
 
-def make_inputs(family, c, batch, seq, seed, left_pad=False):
+def make_inputs(family, c, batch, seq, seed, left_pad=False, mask_dtype="int64"):
     rng = np.random.default_rng(seed + 1)
     ids = rng.integers(3, c.vocab, size=(batch, seq), dtype=np.int64)
     mask = np.ones((batch, seq), dtype=np.int64)
@@ -358,7 +428,7 @@ def make_inputs(family, c, batch, seq, seed, left_pad=False):
         else:
             mask[b, valid:] = 0
             ids[b, valid:] = c.pad_id
-    inputs = {"input_ids": ids, "attention_mask": mask}
+    inputs = {"input_ids": ids, "attention_mask": mask.astype(bool) if mask_dtype == "bool" else mask}
     if family == "bert":
         tt = np.zeros((batch, seq), dtype=np.int64)
         tt[:, seq // 2:] = 1
@@ -385,11 +455,29 @@ def main():
                          "equal initializers through Identity nodes)")
     ap.add_argument("--no-constant-folding", action="store_true",
                     help="export with do_constant_folding=False (weights reach MatMul through Transpose)")
+    ap.add_argument("--attention-scale", choices=["div", "mul", "q-div", "q-mul", "qk-mul"], default="div",
+                    help="how 1/sqrt(d) is applied: scores divided (BERT's default; DistilBERT's default "
+                         "q-div divides Q), scores multiplied, Q divided or multiplied, or Q and K^T each "
+                         "multiplied by d^-1/4 (torch's scaled_dot_product_attention)")
+    ap.add_argument("--gelu", choices=["erf", "tanh", "sigmoid"], default="erf",
+                    help="GELU form: exact erf, tanh approximation (gelu_new), x * sigmoid(1.702 x)")
+    ap.add_argument("--linear", choices=["matmul", "gemm2d"], default="matmul",
+                    help="gemm2d: encoder Linear layers on activations flattened to [B*S, H] (Gemm)")
+    ap.add_argument("--mask-fill", choices=["min", "-10000", "-inf"], default="min",
+                    help="value for masked scores: float32 min (transformers today), -10000 (older "
+                         "BERT exports), -inf (older DistilBERT; Where form only)")
+    ap.add_argument("--mask-dtype", choices=["int64", "bool"], default="int64",
+                    help="attention_mask input type")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
+    if a.mask_fill == "-inf" and a.family != "distilbert":
+        sys.exit("make_models: --mask-fill -inf is DistilBERT's Where form only (an additive -inf mask "
+                 "is NaN where the mask is 1)")
     torch.manual_seed(a.seed)
     os.makedirs(a.out, exist_ok=True)
     model, c = build(a.family, a.size, a.head, a.seed)
+    c.scale, c.gelu, c.linear = a.attention_scale, a.gelu, a.linear
+    c.mask_fill, c.mask_dtype = a.mask_fill, a.mask_dtype
     if a.fresh_layernorm:
         with torch.no_grad():
             for name, p in model.named_parameters():
@@ -400,7 +488,7 @@ def main():
             for _, lin in encoder_linears(model):
                 w = prune_blocks(lin.weight.double().numpy(), a.block, a.prune)
                 lin.weight.copy_(torch.from_numpy(w).to(lin.weight.dtype))
-    inputs = make_inputs(a.family, c, a.batch, a.seq, a.seed, a.left_pad)
+    inputs = make_inputs(a.family, c, a.batch, a.seq, a.seed, a.left_pad, a.mask_dtype)
     names = list(inputs)
     if a.family == "distilbert":
         outputs = ["logits"] if a.head else ["last_hidden_state"]
@@ -429,6 +517,10 @@ def main():
         manifest["fresh_layernorm"] = True
     if a.no_constant_folding:
         manifest["constant_folding"] = False
+    for k, default in (("attention_scale", "div"), ("gelu", "erf"), ("linear", "matmul"),
+                       ("mask_fill", "min"), ("mask_dtype", "int64")):
+        if getattr(a, k) != default:
+            manifest[k] = getattr(a, k)
     with open(os.path.join(a.out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
     print(f"make_models: wrote {path}", file=sys.stderr)

@@ -37,4 +37,21 @@ gen bert-14-fresh-ln --family bert --opset 14 --fresh-layernorm
 gen bert-14-nofold --family bert --opset 14 --no-constant-folding
 gen distilbert-14-fresh-ln --family distilbert --opset 14 --fresh-layernorm
 gen roberta-14-nofold --family roberta --opset 14 --no-constant-folding
+# One class per model; every family gets each class (make_models.py --help).
+for f in bert distilbert roberta; do
+  gen $f-11 --family $f --opset 11
+  gen $f-14-tanh --family $f --opset 14 --gelu tanh
+  gen $f-14-sigmoid --family $f --opset 14 --gelu sigmoid
+  gen $f-14-gemm2d --family $f --opset 14 --linear gemm2d
+  gen $f-14-bool-mask --family $f --opset 14 --mask-dtype bool
+done
+gen bert-14-scale-mul --family bert --opset 14 --attention-scale mul
+gen bert-14-q-mul --family bert --opset 14 --attention-scale q-mul
+gen distilbert-14-scale-mul --family distilbert --opset 14 --attention-scale mul
+gen roberta-14-qk-mul --family roberta --opset 14 --attention-scale qk-mul
+gen bert-14-mask-10000 --family bert --opset 14 --mask-fill -10000
+gen roberta-14-mask-10000 --family roberta --opset 14 --mask-fill -10000
+gen distilbert-14-mask-inf --family distilbert --opset 14 --mask-fill=-inf
+gen distilbert-14-nofold --family distilbert --opset 14 --no-constant-folding
+gen roberta-14-fresh-ln --family roberta --opset 14 --fresh-layernorm
 echo "make_test_models: models in $out" >&2

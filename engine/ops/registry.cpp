@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "formats/error.h"
+#include "kernels/spmm/spmm.h"
 
 namespace sparq {
 namespace {
@@ -198,7 +199,8 @@ void check_op(const OpSpec& s, const Node& n, int64_t opset, const std::string& 
       const std::string& p = n.attr("precision")->s;
       if (p != "fp32" && p != "int8") malformed(src, n, "unknown precision '" + p + "'");
       if (const Attribute* a = n.attr("activation")) {
-        if (a->s != "gelu_erf" && a->s != "gelu_tanh")
+        Activation act;
+        if (!activation_from_name(a->s, &act))
           malformed(src, n, "unknown activation '" + a->s + "'");
       }
       break;

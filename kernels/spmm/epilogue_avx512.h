@@ -50,6 +50,12 @@ __attribute__((always_inline)) static inline __m512 avx512_gelu_tanh(__m512 x) {
   return _mm512_div_ps(x, _mm512_add_ps(e, _mm512_set1_ps(1.0f)));
 }
 
+// x * sigmoid(1.702 x) = x / (1 + exp(-1.702 x)).
+__attribute__((always_inline)) static inline __m512 avx512_gelu_sigmoid(__m512 x) {
+  const __m512 e = avx512_exp(_mm512_mul_ps(x, _mm512_set1_ps(-1.702f)));
+  return _mm512_div_ps(x, _mm512_add_ps(e, _mm512_set1_ps(1.0f)));
+}
+
 // Everything after the activation: residual add and the fp32 or u8 store.
 __attribute__((always_inline)) static inline void avx512_epilogue_finish(const Epilogue& ep,
                                                                          int64_t n, int64_t m,
@@ -106,6 +112,7 @@ __attribute__((noinline)) static void avx512_epilogue_stage_finish(const Epilogu
   switch (ep.activation) {
     case Activation::kGeluErf: apply([](__m512 y) { return avx512_gelu_erf(y); }); break;
     case Activation::kGeluTanh: apply([](__m512 y) { return avx512_gelu_tanh(y); }); break;
+    case Activation::kGeluSigmoid: apply([](__m512 y) { return avx512_gelu_sigmoid(y); }); break;
     default: apply([](__m512 y) { return y; }); break;
   }
 }

@@ -16,6 +16,7 @@ namespace {
 constexpr float kSqrtHalf = 0.70710678118654752f;
 constexpr float kSqrtTwoOverPi = 0.79788456080286536f;
 constexpr float kGeluTanhCubic = 0.044715f;
+constexpr float kGeluSigmoidScale = 1.702f;
 
 static inline float scalar_activation(Activation act, float y) {
   switch (act) {
@@ -23,6 +24,7 @@ static inline float scalar_activation(Activation act, float y) {
     case Activation::kGeluErf: return 0.5f * y * (1.0f + std::erf(y * kSqrtHalf));
     case Activation::kGeluTanh:
       return 0.5f * y * (1.0f + std::tanh(kSqrtTwoOverPi * (y + kGeluTanhCubic * y * y * y)));
+    case Activation::kGeluSigmoid: return y / (1.0f + std::exp(-kGeluSigmoidScale * y));
   }
   return y;
 }

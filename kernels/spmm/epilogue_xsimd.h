@@ -22,6 +22,7 @@ static inline B xsimd_activation(Activation act, B y) {
     return B(0.5f) * y *
            (B(1.0f) + xsimd::tanh(B(0.79788456080286536f) * (y + B(0.044715f) * y * y * y)));
   }
+  if (act == Activation::kGeluSigmoid) return y / (B(1.0f) + xsimd::exp(B(-1.702f) * y));
   return y;
 }
 

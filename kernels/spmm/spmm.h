@@ -26,6 +26,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "kernels/common/isa.h"
 #include "sparq/export.h"
@@ -60,7 +61,30 @@ struct PackedWeights {
   }
 };
 
-enum class Activation : uint8_t { kNone = 0, kGeluErf = 1, kGeluTanh = 2 };
+// kGeluSigmoid is x * sigmoid(1.702 x) (QuickGELU); each form keeps its own formula (they
+// differ by up to about 2e-2 from each other, the tanh form from erf by about 5e-4).
+enum class Activation : uint8_t { kNone = 0, kGeluErf = 1, kGeluTanh = 2, kGeluSigmoid = 3 };
+
+// The names the .sparq graph stores in SparqMatMul's `activation` attribute.
+inline const char* activation_name(Activation a) {
+  switch (a) {
+    case Activation::kNone: return "none";
+    case Activation::kGeluErf: return "gelu_erf";
+    case Activation::kGeluTanh: return "gelu_tanh";
+    case Activation::kGeluSigmoid: return "gelu_sigmoid";
+  }
+  return "none";
+}
+// False for a name none of the above spells (an unknown stored activation is refused).
+inline bool activation_from_name(const std::string& s, Activation* out) {
+  for (Activation a : {Activation::kGeluErf, Activation::kGeluTanh, Activation::kGeluSigmoid}) {
+    if (s == activation_name(a)) {
+      *out = a;
+      return true;
+    }
+  }
+  return false;
+}
 
 // What happens to each accumulator before it is stored:
 //   y = acc'                                (acc' = acc for fp32; acc - compensation[n]
