@@ -884,7 +884,14 @@ class Planner {
     return true;
   }
 
-  void generic(const Node& n) {
+  void generic(const Node& n, const char* why = nullptr) {
+    std::string reason = why ? why : "";
+    if (reason.empty() && declined_node_ == &n) {
+      reason = declined_;
+      declined_node_ = nullptr;
+    }
+    if (reason.empty()) reason = "no fused step for " + n.op;
+    p_.summary.op_by_op.push_back({n.name, n.op, reason});
     Step t;
     t.kind = Kind::kGeneric;
     t.node = &n;
@@ -905,12 +912,20 @@ class Planner {
     emit(std::move(t));
   }
 
+  // Records why a fused op's step declined node n (generic() reports it); returns false.
+  bool decline(const Node& n, const char* why) {
+    declined_ = why;
+    declined_node_ = &n;
+    return false;
+  }
+
   bool matmul(const Node& n) {
     const Attribute* wa = n.attr("weight");
     if (wa == nullptr || n.inputs.empty() || !known(n.inputs[0])) return false;
     const PackedWeights& w = model_.packed(wa->s);
     const int x = slot_of(n.inputs[0]);
-    if (!fm_able(x) || slot(x).features() != w.k) return false;
+    if (!fm_able(x)) return decline(n, "matmul input is not a float32 activation");
+    if (slot(x).features() != w.k) return decline(n, "matmul input's last dimension is not K");
     Step t;
     t.kind = Kind::kMatMul;
     t.w = &w;
@@ -970,14 +985,15 @@ class Planner {
     const int64_t rank = static_cast<int64_t>(slot(x).shape.size());
     const Attribute* ax = n.attr("axis");
     const int64_t axis = ax ? (ax->i < 0 ? ax->i + rank : ax->i) : rank - 1;
-    if (axis != rank - 1) return false;
+    if (axis != rank - 1) return decline(n, "LayerNorm over an axis other than the last");
     const int g = slot_of(n.inputs[1]);
     const int b = n.inputs.size() > 2 && !n.inputs[2].empty() ? slot_of(n.inputs[2]) : -1;
     const int64_t F = slot(x).features();
     auto ok = [&](int s) {
       return slot(s).fixed && slot(s).type == ElemType::kF32 && numel(slot(s).shape) == F;
     };
-    if (!ok(g) || (b >= 0 && !ok(b))) return false;
+    if (!ok(g) || (b >= 0 && !ok(b)))
+      return decline(n, "LayerNorm scale or bias is not a constant float32 [features]");
     if (embeddings(n, x, g, b)) return true;
     Step t;
     t.kind = Kind::kLayerNorm;
@@ -1255,6 +1271,8 @@ class Planner {
     auto fallback = [&](const char* why) {
       if (verbose())
         std::fprintf(stderr, "sparq: plan: node '%s' runs op by op: %s\n", n.name.c_str(), why);
+      declined_ = std::string("attention not fused at plan time: ") + why;
+      declined_node_ = &n;
       // Run the deferred head splits op by op after all.
       for (size_t k = 0; k < 3 && k < n.inputs.size(); ++k) {
         auto it = virtual_.find(n.inputs[k]);
@@ -1450,6 +1468,8 @@ class Planner {
   std::set<std::string> outputs_;
   std::vector<bool> done_;
   std::map<std::string, HeadSplit> virtual_;
+  std::string declined_;  // why a fused op's step declined it (for generic's report)
+  const Node* declined_node_ = nullptr;
   bool int8_model_ = false;
   PlanOptions options_;
   std::vector<AlignedBuffer> temp_;

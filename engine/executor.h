@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/fast_path.h"
 #include "engine/interpreter.h"
 #include "engine/options.h"
 #include "engine/parallel.h"
@@ -46,6 +47,8 @@ struct PlanSummary {
   int fused_attention = 0, fused_residual = 0, matmuls = 0, fused_embeddings = 0;
   int fused_add_layernorm = 0;  // residual Add + LayerNorm steps (residuals not in an epilogue)
   int views = 0;                // layout-only Reshapes of feature-major values (no step)
+  // Each step run through the interpreter: node, op and why no fused step took it.
+  std::vector<OffPathNode> op_by_op;
 };
 
 class SPARQ_API Executor {

@@ -129,7 +129,8 @@ BlockShape detect_block(const float* wt, int64_t n, int64_t k) {
 
 std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
                                        const ConvertOptions& opts,
-                                       const std::function<void(size_t, size_t)>& progress) {
+                                       const std::function<void(size_t, size_t)>& progress,
+                                       FastPathReport* fast_path) {
   const bool int8 = opts.precision == "int8";
   if (!int8 && opts.precision != "fp32") {
     throw Error(Status::kInvalidArgument,
@@ -298,6 +299,13 @@ std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
   }
   // fuse = false (convert --no-fuse) keeps the graph op by op (debugging, A/B runs).
   if (opts.fuse) optimize_graph(g);
+  const FastPathReport fp = fast_path_report(g);
+  if (fast_path) *fast_path = fp;
+  if (opts.require_fused && !fp.fused()) {
+    throw Error(Status::kUnsupported, "--require-fused: " + std::to_string(fp.off.size()) +
+                                          " encoder pieces are not fused: " + fp.summary() +
+                                          " (nothing written)");
+  }
   writer.set_metadata(serialize_graph(g, writer));
   writer.write(out_path);
   return report;

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "engine/executor.h"
+#include "engine/fast_path.h"
 #include "engine/interpreter.h"
 #include "engine/parallel.h"
 #include "formats/aligned_buffer.h"
@@ -31,6 +32,9 @@ struct ConvertOptions {
   double prune = -1.0;             // < 0: no pruning; else sparsity in [0, 1)
   int threads = 0;                 // weights packed in parallel; 0 = every core
   bool fuse = true;                // false (--no-fuse): no fusion passes, op by op
+  // true (--require-fused): refuse to write a file in which an encoder matmul, attention,
+  // LayerNorm or GELU is not fused (engine/fast_path.h), naming each.
+  bool require_fused = false;
 };
 
 struct LayerReport {
@@ -51,10 +55,11 @@ SPARQ_API double sparse_break_even_density(bool int8);
 SPARQ_API BlockShape detect_block(const float* wt, int64_t n, int64_t k);
 
 // Converts `g` (from import_onnx) and writes `out_path` atomically. `progress` is called
-// with (done, total) weights.
+// with (done, total) weights; `fast_path` receives what stays off the fast path.
 SPARQ_API std::vector<LayerReport> convert_graph(
     Graph g, const std::string& out_path, const ConvertOptions& opts,
-    const std::function<void(size_t, size_t)>& progress = nullptr);
+    const std::function<void(size_t, size_t)>& progress = nullptr,
+    FastPathReport* fast_path = nullptr);
 
 class SPARQ_API Model {
  public:

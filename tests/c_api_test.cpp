@@ -79,7 +79,39 @@ TEST(CApi, DescribeRunAndOutputs) {
   sparq_model_free(m);  // the session keeps the model alive
   sparq_tensor out;
   EXPECT_EQ(sparq_session_output(s, 0, &out), SPARQ_INVALID_ARGUMENT);  // before a run
+  sparq_plan_summary plan;
+  plan.struct_size = sizeof plan;
+  EXPECT_EQ(sparq_session_plan_summary(s, &plan), SPARQ_INVALID_ARGUMENT);  // before a run
   const std::vector<float> a = run_once(s, 7, 0);
+  // The plan of that run's shapes: every encoder piece fused (bert-14, 2 layers); the
+  // op-by-op steps (the mask's few small ops) each with a node, an op and a reason.
+  ASSERT_EQ(sparq_session_plan_summary(s, &plan), SPARQ_OK) << sparq_last_error_message();
+  EXPECT_EQ(plan.struct_size, sizeof plan);
+  EXPECT_EQ(plan.fused_attention, 2);
+  EXPECT_EQ(plan.fused_residual, 4);
+  EXPECT_EQ(plan.fused_embeddings, 1);
+  EXPECT_EQ(plan.matmuls, 13);
+  EXPECT_GT(plan.steps, plan.op_by_op_steps);
+  EXPECT_GT(plan.arena_bytes, 0u);
+  EXPECT_LE(plan.arena_bytes, plan.unshared_bytes);
+  for (int i = 0; i < plan.op_by_op_steps; ++i) {
+    const char *node = nullptr, *op = nullptr, *reason = nullptr;
+    ASSERT_EQ(sparq_session_op_by_op_step(s, static_cast<size_t>(i), &node, &op, &reason),
+              SPARQ_OK);
+    EXPECT_TRUE(node && op && reason && *op && *reason);
+  }
+  EXPECT_EQ(sparq_session_op_by_op_step(s, static_cast<size_t>(plan.op_by_op_steps), nullptr,
+                                        nullptr, nullptr),
+            SPARQ_INVALID_ARGUMENT);
+  // An older caller's smaller struct gets only its prefix.
+  struct {
+    size_t struct_size;
+    int steps;
+  } old = {sizeof old, -1};
+  ASSERT_EQ(sparq_session_plan_summary(s, reinterpret_cast<sparq_plan_summary*>(&old)), SPARQ_OK);
+  EXPECT_EQ(old.steps, plan.steps);
+  plan.struct_size = 0;
+  EXPECT_EQ(sparq_session_plan_summary(s, &plan), SPARQ_INVALID_ARGUMENT);
   EXPECT_EQ(sparq_session_output_count(s), 2u);
   ASSERT_EQ(sparq_session_output(s, 1, &out), SPARQ_OK);
   EXPECT_STREQ(out.name, "pooler_output");

@@ -85,6 +85,30 @@ import json; d=json.load(open('$work/insp.json')); assert d['checksums_verified'
 p=d['plan']; assert p['batch']==1 and p['seq']==62 and p['steps']>0 and p['matmuls']>0
 assert 0 < p['arena_bytes'] <= p['unshared_bytes'] and p['peak_bytes'] >= p['arena_bytes']"; then
   pass "inspect --verify --json"; else fail "inspect --json"; fi
+# Fast-path report: the default convert is fused; --no-fuse warns (stderr) and
+# --require-fused then refuses and writes nothing; inspect lists the pieces per cause.
+if grep -q "^fast path: 13 matmuls packed, 2 attentions, 5 LayerNorms, 2 GELUs fused$" "$work/conv.txt" &&
+   [ ! -s "$work/conv.err" ]; then pass "convert reports the fast path"; else fail "convert fast path line"; fi
+if "$sparq" convert "$m/model.onnx" -o "$work/nofuse.sparq" --no-fuse >"$work/nf.txt" 2>"$work/nf.err" &&
+   grep -q "^sparq: warning: 9 encoder pieces stay off the fast path" "$work/nf.err" &&
+   grep -q "5 layernorm" "$work/nf.err" && grep -q "2 attention" "$work/nf.err" && grep -q "2 gelu" "$work/nf.err"; then
+  pass "convert --no-fuse warns per cause"; else fail "convert --no-fuse warning: $(head -c 300 "$work/nf.err")"; fi
+expect_error "convert --no-fuse --require-fused" 1 "$sparq" convert "$m/model.onnx" -o "$work/refused.sparq" --no-fuse --require-fused
+if [ ! -e "$work/refused.sparq" ]; then pass "--require-fused writes nothing"; else fail "--require-fused left a file"; fi
+if "$sparq" inspect "$work/nofuse.sparq" --json --seq 9 --batch 3 >"$work/nf.json" 2>/dev/null && $py -c "
+import json; d=json.load(open('$work/nf.json'))
+f=d['fast_path']; causes=[o['cause'] for o in f['not_fused']]
+assert causes.count('layernorm')==5 and causes.count('attention')==2 and causes.count('gelu')==2, causes
+p=d['plan']; assert p['batch']==3 and p['seq']==9 and p['op_by_op_steps']==len(p['op_by_op'])>0
+assert all(s['node'] and s['op'] and s['reason'] for s in p['op_by_op'])
+assert json.load(open('$work/insp.json'))['fast_path']['not_fused']==[]"; then
+  pass "inspect --json: fast path per cause, plan for --batch/--seq"; else fail "inspect fast path json"; fi
+# Inputs beyond ids: a bool attention_mask gets ones; inspect never fails on its plan.
+bm=$models/bert-14-bool-mask
+if [ -f "$bm/model.onnx" ] && "$sparq" convert "$bm/model.onnx" -o "$work/bm.sparq" >/dev/null 2>&1 &&
+   "$sparq" inspect "$work/bm.sparq" >"$work/bm.txt" 2>&1 && grep -q "2 attentions fused" "$work/bm.txt" &&
+   grep -q "input  attention_mask (bool)" "$work/bm.txt"; then
+  pass "inspect a model with a bool mask"; else fail "inspect bool mask: $(head -c 300 "$work/bm.txt")"; fi
 if "$sparq" bench "$work/int8.sparq" --seq 16 --batch 2 --warmup 1 --iterations 5 --json >"$work/b.json" 2>"$work/b.err" &&
    [ ! -s "$work/b.err" ] && $py -c "
 import json; d=json.load(open('$work/b.json'))

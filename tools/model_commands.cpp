@@ -72,6 +72,7 @@ int convert_cmd(Args& args) {
     throw UsageError("convert needs -o OUT.sparq");
   o.precision = precision_flag(args);
   o.fuse = !args.flag("--no-fuse");  // keep the graph op by op (debugging, A/B runs)
+  o.require_fused = args.flag("--require-fused");
   args.value("--block", &o.block);
   if (o.block != "auto" && o.block != "4x1" && o.block != "1x4" && o.block != "1x1") {
     throw UsageError("--block must be auto, 4x1, 1x4 or 1x1, got '" + o.block + "'");
@@ -98,11 +99,15 @@ int convert_cmd(Args& args) {
 #else
   if (tty) std::fprintf(stderr, "sparq: importing %s\n", in.c_str());
   Graph g = import_onnx(in);
-  const auto report = convert_graph(std::move(g), out, o, [tty](size_t done, size_t total) {
-    if (!tty) return;
-    std::fprintf(stderr, "\rsparq: packing weights %zu/%zu", done, total);
-    if (done == total) std::fputc('\n', stderr);
-  });
+  FastPathReport fast;
+  const auto report = convert_graph(
+      std::move(g), out, o,
+      [tty](size_t done, size_t total) {
+        if (!tty) return;
+        std::fprintf(stderr, "\rsparq: packing weights %zu/%zu", done, total);
+        if (done == total) std::fputc('\n', stderr);
+      },
+      &fast);
   std::printf("%-48s %6s %6s %8s %-6s %-7s %10s\n", "weight", "K", "N", "sparsity", "block", "runs",
               "bytes");
   uint64_t total = 0;
@@ -118,6 +123,16 @@ int convert_cmd(Args& args) {
   std::printf("%zu weights packed (%s), %llu bytes of packed weights; wrote %s (%lld bytes)\n",
               report.size(), o.precision.c_str(), static_cast<unsigned long long>(total),
               out.c_str(), static_cast<long long>(st.st_size));
+  std::printf("fast path: %d matmuls packed, %d attentions, %d LayerNorms, %d GELUs fused%s\n",
+              fast.matmuls, fast.attention, fast.layernorm, fast.activations,
+              fast.fused() ? "" : "; NOT fused: see the warning");
+  if (!fast.fused()) {
+    std::fprintf(stderr,
+                 "sparq: warning: %zu encoder pieces stay off the fast path and run op by op "
+                 "(slower, same answers): %s. `sparq inspect %s` lists them; --require-fused "
+                 "makes this an error\n",
+                 fast.off.size(), fast.summary().c_str(), out.c_str());
+  }
   if (o.prune >= 0) {
     std::printf(
         "note: --prune %.3g zeroed the smallest blocks of every encoder MatMul weight; "
@@ -191,6 +206,66 @@ Value random_ids(const Model& model, int64_t batch, int64_t seq, uint32_t seed) 
   return ids;
 }
 
+// Inputs for a run at [batch, seq], for every graph input a model declares: input_ids
+// random in-vocabulary ids, attention_mask ones, token_type_ids zeros, position_ids
+// 0..seq-1 per row; any other input zeros of its declared shape, with its first
+// symbolic dimension taken as the batch and its second as the sequence. An input whose
+// shape that does not fix is named in the error.
+std::map<std::string, Value> default_inputs(const Model& model, int64_t batch, int64_t seq,
+                                            uint32_t seed) {
+  std::map<std::string, Value> in;
+  for (const ValueInfo& v : model.graph().inputs) {
+    if (v.name == "input_ids") {
+      in[v.name] = random_ids(model, batch, seq, seed);
+      continue;
+    }
+    std::vector<int64_t> shape;
+    int symbolic = 0;
+    for (const Dim& d : v.shape) {
+      if (d.value >= 0) {
+        shape.push_back(d.value);
+      } else if (symbolic < 2) {
+        shape.push_back(symbolic++ == 0 ? batch : seq);
+      } else {
+        throw Error(Status::kInvalidArgument,
+                    "input '" + v.name +
+                        "' has more than two symbolic dimensions; give it a value "
+                        "with `sparq run -i " +
+                        v.name + "=FILE.npy`");
+      }
+    }
+    const bool pair =
+        v.name == "attention_mask" || v.name == "token_type_ids" || v.name == "position_ids";
+    if (pair) shape = {batch, seq};  // as Session::run checks them against input_ids
+    auto c = std::make_shared<Constant>();
+    c->type = v.type;
+    c->shape = shape;
+    const size_t elem = elem_type_size(v.type);
+    if (elem == 0) {
+      throw Error(Status::kInvalidArgument, "input '" + v.name + "' has type " +
+                                                elem_type_name(v.type) +
+                                                ", which inspect cannot fill");
+    }
+    c->bytes.assign(static_cast<size_t>(c->elements()) * elem, 0);
+    for (int64_t i = 0; i < c->elements(); ++i) {
+      double x = 0;
+      if (v.name == "attention_mask") x = 1;
+      if (v.name == "position_ids") x = static_cast<double>(i % seq);
+      if (x == 0) continue;
+      uint8_t* p = c->bytes.data() + static_cast<size_t>(i) * elem;
+      switch (v.type) {
+        case ElemType::kI64: *reinterpret_cast<int64_t*>(p) = static_cast<int64_t>(x); break;
+        case ElemType::kI32: *reinterpret_cast<int32_t*>(p) = static_cast<int32_t>(x); break;
+        case ElemType::kF32: *reinterpret_cast<float*>(p) = static_cast<float>(x); break;
+        case ElemType::kF64: *reinterpret_cast<double*>(p) = x; break;
+        default: *p = static_cast<uint8_t>(x); break;
+      }
+    }
+    in[v.name] = c;
+  }
+  return in;
+}
+
 // `instances` threads, each with its own Session (`tpi` threads) on the shared model,
 // pinned to its own cores when they fit; each runs warmup calls, waits for the others,
 // then `iterations` timed calls. Latency is per call; throughput = batch x calls / wall.
@@ -228,8 +303,8 @@ BenchResult measure(const std::shared_ptr<const Model>& model, int64_t batch, in
         pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
       }
       Session session(model, per);
-      std::map<std::string, Value> inputs = {
-          {"input_ids", random_ids(*model, batch, seq, static_cast<uint32_t>(1 + inst))}};
+      const std::map<std::string, Value> inputs =
+          default_inputs(*model, batch, seq, static_cast<uint32_t>(1 + inst));
       for (int64_t i = 0; i < warmup; ++i) session.run(inputs);
       ++ready;
       while (!go.load()) std::this_thread::yield();
@@ -432,18 +507,24 @@ int inspect_cmd(Args& args) {
   }
   // The plan for one input shape (a run on random in-vocabulary ids): its steps and the
   // memory it needs.
+  // Every graph input gets a value (default_inputs); a plan that cannot be made for
+  // these shapes is reported, and inspect still describes the file.
   PlanSummary plan;
   size_t peak = 0;
   bool planned = false;
-  for (const ValueInfo& v : model->graph().inputs) planned |= v.name == "input_ids";
-  if (planned) {
+  std::string plan_error;
+  try {
     Session session(model, 1);
-    const std::map<std::string, Value> in = {{"input_ids", random_ids(*model, batch, seq, 1)}};
+    const std::map<std::string, Value> in = default_inputs(*model, batch, seq, 1);
     session.run(in);         // records the plan
     session.run(in, &peak);  // replays it: the steady-state peak
     plan = session.plan_summary();
+    planned = true;
+  } catch (const Error& e) {
+    plan_error = e.what();
   }
   const Graph& g = model->graph();
+  const FastPathReport fast = fast_path_report(g);
   std::map<std::string, int> ops;
   for (const Node& n : g.nodes) ++ops[n.op];
   std::ostringstream js;
@@ -496,19 +577,54 @@ int inspect_cmd(Args& args) {
        << ",\"matmuls\":" << plan.matmuls << ",\"fused_attention\":" << plan.fused_attention
        << ",\"fused_residual\":" << plan.fused_residual
        << ",\"fused_embeddings\":" << plan.fused_embeddings
+       << ",\"fused_add_layernorm\":" << plan.fused_add_layernorm << ",\"views\":" << plan.views
        << ",\"arena_bytes\":" << plan.arena_bytes << ",\"unshared_bytes\":" << plan.unshared_bytes
-       << ",\"peak_bytes\":" << peak << "}";
+       << ",\"peak_bytes\":" << peak << ",\"op_by_op\":[";
+    for (size_t i = 0; i < plan.op_by_op.size(); ++i) {
+      const OffPathNode& o = plan.op_by_op[i];
+      js << (i ? "," : "") << "{\"node\":\"" << json_escape(o.node) << "\",\"op\":\""
+         << json_escape(o.op) << "\",\"reason\":\"" << json_escape(o.cause) << "\"}";
+    }
+    js << "]}";
+  } else {
+    js << ",\"plan\":null,\"plan_error\":\"" << json_escape(plan_error) << "\"";
   }
-  js << "}";
+  js << ",\"fast_path\":{\"matmuls\":" << fast.matmuls << ",\"attention\":" << fast.attention
+     << ",\"layernorm\":" << fast.layernorm << ",\"activations\":" << fast.activations
+     << ",\"not_fused\":[";
+  for (size_t i = 0; i < fast.off.size(); ++i) {
+    const OffPathNode& o = fast.off[i];
+    js << (i ? "," : "") << "{\"node\":\"" << json_escape(o.node) << "\",\"op\":\""
+       << json_escape(o.op) << "\",\"cause\":\"" << json_escape(o.cause) << "\"}";
+  }
+  js << "]}}";
   if (json) {
     std::printf("%s\n", js.str().c_str());
-  } else if (planned) {
+    return 0;
+  }
+  std::printf("fast path: %d matmuls packed, %d attentions, %d LayerNorms, %d GELUs fused\n",
+              fast.matmuls, fast.attention, fast.layernorm, fast.activations);
+  for (const OffPathNode& o : fast.off) {
+    std::printf("not fused (%s): %s '%s'\n", o.cause.c_str(), o.op.c_str(), o.node.c_str());
+  }
+  if (!planned) {
+    std::printf("plan: not made for batch %lld, seq %lld: %s\n", static_cast<long long>(batch),
+                static_cast<long long>(seq), plan_error.c_str());
+  } else {
     std::printf(
         "plan for batch %lld, seq %lld: %d steps (%d op by op), %d nodes folded, %d matmuls, "
         "%d attentions fused, %d residuals in epilogues, %d embeddings fused\n",
         static_cast<long long>(batch), static_cast<long long>(seq), plan.steps, plan.generic_steps,
         plan.folded, plan.matmuls, plan.fused_attention, plan.fused_residual,
         plan.fused_embeddings);
+    const size_t shown = std::min<size_t>(plan.op_by_op.size(), 20);
+    for (size_t i = 0; i < shown; ++i) {
+      const OffPathNode& o = plan.op_by_op[i];
+      std::printf("  op by op: %s '%s' (%s)\n", o.op.c_str(), o.node.c_str(), o.cause.c_str());
+    }
+    if (plan.op_by_op.size() > shown)
+      std::printf("  ... %zu more op-by-op steps (--json lists all)\n",
+                  plan.op_by_op.size() - shown);
     std::printf(
         "memory: arena %.2f MiB (%.2f MiB without reuse), peak %.2f MiB of intermediate values\n",
         static_cast<double>(plan.arena_bytes) / 1048576.0,

@@ -1,5 +1,6 @@
 // The C API boundary: every entry point catches every exception and turns it into a
 // sparq_status plus a thread-local message. No C++ exception crosses it.
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <map>
@@ -27,6 +28,8 @@ struct sparq_session {
   std::vector<std::string> names;
   std::vector<sparq::Value> outputs;
   size_t peak_bytes = 0;
+  bool has_plan = false;
+  sparq::PlanSummary plan;
 };
 
 namespace {
@@ -235,6 +238,8 @@ SPARQ_API sparq_status sparq_session_run(sparq_session* s, const sparq_tensor* i
       s->outputs.push_back(out.at(v.name));
     }
     s->peak_bytes = peak;
+    s->plan = s->session->plan_summary();
+    s->has_plan = true;
   });
   s->busy.store(false);
   return st;
@@ -260,5 +265,43 @@ SPARQ_API sparq_status sparq_session_output(const sparq_session* s, size_t i, sp
 }
 
 SPARQ_API size_t sparq_session_peak_bytes(const sparq_session* s) { return s ? s->peak_bytes : 0; }
+
+SPARQ_API sparq_status sparq_session_plan_summary(const sparq_session* s, sparq_plan_summary* out) {
+  if (s == nullptr || out == nullptr) return fail(SPARQ_INVALID_ARGUMENT, "session or out is NULL");
+  if (out->struct_size < sizeof(size_t))
+    return fail(SPARQ_INVALID_ARGUMENT, "set struct_size to sizeof(sparq_plan_summary)");
+  if (!s->has_plan) return fail(SPARQ_INVALID_ARGUMENT, "no successful run yet");
+  const sparq::PlanSummary& p = s->plan;
+  sparq_plan_summary full;
+  full.struct_size = out->struct_size;
+  full.steps = p.steps;
+  full.op_by_op_steps = static_cast<int>(p.op_by_op.size());
+  full.folded_nodes = p.folded;
+  full.matmuls = p.matmuls;
+  full.fused_attention = p.fused_attention;
+  full.fused_residual = p.fused_residual;
+  full.fused_embeddings = p.fused_embeddings;
+  full.fused_add_layernorm = p.fused_add_layernorm;
+  full.arena_bytes = p.arena_bytes;
+  full.unshared_bytes = p.unshared_bytes;
+  std::memcpy(out, &full, std::min(out->struct_size, sizeof full));
+  return SPARQ_OK;
+}
+
+SPARQ_API sparq_status sparq_session_op_by_op_step(const sparq_session* s, size_t index,
+                                                   const char** node, const char** op,
+                                                   const char** reason) {
+  if (s == nullptr) return fail(SPARQ_INVALID_ARGUMENT, "session is NULL");
+  if (!s->has_plan) return fail(SPARQ_INVALID_ARGUMENT, "no successful run yet");
+  if (index >= s->plan.op_by_op.size())
+    return fail(SPARQ_INVALID_ARGUMENT, "op-by-op step " + std::to_string(index) +
+                                            " is out of range (" +
+                                            std::to_string(s->plan.op_by_op.size()) + " steps)");
+  const sparq::OffPathNode& o = s->plan.op_by_op[index];
+  if (node) *node = o.node.c_str();
+  if (op) *op = o.op.c_str();
+  if (reason) *reason = o.cause.c_str();
+  return SPARQ_OK;
+}
 
 }  // extern "C"

@@ -113,6 +113,9 @@ class PyModel {
       std::unique_ptr<Session> s = acquire();
       try {
         out = s->run(std::move(inputs));
+        std::lock_guard<std::mutex> lock(mu_);
+        last_plan_ = s->plan_summary();
+        has_plan_ = true;
       } catch (...) {
         release(std::move(s));
         throw;
@@ -139,6 +142,37 @@ class PyModel {
     return result;
   }
 
+  // The plan of the last successful run's input shapes (sparq_session_plan_summary).
+  py::dict plan_summary() {
+    PlanSummary p;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!has_plan_) throw Error(Status::kInvalidArgument, "no successful run yet");
+      p = last_plan_;
+    }
+    py::dict d;
+    d["steps"] = p.steps;
+    d["op_by_op_steps"] = p.op_by_op.size();
+    d["folded_nodes"] = p.folded;
+    d["matmuls"] = p.matmuls;
+    d["fused_attention"] = p.fused_attention;
+    d["fused_residual"] = p.fused_residual;
+    d["fused_embeddings"] = p.fused_embeddings;
+    d["fused_add_layernorm"] = p.fused_add_layernorm;
+    d["arena_bytes"] = p.arena_bytes;
+    d["unshared_bytes"] = p.unshared_bytes;
+    py::list steps;
+    for (const OffPathNode& o : p.op_by_op) {
+      py::dict s;
+      s["node"] = o.node;
+      s["op"] = o.op;
+      s["reason"] = o.cause;
+      steps.append(s);
+    }
+    d["op_by_op"] = steps;
+    return d;
+  }
+
  private:
   std::unique_ptr<Session> acquire() {
     {
@@ -161,15 +195,18 @@ class PyModel {
   int threads_;
   std::mutex mu_;
   std::vector<std::unique_ptr<Session>> idle_;
+  PlanSummary last_plan_;
+  bool has_plan_ = false;
 };
 
 py::list convert(const std::string& onnx_path, const std::string& out_path,
                  const std::string& precision, const std::string& block, const py::object& prune,
-                 bool fuse) {
+                 bool fuse, bool require_fused) {
   ConvertOptions o;
   o.precision = precision;
   o.block = block;
   o.fuse = fuse;
+  o.require_fused = require_fused;
   if (!prune.is_none()) {
     o.prune = py::cast<double>(prune);
     if (!(o.prune >= 0.0 && o.prune < 1.0)) {
@@ -178,9 +215,17 @@ py::list convert(const std::string& onnx_path, const std::string& out_path,
     }
   }
   std::vector<LayerReport> report;
+  FastPathReport fast;
   {
     py::gil_scoped_release nogil;
-    report = convert_graph(import_onnx(onnx_path), out_path, o);
+    report = convert_graph(import_onnx(onnx_path), out_path, o, nullptr, &fast);
+  }
+  if (!fast.fused()) {
+    const std::string msg = "sparq: " + std::to_string(fast.off.size()) +
+                            " encoder pieces stay off the fast path (op by op, slower, same "
+                            "answers): " +
+                            fast.summary() + "; require_fused=True makes this an error";
+    if (PyErr_WarnEx(PyExc_RuntimeWarning, msg.c_str(), 1) != 0) throw py::error_already_set();
   }
   py::list out;
   for (const LayerReport& r : report) {
@@ -217,9 +262,10 @@ PYBIND11_MODULE(sparq, m) {
       "The kernel ISA in use (avx512vnni, avx512, avx2, generic).");
   m.def("convert", &convert, py::arg("onnx_path"), py::arg("out_path"),
         py::arg("precision") = "fp32", py::arg("block") = "auto", py::arg("prune") = py::none(),
-        py::arg("fuse") = true,
+        py::arg("fuse") = true, py::arg("require_fused") = false,
         "Converts an ONNX encoder into a .sparq file (as `sparq convert`); returns the per-weight "
-        "report.");
+        "report. Warns (RuntimeWarning) when an encoder matmul, attention, LayerNorm or GELU is "
+        "not fused; require_fused=True raises instead and writes nothing.");
   py::class_<PyModel>(m, "Model")
       .def(py::init<const std::string&, int>(), py::arg("path"), py::arg("threads") = 0,
            "Loads a .sparq model; `threads` per concurrent run (0 = every core).")
@@ -228,5 +274,8 @@ PYBIND11_MODULE(sparq, m) {
       .def_property_readonly("path", &PyModel::path)
       .def_property_readonly("threads", &PyModel::threads)
       .def("run", &PyModel::run, py::arg("inputs"),
-           "Runs the model on a dict of numpy arrays; returns a dict of new numpy arrays.");
+           "Runs the model on a dict of numpy arrays; returns a dict of new numpy arrays.")
+      .def("plan_summary", &PyModel::plan_summary,
+           "The execution plan of the last successful run's input shapes: step counts, fused "
+           "counts, arena bytes and each op-by-op step (node, op, reason).");
 }

@@ -1,15 +1,16 @@
 /* Runs a .sparq model through the C API on random in-vocabulary token ids and prints
  * every output's shape and first values. Build it against an installed sparq:
- *   cmake -S examples/c -B build-example -DCMAKE_PREFIX_PATH=<prefix> && cmake --build build-example
- *   cc main.c $(pkg-config --cflags --libs sparq)
- * Usage: sparq_example MODEL.sparq [SEQ] */
+ *   cmake -S examples/c -B build-example -DCMAKE_PREFIX_PATH=<prefix> && cmake --build
+ * build-example cc main.c $(pkg-config --cflags --libs sparq) Usage: sparq_example MODEL.sparq
+ * [SEQ] */
 #include <sparq/sparq.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 static int check(sparq_status s, const char* what) {
   if (s != SPARQ_OK) {
-    fprintf(stderr, "sparq_example: %s failed (%d): %s\n", what, (int)s, sparq_last_error_message());
+    fprintf(stderr, "sparq_example: %s failed (%d): %s\n", what, (int)s,
+            sparq_last_error_message());
     return 1;
   }
   return 0;
@@ -43,6 +44,19 @@ int main(int argc, char** argv) {
     printf("] %.5f %.5f %.5f ...\n", v[0], v[1], v[2]);
   }
   printf("peak intermediate bytes: %zu\n", sparq_session_peak_bytes(session));
+  /* What the plan for these shapes fused, and what ran op by op. */
+  sparq_plan_summary plan;
+  plan.struct_size = sizeof plan;
+  if (check(sparq_session_plan_summary(session, &plan), "sparq_session_plan_summary")) return 1;
+  printf("plan: %d steps (%d op by op), %d matmuls, %d attentions fused, arena %zu bytes\n",
+         plan.steps, plan.op_by_op_steps, plan.matmuls, plan.fused_attention, plan.arena_bytes);
+  for (int i = 0; i < plan.op_by_op_steps && i < 3; ++i) {
+    const char *node, *op, *reason;
+    if (check(sparq_session_op_by_op_step(session, (size_t)i, &node, &op, &reason),
+              "sparq_session_op_by_op_step"))
+      return 1;
+    printf("  op by op: %s '%s' (%s)\n", op, node, reason);
+  }
   /* A bad call reports through the status and the thread-local message. */
   sparq_tensor bad = {"no_such_input", SPARQ_INT64, 2, shape, ids};
   if (sparq_session_run(session, &bad, 1) != SPARQ_INVALID_ARGUMENT) return 1;

@@ -84,6 +84,32 @@ SPARQ_API sparq_status sparq_session_output(const sparq_session* s, size_t index
 /* Bytes of intermediate values the last run held at its peak. */
 SPARQ_API size_t sparq_session_peak_bytes(const sparq_session* s);
 
+/* The execution plan for the last successful run's input shapes (plans are made per
+ * shape): what ran fused and what ran op by op. Set struct_size to
+ * sizeof(sparq_plan_summary) before the call; fields appended in later versions are then
+ * left out for older callers. All counts are 0 when the session runs op by op
+ * (SPARQ_EXECUTOR=interpret). */
+typedef struct {
+  size_t struct_size;
+  int steps;               /* steps of the plan */
+  int op_by_op_steps;      /* of those, nodes run through the reference interpreter */
+  int folded_nodes;        /* nodes evaluated once at plan time */
+  int matmuls;             /* packed sparse or dense matmul steps */
+  int fused_attention;     /* attention steps (never materializing the scores) */
+  int fused_residual;      /* residual adds inside a matmul epilogue */
+  int fused_embeddings;    /* gather + sum + LayerNorm embedding steps */
+  int fused_add_layernorm; /* residual add + LayerNorm steps */
+  size_t arena_bytes;      /* planned intermediate buffers, after reuse */
+  size_t unshared_bytes;   /* the same without reuse */
+} sparq_plan_summary;
+/* SPARQ_INVALID_ARGUMENT before a successful run. */
+SPARQ_API sparq_status sparq_session_plan_summary(const sparq_session* s, sparq_plan_summary* out);
+/* Op-by-op step `index` (< op_by_op_steps) of that plan: the node's name, its op and why no
+ * fused step took it. Views valid until the next run or free. */
+SPARQ_API sparq_status sparq_session_op_by_op_step(const sparq_session* s, size_t index,
+                                                   const char** node, const char** op,
+                                                   const char** reason);
+
 /* The message of this thread's last failed call; never NULL ("" when none). */
 SPARQ_API const char* sparq_last_error_message(void);
 

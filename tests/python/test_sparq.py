@@ -40,6 +40,27 @@ def bert(tmp_path_factory):
     return d, fp32, int8
 
 
+def test_plan_summary_and_fast_path_warning(bert, tmp_path):
+    d, fp32, _ = bert
+    m = sparq.Model(fp32, threads=1)
+    with pytest.raises(ValueError, match="no successful run"):
+        m.plan_summary()
+    m.run(inputs_of(d))
+    p = m.plan_summary()
+    assert p["fused_attention"] == 2 and p["fused_residual"] == 4 and p["matmuls"] == 13
+    assert p["op_by_op_steps"] == len(p["op_by_op"]) < p["steps"]
+    assert all(s["node"] and s["op"] and s["reason"] for s in p["op_by_op"])
+    assert 0 < p["arena_bytes"] <= p["unshared_bytes"]
+    # Without fusion passes convert warns, and require_fused refuses and writes nothing.
+    onnx = os.path.join(d, "model.onnx")
+    with pytest.warns(RuntimeWarning, match="off the fast path"):
+        sparq.convert(onnx, str(tmp_path / "nofuse.sparq"), fuse=False)
+    with pytest.raises(RuntimeError, match="require-fused"):
+        sparq.convert(onnx, str(tmp_path / "refused.sparq"), fuse=False, require_fused=True)
+    assert not (tmp_path / "refused.sparq").exists()
+    sparq.convert(onnx, str(tmp_path / "fused.sparq"), require_fused=True)
+
+
 def test_fp32_matches_float64_reference(bert):
     d, fp32, _ = bert
     m = sparq.Model(fp32, threads=1)
