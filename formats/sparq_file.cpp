@@ -19,7 +19,13 @@ namespace {
 
 // File layout, version 1 (docs/file-format.md). All integers little-endian.
 constexpr uint8_t kMagic[8] = {0x89, 'S', 'P', 'A', 'R', 'Q', '\r', '\n'};
-constexpr uint32_t kVersion = 1;
+// Versions (docs/file-format.md, "Versioning"): the container layout is the same in
+// both; version 2 graphs may use what version 1 readers lack (the Sigmoid, Reciprocal
+// and Exp ops, SparqMatMul activation gelu_sigmoid, SparqAttention without a mask), so
+// an older sparq refuses a version-2 file at the header with a clear message instead of
+// at an unknown op.
+constexpr uint32_t kVersion = 2;     // written
+constexpr uint32_t kMinVersion = 1;  // still read
 constexpr uint64_t kHeaderBytes = 128;
 constexpr uint64_t kAlign = 64;
 // Header fields, by byte offset.
@@ -301,9 +307,11 @@ void SparqFile::parse() {
     bad(path_, "header checksum mismatch (corrupt header)");
   }
   version_ = get<uint32_t>(h + kOffVersion);
-  if (version_ != kVersion) {
-    bad(path_,
-        "format version " + std::to_string(version_) + " is not supported (this build reads 1)");
+  if (version_ < kMinVersion || version_ > kVersion) {
+    bad(path_, "format version " + std::to_string(version_) + " is not supported (this build reads " +
+                   std::to_string(kMinVersion) + " to " + std::to_string(kVersion) +
+                   "): reconvert the ONNX model with this sparq (`sparq convert`), or use the "
+                   "sparq that wrote it");
   }
   const uint32_t count = get<uint32_t>(h + kOffCount);
   const uint64_t file_size = get<uint64_t>(h + kOffFileSize);
