@@ -11,6 +11,7 @@
 #include "engine/layout.h"
 #include "engine/limits.h"
 #include "engine/model.h"
+#include "engine/ops/registry.h"
 #include "engine/shapes.h"
 #include "formats/aligned_buffer.h"
 #include "formats/error.h"
@@ -538,7 +539,7 @@ class Planner {
     // (fm_low_precision_attention).
     for (const Node& n : g_.nodes) {
       const Attribute* pr = n.attr("precision");
-      if (n.op == "SparqMatMul" && pr != nullptr && pr->s == "int8") int8_model_ = true;
+      if (op_of(n) == OpId::kSparqMatMul && pr != nullptr && pr->s == "int8") int8_model_ = true;
     }
   }
 
@@ -558,7 +559,7 @@ class Planner {
     for (size_t i = g_.nodes.size(); i-- > 0;) {
       const Node& n = g_.nodes[i];
       size_t through = i;
-      if (n.op == "Reshape" || n.op == "Transpose") {
+      if (op_of(n) == OpId::kReshape || op_of(n) == OpId::kTranspose) {
         for (const std::string& o : n.outputs) {
           auto it = last.find(o);
           if (it != last.end()) through = std::max(through, it->second);
@@ -800,7 +801,7 @@ class Planner {
     if (outputs_.count(v)) return false;
     int found = 0;
     for (const auto& u : uses(v)) {
-      if (g_.nodes[u.first].op == "Shape") continue;
+      if (op_of(g_.nodes[u.first]) == OpId::kShape) continue;
       *node = u.first;
       *input = u.second;
       ++found;
@@ -827,12 +828,12 @@ class Planner {
     const Node& n = g_.nodes[i];
     if (n.outputs.empty()) return;
     if (try_fold(n)) return;
-    if (n.op == "SparqMatMul" && matmul(n)) return;
-    if (n.op == "LayerNormalization" && layernorm(n)) return;
-    if (n.op == "Add" && add(n)) return;
-    if (n.op == "Reshape" && defer_head_split(i)) return;
-    if (n.op == "Reshape" && view_reshape(n)) return;
-    if (n.op == "SparqAttention" && attention(i)) return;
+    if (op_of(n) == OpId::kSparqMatMul && matmul(n)) return;
+    if (op_of(n) == OpId::kLayerNormalization && layernorm(n)) return;
+    if (op_of(n) == OpId::kAdd && add(n)) return;
+    if (op_of(n) == OpId::kReshape && defer_head_split(i)) return;
+    if (op_of(n) == OpId::kReshape && view_reshape(n)) return;
+    if (op_of(n) == OpId::kSparqAttention && attention(i)) return;
     generic(n);
   }
 
@@ -843,7 +844,7 @@ class Planner {
     auto it = producer_.find(name);
     if (it == producer_.end() || depth > 32 || done_[it->second]) return false;
     const Node& n = g_.nodes[it->second];
-    if (n.op != "Shape") {
+    if (op_of(n) != OpId::kShape) {
       for (const std::string& in : n.inputs) {
         if (!in.empty() && !fold_for(in, depth + 1)) return false;
       }
@@ -868,7 +869,7 @@ class Planner {
       if (is_dynamic(s)) all_static = false;
       ins.push_back(slot(s).fixed);
     }
-    if (n.op == "Shape" && !n.inputs.empty()) {  // depends on the shape only
+    if (op_of(n) == OpId::kShape && !n.inputs.empty()) {  // depends on the shape only
       const Slot& x = slot(slot_of(n.inputs[0]));
       auto c = std::make_shared<Constant>();
       c->type = x.type;
@@ -950,7 +951,7 @@ class Planner {
     Shape add_shape;
     if (options_.residual_epilogue &&
         only_use_through_views(n.outputs[0], out_shape, &ci, &cj, &views, &add_shape) &&
-        g_.nodes[ci].op == "Add" && g_.nodes[ci].inputs.size() == 2) {
+        op_of(g_.nodes[ci]) == OpId::kAdd && g_.nodes[ci].inputs.size() == 2) {
       const std::string& other = g_.nodes[ci].inputs[1 - cj];
       if (ids_.count(other) && !virtual_.count(other)) {
         const int r = ids_.at(other);
@@ -1035,7 +1036,7 @@ class Planner {
       stack.pop_back();
       auto pi = producer_.find(v);
       size_t ci = 0, cj = 0;
-      if (pi != producer_.end() && g_.nodes[pi->second].op == "Add" &&
+      if (pi != producer_.end() && op_of(g_.nodes[pi->second]) == OpId::kAdd &&
           g_.nodes[pi->second].inputs.size() == 2 && ids_.count(v) && slot(ids_.at(v)).heap &&
           (v == ln.inputs[0] || only_use(v, &ci, &cj))) {
         chain.push_back(pi->second);
@@ -1076,7 +1077,7 @@ class Planner {
       const Node& gn = g_.nodes[pi->second];
       size_t gi = 0, gj = 0;
       const Attribute* axis = gn.attr("axis");
-      if (gn.op != "Gather" || gn.inputs.size() != 2 || (axis && axis->i != 0) ||
+      if (op_of(gn) != OpId::kGather || gn.inputs.size() != 2 || (axis && axis->i != 0) ||
           !only_use(v, &gi, &gj)) {
         return no("a term is not a single-use Gather");
       }
@@ -1133,7 +1134,7 @@ class Planner {
   // gamma, beta and epsilon of a LayerNormalization over the last axis of F features
   // with constant float32 parameters.
   bool layernorm_params(const Node& ln, int64_t rank, int64_t F, Step* t) {
-    if (ln.op != "LayerNormalization" || ln.inputs.size() < 2) return false;
+    if (op_of(ln) != OpId::kLayerNormalization || ln.inputs.size() < 2) return false;
     const Attribute* ax = ln.attr("axis");
     const int64_t axis = ax ? (ax->i < 0 ? ax->i + rank : ax->i) : rank - 1;
     if (axis != rank - 1 || !known(ln.inputs[1])) return false;
@@ -1204,9 +1205,10 @@ class Planner {
     const Shape& in = slot(x).shape;
     if (t.size() != 4 || t[0] != in[0] || t[1] != in[1] || t[2] * t[3] != in[2]) return false;
     size_t ti = 0, tj = 0, ai = 0, aj = 0;
-    if (!only_use(n.outputs[0], &ti, &tj) || g_.nodes[ti].op != "Transpose") return false;
+    if (!only_use(n.outputs[0], &ti, &tj) || op_of(g_.nodes[ti]) != OpId::kTranspose) return false;
     const Node& tr = g_.nodes[ti];
-    if (!only_use(tr.outputs[0], &ai, &aj) || g_.nodes[ai].op != "SparqAttention") return false;
+    if (!only_use(tr.outputs[0], &ai, &aj) || op_of(g_.nodes[ai]) != OpId::kSparqAttention)
+      return false;
     const std::vector<int64_t> perm = perm_of(tr);
     const bool ok = (aj == 0 || aj == 2) ? perm == std::vector<int64_t>{0, 2, 1, 3}
                                          : aj == 1 && perm == std::vector<int64_t>{0, 2, 3, 1};
@@ -1246,7 +1248,7 @@ class Planner {
     for (int depth = 0; depth < 4; ++depth) {
       if (!only_use(cur, node, input)) return false;
       const Node& c = g_.nodes[*node];
-      if (c.op != "Reshape" || *input != 0 || c.inputs.size() < 2) {
+      if (op_of(c) != OpId::kReshape || *input != 0 || c.inputs.size() < 2) {
         *out_shape = shape;
         return true;
       }
@@ -1302,12 +1304,12 @@ class Planner {
     }
     // The output goes through Transpose(0,2,1,3) and a Reshape back to [B, S, H*dv].
     size_t ti = 0, tj = 0, ri = 0, rj = 0;
-    if (!only_data_use(n.outputs[0], &ti, &tj) || g_.nodes[ti].op != "Transpose" ||
+    if (!only_data_use(n.outputs[0], &ti, &tj) || op_of(g_.nodes[ti]) != OpId::kTranspose ||
         perm_of(g_.nodes[ti]) != std::vector<int64_t>{0, 2, 1, 3}) {
       return fallback("output is not Transpose(0,2,1,3)");
     }
-    if (!only_data_use(g_.nodes[ti].outputs[0], &ri, &rj) || g_.nodes[ri].op != "Reshape" ||
-        rj != 0)
+    if (!only_data_use(g_.nodes[ti].outputs[0], &ri, &rj) ||
+        op_of(g_.nodes[ri]) != OpId::kReshape || rj != 0)
       return fallback("transpose is not followed by a Reshape");
     // Shape-only slots for the skipped values that Shape nodes still read; the Reshape's
     // target is usually computed from one of them further down the graph: folded now.

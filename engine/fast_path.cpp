@@ -3,6 +3,8 @@
 #include <map>
 #include <set>
 
+#include "engine/ops/registry.h"
+
 namespace sparq {
 
 std::string FastPathReport::summary(size_t names_per_cause) const {
@@ -32,32 +34,32 @@ FastPathReport fast_path_report(const Graph& g) {
   for (const Node& n : g.nodes) {
     for (const std::string& o : n.outputs) producer[o] = &n;
   }
-  auto produced_by = [&](const std::string& v, const char* op) {
+  auto produced_by = [&](const std::string& v, OpId op) {
     auto it = producer.find(v);
-    return it != producer.end() && it->second->op == op;
+    return it != producer.end() && op_of(*it->second) == op;
   };
   for (const Node& n : g.nodes) {
     auto off = [&](const char* cause) { r.off.push_back({n.name, n.op, cause}); };
-    if (n.op == "SparqMatMul") {
+    if (op_of(n) == OpId::kSparqMatMul) {
       ++r.matmuls;
       if (n.attr("activation") != nullptr) ++r.activations;
-    } else if (n.op == "SparqAttention") {
+    } else if (op_of(n) == OpId::kSparqAttention) {
       ++r.attention;
-    } else if (n.op == "LayerNormalization") {
+    } else if (op_of(n) == OpId::kLayerNormalization) {
       ++r.layernorm;
-    } else if (n.op == "Softmax") {
+    } else if (op_of(n) == OpId::kSoftmax) {
       off("attention");
-    } else if (n.op == "ReduceMean") {
+    } else if (op_of(n) == OpId::kReduceMean) {
       // One per LayerNorm: the mean of x, not the variance's mean of (x - mean)^2.
-      const bool variance =
-          !n.inputs.empty() && (produced_by(n.inputs[0], "Pow") || produced_by(n.inputs[0], "Mul"));
+      const bool variance = !n.inputs.empty() && (produced_by(n.inputs[0], OpId::kPow) ||
+                                                  produced_by(n.inputs[0], OpId::kMul));
       if (!variance) off("layernorm");
-    } else if (n.op == "Erf" || n.op == "Sigmoid") {
+    } else if (op_of(n) == OpId::kErf || op_of(n) == OpId::kSigmoid) {
       off("gelu");
-    } else if (n.op == "Tanh") {
+    } else if (op_of(n) == OpId::kTanh) {
       // The pooler applies tanh to its dense layer's output: not a GELU.
-      if (n.inputs.empty() || !produced_by(n.inputs[0], "SparqMatMul")) off("gelu");
-    } else if ((n.op == "MatMul" || n.op == "Gemm") && n.inputs.size() >= 2 &&
+      if (n.inputs.empty() || !produced_by(n.inputs[0], OpId::kSparqMatMul)) off("gelu");
+    } else if ((op_of(n) == OpId::kMatMul || op_of(n) == OpId::kGemm) && n.inputs.size() >= 2 &&
                g.initializer(n.inputs[1]) != nullptr) {
       off("matmul");
     }

@@ -12,6 +12,7 @@
 #include <set>
 
 #include "engine/limits.h"
+#include "engine/ops/registry.h"
 #include "engine/shapes.h"
 #include "formats/error.h"
 #include "kernels/attention/attention.h"
@@ -136,6 +137,109 @@ std::vector<int64_t> strides_of(const Shape& s) {
   for (int64_t i = static_cast<int64_t>(s.size()) - 2; i >= 0; --i) st[i] = st[i + 1] * s[i + 1];
   return st;
 }
+
+// ---- elementwise functors: one struct per op ----------------------------------------
+// f: the float32 loop's function; d: other float types, in double; i: integers with
+// two's-complement wrap-around (false = division by zero). kMixedTypes: the operands may
+// differ in type (Pow's exponent); kIntegers: a unary op with its own integer form.
+inline int64_t wrap(uint64_t v) { return static_cast<int64_t>(v); }
+struct AddFn {
+  static constexpr bool kMixedTypes = false;
+  static float f(float x, float y) { return x + y; }
+  static double d(double x, double y) { return x + y; }
+  static bool i(int64_t x, int64_t y, double, int64_t* v) {
+    *v = wrap(static_cast<uint64_t>(x) + static_cast<uint64_t>(y));
+    return true;
+  }
+};
+struct SubFn {
+  static constexpr bool kMixedTypes = false;
+  static float f(float x, float y) { return x - y; }
+  static double d(double x, double y) { return x - y; }
+  static bool i(int64_t x, int64_t y, double, int64_t* v) {
+    *v = wrap(static_cast<uint64_t>(x) - static_cast<uint64_t>(y));
+    return true;
+  }
+};
+struct MulFn {
+  static constexpr bool kMixedTypes = false;
+  static float f(float x, float y) { return x * y; }
+  static double d(double x, double y) { return x * y; }
+  static bool i(int64_t x, int64_t y, double, int64_t* v) {
+    *v = wrap(static_cast<uint64_t>(x) * static_cast<uint64_t>(y));
+    return true;
+  }
+};
+struct DivFn {
+  static constexpr bool kMixedTypes = false;
+  static float f(float x, float y) { return x / y; }
+  static double d(double x, double y) { return x / y; }
+  static bool i(int64_t x, int64_t y, double, int64_t* v) {
+    if (y == 0) return false;
+    *v = y == -1 ? wrap(0 - static_cast<uint64_t>(x)) : x / y;
+    return true;
+  }
+};
+struct PowFn {
+  static constexpr bool kMixedTypes = true;
+  static float f(float x, float y) {
+    return y == 2.0f ? x * x
+                     : static_cast<float>(std::pow(static_cast<double>(x), static_cast<double>(y)));
+  }
+  static double d(double x, double y) { return std::pow(x, y); }
+  static bool i(int64_t x, int64_t, double y, int64_t* v) {
+    *v = saturate<int64_t>(std::pow(static_cast<double>(x), y));
+    return true;
+  }
+};
+struct SqrtFn {
+  static constexpr bool kIntegers = false;
+  static float f(float x) { return std::sqrt(x); }
+  static double d(double x) { return std::sqrt(x); }
+  static int64_t i(int64_t x) { return x; }
+};
+struct ErfFn {
+  static constexpr bool kIntegers = false;
+  static float f(float x) { return std::erf(x); }
+  static double d(double x) { return std::erf(x); }
+  static int64_t i(int64_t x) { return x; }
+};
+struct TanhFn {
+  static constexpr bool kIntegers = false;
+  static float f(float x) { return std::tanh(x); }
+  static double d(double x) { return std::tanh(x); }
+  static int64_t i(int64_t x) { return x; }
+};
+struct SigmoidFn {
+  static constexpr bool kIntegers = false;
+  static float f(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+  static double d(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+  static int64_t i(int64_t x) { return x; }
+};
+struct ReciprocalFn {
+  static constexpr bool kIntegers = false;
+  static float f(float x) { return 1.0f / x; }
+  static double d(double x) { return 1.0 / x; }
+  static int64_t i(int64_t x) { return x; }
+};
+struct ExpFn {
+  static constexpr bool kIntegers = false;
+  static float f(float x) { return std::exp(x); }
+  static double d(double x) { return std::exp(x); }
+  static int64_t i(int64_t x) { return x; }
+};
+struct ReluFn {
+  static constexpr bool kIntegers = true;
+  static float f(float x) { return x > 0.0f ? x : 0.0f; }
+  static double d(double x) { return x > 0 ? x : 0; }
+  static int64_t i(int64_t x) { return std::max<int64_t>(x, 0); }
+};
+struct NegFn {
+  static constexpr bool kIntegers = true;
+  static float f(float x) { return -x; }
+  static double d(double x) { return -x; }
+  static int64_t i(int64_t x) { return wrap(0 - static_cast<uint64_t>(x)); }
+};
 
 class Runner {
  public:
@@ -279,119 +383,77 @@ class Runner {
     }
   }
 
+  // Elementwise ops: one functor per op (the Fn structs above the class), dispatched
+  // once per node. float32 tensors take the vectorizable loop; other floats compute in
+  // double; integers wrap around (two's complement).
+  template <class Fn>
   Value binary(const Node& n) {
     Value a = need(n, 0), b = need(n, 1);
     const Shape out = broadcast(n, {&a->shape, &b->shape});
-    if (a->type == ElemType::kF32 && b->type == ElemType::kF32 && n.op != "Equal") {
+    if (a->type == ElemType::kF32 && b->type == ElemType::kF32) {
       auto r = make(ElemType::kF32, out);
-      float* o = reinterpret_cast<float*>(r->bytes.data());
-      const std::string& op = n.op;
-      if (op == "Add") f32_loop(*a, *b, out, o, [](float x, float y) { return x + y; });
-      else if (op == "Sub") f32_loop(*a, *b, out, o, [](float x, float y) { return x - y; });
-      else if (op == "Mul") f32_loop(*a, *b, out, o, [](float x, float y) { return x * y; });
-      else if (op == "Div") f32_loop(*a, *b, out, o, [](float x, float y) { return x / y; });
-      else
-        f32_loop(*a, *b, out, o, [](float x, float y) {
-          return y == 2.0f
-                     ? x * x
-                     : static_cast<float>(std::pow(static_cast<double>(x), static_cast<double>(y)));
-        });
+      f32_loop(*a, *b, out, reinterpret_cast<float*>(r->bytes.data()),
+               [](float x, float y) { return Fn::f(x, y); });
       return r;
     }
     const auto ia = broadcast_index(out, a->shape), ib = broadcast_index(out, b->shape);
-    const std::string& op = n.op;
-    if (op == "Equal") {
-      auto r = make(ElemType::kBool, out);
-      for (size_t i = 0; i < ia.size(); ++i) {
-        const bool eq = is_float(a->type) || is_float(b->type) ? getf(*a, ia[i]) == getf(*b, ib[i])
-                                                               : geti(*a, ia[i]) == geti(*b, ib[i]);
-        r->bytes[i] = eq;
-      }
-      return r;
-    }
-    if (a->type != b->type && op != "Pow") fail(n, "inputs have different types");
+    if (a->type != b->type && !Fn::kMixedTypes) fail(n, "inputs have different types");
     auto r = make(a->type, out);
     if (is_float(a->type)) {
-      for (size_t i = 0; i < ia.size(); ++i) {
-        const double x = getf(*a, ia[i]), y = getf(*b, ib[i]);
-        double v = 0;
-        if (op == "Add") v = x + y;
-        else if (op == "Sub") v = x - y;
-        else if (op == "Mul") v = x * y;
-        else if (op == "Div") v = x / y;
-        else v = std::pow(x, y);
-        setf(*r, static_cast<int64_t>(i), v);
-      }
+      for (size_t i = 0; i < ia.size(); ++i)
+        setf(*r, static_cast<int64_t>(i), Fn::d(getf(*a, ia[i]), getf(*b, ib[i])));
     } else {
       for (size_t i = 0; i < ia.size(); ++i) {
-        const int64_t x = geti(*a, ia[i]), y = geti(*b, ib[i]);
-        // Two's-complement wrap-around, as integer tensors behave in every ONNX runtime,
-        // instead of signed overflow.
-        const uint64_t ux = static_cast<uint64_t>(x), uy = static_cast<uint64_t>(y);
         int64_t v = 0;
-        if (op == "Add") v = static_cast<int64_t>(ux + uy);
-        else if (op == "Sub") v = static_cast<int64_t>(ux - uy);
-        else if (op == "Mul") v = static_cast<int64_t>(ux * uy);
-        else if (op == "Div") {
-          if (y == 0) fail(n, "integer division by zero");
-          v = y == -1 ? static_cast<int64_t>(0 - ux) : x / y;
-        } else {
-          v = saturate<int64_t>(std::pow(static_cast<double>(x), getf(*b, ib[i])));
-        }
+        if (!Fn::i(geti(*a, ia[i]), geti(*b, ib[i]), getf(*b, ib[i]), &v))
+          fail(n, "integer division by zero");
         seti(*r, static_cast<int64_t>(i), v);
       }
     }
     return r;
   }
 
+  Value equal(const Node& n) {
+    Value a = need(n, 0), b = need(n, 1);
+    const Shape out = broadcast(n, {&a->shape, &b->shape});
+    const auto ia = broadcast_index(out, a->shape), ib = broadcast_index(out, b->shape);
+    auto r = make(ElemType::kBool, out);
+    for (size_t i = 0; i < ia.size(); ++i) {
+      const bool eq = is_float(a->type) || is_float(b->type) ? getf(*a, ia[i]) == getf(*b, ib[i])
+                                                             : geti(*a, ia[i]) == geti(*b, ib[i]);
+      r->bytes[i] = eq;
+    }
+    return r;
+  }
+
+  template <class Fn>
   Value unary(const Node& n) {
     Value a = need(n, 0);
     auto r = make(a->type, a->shape);
-    const std::string& op = n.op;
-    if (a->type == ElemType::kF32 && op != "Not") {
+    const int64_t cnt = a->elements();
+    if (a->type == ElemType::kF32) {
       const float* x = a->data<float>();
       float* o = reinterpret_cast<float*>(r->bytes.data());
-      const int64_t cnt = a->elements();
-      if (op == "Sqrt")
-        for (int64_t i = 0; i < cnt; ++i) o[i] = std::sqrt(x[i]);
-      else if (op == "Erf")
-        for (int64_t i = 0; i < cnt; ++i) o[i] = std::erf(x[i]);
-      else if (op == "Tanh")
-        for (int64_t i = 0; i < cnt; ++i) o[i] = std::tanh(x[i]);
-      else if (op == "Relu")
-        for (int64_t i = 0; i < cnt; ++i) o[i] = x[i] > 0.0f ? x[i] : 0.0f;
-      else if (op == "Sigmoid")
-        for (int64_t i = 0; i < cnt; ++i) o[i] = 1.0f / (1.0f + std::exp(-x[i]));
-      else if (op == "Reciprocal")
-        for (int64_t i = 0; i < cnt; ++i) o[i] = 1.0f / x[i];
-      else if (op == "Exp")
-        for (int64_t i = 0; i < cnt; ++i) o[i] = std::exp(x[i]);
-      else
-        for (int64_t i = 0; i < cnt; ++i) o[i] = -x[i];
+      for (int64_t i = 0; i < cnt; ++i) o[i] = Fn::f(x[i]);
       return r;
     }
-    for (int64_t i = 0; i < a->elements(); ++i) {
-      if (op == "Not") {
-        r->bytes[static_cast<size_t>(i)] = !a->raw()[static_cast<size_t>(i)];
-        continue;
+    for (int64_t i = 0; i < cnt; ++i) {
+      if constexpr (Fn::kIntegers) {
+        if (!is_float(a->type)) {
+          seti(*r, i, Fn::i(geti(*a, i)));
+          continue;
+        }
       }
-      if (!is_float(a->type) && (op == "Neg" || op == "Relu")) {
-        const int64_t x = geti(*a, i);
-        seti(*r, i, op == "Neg" ? -x : std::max<int64_t>(x, 0));
-        continue;
-      }
-      const double x = getf(*a, i);
-      double v = 0;
-      if (op == "Sqrt") v = std::sqrt(x);
-      else if (op == "Erf") v = std::erf(x);
-      else if (op == "Tanh") v = std::tanh(x);
-      else if (op == "Relu") v = x > 0 ? x : 0;
-      else if (op == "Sigmoid") v = 1.0 / (1.0 + std::exp(-x));
-      else if (op == "Reciprocal") v = 1.0 / x;
-      else if (op == "Exp") v = std::exp(x);
-      else v = -x;  // Neg
-      setf(*r, i, v);
+      setf(*r, i, Fn::d(getf(*a, i)));
     }
+    return r;
+  }
+
+  Value logical_not(const Node& n) {
+    Value a = need(n, 0);
+    auto r = make(a->type, a->shape);
+    for (int64_t i = 0; i < a->elements(); ++i)
+      r->bytes[static_cast<size_t>(i)] = !a->raw()[static_cast<size_t>(i)];
     return r;
   }
 
@@ -599,417 +661,434 @@ class Runner {
   }
 
   Value run_node(const Node& n) {
-    const std::string& op = n.op;
-    if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div" || op == "Pow" || op == "Equal") {
-      return binary(n);
-    }
-    if (op == "Sqrt" || op == "Erf" || op == "Tanh" || op == "Relu" || op == "Neg" || op == "Not" ||
-        op == "Sigmoid" || op == "Reciprocal" || op == "Exp") {
-      return unary(n);
-    }
-    if (op == "Identity" || op == "Dropout") return need(n, 0);
-    if (op == "Cast") return cast(n);
-    if (op == "Where") return where(n);
-    if (op == "Constant") {
-      if (const Attribute* a = n.attr("value")) return a->t;
-      if (const Attribute* a = n.attr("value_float")) {
-        auto r = make(ElemType::kF32, {});
-        setf(*r, 0, a->f);
+    // One case per registry row (-Wswitch: a row without a case is a build warning).
+    switch (op_of(n)) {
+      case OpId::kAdd: return binary<AddFn>(n);
+      case OpId::kSub: return binary<SubFn>(n);
+      case OpId::kMul: return binary<MulFn>(n);
+      case OpId::kDiv: return binary<DivFn>(n);
+      case OpId::kPow: return binary<PowFn>(n);
+      case OpId::kEqual: return equal(n);
+      case OpId::kSqrt: return unary<SqrtFn>(n);
+      case OpId::kErf: return unary<ErfFn>(n);
+      case OpId::kTanh: return unary<TanhFn>(n);
+      case OpId::kRelu: return unary<ReluFn>(n);
+      case OpId::kNeg: return unary<NegFn>(n);
+      case OpId::kSigmoid: return unary<SigmoidFn>(n);
+      case OpId::kReciprocal: return unary<ReciprocalFn>(n);
+      case OpId::kExp: return unary<ExpFn>(n);
+      case OpId::kNot: return logical_not(n);
+      case OpId::kIdentity:
+      case OpId::kDropout: return need(n, 0);
+      case OpId::kCast: return cast(n);
+      case OpId::kWhere: return where(n);
+      case OpId::kConstant: {
+        if (const Attribute* a = n.attr("value")) return a->t;
+        if (const Attribute* a = n.attr("value_float")) {
+          auto r = make(ElemType::kF32, {});
+          setf(*r, 0, a->f);
+          return r;
+        }
+        if (const Attribute* a = n.attr("value_int")) {
+          auto r = make(ElemType::kI64, {});
+          seti(*r, 0, a->i);
+          return r;
+        }
+        if (const Attribute* a = n.attr("value_ints")) {
+          auto r = make(ElemType::kI64, {static_cast<int64_t>(a->ints.size())});
+          for (size_t i = 0; i < a->ints.size(); ++i) seti(*r, static_cast<int64_t>(i), a->ints[i]);
+          return r;
+        }
+        if (const Attribute* a = n.attr("value_floats")) {
+          auto r = make(ElemType::kF32, {static_cast<int64_t>(a->floats.size())});
+          for (size_t i = 0; i < a->floats.size(); ++i)
+            setf(*r, static_cast<int64_t>(i), a->floats[i]);
+          return r;
+        }
+        unsupported(n, "Constant without a supported value attribute");
+      }
+      case OpId::kShape: {
+        Value a = need(n, 0);
+        const int64_t rank = static_cast<int64_t>(a->shape.size());
+        int64_t start = attr_i(n, "start", 0), end = attr_i(n, "end", rank);
+        if (start < 0) start += rank;
+        if (end < 0) end += rank;
+        start = std::clamp<int64_t>(start, 0, rank);
+        end = std::clamp<int64_t>(end, start, rank);
+        auto r = make(ElemType::kI64, {end - start});
+        for (int64_t i = start; i < end; ++i) seti(*r, i - start, a->shape[static_cast<size_t>(i)]);
         return r;
       }
-      if (const Attribute* a = n.attr("value_int")) {
-        auto r = make(ElemType::kI64, {});
-        seti(*r, 0, a->i);
+      case OpId::kConstantOfShape: {
+        const std::vector<int64_t> s = ints_of(n, *need(n, 0));
+        for (int64_t d : s)
+          if (d < 0) fail(n, "negative dimension");
+        const Attribute* v = n.attr("value");
+        auto r = make(v ? v->t->type : ElemType::kF32, s);
+        if (v) {
+          const size_t es = elem_type_size(r->type);
+          for (int64_t i = 0; i < r->elements(); ++i)
+            std::memcpy(&r->bytes[static_cast<size_t>(i) * es], v->t->raw(), es);
+        }
         return r;
       }
-      if (const Attribute* a = n.attr("value_ints")) {
-        auto r = make(ElemType::kI64, {static_cast<int64_t>(a->ints.size())});
-        for (size_t i = 0; i < a->ints.size(); ++i) seti(*r, static_cast<int64_t>(i), a->ints[i]);
+      case OpId::kRange: {
+        Value s = need(n, 0), l = need(n, 1), d = need(n, 2);
+        const double start = getf(*s, 0), limit = getf(*l, 0), delta = getf(*d, 0);
+        if (delta == 0) fail(n, "delta is zero");
+        const int64_t count =
+            std::max<int64_t>(0, static_cast<int64_t>(std::ceil((limit - start) / delta)));
+        auto r = make(s->type, {count});
+        for (int64_t i = 0; i < count; ++i) {
+          if (is_float(s->type)) setf(*r, i, start + static_cast<double>(i) * delta);
+          else seti(*r, i, geti(*s, 0) + i * geti(*d, 0));
+        }
         return r;
       }
-      if (const Attribute* a = n.attr("value_floats")) {
-        auto r = make(ElemType::kF32, {static_cast<int64_t>(a->floats.size())});
-        for (size_t i = 0; i < a->floats.size(); ++i)
-          setf(*r, static_cast<int64_t>(i), a->floats[i]);
-        return r;
+      case OpId::kReshape: {
+        Value a = need(n, 0);
+        std::vector<int64_t> s = ints_of(n, *need(n, 1));
+        std::string why;
+        if (!reshape_target(a->shape, &s, attr_i(n, "allowzero", 0) != 0, &why)) fail(n, why);
+        return reshaped(*a, s);
       }
-      unsupported(n, "Constant without a supported value attribute");
-    }
-    if (op == "Shape") {
-      Value a = need(n, 0);
-      const int64_t rank = static_cast<int64_t>(a->shape.size());
-      int64_t start = attr_i(n, "start", 0), end = attr_i(n, "end", rank);
-      if (start < 0) start += rank;
-      if (end < 0) end += rank;
-      start = std::clamp<int64_t>(start, 0, rank);
-      end = std::clamp<int64_t>(end, start, rank);
-      auto r = make(ElemType::kI64, {end - start});
-      for (int64_t i = start; i < end; ++i) seti(*r, i - start, a->shape[static_cast<size_t>(i)]);
-      return r;
-    }
-    if (op == "ConstantOfShape") {
-      const std::vector<int64_t> s = ints_of(n, *need(n, 0));
-      for (int64_t d : s)
-        if (d < 0) fail(n, "negative dimension");
-      const Attribute* v = n.attr("value");
-      auto r = make(v ? v->t->type : ElemType::kF32, s);
-      if (v) {
-        const size_t es = elem_type_size(r->type);
-        for (int64_t i = 0; i < r->elements(); ++i)
-          std::memcpy(&r->bytes[static_cast<size_t>(i) * es], v->t->raw(), es);
-      }
-      return r;
-    }
-    if (op == "Range") {
-      Value s = need(n, 0), l = need(n, 1), d = need(n, 2);
-      const double start = getf(*s, 0), limit = getf(*l, 0), delta = getf(*d, 0);
-      if (delta == 0) fail(n, "delta is zero");
-      const int64_t count =
-          std::max<int64_t>(0, static_cast<int64_t>(std::ceil((limit - start) / delta)));
-      auto r = make(s->type, {count});
-      for (int64_t i = 0; i < count; ++i) {
-        if (is_float(s->type)) setf(*r, i, start + static_cast<double>(i) * delta);
-        else seti(*r, i, geti(*s, 0) + i * geti(*d, 0));
-      }
-      return r;
-    }
-    if (op == "Reshape") {
-      Value a = need(n, 0);
-      std::vector<int64_t> s = ints_of(n, *need(n, 1));
-      std::string why;
-      if (!reshape_target(a->shape, &s, attr_i(n, "allowzero", 0) != 0, &why)) fail(n, why);
-      return reshaped(*a, s);
-    }
-    if (op == "Unsqueeze" || op == "Squeeze") {
-      Value a = need(n, 0);
-      std::vector<int64_t> axes;
-      if (Value ax = in(n, 1)) axes = ints_of(n, *ax);
-      else if (const Attribute* at = n.attr("axes")) axes = at->ints;
-      Shape s = a->shape;
-      if (op == "Unsqueeze") {
-        const size_t rank = s.size() + axes.size();
-        for (int64_t& x : axes) x = axis(n, x, rank);
-        std::sort(axes.begin(), axes.end());
-        for (int64_t x : axes) s.insert(s.begin() + x, 1);
-      } else {
-        if (axes.empty()) {
-          s.erase(std::remove(s.begin(), s.end(), 1), s.end());
+      case OpId::kUnsqueeze:
+      case OpId::kSqueeze: {
+        Value a = need(n, 0);
+        std::vector<int64_t> axes;
+        if (Value ax = in(n, 1)) axes = ints_of(n, *ax);
+        else if (const Attribute* at = n.attr("axes")) axes = at->ints;
+        Shape s = a->shape;
+        if (op_of(n) == OpId::kUnsqueeze) {
+          const size_t rank = s.size() + axes.size();
+          for (int64_t& x : axes) x = axis(n, x, rank);
+          std::sort(axes.begin(), axes.end());
+          for (int64_t x : axes) s.insert(s.begin() + x, 1);
         } else {
-          for (int64_t& x : axes) x = axis(n, x, s.size());
-          std::sort(axes.rbegin(), axes.rend());
-          for (int64_t x : axes) {
-            if (s[static_cast<size_t>(x)] != 1) fail(n, "squeezed dimension is not 1");
-            s.erase(s.begin() + x);
+          if (axes.empty()) {
+            s.erase(std::remove(s.begin(), s.end(), 1), s.end());
+          } else {
+            for (int64_t& x : axes) x = axis(n, x, s.size());
+            std::sort(axes.rbegin(), axes.rend());
+            for (int64_t x : axes) {
+              if (s[static_cast<size_t>(x)] != 1) fail(n, "squeezed dimension is not 1");
+              s.erase(s.begin() + x);
+            }
           }
         }
+        return reshaped(*a, s);
       }
-      return reshaped(*a, s);
-    }
-    if (op == "Transpose") {
-      Value a = need(n, 0);
-      const Attribute* p = n.attr("perm");
-      return transpose_of(n, *a, p ? p->ints : std::vector<int64_t>{});
-    }
-    if (op == "Concat") {
-      Value first = need(n, 0);
-      const int64_t ax = axis(n, attr_i(n, "axis", 0), first->shape.size());
-      Shape out = first->shape;
-      out[static_cast<size_t>(ax)] = 0;
-      std::vector<Value> parts;
-      for (size_t i = 0; i < n.inputs.size(); ++i) {
-        Value v = need(n, i);
-        if (v->shape.size() != out.size() || v->type != first->type)
-          fail(n, "inputs differ in rank or type");
-        for (size_t d = 0; d < out.size(); ++d) {
-          if (static_cast<int64_t>(d) != ax && v->shape[d] != first->shape[d])
-            fail(n, "inputs differ in shape");
-        }
-        out[static_cast<size_t>(ax)] += v->shape[static_cast<size_t>(ax)];
-        parts.push_back(v);
+      case OpId::kTranspose: {
+        Value a = need(n, 0);
+        const Attribute* p = n.attr("perm");
+        return transpose_of(n, *a, p ? p->ints : std::vector<int64_t>{});
       }
-      auto r = make(first->type, out);
-      const size_t es = elem_type_size(first->type);
-      int64_t outer = 1, inner = 1;
-      for (int64_t d = 0; d < ax; ++d) outer *= out[static_cast<size_t>(d)];
-      for (size_t d = static_cast<size_t>(ax) + 1; d < out.size(); ++d) inner *= out[d];
-      size_t at = 0;
-      for (int64_t o = 0; o < outer; ++o) {
-        for (const Value& v : parts) {
-          const size_t chunk = static_cast<size_t>(v->shape[static_cast<size_t>(ax)] * inner) * es;
-          std::memcpy(&r->bytes[at], &v->raw()[static_cast<size_t>(o) * chunk], chunk);
-          at += chunk;
-        }
-      }
-      return r;
-    }
-    if (op == "Slice") {
-      Value a = need(n, 0);
-      const std::vector<int64_t> starts = ints_of(n, *need(n, 1)), ends = ints_of(n, *need(n, 2));
-      std::vector<int64_t> axes, steps;
-      if (Value v = in(n, 3)) axes = ints_of(n, *v);
-      if (Value v = in(n, 4)) steps = ints_of(n, *v);
-      if (axes.empty())
-        for (size_t i = 0; i < starts.size(); ++i) axes.push_back(static_cast<int64_t>(i));
-      if (steps.empty()) steps.assign(starts.size(), 1);
-      if (ends.size() != starts.size() || axes.size() != starts.size() ||
-          steps.size() != starts.size()) {
-        fail(n, "starts, ends, axes and steps differ in length");
-      }
-      const size_t rank = a->shape.size();
-      std::vector<int64_t> st(rank, 0), sp(rank, 1);
-      Shape out = a->shape;
-      for (size_t i = 0; i < starts.size(); ++i) {
-        const size_t ax = static_cast<size_t>(axis(n, axes[i], rank));
-        const int64_t dim = a->shape[ax], step = steps[i];
-        if (step == 0) fail(n, "step 0");
-        int64_t s = starts[i], e = ends[i];
-        if (s < 0) s += dim;
-        if (e < 0) e += dim;
-        if (step > 0) {
-          s = std::clamp<int64_t>(s, 0, dim);
-          e = std::clamp<int64_t>(e, 0, dim);
-          out[ax] = e > s ? (e - s + step - 1) / step : 0;
-        } else {
-          s = std::clamp<int64_t>(s, 0, dim - 1);
-          e = std::clamp<int64_t>(e, -1, dim - 1);
-          out[ax] = s > e ? (s - e - step - 1) / (-step) : 0;
-        }
-        st[ax] = s;
-        sp[ax] = step;
-      }
-      auto r = make(a->type, out);
-      const auto ist = strides_of(a->shape);
-      const size_t es = elem_type_size(a->type);
-      std::vector<int64_t> ctr(rank, 0);
-      for (int64_t e = 0; e < r->elements(); ++e) {
-        int64_t off = 0;
-        for (size_t d = 0; d < rank; ++d) off += (st[d] + ctr[d] * sp[d]) * ist[d];
-        std::memcpy(&r->bytes[static_cast<size_t>(e) * es],
-                    &a->raw()[static_cast<size_t>(off) * es], es);
-        for (int64_t d = static_cast<int64_t>(rank) - 1; d >= 0; --d) {
-          if (++ctr[static_cast<size_t>(d)] < out[static_cast<size_t>(d)]) break;
-          ctr[static_cast<size_t>(d)] = 0;
-        }
-      }
-      return r;
-    }
-    if (op == "Expand") {
-      Value a = need(n, 0);
-      const Shape target = ints_of(n, *need(n, 1));
-      const Shape out = broadcast(n, {&a->shape, &target});
-      const auto ia = broadcast_index(out, a->shape);
-      auto r = make(a->type, out);
-      const size_t es = elem_type_size(a->type);
-      for (size_t i = 0; i < ia.size(); ++i)
-        std::memcpy(&r->bytes[i * es], &a->raw()[static_cast<size_t>(ia[i]) * es], es);
-      return r;
-    }
-    if (op == "Gather") {
-      Value data = need(n, 0), idx = need(n, 1);
-      const size_t rank = data->shape.size();
-      if (rank == 0) fail(n, "Gather from a scalar");
-      const int64_t ax = axis(n, attr_i(n, "axis", 0), rank);
-      const int64_t dim = data->shape[static_cast<size_t>(ax)];
-      Shape out(data->shape.begin(), data->shape.begin() + ax);
-      out.insert(out.end(), idx->shape.begin(), idx->shape.end());
-      out.insert(out.end(), data->shape.begin() + ax + 1, data->shape.end());
-      int64_t outer = 1, inner = 1;
-      for (int64_t d = 0; d < ax; ++d) outer *= data->shape[static_cast<size_t>(d)];
-      for (size_t d = static_cast<size_t>(ax) + 1; d < rank; ++d) inner *= data->shape[d];
-      auto r = make(data->type, out);
-      const size_t es = elem_type_size(data->type), chunk = static_cast<size_t>(inner) * es;
-      const int64_t ni = idx->elements();
-      for (int64_t o = 0; o < outer; ++o) {
-        for (int64_t j = 0; j < ni; ++j) {
-          int64_t k = geti(*idx, j);
-          if (k < -dim || k >= dim) {
-            fail(n,
-                 "index " + std::to_string(k) + " out of range [0, " + std::to_string(dim) + ")");
+      case OpId::kConcat: {
+        Value first = need(n, 0);
+        const int64_t ax = axis(n, attr_i(n, "axis", 0), first->shape.size());
+        Shape out = first->shape;
+        out[static_cast<size_t>(ax)] = 0;
+        std::vector<Value> parts;
+        for (size_t i = 0; i < n.inputs.size(); ++i) {
+          Value v = need(n, i);
+          if (v->shape.size() != out.size() || v->type != first->type)
+            fail(n, "inputs differ in rank or type");
+          for (size_t d = 0; d < out.size(); ++d) {
+            if (static_cast<int64_t>(d) != ax && v->shape[d] != first->shape[d])
+              fail(n, "inputs differ in shape");
           }
-          if (k < 0) k += dim;
-          std::memcpy(&r->bytes[static_cast<size_t>(o * ni + j) * chunk],
-                      &data->raw()[static_cast<size_t>(o * dim + k) * chunk], chunk);
+          out[static_cast<size_t>(ax)] += v->shape[static_cast<size_t>(ax)];
+          parts.push_back(v);
         }
+        auto r = make(first->type, out);
+        const size_t es = elem_type_size(first->type);
+        int64_t outer = 1, inner = 1;
+        for (int64_t d = 0; d < ax; ++d) outer *= out[static_cast<size_t>(d)];
+        for (size_t d = static_cast<size_t>(ax) + 1; d < out.size(); ++d) inner *= out[d];
+        size_t at = 0;
+        for (int64_t o = 0; o < outer; ++o) {
+          for (const Value& v : parts) {
+            const size_t chunk =
+                static_cast<size_t>(v->shape[static_cast<size_t>(ax)] * inner) * es;
+            std::memcpy(&r->bytes[at], &v->raw()[static_cast<size_t>(o) * chunk], chunk);
+            at += chunk;
+          }
+        }
+        return r;
       }
-      return r;
-    }
-    if (op == "SparqAttention") return attention(n);
-    if (op == "MatMul") return matmul(n, *need(n, 0), *need(n, 1));
-    if (op == "Gemm") {
-      Value a = need(n, 0), b = need(n, 1), c = in(n, 2);
-      if (a->shape.size() != 2 || b->shape.size() != 2) fail(n, "Gemm needs 2-D A and B");
-      if (attr_i(n, "transA", 0)) a = transpose_of(n, *a, {});
-      if (attr_i(n, "transB", 0)) b = transpose_of(n, *b, {});
-      auto ab = std::const_pointer_cast<Constant>(matmul(n, *a, *b));
-      const double alpha = attr_f(n, "alpha", 1.0f), beta = attr_f(n, "beta", 1.0f);
-      const auto ic = c ? broadcast_index(ab->shape, c->shape) : std::vector<int64_t>{};
-      if (c && broadcast(n, {&ab->shape, &c->shape}) != ab->shape)
-        fail(n, "C does not broadcast to A.B");
-      for (int64_t i = 0; i < ab->elements(); ++i) {
-        setf(*ab, i,
-             alpha * getf(*ab, i) + (c ? beta * getf(*c, ic[static_cast<size_t>(i)]) : 0.0));
+      case OpId::kSlice: {
+        Value a = need(n, 0);
+        const std::vector<int64_t> starts = ints_of(n, *need(n, 1)), ends = ints_of(n, *need(n, 2));
+        std::vector<int64_t> axes, steps;
+        if (Value v = in(n, 3)) axes = ints_of(n, *v);
+        if (Value v = in(n, 4)) steps = ints_of(n, *v);
+        if (axes.empty())
+          for (size_t i = 0; i < starts.size(); ++i) axes.push_back(static_cast<int64_t>(i));
+        if (steps.empty()) steps.assign(starts.size(), 1);
+        if (ends.size() != starts.size() || axes.size() != starts.size() ||
+            steps.size() != starts.size()) {
+          fail(n, "starts, ends, axes and steps differ in length");
+        }
+        const size_t rank = a->shape.size();
+        std::vector<int64_t> st(rank, 0), sp(rank, 1);
+        Shape out = a->shape;
+        for (size_t i = 0; i < starts.size(); ++i) {
+          const size_t ax = static_cast<size_t>(axis(n, axes[i], rank));
+          const int64_t dim = a->shape[ax], step = steps[i];
+          if (step == 0) fail(n, "step 0");
+          int64_t s = starts[i], e = ends[i];
+          if (s < 0) s += dim;
+          if (e < 0) e += dim;
+          if (step > 0) {
+            s = std::clamp<int64_t>(s, 0, dim);
+            e = std::clamp<int64_t>(e, 0, dim);
+            out[ax] = e > s ? (e - s + step - 1) / step : 0;
+          } else {
+            s = std::clamp<int64_t>(s, 0, dim - 1);
+            e = std::clamp<int64_t>(e, -1, dim - 1);
+            out[ax] = s > e ? (s - e - step - 1) / (-step) : 0;
+          }
+          st[ax] = s;
+          sp[ax] = step;
+        }
+        auto r = make(a->type, out);
+        const auto ist = strides_of(a->shape);
+        const size_t es = elem_type_size(a->type);
+        std::vector<int64_t> ctr(rank, 0);
+        for (int64_t e = 0; e < r->elements(); ++e) {
+          int64_t off = 0;
+          for (size_t d = 0; d < rank; ++d) off += (st[d] + ctr[d] * sp[d]) * ist[d];
+          std::memcpy(&r->bytes[static_cast<size_t>(e) * es],
+                      &a->raw()[static_cast<size_t>(off) * es], es);
+          for (int64_t d = static_cast<int64_t>(rank) - 1; d >= 0; --d) {
+            if (++ctr[static_cast<size_t>(d)] < out[static_cast<size_t>(d)]) break;
+            ctr[static_cast<size_t>(d)] = 0;
+          }
+        }
+        return r;
       }
-      return ab;
-    }
-    if (op == "Softmax") {
-      Value a = need(n, 0);
-      const size_t rank = a->shape.size();
-      const int64_t ax = axis(n, attr_i(n, "axis", g_.opset >= 13 ? -1 : 1), rank);
-      // opset >= 13: along one axis. Older: over the flattened trailing dimensions.
-      int64_t outer = 1, len = 1, inner = 1;
-      for (int64_t d = 0; d < ax; ++d) outer *= a->shape[static_cast<size_t>(d)];
-      if (g_.opset >= 13) {
-        len = a->shape[static_cast<size_t>(ax)];
-        for (size_t d = static_cast<size_t>(ax) + 1; d < rank; ++d) inner *= a->shape[d];
-      } else {
-        for (size_t d = static_cast<size_t>(ax); d < rank; ++d) len *= a->shape[d];
+      case OpId::kExpand: {
+        Value a = need(n, 0);
+        const Shape target = ints_of(n, *need(n, 1));
+        const Shape out = broadcast(n, {&a->shape, &target});
+        const auto ia = broadcast_index(out, a->shape);
+        auto r = make(a->type, out);
+        const size_t es = elem_type_size(a->type);
+        for (size_t i = 0; i < ia.size(); ++i)
+          std::memcpy(&r->bytes[i * es], &a->raw()[static_cast<size_t>(ia[i]) * es], es);
+        return r;
       }
-      auto r = make(a->type, a->shape);
-      if (a->type == ElemType::kF32 && inner == 1) {
-        const float* x = a->data<float>();
-        float* y = reinterpret_cast<float*>(r->bytes.data());
-        par(outer, len * 4, [&](int64_t o0, int64_t o1) {
-          for (int64_t o = o0; o < o1; ++o) {
-            const float* xr = x + o * len;
-            float* yr = y + o * len;
-            float mx = -INFINITY;
-            for (int64_t j = 0; j < len; ++j) mx = std::max(mx, xr[j]);
+      case OpId::kGather: {
+        Value data = need(n, 0), idx = need(n, 1);
+        const size_t rank = data->shape.size();
+        if (rank == 0) fail(n, "Gather from a scalar");
+        const int64_t ax = axis(n, attr_i(n, "axis", 0), rank);
+        const int64_t dim = data->shape[static_cast<size_t>(ax)];
+        Shape out(data->shape.begin(), data->shape.begin() + ax);
+        out.insert(out.end(), idx->shape.begin(), idx->shape.end());
+        out.insert(out.end(), data->shape.begin() + ax + 1, data->shape.end());
+        int64_t outer = 1, inner = 1;
+        for (int64_t d = 0; d < ax; ++d) outer *= data->shape[static_cast<size_t>(d)];
+        for (size_t d = static_cast<size_t>(ax) + 1; d < rank; ++d) inner *= data->shape[d];
+        auto r = make(data->type, out);
+        const size_t es = elem_type_size(data->type), chunk = static_cast<size_t>(inner) * es;
+        const int64_t ni = idx->elements();
+        for (int64_t o = 0; o < outer; ++o) {
+          for (int64_t j = 0; j < ni; ++j) {
+            int64_t k = geti(*idx, j);
+            if (k < -dim || k >= dim) {
+              fail(n,
+                   "index " + std::to_string(k) + " out of range [0, " + std::to_string(dim) + ")");
+            }
+            if (k < 0) k += dim;
+            std::memcpy(&r->bytes[static_cast<size_t>(o * ni + j) * chunk],
+                        &data->raw()[static_cast<size_t>(o * dim + k) * chunk], chunk);
+          }
+        }
+        return r;
+      }
+      case OpId::kSparqAttention: return attention(n);
+      case OpId::kMatMul: return matmul(n, *need(n, 0), *need(n, 1));
+      case OpId::kGemm: {
+        Value a = need(n, 0), b = need(n, 1), c = in(n, 2);
+        if (a->shape.size() != 2 || b->shape.size() != 2) fail(n, "Gemm needs 2-D A and B");
+        if (attr_i(n, "transA", 0)) a = transpose_of(n, *a, {});
+        if (attr_i(n, "transB", 0)) b = transpose_of(n, *b, {});
+        auto ab = std::const_pointer_cast<Constant>(matmul(n, *a, *b));
+        const double alpha = attr_f(n, "alpha", 1.0f), beta = attr_f(n, "beta", 1.0f);
+        const auto ic = c ? broadcast_index(ab->shape, c->shape) : std::vector<int64_t>{};
+        if (c && broadcast(n, {&ab->shape, &c->shape}) != ab->shape)
+          fail(n, "C does not broadcast to A.B");
+        for (int64_t i = 0; i < ab->elements(); ++i) {
+          setf(*ab, i,
+               alpha * getf(*ab, i) + (c ? beta * getf(*c, ic[static_cast<size_t>(i)]) : 0.0));
+        }
+        return ab;
+      }
+      case OpId::kSoftmax: {
+        Value a = need(n, 0);
+        const size_t rank = a->shape.size();
+        const int64_t ax = axis(n, attr_i(n, "axis", g_.opset >= 13 ? -1 : 1), rank);
+        // opset >= 13: along one axis. Older: over the flattened trailing dimensions.
+        int64_t outer = 1, len = 1, inner = 1;
+        for (int64_t d = 0; d < ax; ++d) outer *= a->shape[static_cast<size_t>(d)];
+        if (g_.opset >= 13) {
+          len = a->shape[static_cast<size_t>(ax)];
+          for (size_t d = static_cast<size_t>(ax) + 1; d < rank; ++d) inner *= a->shape[d];
+        } else {
+          for (size_t d = static_cast<size_t>(ax); d < rank; ++d) len *= a->shape[d];
+        }
+        auto r = make(a->type, a->shape);
+        if (a->type == ElemType::kF32 && inner == 1) {
+          const float* x = a->data<float>();
+          float* y = reinterpret_cast<float*>(r->bytes.data());
+          par(outer, len * 4, [&](int64_t o0, int64_t o1) {
+            for (int64_t o = o0; o < o1; ++o) {
+              const float* xr = x + o * len;
+              float* yr = y + o * len;
+              float mx = -INFINITY;
+              for (int64_t j = 0; j < len; ++j) mx = std::max(mx, xr[j]);
+              double sum = 0;
+              for (int64_t j = 0; j < len; ++j) {
+                yr[j] = std::exp(xr[j] - mx);
+                sum += yr[j];
+              }
+              const float inv = static_cast<float>(1.0 / sum);
+              for (int64_t j = 0; j < len; ++j) yr[j] *= inv;
+            }
+          });
+          return r;
+        }
+        for (int64_t o = 0; o < outer; ++o) {
+          for (int64_t in_ = 0; in_ < inner; ++in_) {
+            auto at = [&](int64_t j) { return (o * len + j) * inner + in_; };
+            double mx = -INFINITY;
+            for (int64_t j = 0; j < len; ++j) mx = std::max(mx, getf(*a, at(j)));
             double sum = 0;
-            for (int64_t j = 0; j < len; ++j) {
-              yr[j] = std::exp(xr[j] - mx);
-              sum += yr[j];
-            }
-            const float inv = static_cast<float>(1.0 / sum);
-            for (int64_t j = 0; j < len; ++j) yr[j] *= inv;
+            for (int64_t j = 0; j < len; ++j) sum += std::exp(getf(*a, at(j)) - mx);
+            for (int64_t j = 0; j < len; ++j) setf(*r, at(j), std::exp(getf(*a, at(j)) - mx) / sum);
           }
-        });
+        }
         return r;
       }
-      for (int64_t o = 0; o < outer; ++o) {
-        for (int64_t in_ = 0; in_ < inner; ++in_) {
-          auto at = [&](int64_t j) { return (o * len + j) * inner + in_; };
-          double mx = -INFINITY;
-          for (int64_t j = 0; j < len; ++j) mx = std::max(mx, getf(*a, at(j)));
-          double sum = 0;
-          for (int64_t j = 0; j < len; ++j) sum += std::exp(getf(*a, at(j)) - mx);
-          for (int64_t j = 0; j < len; ++j) setf(*r, at(j), std::exp(getf(*a, at(j)) - mx) / sum);
-        }
-      }
-      return r;
-    }
-    if (op == "ReduceMean") {
-      Value a = need(n, 0);
-      const size_t rank = a->shape.size();
-      std::vector<int64_t> axes;
-      if (const Attribute* at = n.attr("axes")) axes = at->ints;
-      else if (Value v = in(n, 1)) axes = ints_of(n, *v);
-      if (axes.empty())
-        for (size_t i = 0; i < rank; ++i) axes.push_back(static_cast<int64_t>(i));
-      std::vector<bool> red(rank, false);
-      for (int64_t x : axes) red[static_cast<size_t>(axis(n, x, rank))] = true;
-      const bool keep = attr_i(n, "keepdims", 1) != 0;
-      Shape kept = a->shape;
-      for (size_t d = 0; d < rank; ++d)
-        if (red[d]) kept[d] = 1;
-      std::vector<double> sum(static_cast<size_t>(numel(kept)), 0.0);
-      const auto idx = broadcast_index(a->shape, kept);  // maps input elements to kept slots
-      int64_t count = 1;
-      for (size_t d = 0; d < rank; ++d)
-        if (red[d]) count *= a->shape[d];
-      for (int64_t i = 0; i < a->elements(); ++i)
-        sum[static_cast<size_t>(idx[static_cast<size_t>(i)])] += getf(*a, i);
-      Shape out;
-      for (size_t d = 0; d < rank; ++d)
-        if (!red[d] || keep) out.push_back(kept[d]);
-      auto r = make(a->type, out);
-      for (size_t i = 0; i < sum.size(); ++i)
-        setf(*r, static_cast<int64_t>(i), sum[i] / static_cast<double>(count));
-      return r;
-    }
-    if (op == "CumSum") {
-      Value a = need(n, 0);
-      const int64_t ax = axis(n, geti(*need(n, 1), 0), a->shape.size());
-      const bool exclusive = attr_i(n, "exclusive", 0) != 0, reverse = attr_i(n, "reverse", 0) != 0;
-      int64_t outer = 1, len = a->shape[static_cast<size_t>(ax)], inner = 1;
-      for (int64_t d = 0; d < ax; ++d) outer *= a->shape[static_cast<size_t>(d)];
-      for (size_t d = static_cast<size_t>(ax) + 1; d < a->shape.size(); ++d) inner *= a->shape[d];
-      auto r = make(a->type, a->shape);
-      for (int64_t o = 0; o < outer; ++o) {
-        for (int64_t in_ = 0; in_ < inner; ++in_) {
-          double accf = 0;
-          int64_t acci = 0;
-          for (int64_t jj = 0; jj < len; ++jj) {
-            const int64_t j = reverse ? len - 1 - jj : jj;
-            const int64_t at = (o * len + j) * inner + in_;
-            if (is_float(a->type)) {
-              if (!exclusive) accf += getf(*a, at);
-              setf(*r, at, accf);
-              if (exclusive) accf += getf(*a, at);
-            } else {
-              if (!exclusive) acci += geti(*a, at);
-              seti(*r, at, acci);
-              if (exclusive) acci += geti(*a, at);
-            }
-          }
-        }
-      }
-      return r;
-    }
-    if (op == "LayerNormalization") {
-      Value x = need(n, 0), scale = need(n, 1), bias = in(n, 2);
-      const size_t rank = x->shape.size();
-      const int64_t ax = axis(n, attr_i(n, "axis", -1), rank);
-      const double eps = attr_f(n, "epsilon", 1e-5f);
-      int64_t outer = 1, len = 1;
-      for (int64_t d = 0; d < ax; ++d) outer *= x->shape[static_cast<size_t>(d)];
-      for (size_t d = static_cast<size_t>(ax); d < rank; ++d) len *= x->shape[d];
-      if (scale->elements() != len || (bias && bias->elements() != len))
-        fail(n, "scale or bias has the wrong size");
-      auto r = make(x->type, x->shape);
-      if (x->type == ElemType::kF32 && scale->type == ElemType::kF32 &&
-          (!bias || bias->type == ElemType::kF32)) {
-        const float* xs = x->data<float>();
-        const float* gs = scale->data<float>();
-        const float* bs = bias ? bias->data<float>() : nullptr;
-        float* ys = reinterpret_cast<float*>(r->bytes.data());
-        par(outer, len * 3, [&](int64_t o0, int64_t o1) {
-          for (int64_t o = o0; o < o1; ++o) {
-            const float* xr = xs + o * len;
-            float* yr = ys + o * len;
-            double mean = 0, var = 0;  // double sums: len is up to a few thousand
-            for (int64_t j = 0; j < len; ++j) mean += xr[j];
-            mean /= static_cast<double>(len);
-            for (int64_t j = 0; j < len; ++j) {
-              const double d = xr[j] - mean;
-              var += d * d;
-            }
-            var /= static_cast<double>(len);
-            const float inv = static_cast<float>(1.0 / std::sqrt(var + eps));
-            const float mf = static_cast<float>(mean);
-            for (int64_t j = 0; j < len; ++j)
-              yr[j] = (xr[j] - mf) * inv * gs[j] + (bs ? bs[j] : 0.0f);
-          }
-        });
+      case OpId::kReduceMean: {
+        Value a = need(n, 0);
+        const size_t rank = a->shape.size();
+        std::vector<int64_t> axes;
+        if (const Attribute* at = n.attr("axes")) axes = at->ints;
+        else if (Value v = in(n, 1)) axes = ints_of(n, *v);
+        if (axes.empty())
+          for (size_t i = 0; i < rank; ++i) axes.push_back(static_cast<int64_t>(i));
+        std::vector<bool> red(rank, false);
+        for (int64_t x : axes) red[static_cast<size_t>(axis(n, x, rank))] = true;
+        const bool keep = attr_i(n, "keepdims", 1) != 0;
+        Shape kept = a->shape;
+        for (size_t d = 0; d < rank; ++d)
+          if (red[d]) kept[d] = 1;
+        std::vector<double> sum(static_cast<size_t>(numel(kept)), 0.0);
+        const auto idx = broadcast_index(a->shape, kept);  // maps input elements to kept slots
+        int64_t count = 1;
+        for (size_t d = 0; d < rank; ++d)
+          if (red[d]) count *= a->shape[d];
+        for (int64_t i = 0; i < a->elements(); ++i)
+          sum[static_cast<size_t>(idx[static_cast<size_t>(i)])] += getf(*a, i);
+        Shape out;
+        for (size_t d = 0; d < rank; ++d)
+          if (!red[d] || keep) out.push_back(kept[d]);
+        auto r = make(a->type, out);
+        for (size_t i = 0; i < sum.size(); ++i)
+          setf(*r, static_cast<int64_t>(i), sum[i] / static_cast<double>(count));
         return r;
       }
-      for (int64_t o = 0; o < outer; ++o) {
-        double mean = 0, var = 0;
-        for (int64_t j = 0; j < len; ++j) mean += getf(*x, o * len + j);
-        mean /= static_cast<double>(len);
-        for (int64_t j = 0; j < len; ++j) {
-          const double d = getf(*x, o * len + j) - mean;
-          var += d * d;
+      case OpId::kCumSum: {
+        Value a = need(n, 0);
+        const int64_t ax = axis(n, geti(*need(n, 1), 0), a->shape.size());
+        const bool exclusive = attr_i(n, "exclusive", 0) != 0,
+                   reverse = attr_i(n, "reverse", 0) != 0;
+        int64_t outer = 1, len = a->shape[static_cast<size_t>(ax)], inner = 1;
+        for (int64_t d = 0; d < ax; ++d) outer *= a->shape[static_cast<size_t>(d)];
+        for (size_t d = static_cast<size_t>(ax) + 1; d < a->shape.size(); ++d) inner *= a->shape[d];
+        auto r = make(a->type, a->shape);
+        for (int64_t o = 0; o < outer; ++o) {
+          for (int64_t in_ = 0; in_ < inner; ++in_) {
+            double accf = 0;
+            int64_t acci = 0;
+            for (int64_t jj = 0; jj < len; ++jj) {
+              const int64_t j = reverse ? len - 1 - jj : jj;
+              const int64_t at = (o * len + j) * inner + in_;
+              if (is_float(a->type)) {
+                if (!exclusive) accf += getf(*a, at);
+                setf(*r, at, accf);
+                if (exclusive) accf += getf(*a, at);
+              } else {
+                if (!exclusive) acci += geti(*a, at);
+                seti(*r, at, acci);
+                if (exclusive) acci += geti(*a, at);
+              }
+            }
+          }
         }
-        var /= static_cast<double>(len);
-        const double inv = 1.0 / std::sqrt(var + eps);
-        for (int64_t j = 0; j < len; ++j) {
-          double v = (getf(*x, o * len + j) - mean) * inv * getf(*scale, j);
-          if (bias) v += getf(*bias, j);
-          setf(*r, o * len + j, v);
-        }
+        return r;
       }
-      return r;
+      case OpId::kLayerNormalization: {
+        Value x = need(n, 0), scale = need(n, 1), bias = in(n, 2);
+        const size_t rank = x->shape.size();
+        const int64_t ax = axis(n, attr_i(n, "axis", -1), rank);
+        const double eps = attr_f(n, "epsilon", 1e-5f);
+        int64_t outer = 1, len = 1;
+        for (int64_t d = 0; d < ax; ++d) outer *= x->shape[static_cast<size_t>(d)];
+        for (size_t d = static_cast<size_t>(ax); d < rank; ++d) len *= x->shape[d];
+        if (scale->elements() != len || (bias && bias->elements() != len))
+          fail(n, "scale or bias has the wrong size");
+        auto r = make(x->type, x->shape);
+        if (x->type == ElemType::kF32 && scale->type == ElemType::kF32 &&
+            (!bias || bias->type == ElemType::kF32)) {
+          const float* xs = x->data<float>();
+          const float* gs = scale->data<float>();
+          const float* bs = bias ? bias->data<float>() : nullptr;
+          float* ys = reinterpret_cast<float*>(r->bytes.data());
+          par(outer, len * 3, [&](int64_t o0, int64_t o1) {
+            for (int64_t o = o0; o < o1; ++o) {
+              const float* xr = xs + o * len;
+              float* yr = ys + o * len;
+              double mean = 0, var = 0;  // double sums: len is up to a few thousand
+              for (int64_t j = 0; j < len; ++j) mean += xr[j];
+              mean /= static_cast<double>(len);
+              for (int64_t j = 0; j < len; ++j) {
+                const double d = xr[j] - mean;
+                var += d * d;
+              }
+              var /= static_cast<double>(len);
+              const float inv = static_cast<float>(1.0 / std::sqrt(var + eps));
+              const float mf = static_cast<float>(mean);
+              for (int64_t j = 0; j < len; ++j)
+                yr[j] = (xr[j] - mf) * inv * gs[j] + (bs ? bs[j] : 0.0f);
+            }
+          });
+          return r;
+        }
+        for (int64_t o = 0; o < outer; ++o) {
+          double mean = 0, var = 0;
+          for (int64_t j = 0; j < len; ++j) mean += getf(*x, o * len + j);
+          mean /= static_cast<double>(len);
+          for (int64_t j = 0; j < len; ++j) {
+            const double d = getf(*x, o * len + j) - mean;
+            var += d * d;
+          }
+          var /= static_cast<double>(len);
+          const double inv = 1.0 / std::sqrt(var + eps);
+          for (int64_t j = 0; j < len; ++j) {
+            double v = (getf(*x, o * len + j) - mean) * inv * getf(*scale, j);
+            if (bias) v += getf(*bias, j);
+            setf(*r, o * len + j, v);
+          }
+        }
+        return r;
+      }
+      case OpId::kSparqMatMul:  // a session's kernel: the custom op below
+      case OpId::kCount: break;
     }
+
     if (custom_) {
       std::vector<Value> ins;
       for (size_t i = 0; i < n.inputs.size(); ++i) ins.push_back(in(n, i));
@@ -1087,7 +1166,7 @@ class Runner {
         }
       }
       // Dropout's optional mask output, if requested, is all ones in inference.
-      if (n.op == "Dropout" && n.outputs.size() > 1 && !n.outputs[1].empty()) {
+      if (op_of(n) == OpId::kDropout && n.outputs.size() > 1 && !n.outputs[1].empty()) {
         auto mask = make(ElemType::kBool, v->shape);
         std::fill(mask->bytes.begin(), mask->bytes.end(), 1);
         env_[n.outputs[1]] = mask;

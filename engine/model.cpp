@@ -71,25 +71,25 @@ void lower_inference_dropout(Graph& g) {
   std::vector<Node> out;
   out.reserve(g.nodes.size());
   for (Node& n : g.nodes) {
-    if (n.op != "Dropout") {
+    if (op_of(n) != OpId::kDropout) {
       out.push_back(std::move(n));
       continue;
     }
     Node id;
     id.name = n.name;
-    id.op = "Identity";
+    set_op(id, OpId::kIdentity);
     id.inputs = {n.inputs[0]};
     id.outputs = {n.outputs[0]};
     out.push_back(id);
     if (n.outputs.size() > 1 && !n.outputs[1].empty()) {
       Node shape;
       shape.name = n.name + "/mask_shape";
-      shape.op = "Shape";
+      set_op(shape, OpId::kShape);
       shape.inputs = {n.inputs[0]};
       shape.outputs = {n.outputs[1] + "/shape"};
       Node fill;
       fill.name = n.name + "/mask";
-      fill.op = "ConstantOfShape";
+      set_op(fill, OpId::kConstantOfShape);
       fill.inputs = shape.outputs;
       fill.outputs = {n.outputs[1]};
       auto one = std::make_shared<Constant>();
@@ -145,6 +145,7 @@ std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
   if (!auto_block) parse_block_shape(opts.block, &requested);
   if (opts.prune >= 1.0) throw Error(Status::kInvalidArgument, "prune sparsity must be in [0, 1)");
   validate_graph(g, /*allow_sparq_ops=*/false, "graph");
+  resolve_ops(g);
   lower_inference_dropout(g);
   // One canonical spelling before the patterns (--no-fuse keeps the exported graph).
   if (opts.fuse) canonicalize(g);
@@ -156,7 +157,7 @@ std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
   std::vector<size_t> targets;
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     const Node& n = g.nodes[i];
-    if (n.op == "Gemm") {
+    if (op_of(n) == OpId::kGemm) {
       // Gemm(A, B constant, C constant [N]) with alpha = beta = 1 and no transA: the
       // classifier and pooler dense layers. C becomes the SparqMatMul bias.
       auto attr_i = [&](const char* k, int64_t d) {
@@ -184,7 +185,7 @@ std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
       targets.push_back(i);
       continue;
     }
-    if (n.op != "MatMul" || n.inputs.size() != 2) continue;
+    if (op_of(n) != OpId::kMatMul || n.inputs.size() != 2) continue;
     const Constant* w = g.initializer(n.inputs[1]);
     if (w == nullptr || w->type != ElemType::kF32 || w->shape.size() != 2 ||
         g.initializer(n.inputs[0]))
@@ -209,7 +210,8 @@ std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
     const Node& n = g.nodes[targets[t]];
     const Constant& w = *g.initializer(n.inputs[1]);
     const Attribute* tb = n.attr("transB");
-    const bool trans_b = n.op == "Gemm" && tb != nullptr && tb->i != 0;  // B is already [N][K]
+    const bool trans_b =
+        op_of(n) == OpId::kGemm && tb != nullptr && tb->i != 0;  // B is already [N][K]
     const int64_t k = trans_b ? w.shape[1] : w.shape[0], nn = trans_b ? w.shape[0] : w.shape[1];
     Packed& r = results[t];
     r.k = k;
@@ -268,7 +270,8 @@ std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
     const Packed& pr = results[t];  // its matrix stays alive until write()
     if (!pr.matrix) continue;       // an empty weight stays a MatMul
     const int64_t nn = pr.n;
-    const std::string bias = n.op == "Gemm" && n.inputs.size() > 2 ? n.inputs[2] : std::string();
+    const std::string bias =
+        op_of(n) == OpId::kGemm && n.inputs.size() > 2 ? n.inputs[2] : std::string();
     const std::string pname = "packed/" + std::to_string(t);
     add_packed(writer, pname, *pr.matrix);
     LayerReport r;
@@ -285,7 +288,7 @@ std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
     wa.kind = pa.kind = Attribute::Kind::kString;
     wa.s = pname;
     pa.s = opts.precision;
-    n.op = "SparqMatMul";
+    set_op(n, OpId::kSparqMatMul);
     n.inputs.resize(1);
     if (!bias.empty()) {  // a [1, N] bias is stored flat
       auto flat = std::make_shared<Constant>(*g.initializers.at(bias));
@@ -318,8 +321,9 @@ std::shared_ptr<const Model> Model::load(const std::string& path) {
   m->graph_ = deserialize_graph(m->file_);
   // A stored graph is untrusted input too: every node against its registry row.
   validate_graph(m->graph_, /*allow_sparq_ops=*/true, path);
+  resolve_ops(m->graph_);
   for (const Node& n : m->graph_.nodes) {
-    if (n.op != "SparqMatMul") continue;
+    if (op_of(n) != OpId::kSparqMatMul) continue;
     const Attribute* w = n.attr("weight");
     const Attribute* p = n.attr("precision");
     if (w == nullptr || p == nullptr || w->kind != Attribute::Kind::kString || n.inputs.empty() ||
@@ -527,7 +531,7 @@ std::map<std::string, Value> Session::run(std::map<std::string, Value> inputs, s
   }
   // Index ranges: every graph input gathered directly from a constant table.
   for (const Node& n : g.nodes) {
-    if (n.op != "Gather" || n.inputs.size() < 2) continue;
+    if (op_of(n) != OpId::kGather || n.inputs.size() < 2) continue;
     auto it = inputs.find(n.inputs[1]);
     const Constant* table = g.initializer(n.inputs[0]);
     if (it == inputs.end() || table == nullptr || table->shape.empty()) continue;
@@ -566,7 +570,7 @@ std::map<std::string, Value> Session::run(std::map<std::string, Value> inputs, s
   return interpret(
       g, inputs,
       [this](const Node& n, const std::vector<Value>& in) -> Value {
-        if (n.op == "SparqMatMul") return sparq_matmul(n, in);
+        if (op_of(n) == OpId::kSparqMatMul) return sparq_matmul(n, in);
         return nullptr;
       },
       peak_bytes,

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/ops/registry.h"
 #include "kernels/spmm/spmm.h"
 
 namespace sparq {
@@ -59,7 +60,7 @@ class Matcher {
     auto it = producer_.find(v);
     if (it == producer_.end()) return nullptr;
     const Node& n = g_.nodes[it->second];
-    if (n.op != "Constant") return nullptr;
+    if (op_of(n) != OpId::kConstant) return nullptr;
     const Attribute* a = n.attr("value");
     return a && a->t ? a->t.get() : nullptr;
   }
@@ -108,11 +109,12 @@ int fuse_layernorm(Matcher& m) {
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     if (m.is_dead(i)) continue;
     Node& rm1 = g.nodes[i];
-    if (rm1.op != "ReduceMean" || !last_axis(rm1, m)) continue;
+    if (op_of(rm1) != OpId::kReduceMean || !last_axis(rm1, m)) continue;
     const std::string x = rm1.inputs[0];
     size_t i_sub = 0, i_pow = 0, i_rm2 = 0, i_add = 0, i_sqrt = 0, i_div = 0, i_mul = 0, i_add2 = 0;
     Node* sub = m.sole_consumer(rm1.outputs[0], &i_sub);
-    if (!sub || sub->op != "Sub" || sub->inputs[0] != x || sub->inputs[1] != rm1.outputs[0])
+    if (!sub || op_of(*sub) != OpId::kSub || sub->inputs[0] != x ||
+        sub->inputs[1] != rm1.outputs[0])
       continue;
     const std::string d = sub->outputs[0];
     if (m.consumer_count(d) != 2) continue;
@@ -123,11 +125,11 @@ int fuse_layernorm(Matcher& m) {
       if (m.is_dead(j)) continue;
       for (const std::string& in : g.nodes[j].inputs) {
         if (in != d) continue;
-        if (g.nodes[j].op == "Pow") {
+        if (op_of(g.nodes[j]) == OpId::kPow) {
           pw = &g.nodes[j];
           i_pow = j;
         }
-        if (g.nodes[j].op == "Div") {
+        if (op_of(g.nodes[j]) == OpId::kDiv) {
           dv = &g.nodes[j];
           i_div = j;
         }
@@ -136,26 +138,26 @@ int fuse_layernorm(Matcher& m) {
     double two = 0, eps = 0;
     if (!pw || !dv || pw->inputs[0] != d || !m.scalar(pw->inputs[1], &two) || two != 2.0) continue;
     Node* rm2 = m.sole_consumer(pw->outputs[0], &i_rm2);
-    if (!rm2 || rm2->op != "ReduceMean" || !last_axis(*rm2, m)) continue;
+    if (!rm2 || op_of(*rm2) != OpId::kReduceMean || !last_axis(*rm2, m)) continue;
     Node* add = m.sole_consumer(rm2->outputs[0], &i_add);
-    if (!add || add->op != "Add") continue;
+    if (!add || op_of(*add) != OpId::kAdd) continue;
     const std::string* e = Matcher::other(*add, rm2->outputs[0]);
     if (!e || !m.scalar(*e, &eps)) continue;
     Node* sq = m.sole_consumer(add->outputs[0], &i_sqrt);
-    if (!sq || sq->op != "Sqrt") continue;
+    if (!sq || op_of(*sq) != OpId::kSqrt) continue;
     Node* dv2 = m.sole_consumer(sq->outputs[0], &i_div);
     if (dv2 != dv || dv->inputs[0] != d || dv->inputs[1] != sq->outputs[0]) continue;
     Node* mul = m.sole_consumer(dv->outputs[0], &i_mul);
-    if (!mul || mul->op != "Mul") continue;
+    if (!mul || op_of(*mul) != OpId::kMul) continue;
     const std::string* gamma = Matcher::other(*mul, dv->outputs[0]);
     if (!gamma || !g.initializer(*gamma)) continue;
     Node* add2 = m.sole_consumer(mul->outputs[0], &i_add2);
-    if (!add2 || add2->op != "Add") continue;
+    if (!add2 || op_of(*add2) != OpId::kAdd) continue;
     const std::string* beta = Matcher::other(*add2, mul->outputs[0]);
     if (!beta || !g.initializer(*beta)) continue;
     Node ln;
     ln.name = add2->name + "/fused_layernorm";
-    ln.op = "LayerNormalization";
+    set_op(ln, OpId::kLayerNormalization);
     ln.inputs = {x, *gamma, *beta};
     ln.outputs = {add2->outputs[0]};
     Attribute ax, ep;
@@ -252,22 +254,22 @@ class PolyReader {
     if (n == nullptr || depth > 24) return false;
     if (depth > 0 && (m_.consumer_count(v) != 1 || m_.is_output(v))) return false;
     Poly a, b;
-    const std::string& op = n->op;
-    if ((op == "Add" || op == "Sub" || op == "Mul") && n->inputs.size() == 2) {
+    const OpId op = op_of(*n);
+    if ((op == OpId::kAdd || op == OpId::kSub || op == OpId::kMul) && n->inputs.size() == 2) {
       if (!read(n->inputs[0], &a, depth + 1) || !read(n->inputs[1], &b, depth + 1)) return false;
-      if (op == "Mul") {
+      if (op == OpId::kMul) {
         if (!a.times(b, out)) return false;
       } else {
-        *out = a.plus(b, op == "Add" ? 1.0 : -1.0);
+        *out = a.plus(b, op == OpId::kAdd ? 1.0 : -1.0);
       }
-    } else if (op == "Div" && n->inputs.size() == 2) {
+    } else if (op == OpId::kDiv && n->inputs.size() == 2) {
       if (!m_.scalar(n->inputs[1], &c) || c == 0 || !std::isfinite(c)) return false;
       if (!read(n->inputs[0], &a, depth + 1)) return false;
       a.times(Poly::constant(1.0 / c), out);
-    } else if (op == "Neg" && n->inputs.size() == 1) {
+    } else if (op == OpId::kNeg && n->inputs.size() == 1) {
       if (!read(n->inputs[0], &a, depth + 1)) return false;
       *out = Poly().plus(a, -1.0);
-    } else if (op == "Pow" && n->inputs.size() == 2) {
+    } else if (op == OpId::kPow && n->inputs.size() == 2) {
       if (!m_.scalar(n->inputs[1], &c) || c != std::floor(c) || c < 1 || c > 4) return false;
       if (!read(n->inputs[0], &a, depth + 1)) return false;
       Poly r = a;
@@ -288,7 +290,7 @@ class PolyReader {
 
 // One GELU form: activation = outer(h, t) with t = op(inner(h)).
 struct GeluForm {
-  const char* op;
+  OpId op;  // the transcendental
   Activation act;
   Poly inner, outer;
 };
@@ -304,19 +306,27 @@ const std::vector<GeluForm>& gelu_forms() {
     const Poly half_h_1_plus_t = poly({{{1, 0}, 0.5}, {{1, 1}, 0.5}});  // h/2 (1 + t)
     return std::vector<GeluForm>{
         // erf: h/2 (1 + erf(h / sqrt 2))
-        {"Erf", Activation::kGeluErf, poly({{{1, 0}, std::sqrt(0.5)}}), half_h_1_plus_t},
+        {OpId::kErf, Activation::kGeluErf, poly({{{1, 0}, std::sqrt(0.5)}}), half_h_1_plus_t},
         // tanh: h/2 (1 + tanh(sqrt(2/pi) (h + 0.044715 h^3)))
-        {"Tanh", Activation::kGeluTanh, poly({{{1, 0}, s2pi}, {{3, 0}, s2pi * 0.044715}}),
+        {OpId::kTanh, Activation::kGeluTanh, poly({{{1, 0}, s2pi}, {{3, 0}, s2pi * 0.044715}}),
          half_h_1_plus_t},
         // sigmoid (QuickGELU): h sigmoid(1.702 h)
-        {"Sigmoid", Activation::kGeluSigmoid, poly({{{1, 0}, 1.702}}), poly({{{1, 1}, 1.0}})},
+        {OpId::kSigmoid, Activation::kGeluSigmoid, poly({{{1, 0}, 1.702}}), poly({{{1, 1}, 1.0}})},
     };
   }();
   return forms;
 }
 
-bool is_elementwise_arith(const std::string& op) {
-  return op == "Add" || op == "Sub" || op == "Mul" || op == "Div" || op == "Neg" || op == "Pow";
+bool is_elementwise_arith(const Node& n) {
+  switch (op_of(n)) {
+    case OpId::kAdd:
+    case OpId::kSub:
+    case OpId::kMul:
+    case OpId::kDiv:
+    case OpId::kNeg:
+    case OpId::kPow: return true;
+    default: return false;
+  }
 }
 
 // The GELU subgraph computing an activation of `h`, in any of its forms: sets the
@@ -334,8 +344,9 @@ bool match_gelu(Matcher& m, const std::string& h, Activation* act, std::string* 
     for (size_t c : frontier) {
       if (!seen.insert(c).second || m.is_dead(c)) continue;
       const Node& n = g.nodes[c];
-      if (n.op == "Erf" || n.op == "Tanh" || n.op == "Sigmoid") candidates.push_back(c);
-      else if (is_elementwise_arith(n.op) && n.outputs.size() == 1)
+      if (op_of(n) == OpId::kErf || op_of(n) == OpId::kTanh || op_of(n) == OpId::kSigmoid)
+        candidates.push_back(c);
+      else if (is_elementwise_arith(n) && n.outputs.size() == 1)
         for (size_t d : m.consumers(n.outputs[0])) next.push_back(d);
     }
     frontier = std::move(next);
@@ -344,7 +355,7 @@ bool match_gelu(Matcher& m, const std::string& h, Activation* act, std::string* 
     const Node& tn = g.nodes[ti];
     if (tn.inputs.size() != 1 || tn.outputs.size() != 1) continue;
     for (const GeluForm& f : gelu_forms()) {
-      if (tn.op != f.op) continue;
+      if (op_of(tn) != f.op) continue;
       PolyReader inner(m, h, "");
       Poly p;
       if (!inner.read(tn.inputs[0], &p) || !p.near(f.inner)) continue;
@@ -354,7 +365,7 @@ bool match_gelu(Matcher& m, const std::string& h, Activation* act, std::string* 
       for (int step = 0; step < 8; ++step) {
         size_t ci = 0;
         Node* c = m.sole_consumer(y, &ci);
-        if (c == nullptr || !is_elementwise_arith(c->op) || c->outputs.size() != 1) break;
+        if (c == nullptr || !is_elementwise_arith(*c) || c->outputs.size() != 1) break;
         y = c->outputs[0];
         PolyReader outer(m, h, tn.outputs[0]);
         Poly q;
@@ -392,11 +403,12 @@ bool match_gelu(Matcher& m, const std::string& h, Activation* act, std::string* 
 int sink_reshapes_below_activations(Graph& g) {
   int moved = 0;
   for (size_t i = 0; i < g.nodes.size(); ++i) {
-    if (g.nodes[i].op != "SparqMatMul") continue;
+    if (op_of(g.nodes[i]) != OpId::kSparqMatMul) continue;
     Matcher m(g);  // indices change below: a fresh index per match
     size_t ri = 0;
     Node* rs = m.sole_consumer(g.nodes[i].outputs[0], &ri);
-    if (rs == nullptr || rs->op != "Reshape" || rs->inputs[0] != g.nodes[i].outputs[0]) continue;
+    if (rs == nullptr || op_of(*rs) != OpId::kReshape || rs->inputs[0] != g.nodes[i].outputs[0])
+      continue;
     const std::string r = rs->outputs[0];
     Activation act;
     std::string y;
@@ -434,12 +446,12 @@ int sink_reshapes_below_activations(Graph& g) {
 void fuse_epilogues(Matcher& m, PassStats& st) {
   Graph& g = m.graph();
   for (size_t i = 0; i < g.nodes.size(); ++i) {
-    if (m.is_dead(i) || g.nodes[i].op != "SparqMatMul") continue;
+    if (m.is_dead(i) || op_of(g.nodes[i]) != OpId::kSparqMatMul) continue;
     if (g.nodes[i].inputs.size() == 1) {
       size_t i_add = 0;
       Node* add = m.sole_consumer(g.nodes[i].outputs[0], &i_add);
       const std::string* b =
-          add && add->op == "Add" ? Matcher::other(*add, g.nodes[i].outputs[0]) : nullptr;
+          add && op_of(*add) == OpId::kAdd ? Matcher::other(*add, g.nodes[i].outputs[0]) : nullptr;
       const Constant* bias = b ? g.initializer(*b) : nullptr;
       if (bias && bias->type == ElemType::kF32 && bias->shape.size() == 1) {
         Node& mm = g.nodes[i];
@@ -475,18 +487,20 @@ void peel_scale(Matcher& m, std::string* v, double* scale, std::vector<size_t>* 
   for (int depth = 0; depth < 4; ++depth) {
     size_t i = 0;
     Node* n = m.producer(*v, &i);
-    if (n == nullptr || (n->op != "Div" && n->op != "Mul") || n->inputs.size() != 2) return;
+    if (n == nullptr || (op_of(*n) != OpId::kDiv && op_of(*n) != OpId::kMul) ||
+        n->inputs.size() != 2)
+      return;
     double c = 0;
     std::string rest;
     if (m.scalar(n->inputs[1], &c)) {
       rest = n->inputs[0];
-    } else if (n->op == "Mul" && m.scalar(n->inputs[0], &c)) {
+    } else if (op_of(*n) == OpId::kMul && m.scalar(n->inputs[0], &c)) {
       rest = n->inputs[1];
     } else {
       return;
     }
     if (c == 0 || !std::isfinite(c) || !ok(rest)) return;
-    *scale *= n->op == "Div" ? 1.0 / c : c;
+    *scale *= op_of(*n) == OpId::kDiv ? 1.0 / c : c;
     kill->push_back(i);
     *v = rest;
   }
@@ -506,14 +520,14 @@ int fuse_attention(Matcher& m) {
   Graph& g = m.graph();
   int fused = 0;
   for (size_t i = 0; i < g.nodes.size(); ++i) {
-    if (m.is_dead(i) || g.nodes[i].op != "Softmax") continue;
+    if (m.is_dead(i) || op_of(g.nodes[i]) != OpId::kSoftmax) continue;
     const Node& sm = g.nodes[i];
     const Attribute* ax = sm.attr("axis");
     const bool last_axis = ax != nullptr ? (ax->i == -1 || ax->i == 3) : g.opset >= 13;
     if (!last_axis) continue;
     size_t i_mm2 = 0;
     Node* mm2 = m.sole_consumer(sm.outputs[0], &i_mm2);
-    if (!mm2 || mm2->op != "MatMul" || mm2->inputs[0] != sm.outputs[0]) continue;
+    if (!mm2 || op_of(*mm2) != OpId::kMatMul || mm2->inputs[0] != sm.outputs[0]) continue;
     if (m.consumer_count(sm.inputs[0]) != 1 || m.is_output(sm.inputs[0])) continue;
     std::vector<size_t> kill = {i};  // i_mm2 is replaced by the fused node
     std::string scores = sm.inputs[0], mask, kind = "none";
@@ -522,7 +536,7 @@ int fuse_attention(Matcher& m) {
     Node* pre = m.producer(scores, &i_pre);
     std::string shape_of;  // the Where form: the value whose Shape the mask's Expand reads
     std::vector<size_t> mask_nodes;
-    if (pre != nullptr && pre->op == "Add" && pre->inputs.size() == 2) {
+    if (pre != nullptr && op_of(*pre) == OpId::kAdd && pre->inputs.size() == 2) {
       // One side is the scores chain (it ends in a MatMul), the other the additive mask.
       for (int side = 0; side < 2 && kind == "none"; ++side) {
         std::string v = pre->inputs[side];
@@ -530,28 +544,30 @@ int fuse_attention(Matcher& m) {
         std::vector<size_t> k;
         peel_scale(m, &v, &sc, &k, [&](const std::string&) { return true; });
         Node* mm1 = m.producer(v);
-        if (mm1 == nullptr || mm1->op != "MatMul") continue;
+        if (mm1 == nullptr || op_of(*mm1) != OpId::kMatMul) continue;
         scores = pre->inputs[side];
         mask = pre->inputs[1 - side];
         kind = "add";
       }
       if (kind == "none") continue;
       kill.push_back(i_pre);
-    } else if (pre != nullptr && pre->op == "Where" && pre->inputs.size() == 3 &&
+    } else if (pre != nullptr && op_of(*pre) == OpId::kWhere && pre->inputs.size() == 3 &&
                m.scalar(pre->inputs[1], &fill)) {
       size_t i_cast = 0, i_exp = 0, i_shape = 0;
       std::string cond = pre->inputs[0];
       Node* cast = m.producer(cond, &i_cast);
-      if (cast != nullptr && cast->op == "Cast") {
+      if (cast != nullptr && op_of(*cast) == OpId::kCast) {
         const Attribute* to = cast->attr("to");
         if (to == nullptr || to->i != 9 || m.consumer_count(cond) != 1) continue;
         mask_nodes.push_back(i_cast);
         cond = cast->inputs[0];
       }
       Node* exp = m.producer(cond, &i_exp);
-      Node* shp = exp && exp->op == "Expand" ? m.producer(exp->inputs[1], &i_shape) : nullptr;
-      if (!shp || shp->op != "Shape" || shp->attrs.size() != 0 || m.consumer_count(cond) != 1 ||
-          m.consumer_count(exp->outputs[0]) != 1 || m.consumer_count(shp->outputs[0]) != 1)
+      Node* shp =
+          exp && op_of(*exp) == OpId::kExpand ? m.producer(exp->inputs[1], &i_shape) : nullptr;
+      if (!shp || op_of(*shp) != OpId::kShape || shp->attrs.size() != 0 ||
+          m.consumer_count(cond) != 1 || m.consumer_count(exp->outputs[0]) != 1 ||
+          m.consumer_count(shp->outputs[0]) != 1)
         continue;
       mask_nodes.push_back(i_exp);
       mask_nodes.push_back(i_shape);
@@ -573,7 +589,7 @@ int fuse_attention(Matcher& m) {
     peel_scale(m, &v, &scale, &kill, consumers_ok);
     size_t i_mm1 = 0;
     Node* mm1 = m.producer(v, &i_mm1);
-    if (!mm1 || mm1->op != "MatMul" || !consumers_ok(v)) continue;
+    if (!mm1 || op_of(*mm1) != OpId::kMatMul || !consumers_ok(v)) continue;
     kill.push_back(i_mm1);
     std::string q = mm1->inputs[0], kt = mm1->inputs[1];
     auto single = [&](const std::string& x) { return m.consumer_count(x) == 1 && !m.is_output(x); };
@@ -590,7 +606,7 @@ int fuse_attention(Matcher& m) {
     kill.insert(kill.end(), mask_nodes.begin(), mask_nodes.end());
     Node att;
     att.name = mm2->name + "/fused_attention";
-    att.op = "SparqAttention";
+    set_op(att, OpId::kSparqAttention);
     att.inputs = {q, kt, mm2->inputs[1], mask};
     att.outputs = mm2->outputs;
     Attribute sc, mk, fl;

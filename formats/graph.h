@@ -73,8 +73,14 @@ struct Attribute {
 };
 
 struct Node {
+  // op_id when no op is resolved yet (the engine's OpId, engine/ops/registry.h).
+  static constexpr uint16_t kUnresolved = 0xFFFF;
+
   std::string name;  // ONNX node name, or "<op>_<index>" when the export left it empty
-  std::string op;    // ONNX op type (default domain)
+  std::string op;    // ONNX op type (default domain); the name stored in .sparq files
+  // The engine's OpId for `op`, resolved once by the op registry at import, convert and
+  // load (resolve_ops; set_op for nodes a pass creates); formats/ never reads it.
+  uint16_t op_id = kUnresolved;
   std::vector<std::string> inputs;  // "" = an omitted optional input
   std::vector<std::string> outputs;
   std::map<std::string, Attribute> attrs;

@@ -111,6 +111,7 @@ class Importer {
     // Every node against its registry row (arity, attribute kinds, the opset's form),
     // then the wiring, before any pass looks at the graph.
     validate_graph(g, /*allow_sparq_ops=*/false, src_);
+    resolve_ops(g);
     return g;
   }
 

@@ -308,8 +308,9 @@ void SparqFile::parse() {
   }
   version_ = get<uint32_t>(h + kOffVersion);
   if (version_ < kMinVersion || version_ > kVersion) {
-    bad(path_, "format version " + std::to_string(version_) + " is not supported (this build reads " +
-                   std::to_string(kMinVersion) + " to " + std::to_string(kVersion) +
+    bad(path_, "format version " + std::to_string(version_) +
+                   " is not supported (this build reads " + std::to_string(kMinVersion) + " to " +
+                   std::to_string(kVersion) +
                    "): reconvert the ONNX model with this sparq (`sparq convert`), or use the "
                    "sparq that wrote it");
   }

@@ -22,6 +22,7 @@
 #ifdef SPARQ_HAVE_ONNX
 #include "formats/onnx_import.h"
 #endif
+#include "engine/ops/registry.h"
 #include "tools/cli.h"
 
 namespace sparq::cli {
@@ -190,7 +191,7 @@ struct BenchResult {
 Value random_ids(const Model& model, int64_t batch, int64_t seq, uint32_t seed) {
   int64_t vocab = 2;
   for (const Node& n : model.graph().nodes) {
-    if (n.op == "Gather" && n.inputs.size() > 1 && n.inputs[1] == "input_ids") {
+    if (op_of(n) == OpId::kGather && n.inputs.size() > 1 && n.inputs[1] == "input_ids") {
       if (const Constant* t = model.graph().initializer(n.inputs[0])) vocab = t->shape.at(0);
     }
   }
@@ -552,7 +553,7 @@ int inspect_cmd(Args& args) {
   js << "],\"weights\":[";
   bool first = true;
   for (const Node& n : g.nodes) {
-    if (n.op != "SparqMatMul") continue;
+    if (op_of(n) != OpId::kSparqMatMul) continue;
     const std::string& name = n.attr("weight")->s;
     const PackedWeights& w = model->packed(name);
     BlockShape b;

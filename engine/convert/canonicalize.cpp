@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "engine/interpreter.h"
+#include "engine/ops/registry.h"
 #include "formats/error.h"
 
 namespace sparq {
@@ -58,12 +59,12 @@ CanonicalizeReport canonicalize(Graph& g, uint64_t max_fold_bytes) {
     }
     const bool makes_output = !n.outputs.empty() && graph_outputs.count(n.outputs[0]) != 0;
     if (!makes_output && n.outputs.size() == 1) {
-      if (n.op == "Identity") {
+      if (op_of(n) == OpId::kIdentity) {
         alias[n.outputs[0]] = n.inputs[0];
         ++r.identities_removed;
         continue;
       }
-      if (n.op == "Constant") {
+      if (op_of(n) == OpId::kConstant) {
         if (auto c = constant_value(n)) {
           g.initializers[n.outputs[0]] = c;
           ++r.constants_hoisted;

@@ -135,7 +135,7 @@ const Constant* constant_input(const Graph& g, const std::map<std::string, const
                                const std::string& name) {
   if (const Constant* c = g.initializer(name)) return c;
   auto it = producers.find(name);
-  if (it == producers.end() || it->second->op != "Constant") return nullptr;
+  if (it == producers.end() || op_of(*it->second) != OpId::kConstant) return nullptr;
   const Attribute* v = it->second->attr("value");
   return v != nullptr && v->kind == Attribute::Kind::kTensor ? v->t.get() : nullptr;
 }
@@ -242,6 +242,24 @@ std::vector<std::string> op_names(OpDomain domain) {
   return out;
 }
 
+OpId lookup_op(const std::string& name) {
+  const auto& m = registry().by_name;
+  auto it = m.find(name);
+  return it == m.end() ? OpId::kCount : it->second;
+}
+
+void set_op(Node& n, OpId id) {
+  n.op = op_spec(id).name;
+  n.op_id = static_cast<uint16_t>(id);
+}
+
+void resolve_ops(Graph& g) {
+  for (Node& n : g.nodes) {
+    const OpId id = lookup_op(n.op);
+    n.op_id = id == OpId::kCount ? Node::kUnresolved : static_cast<uint16_t>(id);
+  }
+}
+
 void validate_node(const Node& n, int64_t opset, bool allow_sparq_ops, const std::string& src) {
   const OpSpec* s = find_op(n.op);
   if (s == nullptr || (s->domain == OpDomain::kSparq && !allow_sparq_ops)) {
@@ -326,7 +344,7 @@ void validate_graph(const Graph& g, bool allow_sparq_ops, const std::string& src
       if (!defined.insert(out).second) malformed(src, n, "value '" + out + "' is defined twice");
       producers[out] = &n;
     }
-    if (n.op == "Dropout" && given(n, 2)) {
+    if (op_of(n) == OpId::kDropout && given(n, 2)) {
       const Constant* t = constant_input(g, producers, n.inputs[2]);
       if (t == nullptr) {
         refuse(src, n, "training_mode must be a constant false: sparq runs inference only");

@@ -48,6 +48,18 @@ struct OpSpec {
   const OpAttr* attr(const std::string& key) const;
 };
 
+// A node's op id: resolved once (resolve_ops at import, convert and load; set_op for a
+// node a pass creates). A node built by hand and never resolved is looked up by name;
+// OpId::kCount for an op the registry does not know.
+SPARQ_API OpId lookup_op(const std::string& name);
+inline OpId op_of(const Node& n) {
+  return n.op_id != Node::kUnresolved ? static_cast<OpId>(n.op_id) : lookup_op(n.op);
+}
+// Sets a node's op: its stored name and its id together.
+SPARQ_API void set_op(Node& n, OpId id);
+// Resolves every node's id from its name (after import or deserialization).
+SPARQ_API void resolve_ops(Graph& g);
+
 // The row of an op name, or nullptr when sparq does not know it.
 SPARQ_API const OpSpec* find_op(const std::string& name);
 SPARQ_API const OpSpec& op_spec(OpId id);
