@@ -12,6 +12,7 @@
 #include "engine/limits.h"
 #include "engine/model.h"
 #include "engine/ops/registry.h"
+#include "engine/plan/memory_plan.h"
 #include "engine/shapes.h"
 #include "formats/aligned_buffer.h"
 #include "formats/error.h"
@@ -1407,52 +1408,23 @@ class Planner {
       }
     }
     // Runs of panel-local steps on the same tokens execute panel by panel, each thread
-    // taking its panels through the whole run (Machine::exec_segment), not step by step:
-    // a buffer alive at any step of a run stays alive for all of it, or a later step on
-    // one panel could overwrite what an earlier step on another panel still reads.
+    // taking its panels through the whole run (Machine::exec_segment), not step by step;
+    // the memory plan widens lifetimes to whole runs (engine/plan/memory_plan.h).
     const size_t n = p_.steps.size();
-    std::vector<int> seg_start(n);
-    p_.seg_end.assign(n, 0);
-    for (size_t i = 0; i < n;) {
-      size_t j = i;
-      while (j < n && m_.panel_local(p_.steps[j]) && p_.steps[j].cols == p_.steps[i].cols) ++j;
-      if (j - i < 2) j = i + 1;
-      for (size_t k = i; k < j; ++k) {
-        seg_start[k] = static_cast<int>(i);
-        p_.seg_end[k] = static_cast<int>(j);
-      }
-      i = j;
+    std::vector<bool> local(n);
+    std::vector<int64_t> tokens(n);
+    for (size_t i = 0; i < n; ++i) {
+      local[i] = m_.panel_local(p_.steps[i]);
+      tokens[i] = p_.steps[i].cols;
     }
-    for (Buffer& b : p_.buffers) {
-      if (b.first < 0) continue;
-      b.first = seg_start[static_cast<size_t>(b.first)];
-      b.last = p_.seg_end[static_cast<size_t>(b.last)] - 1;
-    }
-    std::vector<size_t> order(p_.buffers.size());
-    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::stable_sort(order.begin(), order.end(),
-                     [&](size_t x, size_t y) { return p_.buffers[x].bytes > p_.buffers[y].bytes; });
-    std::vector<size_t> placed;
-    size_t total = 0, unshared = 0;
-    for (size_t bi : order) {
-      Buffer& b = p_.buffers[bi];
-      if (b.first < 0) b.first = b.last = 0;
-      unshared += b.bytes;
-      std::vector<std::pair<size_t, size_t>> busy;
-      for (size_t pj : placed) {
-        const Buffer& o = p_.buffers[pj];
-        if (o.first <= b.last && b.first <= o.last) busy.push_back({o.offset, o.offset + o.bytes});
-      }
-      std::sort(busy.begin(), busy.end());
-      size_t off = 0;
-      for (const auto& r : busy) {
-        if (off + b.bytes <= r.first) break;
-        off = std::max(off, r.second);
-      }
-      b.offset = off;
-      total = std::max(total, off + b.bytes);
-      placed.push_back(bi);
-    }
+    const Segments seg = panel_segments(local, tokens);
+    p_.seg_end = seg.end;
+    std::vector<BufferLife> lives(p_.buffers.size());
+    for (size_t i = 0; i < lives.size(); ++i)
+      lives[i] = {p_.buffers[i].bytes, p_.buffers[i].first, p_.buffers[i].last};
+    const MemoryPlan mp = plan_memory(std::move(lives), seg);
+    for (size_t i = 0; i < p_.buffers.size(); ++i) p_.buffers[i].offset = mp.offsets[i];
+    const size_t total = mp.arena_bytes, unshared = mp.unshared_bytes;
     p_.arena_bytes = total;
     p_.summary.arena_bytes = total;
     p_.summary.unshared_bytes = unshared;
