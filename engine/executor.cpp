@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <set>
+#include <variant>
 
 #include "engine/layout.h"
 #include "engine/limits.h"
@@ -42,19 +43,6 @@ inline size_t fm_bytes(int64_t features, int64_t tokens, size_t elem) {
   return static_cast<size_t>(panels_of(tokens) * kPanel * features) * elem;
 }
 
-enum class Kind {
-  kGeneric,
-  kMatMul,
-  kAttention,
-  kLayerNorm,
-  kAdd,
-  kToFm,
-  kToTm,
-  kQuantize,
-  kEmbed,
-  kSkip
-};
-
 // One addend of a fused embeddings sum: rows of a constant table gathered by int ids
 // (`ids` slot), or a folded constant broadcast over batch (and over tokens when it has
 // no sequence dimension).
@@ -87,25 +75,184 @@ struct Slot {
   int64_t tokens() const { return features() == 0 ? 0 : numel(shape) / features(); }
 };
 
-struct Step {
-  Kind kind = Kind::kGeneric;
+// ---- typed steps ---------------------------------------------------------------------
+// One struct per step type with named buffers (indices into the plan's buffers) and
+// slots (indices into its values). Each lists what it reads and writes: buffers(f) calls
+// f(buffer, writes) for each, slots(f) calls f(slot) for each value it reads from the
+// run's environment (token-major or heap values).
+
+// A node run through the reference interpreter.
+struct GenericStep {
   const Node* node = nullptr;
-  std::vector<int> ins;                        // slots (-1 = omitted): generic inputs; kToFm source
-  int out = -1;                                // slot: generic output, or kToTm to the heap
-  int a = -1, b = -1, c = -1, d = -1, e = -1;  // buffers (per kind, see exec)
-  int64_t rows = 0, cols = 0;                  // features x tokens
-  const PackedWeights* w = nullptr;
-  const float* bias = nullptr;
-  Activation act = Activation::kNone;
+  std::vector<int> ins;  // slots, -1 = omitted
+  int out = -1;          // slot (heap)
+  static constexpr const char* kName = "generic";
+  template <class F>
+  void buffers(F&&) const {}
+  template <class F>
+  void slots(F&& f) const {
+    for (int i : ins) f(i);
+  }
+};
+// A generic step whose work a later fused step took over (kept so its inputs' lifetimes
+// stay as they were recorded).
+struct SkipStep {
+  std::vector<int> ins;
+  static constexpr const char* kName = "skipped";
+  template <class F>
+  void buffers(F&&) const {}
+  template <class F>
+  void slots(F&& f) const {
+    for (int i : ins) f(i);
+  }
+};
+// Token-major value (slot `src`) -> feature-major panels.
+struct ToFmStep {
+  int src = -1;  // slot
+  int out = -1;  // buffer
+  static constexpr const char* kName = "to_feature_major";
+  template <class F>
+  void buffers(F&& f) const {
+    f(out, true);
+  }
+  template <class F>
+  void slots(F&& f) const {
+    f(src);
+  }
+};
+// Feature-major panels -> a token-major buffer, or a fresh heap value (a graph output).
+struct ToTmStep {
+  int src = -1;       // buffer
+  int out = -1;       // buffer, or -1 with out_slot
+  int out_slot = -1;  // slot given a new heap value
+  static constexpr const char* kName = "to_token_major";
+  template <class F>
+  void buffers(F&& f) const {
+    f(src, false);
+    f(out, true);
+  }
+  template <class F>
+  void slots(F&&) const {}
+};
+// Per-token u8 quantization of feature-major panels.
+struct QuantizeStep {
+  int src = -1, out = -1, scales = -1;  // buffers
+  static constexpr const char* kName = "quantize";
+  template <class F>
+  void buffers(F&& f) const {
+    f(src, false);
+    f(out, true);
+    f(scales, true);
+  }
+  template <class F>
+  void slots(F&&) const {}
+};
+// LayerNorm over features, optionally of x + residual.
+struct LayerNormStep {
+  int src = -1, residual = -1, out = -1;  // buffers
   const float* gamma = nullptr;
   const float* beta = nullptr;
   float eps = 1e-5f;
-  FmAttentionArgs att;           // shape and mask fields; pointers filled per run
-  int mask = -1;                 // slot of the attention mask
-  bool bf16 = false;             // attention in bf16 (int8 models on AVX512-BF16)
-  std::vector<EmbedTerm> terms;  // kEmbed
-  int64_t seq = 0;               // kEmbed: tokens per sequence
-  std::vector<int> release;      // heap slots dropped after this step
+  static constexpr const char* kName = "layernorm";
+  template <class F>
+  void buffers(F&& f) const {
+    f(src, false);
+    f(residual, false);
+    f(out, true);
+  }
+  template <class F>
+  void slots(F&&) const {}
+};
+struct AddStep {
+  int x = -1, y = -1, out = -1;  // buffers
+  static constexpr const char* kName = "add";
+  template <class F>
+  void buffers(F&& f) const {
+    f(x, false);
+    f(y, false);
+    f(out, true);
+  }
+  template <class F>
+  void slots(F&&) const {}
+};
+// A packed sparse or dense matmul with its epilogue.
+struct MatMulStep {
+  const PackedWeights* w = nullptr;
+  int src = -1;          // buffer: u8 quantized (int8 weights) or f32 feature-major
+  int token_scale = -1;  // buffer: per-token scales (int8)
+  int residual = -1;     // buffer added in the epilogue
+  int out = -1;          // buffer
+  const float* bias = nullptr;
+  Activation act = Activation::kNone;
+  static constexpr const char* kName = "matmul";
+  template <class F>
+  void buffers(F&& f) const {
+    f(src, false);
+    f(token_scale, false);
+    f(residual, false);
+    f(out, true);
+  }
+  template <class F>
+  void slots(F&&) const {}
+};
+struct AttentionStep {
+  int q = -1, k = -1, v = -1, out = -1;  // buffers
+  int mask = -1;                         // slot of the mask (token-major), -1 = none
+  FmAttentionArgs att;                   // shape and mask fields; pointers filled per run
+  bool bf16 = false;                     // low-precision attention (int8 models)
+  static constexpr const char* kName = "attention";
+  template <class F>
+  void buffers(F&& f) const {
+    f(q, false);
+    f(k, false);
+    f(v, false);
+    f(out, true);
+  }
+  template <class F>
+  void slots(F&& fn) const {
+    fn(mask);
+  }
+};
+// Gathers + constants summed per token, then LayerNorm, into feature-major panels.
+struct EmbedStep {
+  std::vector<EmbedTerm> terms;
+  std::vector<int> ids;  // slots of the gathered ids (kept alive to here)
+  int out = -1;          // buffer
+  const float* gamma = nullptr;
+  const float* beta = nullptr;
+  float eps = 1e-5f;
+  int64_t seq = 0;  // tokens per sequence
+  static constexpr const char* kName = "embeddings";
+  template <class F>
+  void buffers(F&& f) const {
+    f(out, true);
+  }
+  template <class F>
+  void slots(F&& f) const {
+    for (int i : ids) f(i);
+  }
+};
+
+struct Step {
+  std::variant<GenericStep, SkipStep, ToFmStep, ToTmStep, QuantizeStep, LayerNormStep, AddStep,
+               MatMulStep, AttentionStep, EmbedStep>
+      op;
+  int64_t rows = 0, cols = 0;  // features x tokens
+  std::vector<int> release;    // heap slots dropped after this step
+
+  template <class T>
+  Step(T s, int64_t r, int64_t c) : op(std::move(s)), rows(r), cols(c) {}
+  const char* name() const {
+    return std::visit([](const auto& s) { return std::decay_t<decltype(s)>::kName; }, op);
+  }
+  template <class F>
+  void buffers(F&& f) const {
+    std::visit([&](const auto& s) { s.buffers(f); }, op);
+  }
+  template <class F>
+  void slots(F&& f) const {
+    std::visit([&](const auto& s) { s.slots(f); }, op);
+  }
 };
 
 }  // namespace
@@ -159,9 +306,10 @@ class Machine {
       exec_step(p, s, st);
       const double ms =
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-      std::string key = kind_name(s.kind);
-      if (s.kind == Kind::kGeneric) key += " " + s.node->op;
-      if (s.kind == Kind::kMatMul) key += s.w->type == WeightType::kS8 ? " int8" : " fp32";
+      std::string key = s.name();
+      if (const auto* g = std::get_if<GenericStep>(&s.op)) key += " " + g->node->op;
+      if (const auto* mm = std::get_if<MatMulStep>(&s.op))
+        key += mm->w->type == WeightType::kS8 ? " int8" : " fp32";
       auto& e = profile()[key];
       e.first += ms;
       ++e.second;
@@ -174,21 +322,6 @@ class Machine {
     static std::map<std::string, std::pair<double, int>> p;
     return p;
   }
-  static const char* kind_name(Kind k) {
-    switch (k) {
-      case Kind::kGeneric: return "generic";
-      case Kind::kMatMul: return "matmul";
-      case Kind::kAttention: return "attention";
-      case Kind::kLayerNorm: return "layernorm";
-      case Kind::kAdd: return "add";
-      case Kind::kToFm: return "to_feature_major";
-      case Kind::kEmbed: return "embeddings";
-      case Kind::kSkip: return "skipped";
-      case Kind::kToTm: return "to_token_major";
-      case Kind::kQuantize: return "quantize";
-    }
-    return "?";
-  }
   void print_profile() const {
     if (!opts_.profile) return;
     for (const auto& kv : profile()) {
@@ -198,262 +331,274 @@ class Machine {
     profile().clear();
   }
 
-  void exec_step(const Executor::Plan& p, const Step& s, RunState& st) {
+  // Runs one step (planned runs replay these; the planning run runs each as it is made).
+  void exec_step(const Executor::Plan& p, const Step& step, RunState& st) {
+    std::visit([&](const auto& s) { run(p, step, s, st); }, step.op);
+    if (t_segment_panel < 0) release(step, st);
+  }
+
+  void run(const Executor::Plan& p, const Step&, const GenericStep& s, RunState& st) {
+    std::vector<Value> ins;
+    for (int i : s.ins)
+      ins.push_back(i < 0 ? nullptr : tm_value(p.slots[static_cast<size_t>(i)], i, st));
+    Value v = interpret_node(model_.graph(), *s.node, ins, nullptr,
+                             [this](int64_t parts, const std::function<void(int64_t)>& body) {
+                               pool_->parallel_for(parts, body);
+                             });
+    if (!v) throw Error(Status::kInternal, "node '" + s.node->name + "' produced no value");
+    if (v->view != nullptr && !v->owner) {
+      // A view of an input (Identity, Reshape) that may be a token-major arena
+      // buffer: copied, since the buffer is reused after this step.
+      auto c = std::make_shared<Constant>();
+      c->type = v->type;
+      c->shape = v->shape;
+      c->bytes.assign(v->view,
+                      v->view + static_cast<size_t>(v->elements()) * elem_type_size(v->type));
+      v = c;
+    }
+    Slot& o = const_cast<Slot&>(p.slots[static_cast<size_t>(s.out)]);
+    if (planning_) {  // the planning run learns the shape here
+      o.shape = v->shape;
+      o.type = v->type;
+    } else if (v->shape != o.shape || v->type != o.type) {
+      throw Error(Status::kInternal,
+                  "node '" + s.node->name + "' changed shape between runs of one plan");
+    }
+    st.live += v->bytes.size();
+    st.peak = std::max(st.peak, st.live);
+    st.env[static_cast<size_t>(s.out)] = std::move(v);
+  }
+
+  void run(const Executor::Plan& p, const Step& step, const ToFmStep& s, RunState& st) {
     auto f32 = [&](int b) { return reinterpret_cast<float*>(st.buf[static_cast<size_t>(b)]); };
-    const int64_t F = s.rows, M = s.cols;
-    switch (s.kind) {
-      case Kind::kGeneric: {
-        std::vector<Value> ins;
-        for (int i : s.ins)
-          ins.push_back(i < 0 ? nullptr : tm_value(p.slots[static_cast<size_t>(i)], i, st));
-        Value v = interpret_node(model_.graph(), *s.node, ins, nullptr,
-                                 [this](int64_t parts, const std::function<void(int64_t)>& body) {
-                                   pool_->parallel_for(parts, body);
-                                 });
-        if (!v) throw Error(Status::kInternal, "node '" + s.node->name + "' produced no value");
-        if (v->view != nullptr && !v->owner) {
-          // A view of an input (Identity, Reshape) that may be a token-major arena
-          // buffer: copied, since the buffer is reused after this step.
-          auto c = std::make_shared<Constant>();
-          c->type = v->type;
-          c->shape = v->shape;
-          c->bytes.assign(v->view,
-                          v->view + static_cast<size_t>(v->elements()) * elem_type_size(v->type));
-          v = c;
-        }
-        Slot& o = const_cast<Slot&>(p.slots[static_cast<size_t>(s.out)]);
-        if (planning_) {  // the planning run learns the shape here
-          o.shape = v->shape;
-          o.type = v->type;
-        } else if (v->shape != o.shape || v->type != o.type) {
-          throw Error(Status::kInternal,
-                      "node '" + s.node->name + "' changed shape between runs of one plan");
-        }
-        st.live += v->bytes.size();
-        st.peak = std::max(st.peak, st.live);
-        st.env[static_cast<size_t>(s.out)] = std::move(v);
-        break;
-      }
-      case Kind::kToFm: {
-        const Value v = tm_value(p.slots[static_cast<size_t>(s.ins[0])], s.ins[0], st);
-        float* dst = f32(s.d);
-        const float* src = v->data<float>();
-        by_panels(M, F, [&](int64_t pn, int64_t n) {
-          transpose_tiled(src + pn * kPanel * F, n, F, F, dst + pn * F * kPanel, kPanel);
-        });
-        break;
-      }
-      case Kind::kToTm: {
-        float* dst;
-        if (s.out >= 0) {
-          const Slot& o = p.slots[static_cast<size_t>(s.out)];
-          auto v = std::make_shared<Constant>();
-          v->type = ElemType::kF32;
-          v->shape = o.shape;
-          v->bytes.resize(static_cast<size_t>(F * M) * 4);
-          dst = reinterpret_cast<float*>(v->bytes.data());
-          st.live += v->bytes.size();
-          st.peak = std::max(st.peak, st.live);
-          st.env[static_cast<size_t>(s.out)] = v;
+    const int64_t F = step.rows, M = step.cols;
+    const Value v = tm_value(p.slots[static_cast<size_t>(s.src)], s.src, st);
+    float* dst = f32(s.out);
+    const float* src = v->data<float>();
+    by_panels(M, F, [&](int64_t pn, int64_t n) {
+      transpose_tiled(src + pn * kPanel * F, n, F, F, dst + pn * F * kPanel, kPanel);
+    });
+  }
+
+  void run(const Executor::Plan& p, const Step& step, const ToTmStep& s, RunState& st) {
+    auto f32 = [&](int b) { return reinterpret_cast<float*>(st.buf[static_cast<size_t>(b)]); };
+    const int64_t F = step.rows, M = step.cols;
+    float* dst;
+    if (s.out_slot >= 0) {
+      const Slot& o = p.slots[static_cast<size_t>(s.out_slot)];
+      auto v = std::make_shared<Constant>();
+      v->type = ElemType::kF32;
+      v->shape = o.shape;
+      v->bytes.resize(static_cast<size_t>(F * M) * 4);
+      dst = reinterpret_cast<float*>(v->bytes.data());
+      st.live += v->bytes.size();
+      st.peak = std::max(st.peak, st.live);
+      st.env[static_cast<size_t>(s.out_slot)] = v;
+    } else {
+      dst = f32(s.out);
+    }
+    const float* src = f32(s.src);
+    by_panels(M, F, [&](int64_t pn, int64_t n) {
+      transpose_tiled(src + pn * F * kPanel, F, n, kPanel, dst + pn * kPanel * F, F);
+    });
+  }
+
+  void run(const Executor::Plan& p, const Step& step, const EmbedStep& s, RunState& st) {
+    auto f32 = [&](int b) { return reinterpret_cast<float*>(st.buf[static_cast<size_t>(b)]); };
+    const int64_t F = step.rows, M = step.cols;
+    // Sum of gathered rows and constants per token, written into the panel, then
+    // LayerNorm in place.
+    std::vector<const int64_t*> ids64(s.terms.size(), nullptr);
+    std::vector<const int32_t*> ids32(s.terms.size(), nullptr);
+    for (size_t i = 0; i < s.terms.size(); ++i) {
+      if (s.terms[i].ids < 0) continue;
+      const Value v = tm_value(p.slots[static_cast<size_t>(s.terms[i].ids)], s.terms[i].ids, st);
+      if (v->type == ElemType::kI64) ids64[i] = v->data<int64_t>();
+      else ids32[i] = v->data<int32_t>();
+    }
+    // Indices first, on the calling thread: an out-of-range id is an error here, as
+    // in the interpreter's Gather (negative ids count from the end, as in ONNX).
+    std::vector<const float*> rows(s.terms.size() * static_cast<size_t>(M));
+    for (size_t i = 0; i < s.terms.size(); ++i) {
+      const EmbedTerm& e = s.terms[i];
+      for (int64_t m = 0; m < M; ++m) {
+        const float* r;
+        if (e.ids >= 0) {
+          int64_t id = ids64[i] != nullptr ? ids64[i][m] : ids32[i][m];
+          if (id < 0) id += e.rows;
+          if (id < 0 || id >= e.rows) {
+            throw Error(Status::kInvalidArgument,
+                        "embeddings: index " + std::to_string(id) + " at token " +
+                            std::to_string(m) + " is outside [0, " + std::to_string(e.rows) + ")");
+          }
+          r = e.table + id * F;
         } else {
-          dst = f32(s.d);
+          r = e.table + (m % s.seq) * e.seq_stride + (m / s.seq) * e.batch_stride;
         }
-        const float* src = f32(s.a);
-        by_panels(M, F, [&](int64_t pn, int64_t n) {
-          transpose_tiled(src + pn * F * kPanel, F, n, kPanel, dst + pn * kPanel * F, F);
-        });
-        break;
-      }
-      case Kind::kSkip: break;
-      case Kind::kEmbed: {
-        // Sum of gathered rows and constants per token, written into the panel, then
-        // LayerNorm in place.
-        std::vector<const int64_t*> ids64(s.terms.size(), nullptr);
-        std::vector<const int32_t*> ids32(s.terms.size(), nullptr);
-        for (size_t i = 0; i < s.terms.size(); ++i) {
-          if (s.terms[i].ids < 0) continue;
-          const Value v =
-              tm_value(p.slots[static_cast<size_t>(s.terms[i].ids)], s.terms[i].ids, st);
-          if (v->type == ElemType::kI64) ids64[i] = v->data<int64_t>();
-          else ids32[i] = v->data<int32_t>();
-        }
-        // Indices first, on the calling thread: an out-of-range id is an error here, as
-        // in the interpreter's Gather (negative ids count from the end, as in ONNX).
-        std::vector<const float*> rows(s.terms.size() * static_cast<size_t>(M));
-        for (size_t i = 0; i < s.terms.size(); ++i) {
-          const EmbedTerm& e = s.terms[i];
-          for (int64_t m = 0; m < M; ++m) {
-            const float* r;
-            if (e.ids >= 0) {
-              int64_t id = ids64[i] != nullptr ? ids64[i][m] : ids32[i][m];
-              if (id < 0) id += e.rows;
-              if (id < 0 || id >= e.rows) {
-                throw Error(Status::kInvalidArgument, "embeddings: index " + std::to_string(id) +
-                                                          " at token " + std::to_string(m) +
-                                                          " is outside [0, " +
-                                                          std::to_string(e.rows) + ")");
-              }
-              r = e.table + id * F;
-            } else {
-              r = e.table + (m % s.seq) * e.seq_stride + (m / s.seq) * e.batch_stride;
-            }
-            rows[i * static_cast<size_t>(M) + static_cast<size_t>(m)] = r;
-          }
-        }
-        float* y = f32(s.d);
-        const size_t nt = s.terms.size();
-        by_panels(M, 4 * F, [&](int64_t pn, int64_t n) {
-          // Each token's sum along its features (contiguous rows, vector adds), then one
-          // tiled transpose into the panel: a token per column written directly was a
-          // strided scalar store per element (0.25-0.48 ms per BERT-base run).
-          thread_local std::vector<float> sum;
-          sum.resize(static_cast<size_t>(n * F));
-          for (int64_t j = 0; j < n; ++j) {
-            const size_t m = static_cast<size_t>(pn * kPanel + j);
-            float* __restrict out = sum.data() + j * F;
-            const float* __restrict r0 = rows[m];
-            std::copy(r0, r0 + F, out);
-            for (size_t i = 1; i < nt; ++i) {
-              const float* __restrict ri = rows[i * static_cast<size_t>(M) + m];
-              for (int64_t f = 0; f < F; ++f) out[f] += ri[f];
-            }
-          }
-          float* panel = y + pn * F * kPanel;
-          transpose_tiled(sum.data(), n, F, F, panel, kPanel);
-          fm_.layernorm(panel, kPanel, F, 0, n, s.gamma, s.beta, s.eps, panel, kPanel);
-        });
-        break;
-      }
-      case Kind::kQuantize: {
-        const float* x = f32(s.a);
-        uint8_t* q = st.buf[static_cast<size_t>(s.d)];
-        float* sc = f32(s.e);
-        by_panels(M, F, [&](int64_t pn, int64_t n) {
-          fm_.quantize(x + pn * F * kPanel, kPanel, F, 0, n, q + pn * F * kPanel, kPanel,
-                       sc + pn * kPanel);
-        });
-        break;
-      }
-      case Kind::kLayerNorm: {
-        const float* x = f32(s.a);
-        const float* r = s.b >= 0 ? f32(s.b) : nullptr;  // residual add + LayerNorm
-        float* y = f32(s.d);
-        by_panels(M, 3 * F, [&](int64_t pn, int64_t n) {
-          const float* xp = x + pn * F * kPanel;
-          float* yp = y + pn * F * kPanel;
-          if (r != nullptr) {  // the sum stays in this core's cache for the LayerNorm
-            const float* rp = r + pn * F * kPanel;
-            for (int64_t f = 0; f < F; ++f)
-              for (int64_t j = 0; j < n; ++j)
-                yp[f * kPanel + j] = xp[f * kPanel + j] + rp[f * kPanel + j];
-            xp = yp;
-          }
-          fm_.layernorm(xp, kPanel, F, 0, n, s.gamma, s.beta, s.eps, yp, kPanel);
-        });
-        break;
-      }
-      case Kind::kAdd: {
-        const float* x = f32(s.a);
-        const float* y = f32(s.b);
-        float* z = f32(s.d);
-        by_panels(M, F, [&](int64_t pn, int64_t n) {
-          for (int64_t f = 0; f < F; ++f) {
-            const int64_t o = (pn * F + f) * kPanel;
-            for (int64_t j = 0; j < n; ++j) z[o + j] = x[o + j] + y[o + j];
-          }
-        });
-        break;
-      }
-      case Kind::kMatMul: {
-        const int64_t K = s.w->k;
-        const bool int8 = s.w->type == WeightType::kS8;
-        const SpmmKernels& k = spmm_kernels();
-        auto one_panel = [&](int64_t pn, int64_t n, ThreadPool* pool) {
-          Epilogue ep;
-          ep.out_f32 = f32(s.d) + pn * F * kPanel;
-          ep.ld_out = kPanel;
-          ep.bias = s.bias;
-          ep.activation = s.act;
-          if (s.c >= 0) {
-            ep.residual = f32(s.c) + pn * F * kPanel;
-            ep.ld_residual = kPanel;
-          }
-          if (int8) {
-            ep.channel_scale = s.w->scales;
-            ep.token_scale = f32(s.b) + pn * kPanel;
-            spmm_u8s8(k, pool, *s.w, st.buf[static_cast<size_t>(s.a)] + pn * K * kPanel, kPanel, n,
-                      ep);
-          } else {
-            spmm_f32(k, pool, *s.w, f32(s.a) + pn * K * kPanel, kPanel, n, ep);
-          }
-        };
-        const int64_t panels = panels_of(M);
-        if (panels >= pool_->threads()) {
-          // Whole panels per thread: each core keeps its tokens in its own cache.
-          by_panels(M, int64_t{1} << 20, [&](int64_t pn, int64_t n) { one_panel(pn, n, nullptr); });
-        } else {
-          // Fewer panels than threads: split each panel's block-rows instead.
-          for (int64_t pn = 0; pn < panels; ++pn)
-            one_panel(pn, std::min(kPanel, M - pn * kPanel), pool_);
-        }
-        break;
-      }
-      case Kind::kAttention: {
-        FmAttentionArgs a = s.att;
-        a.panel = kPanel;
-        a.q = f32(s.a);
-        a.k = f32(s.b);
-        a.v = f32(s.c);
-        a.out = f32(s.d);
-        if (s.mask >= 0) {
-          const Value m = tm_value(p.slots[static_cast<size_t>(s.mask)], s.mask, st);
-          if (s.att.add_mask != nullptr) a.add_mask = m->data<float>();
-          else a.select_mask = m->data<uint8_t>();
-        }
-        const FmAttentionFn kernel =
-            s.bf16 ? fm_low_precision_attention(fm_, opts_.attention, nullptr) : fm_.attention;
-        // The int8 kernel's K and V are packed first, each key chunk by the thread whose
-        // panel holds it, into one buffer all items read (int8, a quarter of the fp32
-        // bytes another core would otherwise fetch, and no head packed twice).
-        const bool prep = kernel == fm_.attention_int8 && fm_.attention_int8_prep != nullptr;
-        // The fp32 and bf16 kernels pack K and V per head themselves: with at least one
-        // 64-token panel of queries per thread, each thread takes its own panels for every
-        // head (queries and outputs stay in its cache). Otherwise, and always for the
-        // int8 kernel, items go out in smaller dynamic parts, which keeps a core that
-        // falls behind from holding up the step (A/B on BERT-base int8 at 2 threads:
-        // attention 1.3-2.0 against 1.4-2.6 ms per run when this machine was noisy,
-        // equal when quiet).
-        const int64_t threads = pool_->threads(), qb = fm_.query_block;
-        const int64_t blocks = (a.seq + qb - 1) / qb;
-        const bool chunked = !prep;
-        if (chunked && threads > 1 && kPanel % qb == 0 && a.batch == 1 &&
-            blocks >= threads * (kPanel / qb)) {
-          a.chunk_blocks = kPanel / qb;
-        }
-        const int64_t items = fm_attention_items(a, qb);
-        const int64_t np = a.chunk_blocks > 0 ? threads : std::min<int64_t>(items, threads * 4);
-        const int64_t scratch = fm_attention_scratch_floats(a, qb);
-        const int64_t packed = prep ? a.batch * a.heads * fm_attention_int8_head_floats(a) : 0;
-        const size_t need = static_cast<size_t>(np * scratch + packed) * 4;
-        if (scratch_.size() < need) scratch_.resize(need);
-        float* base = scratch_.as<float>();
-        if (prep) {
-          a.kv_packed = base + np * scratch;
-          const int64_t units = fm_attention_int8_units(a);
-          const int64_t nu = std::min<int64_t>(units, np);
-          pool_->parallel_for(nu, [&](int64_t part) {
-            fm_.attention_int8_prep(a, units * part / nu, units * (part + 1) / nu,
-                                    base + part * scratch);
-          });
-        }
-        pool_->parallel_for(np, [&](int64_t part) {
-          kernel(a, items * part / np, items * (part + 1) / np, base + part * scratch);
-        });
-        break;
+        rows[i * static_cast<size_t>(M) + static_cast<size_t>(m)] = r;
       }
     }
-    if (t_segment_panel < 0) release(s, st);
+    float* y = f32(s.out);
+    const size_t nt = s.terms.size();
+    by_panels(M, 4 * F, [&](int64_t pn, int64_t n) {
+      // Each token's sum along its features (contiguous rows, vector adds), then one
+      // tiled transpose into the panel: a token per column written directly was a
+      // strided scalar store per element (0.25-0.48 ms per BERT-base run).
+      thread_local std::vector<float> sum;
+      sum.resize(static_cast<size_t>(n * F));
+      for (int64_t j = 0; j < n; ++j) {
+        const size_t m = static_cast<size_t>(pn * kPanel + j);
+        float* __restrict out = sum.data() + j * F;
+        const float* __restrict r0 = rows[m];
+        std::copy(r0, r0 + F, out);
+        for (size_t i = 1; i < nt; ++i) {
+          const float* __restrict ri = rows[i * static_cast<size_t>(M) + m];
+          for (int64_t f = 0; f < F; ++f) out[f] += ri[f];
+        }
+      }
+      float* panel = y + pn * F * kPanel;
+      transpose_tiled(sum.data(), n, F, F, panel, kPanel);
+      fm_.layernorm(panel, kPanel, F, 0, n, s.gamma, s.beta, s.eps, panel, kPanel);
+    });
   }
+
+  void run(const Executor::Plan&, const Step& step, const QuantizeStep& s, RunState& st) {
+    auto f32 = [&](int b) { return reinterpret_cast<float*>(st.buf[static_cast<size_t>(b)]); };
+    const int64_t F = step.rows, M = step.cols;
+    const float* x = f32(s.src);
+    uint8_t* q = st.buf[static_cast<size_t>(s.out)];
+    float* sc = f32(s.scales);
+    by_panels(M, F, [&](int64_t pn, int64_t n) {
+      fm_.quantize(x + pn * F * kPanel, kPanel, F, 0, n, q + pn * F * kPanel, kPanel,
+                   sc + pn * kPanel);
+    });
+  }
+
+  void run(const Executor::Plan&, const Step& step, const LayerNormStep& s, RunState& st) {
+    auto f32 = [&](int b) { return reinterpret_cast<float*>(st.buf[static_cast<size_t>(b)]); };
+    const int64_t F = step.rows, M = step.cols;
+    const float* x = f32(s.src);
+    const float* r = s.residual >= 0 ? f32(s.residual) : nullptr;  // residual add + LayerNorm
+    float* y = f32(s.out);
+    by_panels(M, 3 * F, [&](int64_t pn, int64_t n) {
+      const float* xp = x + pn * F * kPanel;
+      float* yp = y + pn * F * kPanel;
+      if (r != nullptr) {  // the sum stays in this core's cache for the LayerNorm
+        const float* rp = r + pn * F * kPanel;
+        for (int64_t f = 0; f < F; ++f)
+          for (int64_t j = 0; j < n; ++j)
+            yp[f * kPanel + j] = xp[f * kPanel + j] + rp[f * kPanel + j];
+        xp = yp;
+      }
+      fm_.layernorm(xp, kPanel, F, 0, n, s.gamma, s.beta, s.eps, yp, kPanel);
+    });
+  }
+
+  void run(const Executor::Plan&, const Step& step, const AddStep& s, RunState& st) {
+    auto f32 = [&](int b) { return reinterpret_cast<float*>(st.buf[static_cast<size_t>(b)]); };
+    const int64_t F = step.rows, M = step.cols;
+    const float* x = f32(s.x);
+    const float* y = f32(s.y);
+    float* z = f32(s.out);
+    by_panels(M, F, [&](int64_t pn, int64_t n) {
+      for (int64_t f = 0; f < F; ++f) {
+        const int64_t o = (pn * F + f) * kPanel;
+        for (int64_t j = 0; j < n; ++j) z[o + j] = x[o + j] + y[o + j];
+      }
+    });
+  }
+
+  void run(const Executor::Plan&, const Step& step, const MatMulStep& s, RunState& st) {
+    auto f32 = [&](int b) { return reinterpret_cast<float*>(st.buf[static_cast<size_t>(b)]); };
+    const int64_t F = step.rows, M = step.cols;
+    const int64_t K = s.w->k;
+    const bool int8 = s.w->type == WeightType::kS8;
+    const SpmmKernels& k = spmm_kernels();
+    auto one_panel = [&](int64_t pn, int64_t n, ThreadPool* pool) {
+      Epilogue ep;
+      ep.out_f32 = f32(s.out) + pn * F * kPanel;
+      ep.ld_out = kPanel;
+      ep.bias = s.bias;
+      ep.activation = s.act;
+      if (s.residual >= 0) {
+        ep.residual = f32(s.residual) + pn * F * kPanel;
+        ep.ld_residual = kPanel;
+      }
+      if (int8) {
+        ep.channel_scale = s.w->scales;
+        ep.token_scale = f32(s.token_scale) + pn * kPanel;
+        spmm_u8s8(k, pool, *s.w, st.buf[static_cast<size_t>(s.src)] + pn * K * kPanel, kPanel, n,
+                  ep);
+      } else {
+        spmm_f32(k, pool, *s.w, f32(s.src) + pn * K * kPanel, kPanel, n, ep);
+      }
+    };
+    const int64_t panels = panels_of(M);
+    if (panels >= pool_->threads()) {
+      // Whole panels per thread: each core keeps its tokens in its own cache.
+      by_panels(M, int64_t{1} << 20, [&](int64_t pn, int64_t n) { one_panel(pn, n, nullptr); });
+    } else {
+      // Fewer panels than threads: split each panel's block-rows instead.
+      for (int64_t pn = 0; pn < panels; ++pn)
+        one_panel(pn, std::min(kPanel, M - pn * kPanel), pool_);
+    }
+  }
+
+  void run(const Executor::Plan& p, const Step&, const AttentionStep& s, RunState& st) {
+    auto f32 = [&](int b) { return reinterpret_cast<float*>(st.buf[static_cast<size_t>(b)]); };
+    FmAttentionArgs a = s.att;
+    a.panel = kPanel;
+    a.q = f32(s.q);
+    a.k = f32(s.k);
+    a.v = f32(s.v);
+    a.out = f32(s.out);
+    if (s.mask >= 0) {
+      const Value m = tm_value(p.slots[static_cast<size_t>(s.mask)], s.mask, st);
+      if (s.att.add_mask != nullptr) a.add_mask = m->data<float>();
+      else a.select_mask = m->data<uint8_t>();
+    }
+    const FmAttentionFn kernel =
+        s.bf16 ? fm_low_precision_attention(fm_, opts_.attention, nullptr) : fm_.attention;
+    // The int8 kernel's K and V are packed first, each key chunk by the thread whose
+    // panel holds it, into one buffer all items read (int8, a quarter of the fp32
+    // bytes another core would otherwise fetch, and no head packed twice).
+    const bool prep = kernel == fm_.attention_int8 && fm_.attention_int8_prep != nullptr;
+    // The fp32 and bf16 kernels pack K and V per head themselves: with at least one
+    // 64-token panel of queries per thread, each thread takes its own panels for every
+    // head (queries and outputs stay in its cache). Otherwise, and always for the
+    // int8 kernel, items go out in smaller dynamic parts, which keeps a core that
+    // falls behind from holding up the step (A/B on BERT-base int8 at 2 threads:
+    // attention 1.3-2.0 against 1.4-2.6 ms per run when this machine was noisy,
+    // equal when quiet).
+    const int64_t threads = pool_->threads(), qb = fm_.query_block;
+    const int64_t blocks = (a.seq + qb - 1) / qb;
+    const bool chunked = !prep;
+    if (chunked && threads > 1 && kPanel % qb == 0 && a.batch == 1 &&
+        blocks >= threads * (kPanel / qb)) {
+      a.chunk_blocks = kPanel / qb;
+    }
+    const int64_t items = fm_attention_items(a, qb);
+    const int64_t np = a.chunk_blocks > 0 ? threads : std::min<int64_t>(items, threads * 4);
+    const int64_t scratch = fm_attention_scratch_floats(a, qb);
+    const int64_t packed = prep ? a.batch * a.heads * fm_attention_int8_head_floats(a) : 0;
+    const size_t need = static_cast<size_t>(np * scratch + packed) * 4;
+    if (scratch_.size() < need) scratch_.resize(need);
+    float* base = scratch_.as<float>();
+    if (prep) {
+      a.kv_packed = base + np * scratch;
+      const int64_t units = fm_attention_int8_units(a);
+      const int64_t nu = std::min<int64_t>(units, np);
+      pool_->parallel_for(nu, [&](int64_t part) {
+        fm_.attention_int8_prep(a, units * part / nu, units * (part + 1) / nu,
+                                base + part * scratch);
+      });
+    }
+    pool_->parallel_for(np, [&](int64_t part) {
+      kernel(a, items * part / np, items * (part + 1) / np, base + part * scratch);
+    });
+  }
+
+  void run(const Executor::Plan&, const Step&, const SkipStep&, RunState&) {}
 
   static void release(const Step& s, RunState& st) {
     for (int r : s.release) {
@@ -466,13 +611,10 @@ class Machine {
   // Whether a step can run inside a panel segment: it reads and writes only its own
   // panels' tokens, through by_panels, and cannot fail.
   bool panel_local(const Step& s) const {
-    switch (s.kind) {
-      case Kind::kMatMul: return panels_of(s.cols) >= pool_->threads();  // else rows split
-      case Kind::kLayerNorm:
-      case Kind::kQuantize:
-      case Kind::kAdd: return true;
-      default: return false;
-    }
+    if (std::holds_alternative<MatMulStep>(s.op))
+      return panels_of(s.cols) >= pool_->threads();  // else rows split
+    return std::holds_alternative<LayerNormStep>(s.op) ||
+           std::holds_alternative<QuantizeStep>(s.op) || std::holds_alternative<AddStep>(s.op);
   }
 
   // Runs steps [first, last), all panel-local on the same tokens, in one parallel
@@ -597,14 +739,11 @@ class Planner {
       const int s = slot_of(vi.name);
       Slot& o = p_.slots[static_cast<size_t>(s)];
       if (!o.fixed && !o.heap) {
-        Step t;
-        t.kind = Kind::kToTm;
-        t.a = o.fm;
-        t.out = s;
-        t.rows = o.features();
-        t.cols = o.tokens();
+        ToTmStep t;
+        t.src = o.fm;
+        t.out_slot = s;
         o.heap = true;
-        emit(std::move(t));
+        emit(Step(t, o.features(), o.tokens()));
       }
       p_.outputs.push_back({vi.name, s});
     }
@@ -672,48 +811,16 @@ class Planner {
 
   // Appends a step and runs it now (the planning run computes the answer too).
   void emit(Step s) {
-    switch (s.kind) {
-      case Kind::kGeneric: break;
-      case Kind::kSkip: break;
-      case Kind::kEmbed: writes(s.d); break;
-      case Kind::kToFm: writes(s.d); break;
-      case Kind::kToTm:
-        reads(s.a);
-        writes(s.d);
-        break;
-      case Kind::kQuantize:
-        reads(s.a);
-        writes(s.d);
-        writes(s.e);
-        break;
-      case Kind::kLayerNorm:
-        reads(s.a);
-        reads(s.b);
-        writes(s.d);
-        break;
-      case Kind::kAdd:
-        reads(s.a);
-        reads(s.b);
-        writes(s.d);
-        break;
-      case Kind::kMatMul:
-        reads(s.a);
-        reads(s.b);
-        reads(s.c);
-        writes(s.d);
-        break;
-      case Kind::kAttention:
-        reads(s.a);
-        reads(s.b);
-        reads(s.c);
-        writes(s.d);
-        break;
-    }
-    // Generic inputs read token-major copies: keep those buffers alive to here.
-    for (int i : s.ins) {
+    // Buffer lifetimes in the order the step lists them (reads extend, writes start).
+    s.buffers([&](int b, bool write) {
+      if (write) writes(b);
+      else reads(b);
+    });
+    // Values read from the run's environment through token-major copies: keep those
+    // buffers alive to here.
+    s.slots([&](int i) {
       if (i >= 0 && !slot(i).fixed && !slot(i).heap) reads(slot(i).tm);
-    }
-    if (s.mask >= 0 && !slot(s.mask).fixed && !slot(s.mask).heap) reads(slot(s.mask).tm);
+    });
     p_.steps.push_back(std::move(s));
     m_.exec(p_, p_.steps.back(), st_);
   }
@@ -723,13 +830,10 @@ class Planner {
     Slot& o = slot(s);
     if (o.fm >= 0) return o.fm;
     const int b = new_buffer(fm_bytes(o.features(), o.tokens(), 4));
-    Step t;
-    t.kind = Kind::kToFm;
-    t.ins = {s};
-    t.d = b;
-    t.rows = o.features();
-    t.cols = o.tokens();
-    emit(std::move(t));
+    ToFmStep t;
+    t.src = s;
+    t.out = b;
+    emit(Step(t, o.features(), o.tokens()));
     slot(s).fm = b;
     return b;
   }
@@ -743,15 +847,12 @@ class Planner {
     if (slot(s).q8 < 0) {
       const int src = fm(s);
       const Slot& o = slot(s);
-      Step t;
-      t.kind = Kind::kQuantize;
-      t.a = src;
-      t.d = new_buffer(fm_bytes(o.features(), o.tokens(), 1));
-      t.e = new_buffer(fm_bytes(1, o.tokens(), 4));
-      t.rows = o.features();
-      t.cols = o.tokens();
-      const int d = t.d, e = t.e;
-      emit(std::move(t));
+      QuantizeStep t;
+      t.src = src;
+      t.out = new_buffer(fm_bytes(o.features(), o.tokens(), 1));
+      t.scales = new_buffer(fm_bytes(1, o.tokens(), 4));
+      const int d = t.out, e = t.scales;
+      emit(Step(t, o.features(), o.tokens()));
       slot(s).q8 = d;
       slot(s).q8s = e;
     }
@@ -762,19 +863,17 @@ class Planner {
   void tm(int s) {
     Slot& o = slot(s);
     if (o.fixed || o.heap || o.tm >= 0) return;
-    Step t;
-    t.kind = Kind::kToTm;
-    t.a = o.fm;
-    t.rows = o.features();
-    t.cols = o.tokens();
+    ToTmStep t;
+    t.src = o.fm;
+    const int64_t rows = o.features(), cols = o.tokens();
     if (o.output) {  // returned to the caller: a fresh heap value, shared with consumers
-      t.out = s;
+      t.out_slot = s;
       o.heap = true;
     } else {
-      t.d = new_buffer(static_cast<size_t>(numel(o.shape)) * 4);
-      o.tm = t.d;
+      t.out = new_buffer(static_cast<size_t>(numel(o.shape)) * 4);
+      slot(s).tm = t.out;
     }
-    emit(std::move(t));
+    emit(Step(t, rows, cols));
   }
 
   bool is_dynamic(int s) { return !slot(s).fixed; }
@@ -894,8 +993,7 @@ class Planner {
     }
     if (reason.empty()) reason = "no fused step for " + n.op;
     p_.summary.op_by_op.push_back({n.name, n.op, reason});
-    Step t;
-    t.kind = Kind::kGeneric;
+    GenericStep t;
     t.node = &n;
     for (const std::string& in : n.inputs) {
       if (in.empty()) {
@@ -911,7 +1009,7 @@ class Planner {
     slot(o).heap = true;
     t.out = o;
     ++p_.summary.generic_steps;
-    emit(std::move(t));
+    emit(Step(t, 0, 0));
   }
 
   // Records why a fused op's step declined node n (generic() reports it); returns false.
@@ -928,11 +1026,9 @@ class Planner {
     const int x = slot_of(n.inputs[0]);
     if (!fm_able(x)) return decline(n, "matmul input is not a float32 activation");
     if (slot(x).features() != w.k) return decline(n, "matmul input's last dimension is not K");
-    Step t;
-    t.kind = Kind::kMatMul;
+    MatMulStep t;
     t.w = &w;
-    t.rows = w.n;
-    t.cols = slot(x).tokens();
+    const int64_t cols = slot(x).tokens();
     if (n.inputs.size() > 1 && !n.inputs[1].empty()) {
       const int b = slot_of(n.inputs[1]);
       if (!slot(b).fixed || slot(b).type != ElemType::kF32 || numel(slot(b).shape) != w.n)
@@ -957,7 +1053,7 @@ class Planner {
       if (ids_.count(other) && !virtual_.count(other)) {
         const int r = ids_.at(other);
         if (fm_able(r) && slot(r).shape == add_shape) {
-          t.c = fm(r);
+          t.residual = fm(r);
           out_name = g_.nodes[ci].outputs[0];
           out_shape = add_shape;
           done_[ci] = true;
@@ -968,15 +1064,15 @@ class Planner {
       }
     }
     if (w.type == WeightType::kS8) {
-      q8(x, &t.a, &t.b);
+      q8(x, &t.src, &t.token_scale);
     } else {
-      t.a = fm(x);
+      t.src = fm(x);
     }
     const int o = new_slot(out_name, out_shape, ElemType::kF32);
-    t.d = new_buffer(fm_bytes(w.n, t.cols, 4));
-    slot(o).fm = t.d;
+    t.out = new_buffer(fm_bytes(w.n, cols, 4));
+    slot(o).fm = t.out;
     ++p_.summary.matmuls;
-    emit(std::move(t));
+    emit(Step(t, w.n, cols));
     return true;
   }
 
@@ -997,19 +1093,17 @@ class Planner {
     if (!ok(g) || (b >= 0 && !ok(b)))
       return decline(n, "LayerNorm scale or bias is not a constant float32 [features]");
     if (embeddings(n, x, g, b)) return true;
-    Step t;
-    t.kind = Kind::kLayerNorm;
+    LayerNormStep t;
     t.gamma = slot(g).fixed->data<float>();
     t.beta = b >= 0 ? slot(b).fixed->data<float>() : nullptr;
     const Attribute* ep = n.attr("epsilon");
     t.eps = ep ? ep->f : 1e-5f;
-    t.rows = F;
-    t.cols = slot(x).tokens();
-    t.a = fm(x);
+    const int64_t cols = slot(x).tokens();
+    t.src = fm(x);
     const int o = new_slot(n.outputs[0], slot(x).shape, ElemType::kF32);
-    t.d = new_buffer(fm_bytes(F, t.cols, 4));
-    slot(o).fm = t.d;
-    emit(std::move(t));
+    t.out = new_buffer(fm_bytes(F, cols, 4));
+    slot(o).fm = t.out;
+    emit(Step(t, F, cols));
     return true;
   }
 
@@ -1106,35 +1200,35 @@ class Planner {
     std::set<const Node*> drop;
     for (size_t i : chain) drop.insert(&g_.nodes[i]);
     for (Step& st : p_.steps) {
-      if (st.kind == Kind::kGeneric && drop.count(st.node)) {
-        st.kind = Kind::kSkip;
+      const auto* gs = std::get_if<GenericStep>(&st.op);
+      if (gs != nullptr && drop.count(gs->node)) {
+        SkipStep skip;
+        skip.ins = gs->ins;
+        st.op = std::move(skip);
         --p_.summary.generic_steps;
       }
     }
-    Step t;
-    t.kind = Kind::kEmbed;
+    EmbedStep t;
     t.terms = std::move(terms);
     for (const EmbedTerm& e : t.terms) {
-      if (e.ids >= 0) t.ins.push_back(e.ids);  // keeps the ids alive to here
+      if (e.ids >= 0) t.ids.push_back(e.ids);  // keeps the ids alive to here
     }
     t.gamma = slot(g).fixed->data<float>();
     t.beta = b >= 0 ? slot(b).fixed->data<float>() : nullptr;
     const Attribute* ep = ln.attr("epsilon");
     t.eps = ep ? ep->f : 1e-5f;
-    t.rows = F;
-    t.cols = B * S;
     t.seq = S;
     const int o = new_slot(ln.outputs[0], xs, ElemType::kF32);
-    t.d = new_buffer(fm_bytes(F, t.cols, 4));
-    slot(o).fm = t.d;
+    t.out = new_buffer(fm_bytes(F, B * S, 4));
+    slot(o).fm = t.out;
     ++p_.summary.fused_embeddings;
-    emit(std::move(t));
+    emit(Step(t, F, B * S));
     return true;
   }
 
   // gamma, beta and epsilon of a LayerNormalization over the last axis of F features
   // with constant float32 parameters.
-  bool layernorm_params(const Node& ln, int64_t rank, int64_t F, Step* t) {
+  bool layernorm_params(const Node& ln, int64_t rank, int64_t F, LayerNormStep* t) {
     if (op_of(ln) != OpId::kLayerNormalization || ln.inputs.size() < 2) return false;
     const Attribute* ax = ln.attr("axis");
     const int64_t axis = ax ? (ax->i < 0 ? ax->i + rank : ax->i) : rank - 1;
@@ -1164,35 +1258,30 @@ class Planner {
       return false;  // both token-major: leave to the interpreter
     // Residual add + LayerNorm as one step when the sum feeds only the LayerNorm.
     size_t li = 0, lj = 0;
-    Step ln_step;
+    LayerNormStep ln_step;
+    const int64_t rows = slot(x).features(), cols = slot(x).tokens();
     if (only_use(n.outputs[0], &li, &lj) && lj == 0 && !outputs_.count(n.outputs[0]) &&
         layernorm_params(g_.nodes[li], static_cast<int64_t>(slot(x).shape.size()),
                          slot(x).features(), &ln_step)) {
-      ln_step.kind = Kind::kLayerNorm;
-      ln_step.rows = slot(x).features();
-      ln_step.cols = slot(x).tokens();
-      ln_step.a = fm(x);
-      ln_step.b = fm(y);
+      ln_step.src = fm(x);
+      ln_step.residual = fm(y);
       // The skipped sum keeps a shape-only slot (for any Shape node reading it).
       new_slot(n.outputs[0], slot(x).shape, ElemType::kF32);
       const int o = new_slot(g_.nodes[li].outputs[0], slot(x).shape, ElemType::kF32);
-      ln_step.d = new_buffer(fm_bytes(ln_step.rows, ln_step.cols, 4));
-      slot(o).fm = ln_step.d;
+      ln_step.out = new_buffer(fm_bytes(rows, cols, 4));
+      slot(o).fm = ln_step.out;
       done_[li] = true;
       ++p_.summary.fused_add_layernorm;
-      emit(std::move(ln_step));
+      emit(Step(ln_step, rows, cols));
       return true;
     }
-    Step t;
-    t.kind = Kind::kAdd;
-    t.rows = slot(x).features();
-    t.cols = slot(x).tokens();
-    t.a = fm(x);
-    t.b = fm(y);
+    AddStep t;
+    t.x = fm(x);
+    t.y = fm(y);
     const int o = new_slot(n.outputs[0], slot(x).shape, ElemType::kF32);
-    t.d = new_buffer(fm_bytes(t.rows, t.cols, 4));
-    slot(o).fm = t.d;
-    emit(std::move(t));
+    t.out = new_buffer(fm_bytes(rows, cols, 4));
+    slot(o).fm = t.out;
+    emit(Step(t, rows, cols));
     return true;
   }
 
@@ -1324,8 +1413,7 @@ class Planner {
       ids_.erase(g_.nodes[ti].outputs[0]);
       return fallback("reshape target is not [B, S, H*dv]");
     }
-    Step t;
-    t.kind = Kind::kAttention;
+    AttentionStep t;
     FmAttentionArgs& a = t.att;
     a.batch = B;
     a.heads = H;
@@ -1375,17 +1463,17 @@ class Planner {
       tm(ms);
       t.mask = ms;
     }
-    t.a = fm(hs[0].x);
-    t.b = fm(hs[1].x);
-    t.c = fm(hs[2].x);
+    t.q = fm(hs[0].x);
+    t.k = fm(hs[1].x);
+    t.v = fm(hs[2].x);
     for (size_t k = 0; k < 3; ++k) virtual_.erase(n.inputs[k]);
     done_[ti] = done_[ri] = true;
     const int o = new_slot(g_.nodes[ri].outputs[0], {B, S, H * dv}, ElemType::kF32);
-    t.d = new_buffer(fm_bytes(H * dv, B * S, 4));
-    slot(o).fm = t.d;
+    t.out = new_buffer(fm_bytes(H * dv, B * S, 4));
+    slot(o).fm = t.out;
     ++p_.summary.fused_attention;
     t.bf16 = int8_model_;
-    emit(std::move(t));
+    emit(Step(t, 0, 0));
     return true;
   }
 
@@ -1394,9 +1482,9 @@ class Planner {
   void finish() {
     std::vector<int> last(p_.slots.size(), -1);
     for (size_t i = 0; i < p_.steps.size(); ++i) {
-      for (int s : p_.steps[i].ins)
+      p_.steps[i].slots([&](int s) {
         if (s >= 0) last[static_cast<size_t>(s)] = static_cast<int>(i);
-      if (p_.steps[i].mask >= 0) last[static_cast<size_t>(p_.steps[i].mask)] = static_cast<int>(i);
+      });
     }
     std::set<int> keep;
     for (const auto& o : p_.outputs) keep.insert(o.second);
