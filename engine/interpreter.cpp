@@ -293,24 +293,17 @@ class Runner {
     return a ? a->f : def;
   }
   int64_t axis(const Node& n, int64_t a, size_t rank) {
-    const int64_t r = static_cast<int64_t>(rank);
-    if (a < -r || a >= r)
-      fail(n, "axis " + std::to_string(a) + " out of range for rank " + std::to_string(r));
-    return a < 0 ? a + r : a;
+    int64_t r = 0;
+    std::string why;
+    if (!normalize_axis(a, rank, &r, &why)) fail(n, why);
+    return r;
   }
 
+  // The shape rules are engine/shapes.h's (shared with the shape pass).
   Shape broadcast(const Node& n, const std::vector<const Shape*>& shapes) {
-    size_t rank = 0;
-    for (const Shape* s : shapes) rank = std::max(rank, s->size());
-    Shape out(rank, 1);
-    for (const Shape* s : shapes) {
-      for (size_t i = 0; i < s->size(); ++i) {
-        int64_t& o = out[rank - s->size() + i];
-        const int64_t d = (*s)[i];
-        if (o == 1) o = d;
-        else if (d != 1 && d != o) fail(n, "shapes cannot be broadcast together");
-      }
-    }
+    Shape out;
+    std::string why;
+    if (!broadcast_shapes(shapes, &out, &why)) fail(n, why);
     return out;
   }
   std::vector<int64_t> broadcast_index(const Shape& out, const Shape& s) {
@@ -496,21 +489,17 @@ class Runner {
   }
 
   Value matmul(const Node& n, const Constant& a0, const Constant& b0) {
+    Shape out;
+    std::string why;
+    if (!matmul_shape(a0.shape, b0.shape, &out, &why)) fail(n, why);
     Shape as = a0.shape, bs = b0.shape;
-    if (as.empty() || bs.empty()) fail(n, "MatMul of a scalar");
     const bool a1 = as.size() == 1, b1 = bs.size() == 1;
     if (a1) as.insert(as.begin(), 1);
     if (b1) bs.push_back(1);
     const int64_t M = as[as.size() - 2], K = as.back(), N = bs.back();
-    if (bs[bs.size() - 2] != K)
-      fail(n, "inner dimensions differ: " + std::to_string(K) + " vs " +
-                  std::to_string(bs[bs.size() - 2]));
     const Shape abatch(as.begin(), as.end() - 2), bbatch(bs.begin(), bs.end() - 2);
     const Shape batch = broadcast(n, {&abatch, &bbatch});
     const auto ia = broadcast_index(batch, abatch), ib = broadcast_index(batch, bbatch);
-    Shape out = batch;
-    if (!a1) out.push_back(M);
-    if (!b1) out.push_back(N);
     auto r = make(a0.type, out);
     if (a0.type == ElemType::kF32 && b0.type == ElemType::kF32) {
       // fp32: float accumulation in a loop the compiler vectorizes over j.
@@ -552,24 +541,16 @@ class Runner {
     return r;
   }
 
-  Value transpose_of(const Node& n, const Constant& a, std::vector<int64_t> perm) {
+  Value transpose_of(const Node& n, const Constant& a, const std::vector<int64_t>& given) {
     const size_t rank = a.shape.size();
-    if (perm.empty()) {
-      for (size_t i = 0; i < rank; ++i) perm.push_back(static_cast<int64_t>(rank - 1 - i));
-    }
-    if (perm.size() != rank) fail(n, "perm has the wrong length");
-    std::vector<bool> seen(rank, false);  // a repeated axis would read past the input
-    for (int64_t p : perm) {
-      const size_t ax = static_cast<size_t>(axis(n, p, rank));
-      if (seen[ax]) fail(n, "perm is not a permutation (axis " + std::to_string(p) + " repeats)");
-      seen[ax] = true;
-    }
-    Shape out(rank);
-    for (size_t i = 0; i < rank; ++i) out[i] = a.shape[static_cast<size_t>(axis(n, perm[i], rank))];
+    Shape out;
+    std::vector<int64_t> perm;
+    std::string why;
+    if (!transpose_shape(a.shape, given, &out, &perm, &why)) fail(n, why);
     auto r = make(a.type, out);
     const auto ist = strides_of(a.shape);
     std::vector<int64_t> st(rank);
-    for (size_t i = 0; i < rank; ++i) st[i] = ist[static_cast<size_t>(axis(n, perm[i], rank))];
+    for (size_t i = 0; i < rank; ++i) st[i] = ist[static_cast<size_t>(perm[i])];
     const size_t es = elem_type_size(a.type);
     std::vector<int64_t> ctr(rank, 0);
     int64_t off = 0;
@@ -735,9 +716,9 @@ class Runner {
       case OpId::kRange: {
         Value s = need(n, 0), l = need(n, 1), d = need(n, 2);
         const double start = getf(*s, 0), limit = getf(*l, 0), delta = getf(*d, 0);
-        if (delta == 0) fail(n, "delta is zero");
-        const int64_t count =
-            std::max<int64_t>(0, static_cast<int64_t>(std::ceil((limit - start) / delta)));
+        int64_t count = 0;
+        std::string why;
+        if (!range_count(start, limit, delta, &count, &why)) fail(n, why);
         auto r = make(s->type, {count});
         for (int64_t i = 0; i < count; ++i) {
           if (is_float(s->type)) setf(*r, i, start + static_cast<double>(i) * delta);
@@ -758,24 +739,11 @@ class Runner {
         std::vector<int64_t> axes;
         if (Value ax = in(n, 1)) axes = ints_of(n, *ax);
         else if (const Attribute* at = n.attr("axes")) axes = at->ints;
-        Shape s = a->shape;
-        if (op_of(n) == OpId::kUnsqueeze) {
-          const size_t rank = s.size() + axes.size();
-          for (int64_t& x : axes) x = axis(n, x, rank);
-          std::sort(axes.begin(), axes.end());
-          for (int64_t x : axes) s.insert(s.begin() + x, 1);
-        } else {
-          if (axes.empty()) {
-            s.erase(std::remove(s.begin(), s.end(), 1), s.end());
-          } else {
-            for (int64_t& x : axes) x = axis(n, x, s.size());
-            std::sort(axes.rbegin(), axes.rend());
-            for (int64_t x : axes) {
-              if (s[static_cast<size_t>(x)] != 1) fail(n, "squeezed dimension is not 1");
-              s.erase(s.begin() + x);
-            }
-          }
-        }
+        Shape s;
+        std::string why;
+        const bool ok = op_of(n) == OpId::kUnsqueeze ? unsqueeze_shape(a->shape, axes, &s, &why)
+                                                     : squeeze_shape(a->shape, axes, &s, &why);
+        if (!ok) fail(n, why);
         return reshaped(*a, s);
       }
       case OpId::kTranspose: {
@@ -785,21 +753,18 @@ class Runner {
       }
       case OpId::kConcat: {
         Value first = need(n, 0);
-        const int64_t ax = axis(n, attr_i(n, "axis", 0), first->shape.size());
-        Shape out = first->shape;
-        out[static_cast<size_t>(ax)] = 0;
         std::vector<Value> parts;
         for (size_t i = 0; i < n.inputs.size(); ++i) {
           Value v = need(n, i);
-          if (v->shape.size() != out.size() || v->type != first->type)
-            fail(n, "inputs differ in rank or type");
-          for (size_t d = 0; d < out.size(); ++d) {
-            if (static_cast<int64_t>(d) != ax && v->shape[d] != first->shape[d])
-              fail(n, "inputs differ in shape");
-          }
-          out[static_cast<size_t>(ax)] += v->shape[static_cast<size_t>(ax)];
+          if (v->type != first->type) fail(n, "inputs differ in rank or type");
           parts.push_back(v);
         }
+        std::vector<const Shape*> shapes;
+        for (const Value& v : parts) shapes.push_back(&v->shape);
+        Shape out;
+        int64_t ax = 0;
+        std::string why;
+        if (!concat_shape(shapes, attr_i(n, "axis", 0), &out, &ax, &why)) fail(n, why);
         auto r = make(first->type, out);
         const size_t es = elem_type_size(first->type);
         int64_t outer = 1, inner = 1;
@@ -822,35 +787,13 @@ class Runner {
         std::vector<int64_t> axes, steps;
         if (Value v = in(n, 3)) axes = ints_of(n, *v);
         if (Value v = in(n, 4)) steps = ints_of(n, *v);
-        if (axes.empty())
-          for (size_t i = 0; i < starts.size(); ++i) axes.push_back(static_cast<int64_t>(i));
-        if (steps.empty()) steps.assign(starts.size(), 1);
-        if (ends.size() != starts.size() || axes.size() != starts.size() ||
-            steps.size() != starts.size()) {
-          fail(n, "starts, ends, axes and steps differ in length");
-        }
         const size_t rank = a->shape.size();
-        std::vector<int64_t> st(rank, 0), sp(rank, 1);
-        Shape out = a->shape;
-        for (size_t i = 0; i < starts.size(); ++i) {
-          const size_t ax = static_cast<size_t>(axis(n, axes[i], rank));
-          const int64_t dim = a->shape[ax], step = steps[i];
-          if (step == 0) fail(n, "step 0");
-          int64_t s = starts[i], e = ends[i];
-          if (s < 0) s += dim;
-          if (e < 0) e += dim;
-          if (step > 0) {
-            s = std::clamp<int64_t>(s, 0, dim);
-            e = std::clamp<int64_t>(e, 0, dim);
-            out[ax] = e > s ? (e - s + step - 1) / step : 0;
-          } else {
-            s = std::clamp<int64_t>(s, 0, dim - 1);
-            e = std::clamp<int64_t>(e, -1, dim - 1);
-            out[ax] = s > e ? (s - e - step - 1) / (-step) : 0;
-          }
-          st[ax] = s;
-          sp[ax] = step;
-        }
+        SliceDims sd;
+        std::string why;
+        if (!slice_dims(a->shape, starts, ends, axes, steps, &sd, &why)) fail(n, why);
+        const Shape& out = sd.out;
+        const std::vector<int64_t>& st = sd.start;
+        const std::vector<int64_t>& sp = sd.step;
         auto r = make(a->type, out);
         const auto ist = strides_of(a->shape);
         const size_t es = elem_type_size(a->type);
@@ -881,12 +824,12 @@ class Runner {
       case OpId::kGather: {
         Value data = need(n, 0), idx = need(n, 1);
         const size_t rank = data->shape.size();
-        if (rank == 0) fail(n, "Gather from a scalar");
-        const int64_t ax = axis(n, attr_i(n, "axis", 0), rank);
+        Shape out;
+        int64_t ax = 0;
+        std::string why;
+        if (!gather_shape(data->shape, idx->shape, attr_i(n, "axis", 0), &out, &ax, &why))
+          fail(n, why);
         const int64_t dim = data->shape[static_cast<size_t>(ax)];
-        Shape out(data->shape.begin(), data->shape.begin() + ax);
-        out.insert(out.end(), idx->shape.begin(), idx->shape.end());
-        out.insert(out.end(), data->shape.begin() + ax + 1, data->shape.end());
         int64_t outer = 1, inner = 1;
         for (int64_t d = 0; d < ax; ++d) outer *= data->shape[static_cast<size_t>(d)];
         for (size_t d = static_cast<size_t>(ax) + 1; d < rank; ++d) inner *= data->shape[d];
@@ -977,11 +920,11 @@ class Runner {
         std::vector<int64_t> axes;
         if (const Attribute* at = n.attr("axes")) axes = at->ints;
         else if (Value v = in(n, 1)) axes = ints_of(n, *v);
-        if (axes.empty())
-          for (size_t i = 0; i < rank; ++i) axes.push_back(static_cast<int64_t>(i));
-        std::vector<bool> red(rank, false);
-        for (int64_t x : axes) red[static_cast<size_t>(axis(n, x, rank))] = true;
-        const bool keep = attr_i(n, "keepdims", 1) != 0;
+        std::vector<bool> red;
+        Shape out;
+        std::string why;
+        if (!reduce_shape(a->shape, axes, attr_i(n, "keepdims", 1) != 0, &out, &red, &why))
+          fail(n, why);
         Shape kept = a->shape;
         for (size_t d = 0; d < rank; ++d)
           if (red[d]) kept[d] = 1;
@@ -992,9 +935,6 @@ class Runner {
           if (red[d]) count *= a->shape[d];
         for (int64_t i = 0; i < a->elements(); ++i)
           sum[static_cast<size_t>(idx[static_cast<size_t>(i)])] += getf(*a, i);
-        Shape out;
-        for (size_t d = 0; d < rank; ++d)
-          if (!red[d] || keep) out.push_back(kept[d]);
         auto r = make(a->type, out);
         for (size_t i = 0; i < sum.size(); ++i)
           setf(*r, static_cast<int64_t>(i), sum[i] / static_cast<double>(count));

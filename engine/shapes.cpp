@@ -1,5 +1,8 @@
 #include "engine/shapes.h"
 
+#include <algorithm>
+#include <cmath>
+
 namespace sparq {
 
 bool safe_elements(const std::vector<int64_t>& shape, int64_t* out) {
@@ -54,6 +57,250 @@ bool reshape_target(const std::vector<int64_t>& in, std::vector<int64_t>* target
     *why = "element count changes";
     return false;
   }
+  return true;
+}
+
+bool broadcast_shapes(const std::vector<const Dims*>& shapes, Dims* out, std::string* why) {
+  size_t rank = 0;
+  for (const Dims* s : shapes) rank = std::max(rank, s->size());
+  Dims r(rank, 1);
+  for (const Dims* s : shapes) {
+    for (size_t i = 0; i < s->size(); ++i) {
+      int64_t& o = r[rank - s->size() + i];
+      const int64_t d = (*s)[i];
+      if (o == 1) {
+        o = d;
+      } else if (d != 1 && d != o) {
+        *why = "shapes cannot be broadcast together";
+        return false;
+      }
+    }
+  }
+  *out = std::move(r);
+  return true;
+}
+
+bool normalize_axis(int64_t axis, size_t rank, int64_t* out, std::string* why) {
+  const int64_t r = static_cast<int64_t>(rank);
+  if (axis < -r || axis >= r) {
+    *why = "axis " + std::to_string(axis) + " out of range for rank " + std::to_string(r);
+    return false;
+  }
+  *out = axis < 0 ? axis + r : axis;
+  return true;
+}
+
+bool unsqueeze_shape(const Dims& in, std::vector<int64_t> axes, Dims* out, std::string* why) {
+  Dims s = in;
+  const size_t rank = s.size() + axes.size();
+  for (int64_t& x : axes) {
+    if (!normalize_axis(x, rank, &x, why)) return false;
+  }
+  std::sort(axes.begin(), axes.end());
+  for (int64_t x : axes) {
+    if (x > static_cast<int64_t>(s.size())) {
+      *why = "unsqueeze axis " + std::to_string(x) + " out of range";
+      return false;
+    }
+    s.insert(s.begin() + x, 1);
+  }
+  *out = std::move(s);
+  return true;
+}
+
+bool squeeze_shape(const Dims& in, std::vector<int64_t> axes, Dims* out, std::string* why) {
+  Dims s = in;
+  if (axes.empty()) {
+    s.erase(std::remove(s.begin(), s.end(), 1), s.end());
+  } else {
+    for (int64_t& x : axes) {
+      if (!normalize_axis(x, s.size(), &x, why)) return false;
+    }
+    std::sort(axes.rbegin(), axes.rend());
+    for (size_t i = 0; i < axes.size(); ++i) {
+      const int64_t x = axes[i];
+      if (i > 0 && x == axes[i - 1]) continue;  // a repeated axis squeezes once
+      if (s[static_cast<size_t>(x)] != 1) {
+        *why = "squeezed dimension is not 1";
+        return false;
+      }
+      s.erase(s.begin() + x);
+    }
+  }
+  *out = std::move(s);
+  return true;
+}
+
+bool transpose_shape(const Dims& in, const std::vector<int64_t>& perm, Dims* out,
+                     std::vector<int64_t>* perm_out, std::string* why) {
+  const size_t rank = in.size();
+  std::vector<int64_t> p = perm;
+  if (p.empty()) {
+    for (size_t i = 0; i < rank; ++i) p.push_back(static_cast<int64_t>(rank - 1 - i));
+  }
+  if (p.size() != rank) {
+    *why = "perm has the wrong length";
+    return false;
+  }
+  std::vector<bool> seen(rank, false);  // a repeated axis would read past the input
+  for (int64_t& x : p) {
+    const int64_t given = x;
+    if (!normalize_axis(x, rank, &x, why)) return false;
+    if (seen[static_cast<size_t>(x)]) {
+      *why = "perm is not a permutation (axis " + std::to_string(given) + " repeats)";
+      return false;
+    }
+    seen[static_cast<size_t>(x)] = true;
+  }
+  Dims o(rank);
+  for (size_t i = 0; i < rank; ++i) o[i] = in[static_cast<size_t>(p[i])];
+  *out = std::move(o);
+  if (perm_out) *perm_out = std::move(p);
+  return true;
+}
+
+bool concat_shape(const std::vector<const Dims*>& shapes, int64_t axis, Dims* out, int64_t* ax,
+                  std::string* why) {
+  if (shapes.empty()) {
+    *why = "no inputs";
+    return false;
+  }
+  const Dims& first = *shapes[0];
+  if (!normalize_axis(axis, first.size(), ax, why)) return false;
+  Dims r = first;
+  r[static_cast<size_t>(*ax)] = 0;
+  for (const Dims* s : shapes) {
+    if (s->size() != r.size()) {
+      *why = "inputs differ in rank or type";
+      return false;
+    }
+    for (size_t d = 0; d < r.size(); ++d) {
+      if (static_cast<int64_t>(d) != *ax && (*s)[d] != first[d]) {
+        *why = "inputs differ in shape";
+        return false;
+      }
+    }
+    if (__builtin_add_overflow(r[static_cast<size_t>(*ax)], (*s)[static_cast<size_t>(*ax)],
+                               &r[static_cast<size_t>(*ax)])) {
+      *why = "the concatenated dimension overflows";
+      return false;
+    }
+  }
+  *out = std::move(r);
+  return true;
+}
+
+bool gather_shape(const Dims& data, const Dims& indices, int64_t axis, Dims* out, int64_t* ax,
+                  std::string* why) {
+  if (data.empty()) {
+    *why = "Gather from a scalar";
+    return false;
+  }
+  if (!normalize_axis(axis, data.size(), ax, why)) return false;
+  Dims r(data.begin(), data.begin() + *ax);
+  r.insert(r.end(), indices.begin(), indices.end());
+  r.insert(r.end(), data.begin() + *ax + 1, data.end());
+  *out = std::move(r);
+  return true;
+}
+
+bool slice_dims(const Dims& in, const std::vector<int64_t>& starts,
+                const std::vector<int64_t>& ends, std::vector<int64_t> axes,
+                std::vector<int64_t> steps, SliceDims* r, std::string* why) {
+  if (axes.empty())
+    for (size_t i = 0; i < starts.size(); ++i) axes.push_back(static_cast<int64_t>(i));
+  if (steps.empty()) steps.assign(starts.size(), 1);
+  if (ends.size() != starts.size() || axes.size() != starts.size() ||
+      steps.size() != starts.size()) {
+    *why = "starts, ends, axes and steps differ in length";
+    return false;
+  }
+  const size_t rank = in.size();
+  r->start.assign(rank, 0);
+  r->step.assign(rank, 1);
+  r->out = in;
+  for (size_t i = 0; i < starts.size(); ++i) {
+    int64_t ax = 0;
+    if (!normalize_axis(axes[i], rank, &ax, why)) return false;
+    const int64_t dim = in[static_cast<size_t>(ax)], step = steps[i];
+    if (step == 0) {
+      *why = "step 0";
+      return false;
+    }
+    int64_t s = starts[i], e = ends[i];
+    if (s < 0) s += dim;  // no overflow: dim >= 0
+    if (e < 0) e += dim;
+    int64_t o = 0;  // ceil(length / |step|), written so that no huge step overflows
+    if (step > 0) {
+      s = std::clamp<int64_t>(s, 0, dim);
+      e = std::clamp<int64_t>(e, 0, dim);
+      o = e > s ? (e - s - 1) / step + 1 : 0;
+    } else {
+      s = std::clamp<int64_t>(s, 0, dim - 1);
+      e = std::clamp<int64_t>(e, -1, dim - 1);
+      o = s > e ? (s - e - 1) / (step == INT64_MIN ? INT64_MAX : -step) + 1 : 0;
+    }
+    r->out[static_cast<size_t>(ax)] = o;
+    r->start[static_cast<size_t>(ax)] = s;
+    r->step[static_cast<size_t>(ax)] = step;
+  }
+  return true;
+}
+
+bool matmul_shape(const Dims& a, const Dims& b, Dims* out, std::string* why) {
+  Dims as = a, bs = b;
+  if (as.empty() || bs.empty()) {
+    *why = "MatMul of a scalar";
+    return false;
+  }
+  const bool a1 = as.size() == 1, b1 = bs.size() == 1;
+  if (a1) as.insert(as.begin(), 1);
+  if (b1) bs.push_back(1);
+  const int64_t M = as[as.size() - 2], K = as.back(), N = bs.back();
+  if (bs[bs.size() - 2] != K) {
+    *why = "inner dimensions differ: " + std::to_string(K) + " vs " +
+           std::to_string(bs[bs.size() - 2]);
+    return false;
+  }
+  const Dims abatch(as.begin(), as.end() - 2), bbatch(bs.begin(), bs.end() - 2);
+  Dims batch;
+  if (!broadcast_shapes({&abatch, &bbatch}, &batch, why)) return false;
+  if (!a1) batch.push_back(M);
+  if (!b1) batch.push_back(N);
+  *out = std::move(batch);
+  return true;
+}
+
+bool reduce_shape(const Dims& in, const std::vector<int64_t>& axes, bool keepdims, Dims* out,
+                  std::vector<bool>* reduced, std::string* why) {
+  const size_t rank = in.size();
+  std::vector<bool> red(rank, axes.empty());
+  for (int64_t x : axes) {
+    int64_t a = 0;
+    if (!normalize_axis(x, rank, &a, why)) return false;
+    red[static_cast<size_t>(a)] = true;
+  }
+  Dims o;
+  for (size_t d = 0; d < rank; ++d) {
+    if (!red[d]) o.push_back(in[d]);
+    else if (keepdims) o.push_back(1);
+  }
+  *out = std::move(o);
+  if (reduced) *reduced = std::move(red);
+  return true;
+}
+
+bool range_count(double start, double limit, double delta, int64_t* count, std::string* why) {
+  if (delta == 0) {
+    *why = "delta is zero";
+    return false;
+  }
+  const double c = std::ceil((limit - start) / delta);
+  if (!(c < 9.2e18)) {  // NaN or beyond int64
+    *why = "the range has too many elements";
+    return false;
+  }
+  *count = std::max<int64_t>(0, static_cast<int64_t>(c));
   return true;
 }
 

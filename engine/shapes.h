@@ -19,6 +19,44 @@ bool safe_elements(const std::vector<int64_t>& shape, int64_t* out);
 bool reshape_target(const std::vector<int64_t>& in, std::vector<int64_t>* target, bool allowzero,
                     std::string* why);
 
+// The shape rules of ONNX ops, each written once and used by the interpreter (which
+// sizes its outputs with them) and by the shape pass (engine/ops/shape.h). Each returns
+// false with the reason in *why for shapes or arguments the op cannot take.
+using Dims = std::vector<int64_t>;
+
+// Multidirectional (numpy) broadcasting of all `shapes`.
+bool broadcast_shapes(const std::vector<const Dims*>& shapes, Dims* out, std::string* why);
+// An axis in [-rank, rank) as a non-negative index.
+bool normalize_axis(int64_t axis, size_t rank, int64_t* out, std::string* why);
+// Unsqueeze: `axes` index the output (rank + axes.size()).
+bool unsqueeze_shape(const Dims& in, std::vector<int64_t> axes, Dims* out, std::string* why);
+// Squeeze: no axes drops every 1; given axes must be 1.
+bool squeeze_shape(const Dims& in, std::vector<int64_t> axes, Dims* out, std::string* why);
+// Transpose: an empty perm reverses; *perm_out receives the normalized permutation.
+bool transpose_shape(const Dims& in, const std::vector<int64_t>& perm, Dims* out,
+                     std::vector<int64_t>* perm_out, std::string* why);
+// Concat of `shapes` along `axis` (normalized into *ax).
+bool concat_shape(const std::vector<const Dims*>& shapes, int64_t axis, Dims* out, int64_t* ax,
+                  std::string* why);
+// Gather: data.shape[:ax] + indices.shape + data.shape[ax+1:].
+bool gather_shape(const Dims& data, const Dims& indices, int64_t axis, Dims* out, int64_t* ax,
+                  std::string* why);
+// Slice: the output shape and, per input axis, the first index and the step.
+struct SliceDims {
+  Dims out;
+  std::vector<int64_t> start, step;
+};
+bool slice_dims(const Dims& in, const std::vector<int64_t>& starts,
+                const std::vector<int64_t>& ends, std::vector<int64_t> axes,
+                std::vector<int64_t> steps, SliceDims* r, std::string* why);
+// MatMul (numpy semantics: 1-D operands promoted, batch dimensions broadcast).
+bool matmul_shape(const Dims& a, const Dims& b, Dims* out, std::string* why);
+// ReduceMean and friends: *reduced marks the reduced axes (all when `axes` is empty).
+bool reduce_shape(const Dims& in, const std::vector<int64_t>& axes, bool keepdims, Dims* out,
+                  std::vector<bool>* reduced, std::string* why);
+// Range: max(0, ceil((limit - start) / delta)) elements.
+bool range_count(double start, double limit, double delta, int64_t* count, std::string* why);
+
 }  // namespace sparq
 
 #endif  // SPARQ_ENGINE_SHAPES_H_

@@ -33,6 +33,7 @@
 #include "engine/ops/registry.h"
 #include "formats/error.h"
 #include "formats/onnx_import.h"
+#include "tests/shape_check.h"
 
 namespace {
 
@@ -255,7 +256,11 @@ TEST(OnnxNodeTests, OutcomesMatchTheCommittedExpectations) {
           sets.push_back(std::move(set));
         }
         *interp = outcome(sets, [&](const std::map<std::string, sparq::Value>& in) {
-          return sparq::interpret(g, in);
+          auto out = sparq::interpret(g, in);
+          // The shape pass predicts every node's output from shapes (tests/shape_check.h).
+          const std::string shapes = sparq::test::check_shapes(g, in);
+          if (!shapes.empty()) throw std::runtime_error("shape pass: " + shapes);
+          return out;
         });
         *conv = outcome(sets, [&](const std::map<std::string, sparq::Value>& in) {
           sparq::ConvertOptions o;
