@@ -13,6 +13,7 @@
 #include "engine/limits.h"
 #include "engine/model.h"
 #include "engine/ops/registry.h"
+#include "engine/ops/shape.h"
 #include "engine/plan/memory_plan.h"
 #include "engine/shapes.h"
 #include "formats/aligned_buffer.h"
@@ -267,6 +268,7 @@ struct Executor::Plan {
   size_t arena_bytes = 0;
   AlignedBuffer arena;
   PlanSummary summary;
+  std::string unplannable;  // why these shapes cannot be planned ("" when planned)
 };
 
 namespace {
@@ -280,14 +282,8 @@ struct RunState {
 
 class Machine {
  public:
-  Machine(const Model& model, ThreadPool* pool, AlignedBuffer* scratch, bool planning,
-          const RuntimeOptions& opts)
-      : model_(model),
-        pool_(pool),
-        fm_(fm_kernels()),
-        scratch_(*scratch),
-        planning_(planning),
-        opts_(opts) {}
+  Machine(const Model& model, ThreadPool* pool, AlignedBuffer* scratch, const RuntimeOptions& opts)
+      : model_(model), pool_(pool), fm_(fm_kernels()), scratch_(*scratch), opts_(opts) {}
 
   // Token-major view of a slot's value for the interpreter.
   Value tm_value(const Slot& s, int slot, const RunState& st) const {
@@ -356,13 +352,10 @@ class Machine {
                       v->view + static_cast<size_t>(v->elements()) * elem_type_size(v->type));
       v = c;
     }
-    Slot& o = const_cast<Slot&>(p.slots[static_cast<size_t>(s.out)]);
-    if (planning_) {  // the planning run learns the shape here
-      o.shape = v->shape;
-      o.type = v->type;
-    } else if (v->shape != o.shape || v->type != o.type) {
-      throw Error(Status::kInternal,
-                  "node '" + s.node->name + "' changed shape between runs of one plan");
+    const Slot& o = p.slots[static_cast<size_t>(s.out)];
+    if (v->shape != o.shape || v->type != o.type) {  // the shape pass predicted otherwise
+      throw Error(Status::kInternal, "node '" + s.node->name + "' (" + s.node->op +
+                                         "): the plan expected another shape or type");
     }
     st.live += v->bytes.size();
     st.peak = std::max(st.peak, st.live);
@@ -661,16 +654,15 @@ class Machine {
   ThreadPool* pool_;
   const FmKernels& fm_;
   AlignedBuffer& scratch_;
-  bool planning_;
   const RuntimeOptions& opts_;
 };
 
 // Records a plan while running it (see executor.h).
 class Planner {
  public:
-  Planner(const Model& model, Executor::Plan& plan, Machine& machine, RunState& st,
+  Planner(const Model& model, Executor::Plan& plan, const Machine& machine,
           const PlanOptions& options)
-      : model_(model), g_(model.graph()), p_(plan), m_(machine), st_(st), options_(options) {
+      : model_(model), g_(model.graph()), p_(plan), m_(machine), options_(options) {
     for (size_t i = 0; i < g_.nodes.size(); ++i) {
       for (size_t j = 0; j < g_.nodes[i].inputs.size(); ++j) {
         if (!g_.nodes[i].inputs[j].empty()) consumers_[g_.nodes[i].inputs[j]].push_back({i, j});
@@ -686,54 +678,18 @@ class Planner {
     }
   }
 
+  // Plans the graph for inputs of these shapes and types, from shapes alone: nothing
+  // runs here (constant subgraphs are folded); the first run is the plan's first replay.
   void run(const std::map<std::string, Value>& inputs) {
     for (const ValueInfo& vi : g_.inputs) {
       const Value& v = inputs.at(vi.name);
       const int s = new_slot(vi.name, v->shape, v->type);
       p_.slots[static_cast<size_t>(s)].heap = true;
-      st_.env[static_cast<size_t>(s)] = v;
       p_.inputs.push_back({vi.name, s});
     }
     done_.assign(g_.nodes.size(), false);
-    // The planning run frees each value's buffers after its last use (looking through
-    // Reshape/Transpose chains, which the attention fusion reads through), so its peak
-    // memory stays near the plan's.
-    std::map<std::string, size_t> last;
-    for (size_t i = g_.nodes.size(); i-- > 0;) {
-      const Node& n = g_.nodes[i];
-      size_t through = i;
-      if (op_of(n) == OpId::kReshape || op_of(n) == OpId::kTranspose) {
-        for (const std::string& o : n.outputs) {
-          auto it = last.find(o);
-          if (it != last.end()) through = std::max(through, it->second);
-        }
-      }
-      for (const std::string& in : n.inputs) {
-        if (in.empty()) continue;
-        size_t& l = last[in];
-        l = std::max(l, through);
-      }
-    }
-    std::vector<std::vector<std::string>> free_at(g_.nodes.size());
-    for (const auto& kv : last) {
-      if (!outputs_.count(kv.first)) free_at[kv.second].push_back(kv.first);
-    }
     for (size_t i = 0; i < g_.nodes.size(); ++i) {
       if (!done_[i]) node(i);
-      for (const std::string& v : free_at[i]) {
-        auto it = ids_.find(v);
-        if (it == ids_.end()) continue;
-        const Slot& o = slot(it->second);
-        for (int b : {o.fm, o.tm, o.q8, o.q8s}) {
-          if (b < 0 || temp_[static_cast<size_t>(b)].size() == 0) continue;
-          if (o.view_of >= 0) {  // the source's buffers are the source's to release
-            const Slot& src = slot(o.view_of);
-            if (b == src.fm || b == src.tm || b == src.q8 || b == src.q8s) continue;
-          }
-          temp_[static_cast<size_t>(b)] = AlignedBuffer();
-          live_planned_bytes_ -= p_.buffers[static_cast<size_t>(b)].bytes;
-        }
-      }
     }
     for (const ValueInfo& vi : g_.outputs) {
       const int s = slot_of(vi.name);
@@ -757,7 +713,6 @@ class Planner {
     s.type = type;
     s.output = outputs_.count(name) > 0;
     p_.slots.push_back(std::move(s));
-    st_.env.emplace_back();
     const int id = static_cast<int>(p_.slots.size()) - 1;
     ids_[name] = id;
     return id;
@@ -784,19 +739,9 @@ class Planner {
                                             human_bytes(limits().max_tensor_bytes) +
                                             " for one tensor (SPARQ_MAX_TENSOR_BYTES)");
     }
-    // The planning run holds each buffer until its value's last use (then releases it),
-    // so what it needs at once is the live sum, checked here before the allocation.
-    live_planned_bytes_ += (bytes + 63) / 64 * 64;  // as Buffer::bytes below, so releases balance
-    if (live_planned_bytes_ > limits().max_plan_bytes) {
-      throw Error(Status::kOutOfMemory, "planning these shapes would need more than " +
-                                            human_bytes(limits().max_plan_bytes) +
-                                            " of buffers at once (SPARQ_MAX_PLAN_BYTES)");
-    }
     Buffer b;
     b.bytes = (bytes + 63) / 64 * 64;
     p_.buffers.push_back(b);
-    temp_.emplace_back(std::max<size_t>(b.bytes, 64));
-    st_.buf.push_back(temp_.back().as<uint8_t>());
     return static_cast<int>(p_.buffers.size()) - 1;
   }
   void reads(int b) {
@@ -809,7 +754,7 @@ class Planner {
     }
   }
 
-  // Appends a step and runs it now (the planning run computes the answer too).
+  // Appends a step (nothing runs while planning).
   void emit(Step s) {
     // Buffer lifetimes in the order the step lists them (reads extend, writes start).
     s.buffers([&](int b, bool write) {
@@ -822,7 +767,6 @@ class Planner {
       if (i >= 0 && !slot(i).fixed && !slot(i).heap) reads(slot(i).tm);
     });
     p_.steps.push_back(std::move(s));
-    m_.exec(p_, p_.steps.back(), st_);
   }
 
   // The feature-major f32 form of a slot, converting once if needed.
@@ -1004,8 +948,28 @@ class Planner {
       tm(s);
       t.ins.push_back(s);
     }
-    // Shape unknown until it runs: a placeholder slot filled in after the first run.
-    const int o = new_slot(n.outputs[0], {}, ElemType::kF32);
+    // Its output's shape and type from the shape pass (engine/ops/shape.h); a shape that
+    // depends on a run-time value cannot be planned (Unplannable: the session then runs
+    // the graph op by op).
+    std::vector<ValueMeta> metas(t.ins.size());
+    std::vector<const ValueMeta*> ms(t.ins.size(), nullptr);
+    for (size_t k = 0; k < t.ins.size(); ++k) {
+      if (t.ins[k] < 0) continue;
+      const Slot& in = slot(t.ins[k]);
+      metas[k] = {in.shape, in.type, in.fixed};
+      ms[k] = &metas[k];
+    }
+    std::vector<ValueMeta> out;
+    try {
+      out = infer_node(n, g_.opset, ms, [&](const Node& mm) {
+        return static_cast<int64_t>(model_.packed(mm.attr("weight")->s).n);
+      });
+    } catch (const Error& e) {
+      if (e.status() != Status::kUnsupported) throw;
+      throw Unplannable(e.what());
+    }
+    checked_elements(out[0].shape, elem_type_size(out[0].type), elem_type_name(out[0].type));
+    const int o = new_slot(n.outputs[0], out[0].shape, out[0].type);
     slot(o).heap = true;
     t.out = o;
     ++p_.summary.generic_steps;
@@ -1522,8 +1486,7 @@ class Planner {
   const Model& model_;
   const Graph& g_;
   Executor::Plan& p_;
-  Machine& m_;
-  RunState& st_;
+  const Machine& m_;
   std::map<std::string, int> ids_;
   std::map<std::string, std::vector<std::pair<size_t, size_t>>> consumers_;
   std::map<std::string, size_t> producer_;
@@ -1534,8 +1497,6 @@ class Planner {
   const Node* declined_node_ = nullptr;
   bool int8_model_ = false;
   PlanOptions options_;
-  std::vector<AlignedBuffer> temp_;
-  uint64_t live_planned_bytes_ = 0;  // buffers the planning run holds now (max_plan_bytes)
 };
 
 }  // namespace
@@ -1565,35 +1526,41 @@ std::map<std::string, Value> Executor::run(const std::map<std::string, Value>& i
   auto hit = plans_.begin();
   for (; hit != plans_.end(); ++hit)
     if (hit->first == key) break;
-  Machine machine(*model_, pool_, &scratch_, hit == plans_.end(), options_);
+  Machine machine(*model_, pool_, &scratch_, options_);
   if (hit == plans_.end()) {
+    // A new shape: plan it from shapes alone, then run it as every later run does.
     auto plan = std::make_unique<Plan>();
-    Planner planner(*model_, *plan, machine, st, options_.plan);
-    planner.run(inputs);
-    for (const auto& o : plan->outputs) {
-      const Slot& s = plan->slots[static_cast<size_t>(o.second)];
-      out[o.first] = s.fixed ? s.fixed : st.env[static_cast<size_t>(o.second)];
+    try {
+      Planner planner(*model_, *plan, machine, options_.plan);
+      planner.run(inputs);
+    } catch (const Unplannable& e) {
+      plan = std::make_unique<Plan>();
+      plan->unplannable = e.what();
     }
     if (verbose()) {
       const PlanSummary& ps = plan->summary;
-      std::fprintf(
-          stderr,
-          "sparq: plan: %d steps (%d op by op), %d nodes folded, %d matmuls, %d attentions, %d "
-          "residuals, %d embeddings and %d add+LayerNorm fused, arena %.2f MiB (%.2f MiB without "
-          "reuse)\n",
-          ps.steps, ps.generic_steps, ps.folded, ps.matmuls, ps.fused_attention, ps.fused_residual,
-          ps.fused_embeddings, ps.fused_add_layernorm,
-          static_cast<double>(ps.arena_bytes) / 1048576.0,
-          static_cast<double>(ps.unshared_bytes) / 1048576.0);
+      if (!plan->unplannable.empty()) {
+        std::fprintf(stderr, "sparq: plan: not made, the graph runs op by op: %s\n",
+                     plan->unplannable.c_str());
+      } else {
+        std::fprintf(
+            stderr,
+            "sparq: plan: %d steps (%d op by op), %d nodes folded, %d matmuls, %d attentions, %d "
+            "residuals, %d embeddings and %d add+LayerNorm fused, arena %.2f MiB (%.2f MiB "
+            "without reuse)\n",
+            ps.steps, ps.generic_steps, ps.folded, ps.matmuls, ps.fused_attention,
+            ps.fused_residual, ps.fused_embeddings, ps.fused_add_layernorm,
+            static_cast<double>(ps.arena_bytes) / 1048576.0,
+            static_cast<double>(ps.unshared_bytes) / 1048576.0);
+      }
     }
-    if (peak_bytes) *peak_bytes = plan->summary.unshared_bytes + st.peak;
-    if (summary) *summary = plan->summary;
     plans_.emplace_front(std::move(key), std::move(plan));
     if (plans_.size() > kMaxPlans) plans_.pop_back();
-    return out;
+    hit = plans_.begin();
   }
   plans_.splice(plans_.begin(), plans_, hit);  // most recently used first
   Plan& p = *plans_.front().second;
+  if (!p.unplannable.empty()) throw Unplannable(p.unplannable);
   if (p.arena_bytes > limits().max_plan_bytes) {
     throw Error(Status::kOutOfMemory, "the plan's arena would need " + human_bytes(p.arena_bytes) +
                                           ", above the limit of " +

@@ -32,6 +32,7 @@
 #include "engine/options.h"
 #include "engine/parallel.h"
 #include "formats/aligned_buffer.h"
+#include "formats/error.h"
 #include "sparq/export.h"
 
 namespace sparq {
@@ -49,6 +50,17 @@ struct PlanSummary {
   int views = 0;                // layout-only Reshapes of feature-major values (no step)
   // Each step run through the interpreter: node, op and why no fused step took it.
   std::vector<OffPathNode> op_by_op;
+  // Non-empty when these shapes could not be planned (a shape known only at run time):
+  // the reason; the run went op by op through the interpreter.
+  std::string not_planned;
+};
+
+// Thrown by Executor::run when a graph cannot be planned for the given input shapes (an
+// output shape depends on a value only known at run time); Session then runs the graph
+// op by op through the interpreter.
+class SPARQ_API Unplannable : public Error {
+ public:
+  explicit Unplannable(const std::string& why) : Error(Status::kUnsupported, why) {}
 };
 
 class SPARQ_API Executor {

@@ -565,7 +565,13 @@ std::map<std::string, Value> Session::run(std::map<std::string, Value> inputs, s
   // ExecutorKind::kInterpret (SPARQ_EXECUTOR=interpret) runs the converted graph op by op
   // (the generic path, kept for debugging and tested by the conformance suite).
   if (options_.executor == ExecutorKind::kPlanned && !interpret_only_) {
-    return executor_.run(inputs, peak_bytes, &summary_);
+    try {
+      return executor_.run(inputs, peak_bytes, &summary_);
+    } catch (const Unplannable& e) {
+      // These shapes cannot be planned from shapes alone: the same graph, op by op.
+      summary_ = PlanSummary();
+      summary_.not_planned = e.what();
+    }
   }
   return interpret(
       g, inputs,

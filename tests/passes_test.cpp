@@ -394,3 +394,50 @@ TEST(Passes, AttentionWithInfiniteFill) {
 
 }  // namespace
 }  // namespace sparq
+
+namespace sparq {
+namespace {
+
+// Plans are made from shapes alone: a graph whose output shape depends on a run-time
+// value (here a Reshape target that is a graph input) cannot be planned, and runs op by
+// op instead, with the reason in the plan summary and the same answer.
+TEST(Planner, ShapesKnownOnlyAtRunTimeRunOpByOp) {
+  Builder b;
+  b.input("x", ElemType::kF32, {2, 6});
+  b.input("target", ElemType::kI64, {2});
+  b.output(b.op("Reshape", {b.op("Mul", {"x", b.constant(2.0f)}), "target"}));
+  const std::string path = tmp_path("unplannable");
+  convert_graph(b.g, path, ConvertOptions());
+  auto model = Model::load(path);
+  std::remove(path.c_str());
+  Session s(model, 1);
+  for (std::vector<int64_t> t : {std::vector<int64_t>{3, 4}, std::vector<int64_t>{4, 3}}) {
+    const auto out = s.run({{"x", f32({2, 6}, 1)}, {"target", i64(t)}});
+    EXPECT_EQ(out.at(b.g.outputs[0].name)->shape, t);
+    EXPECT_NE(s.plan_summary().not_planned.find("known only at run time"), std::string::npos)
+        << s.plan_summary().not_planned;
+  }
+}
+
+// A plannable graph: the first run is already a replay of the plan (same bytes as the
+// second), and the plan summary says it was planned.
+TEST(Planner, FirstRunIsAReplay) {
+  Builder b;
+  b.input("x", ElemType::kF32, {3, 8});
+  b.g.initializers["W"] = f32({8, 5}, 2, 0.5f);
+  b.output(b.op("Tanh", {b.op("MatMul", {"x", "W"})}));
+  const std::string path = tmp_path("replay");
+  convert_graph(b.g, path, ConvertOptions());
+  auto model = Model::load(path);
+  std::remove(path.c_str());
+  Session s(model, 2);
+  const auto in = std::map<std::string, Value>{{"x", f32({3, 8}, 3)}};
+  const auto a = s.run(in);
+  EXPECT_TRUE(s.plan_summary().not_planned.empty());
+  EXPECT_EQ(s.plan_summary().matmuls, 1);
+  const auto c = s.run(in);
+  EXPECT_EQ(a.begin()->second->bytes, c.begin()->second->bytes);
+}
+
+}  // namespace
+}  // namespace sparq

@@ -580,7 +580,8 @@ int inspect_cmd(Args& args) {
        << ",\"fused_embeddings\":" << plan.fused_embeddings
        << ",\"fused_add_layernorm\":" << plan.fused_add_layernorm << ",\"views\":" << plan.views
        << ",\"arena_bytes\":" << plan.arena_bytes << ",\"unshared_bytes\":" << plan.unshared_bytes
-       << ",\"peak_bytes\":" << peak << ",\"op_by_op\":[";
+       << ",\"peak_bytes\":" << peak << ",\"not_planned\":\"" << json_escape(plan.not_planned)
+       << "\",\"op_by_op\":[";
     for (size_t i = 0; i < plan.op_by_op.size(); ++i) {
       const OffPathNode& o = plan.op_by_op[i];
       js << (i ? "," : "") << "{\"node\":\"" << json_escape(o.node) << "\",\"op\":\""
@@ -611,6 +612,10 @@ int inspect_cmd(Args& args) {
   if (!planned) {
     std::printf("plan: not made for batch %lld, seq %lld: %s\n", static_cast<long long>(batch),
                 static_cast<long long>(seq), plan_error.c_str());
+  } else if (!plan.not_planned.empty()) {
+    std::printf("plan: not made for batch %lld, seq %lld (the graph runs op by op): %s\n",
+                static_cast<long long>(batch), static_cast<long long>(seq),
+                plan.not_planned.c_str());
   } else {
     std::printf(
         "plan for batch %lld, seq %lld: %d steps (%d op by op), %d nodes folded, %d matmuls, "

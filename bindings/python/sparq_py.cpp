@@ -170,6 +170,7 @@ class PyModel {
       steps.append(s);
     }
     d["op_by_op"] = steps;
+    d["not_planned"] = p.not_planned;  // why these shapes ran op by op ("" when planned)
     return d;
   }
 

@@ -85,10 +85,10 @@ SPARQ_API sparq_status sparq_session_output(const sparq_session* s, size_t index
 SPARQ_API size_t sparq_session_peak_bytes(const sparq_session* s);
 
 /* The execution plan for the last successful run's input shapes (plans are made per
- * shape): what ran fused and what ran op by op. Set struct_size to
+ * shape, from shapes alone): what ran fused and what ran op by op. Set struct_size to
  * sizeof(sparq_plan_summary) before the call; fields appended in later versions are then
  * left out for older callers. All counts are 0 when the session runs op by op
- * (SPARQ_EXECUTOR=interpret). */
+ * (SPARQ_EXECUTOR=interpret, or a graph whose shapes depend on run-time values). */
 typedef struct {
   size_t struct_size;
   int steps;               /* steps of the plan */
