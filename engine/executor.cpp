@@ -15,6 +15,7 @@
 #include "engine/ops/registry.h"
 #include "engine/ops/shape.h"
 #include "engine/plan/memory_plan.h"
+#include "engine/profile.h"
 #include "engine/shapes.h"
 #include "formats/aligned_buffer.h"
 #include "formats/error.h"
@@ -298,36 +299,23 @@ class Machine {
 
   void exec(const Executor::Plan& p, const Step& s, RunState& st) {
     if (opts_.profile) {
-      const auto t0 = std::chrono::steady_clock::now();
+      const auto t0 = Profile::Clock::now();
       exec_step(p, s, st);
-      const double ms =
-          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       std::string key = s.name();
       if (const auto* g = std::get_if<GenericStep>(&s.op)) key += " " + g->node->op;
       if (const auto* mm = std::get_if<MatMulStep>(&s.op))
         key += mm->w->type == WeightType::kS8 ? " int8" : " fp32";
-      auto& e = profile()[key];
-      e.first += ms;
-      ++e.second;
+      profile_.add(key, t0);
       return;
     }
     exec_step(p, s, st);
   }
 
-  static std::map<std::string, std::pair<double, int>>& profile() {
-    static std::map<std::string, std::pair<double, int>> p;
-    return p;
-  }
-  void print_profile() const {
-    if (!opts_.profile) return;
-    for (const auto& kv : profile()) {
-      std::fprintf(stderr, "sparq: profile %-28s %6d calls %10.3f ms\n", kv.first.c_str(),
-                   kv.second.second, kv.second.first);
-    }
-    profile().clear();
+  void print_profile() {
+    if (opts_.profile) profile_.print();
   }
 
-  // Runs one step (planned runs replay these; the planning run runs each as it is made).
+  // Runs one step of a plan (every run replays the plan's steps).
   void exec_step(const Executor::Plan& p, const Step& step, RunState& st) {
     std::visit([&](const auto& s) { run(p, step, s, st); }, step.op);
     if (t_segment_panel < 0) release(step, st);
@@ -417,11 +405,11 @@ class Machine {
       for (int64_t m = 0; m < M; ++m) {
         const float* r;
         if (e.ids >= 0) {
-          int64_t id = ids64[i] != nullptr ? ids64[i][m] : ids32[i][m];
-          if (id < 0) id += e.rows;
-          if (id < 0 || id >= e.rows) {
+          const int64_t given = ids64[i] != nullptr ? ids64[i][m] : ids32[i][m];
+          int64_t id = 0;
+          if (!gather_index(given, e.rows, &id)) {
             throw Error(Status::kInvalidArgument,
-                        "embeddings: index " + std::to_string(id) + " at token " +
+                        "embeddings: index " + std::to_string(given) + " at token " +
                             std::to_string(m) + " is outside [0, " + std::to_string(e.rows) + ")");
           }
           r = e.table + id * F;
@@ -655,6 +643,7 @@ class Machine {
   const FmKernels& fm_;
   AlignedBuffer& scratch_;
   const RuntimeOptions& opts_;
+  Profile profile_;  // SPARQ_PROFILE: this run's steps
 };
 
 // Records a plan while running it (see executor.h).
@@ -1045,23 +1034,11 @@ class Planner {
     const int x = slot_of(n.inputs[0]);
     if (!fm_able(x)) return false;
     const int64_t rank = static_cast<int64_t>(slot(x).shape.size());
-    const Attribute* ax = n.attr("axis");
-    const int64_t axis = ax ? (ax->i < 0 ? ax->i + rank : ax->i) : rank - 1;
-    if (axis != rank - 1) return decline(n, "LayerNorm over an axis other than the last");
-    const int g = slot_of(n.inputs[1]);
-    const int b = n.inputs.size() > 2 && !n.inputs[2].empty() ? slot_of(n.inputs[2]) : -1;
     const int64_t F = slot(x).features();
-    auto ok = [&](int s) {
-      return slot(s).fixed && slot(s).type == ElemType::kF32 && numel(slot(s).shape) == F;
-    };
-    if (!ok(g) || (b >= 0 && !ok(b)))
-      return decline(n, "LayerNorm scale or bias is not a constant float32 [features]");
-    if (embeddings(n, x, g, b)) return true;
     LayerNormStep t;
-    t.gamma = slot(g).fixed->data<float>();
-    t.beta = b >= 0 ? slot(b).fixed->data<float>() : nullptr;
-    const Attribute* ep = n.attr("epsilon");
-    t.eps = ep ? ep->f : 1e-5f;
+    const char* why = "";
+    if (!layernorm_params(n, rank, F, &t, &why)) return decline(n, why);
+    if (embeddings(n, x, t)) return true;
     const int64_t cols = slot(x).tokens();
     t.src = fm(x);
     const int o = new_slot(n.outputs[0], slot(x).shape, ElemType::kF32);
@@ -1078,7 +1055,7 @@ class Planner {
   // ids that are an arange were folded at plan time, so their rows are a constant here;
   // computed position ids (RoBERTa's cumulative sum over the mask) stay a gather by
   // their run-time values, so left padding stays exact.
-  bool embeddings(const Node& ln, int x, int g, int b) {
+  bool embeddings(const Node& ln, int x, const LayerNormStep& params) {
     auto no = [&](const char* why) {
       if (verbose())
         std::fprintf(stderr, "sparq: plan: '%s' is not fused embeddings: %s\n", ln.name.c_str(),
@@ -1177,10 +1154,9 @@ class Planner {
     for (const EmbedTerm& e : t.terms) {
       if (e.ids >= 0) t.ids.push_back(e.ids);  // keeps the ids alive to here
     }
-    t.gamma = slot(g).fixed->data<float>();
-    t.beta = b >= 0 ? slot(b).fixed->data<float>() : nullptr;
-    const Attribute* ep = ln.attr("epsilon");
-    t.eps = ep ? ep->f : 1e-5f;
+    t.gamma = params.gamma;
+    t.beta = params.beta;
+    t.eps = params.eps;
     t.seq = S;
     const int o = new_slot(ln.outputs[0], xs, ElemType::kF32);
     t.out = new_buffer(fm_bytes(F, B * S, 4));
@@ -1191,22 +1167,31 @@ class Planner {
   }
 
   // gamma, beta and epsilon of a LayerNormalization over the last axis of F features
-  // with constant float32 parameters.
-  bool layernorm_params(const Node& ln, int64_t rank, int64_t F, LayerNormStep* t) {
-    if (op_of(ln) != OpId::kLayerNormalization || ln.inputs.size() < 2) return false;
+  // with constant float32 parameters (the one place that reads them); false with the
+  // reason in *why otherwise.
+  bool layernorm_params(const Node& ln, int64_t rank, int64_t F, LayerNormStep* t,
+                        const char** why) {
+    auto no = [&](const char* w) {
+      *why = w;
+      return false;
+    };
+    if (op_of(ln) != OpId::kLayerNormalization || ln.inputs.size() < 2)
+      return no("not a LayerNormalization");
     const Attribute* ax = ln.attr("axis");
     const int64_t axis = ax ? (ax->i < 0 ? ax->i + rank : ax->i) : rank - 1;
-    if (axis != rank - 1 || !known(ln.inputs[1])) return false;
+    if (axis != rank - 1) return no("LayerNorm over an axis other than the last");
+    const char* params = "LayerNorm scale or bias is not a constant float32 [features]";
+    if (!known(ln.inputs[1])) return no(params);
     const int g = slot_of(ln.inputs[1]);
     int b = -1;
     if (ln.inputs.size() > 2 && !ln.inputs[2].empty()) {
-      if (!known(ln.inputs[2])) return false;
+      if (!known(ln.inputs[2])) return no(params);
       b = slot_of(ln.inputs[2]);
     }
     auto ok = [&](int sl) {
       return slot(sl).fixed && slot(sl).type == ElemType::kF32 && numel(slot(sl).shape) == F;
     };
-    if (!ok(g) || (b >= 0 && !ok(b))) return false;
+    if (!ok(g) || (b >= 0 && !ok(b))) return no(params);
     t->gamma = slot(g).fixed->data<float>();
     t->beta = b >= 0 ? slot(b).fixed->data<float>() : nullptr;
     const Attribute* ep = ln.attr("epsilon");
@@ -1223,10 +1208,11 @@ class Planner {
     // Residual add + LayerNorm as one step when the sum feeds only the LayerNorm.
     size_t li = 0, lj = 0;
     LayerNormStep ln_step;
+    const char* why = "";
     const int64_t rows = slot(x).features(), cols = slot(x).tokens();
     if (only_use(n.outputs[0], &li, &lj) && lj == 0 && !outputs_.count(n.outputs[0]) &&
         layernorm_params(g_.nodes[li], static_cast<int64_t>(slot(x).shape.size()),
-                         slot(x).features(), &ln_step)) {
+                         slot(x).features(), &ln_step, &why)) {
       ln_step.src = fm(x);
       ln_step.residual = fm(y);
       // The skipped sum keeps a shape-only slot (for any Shape node reading it).
@@ -1324,9 +1310,10 @@ class Planner {
 
   bool attention(size_t i) {
     const Node& n = g_.nodes[i];
-    auto fallback = [&](const char* why) {
+    auto fallback = [&](const std::string& why) {
       if (verbose())
-        std::fprintf(stderr, "sparq: plan: node '%s' runs op by op: %s\n", n.name.c_str(), why);
+        std::fprintf(stderr, "sparq: plan: node '%s' runs op by op: %s\n", n.name.c_str(),
+                     why.c_str());
       declined_ = std::string("attention not fused at plan time: ") + why;
       declined_node_ = &n;
       // Run the deferred head splits op by op after all.
@@ -1394,24 +1381,14 @@ class Planner {
     const std::string mk = kind ? kind->s : "none";
     if (n.inputs.size() > 3 && !n.inputs[3].empty() && mk != "none") {
       const int ms = slot_of(n.inputs[3]);
-      const Shape& msh = slot(ms).shape;
-      if (msh.size() > 4) return fallback("mask rank above 4");
       if (mk == "add" && slot(ms).type != ElemType::kF32)
         return fallback("additive mask not float32");
       if (mk == "where" && slot(ms).type != ElemType::kBool)
         return fallback("select mask not bool");
       if (mk != "add" && mk != "where") return fallback("unknown mask kind");
-      Shape full(4 - msh.size(), 1);
-      full.insert(full.end(), msh.begin(), msh.end());
-      const Shape want = {B, H, S, T};
-      int64_t st[4], acc = 1;
-      for (int d = 3; d >= 0; --d) {
-        const int64_t dim = full[static_cast<size_t>(d)];
-        if (dim != 1 && dim != want[static_cast<size_t>(d)])
-          return fallback("mask does not broadcast");
-        st[d] = dim == 1 ? 0 : acc;
-        acc *= dim;
-      }
+      int64_t st[4];
+      std::string why;
+      if (!attention_mask_strides(slot(ms).shape, {B, H, S, T}, st, &why)) return fallback(why);
       if (st[2] != 0 && S > 1)
         return fallback("mask varies by query");  // masks that vary by query: op by op
       a.mask_b = st[0];

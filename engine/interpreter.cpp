@@ -13,6 +13,7 @@
 
 #include "engine/limits.h"
 #include "engine/ops/registry.h"
+#include "engine/profile.h"
 #include "engine/shapes.h"
 #include "formats/error.h"
 #include "kernels/attention/attention.h"
@@ -596,20 +597,10 @@ class Runner {
     // Mask strides over [B, H, S, T], 0 where the mask broadcasts.
     int64_t ms[4] = {0, 0, 0, 0};
     if (mask && kind != "none") {
-      if (mask->shape.size() > 4) fail(n, "mask rank above 4");
       if (kind == "add" && mask->type != ElemType::kF32) fail(n, "additive mask must be float32");
       if (kind == "where" && mask->type != ElemType::kBool) fail(n, "select mask must be bool");
-      const Shape full = {B, H, S, T};
-      Shape mshape(4 - mask->shape.size(), 1);
-      mshape.insert(mshape.end(), mask->shape.begin(), mask->shape.end());
-      const auto st = strides_of(mshape);
-      for (int d = 0; d < 4; ++d) {
-        if (mshape[static_cast<size_t>(d)] != 1 &&
-            mshape[static_cast<size_t>(d)] != full[static_cast<size_t>(d)]) {
-          fail(n, "mask does not broadcast to the scores");
-        }
-        ms[d] = mshape[static_cast<size_t>(d)] == 1 ? 0 : st[static_cast<size_t>(d)];
-      }
+      std::string why;
+      if (!attention_mask_strides(mask->shape, {B, H, S, T}, ms, &why)) fail(n, why);
     }
     AttentionArgs args;
     args.q = q->data<float>();
@@ -838,12 +829,11 @@ class Runner {
         const int64_t ni = idx->elements();
         for (int64_t o = 0; o < outer; ++o) {
           for (int64_t j = 0; j < ni; ++j) {
-            int64_t k = geti(*idx, j);
-            if (k < -dim || k >= dim) {
-              fail(n,
-                   "index " + std::to_string(k) + " out of range [0, " + std::to_string(dim) + ")");
+            int64_t k = 0;
+            if (!gather_index(geti(*idx, j), dim, &k)) {
+              fail(n, "index " + std::to_string(geti(*idx, j)) + " out of range [0, " +
+                          std::to_string(dim) + ")");
             }
-            if (k < 0) k += dim;
             std::memcpy(&r->bytes[static_cast<size_t>(o * ni + j) * chunk],
                         &data->raw()[static_cast<size_t>(o * dim + k) * chunk], chunk);
           }
@@ -1077,18 +1067,12 @@ class Runner {
       }
       env_[vi.name] = it->second;
     }
-    const bool profile = profile_;
-    std::map<std::string, std::pair<double, int>> times;
+    Profile times;
     for (size_t ni = 0; ni < g_.nodes.size(); ++ni) {
       const Node& n = g_.nodes[ni];
-      const auto t0 = std::chrono::steady_clock::now();
+      const auto t0 = Profile::Clock::now();
       Value v = run_node_named(n);
-      if (profile) {
-        auto& t = times[n.op];
-        t.first += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
-                       .count();
-        ++t.second;
-      }
+      if (profile_) times.add(n.op, t0);
       if (n.outputs.empty()) continue;
       env_[n.outputs[0]] = v;
       if (v && v->view == nullptr) {
@@ -1112,12 +1096,7 @@ class Runner {
         env_[n.outputs[1]] = mask;
       }
     }
-    if (profile) {
-      for (const auto& kv : times) {
-        std::fprintf(stderr, "sparq: profile %-20s %5d calls %10.3f ms\n", kv.first.c_str(),
-                     kv.second.second, kv.second.first);
-      }
-    }
+    if (profile_) times.print();
     std::map<std::string, Value> out;
     for (const ValueInfo& vi : g_.outputs) out[vi.name] = env_.at(vi.name);
     return out;

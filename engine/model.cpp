@@ -17,6 +17,7 @@
 #include "formats/aligned_buffer.h"
 #include "formats/error.h"
 #include "formats/graph_io.h"
+#include "kernels/fm/fm.h"
 
 namespace sparq {
 namespace {
@@ -34,35 +35,6 @@ int64_t block_slots(const float* wt, int64_t n, int64_t k, BlockShape b) {
 }
 
 std::string weight_name(const Node& n) { return n.inputs.size() > 1 ? n.inputs[1] : n.name; }
-
-// Quantizes tokens [t0, t1) of x [m][k] per token (symmetric, zero point 128) into
-// rows [m][k], writing each token's scale. Plain pointers and no captures, so the
-// compiler vectorizes the inner loops (inside a lambda it did not: 1.6x slower).
-void quantize_tokens(const float* x, int64_t k, int64_t t0, int64_t t1, uint8_t* rows,
-                     float* scale) {
-  for (int64_t t = t0; t < t1; ++t) {
-    const float* xr = x + t * k;
-    float mx = 0;
-    for (int64_t j = 0; j < k; ++j) {
-      const float a = std::fabs(xr[j]);
-      mx = a > mx ? a : mx;
-    }
-    const float sc = mx > 0 ? mx / 127.0f : 1.0f;
-    scale[t] = sc;
-    const float inv = 1.0f / sc;
-    uint8_t* qr = rows + t * k;
-    for (int64_t j = 0; j < k; ++j) {
-      const float v = xr[j] * inv;
-      // Clamped in float first: a NaN or infinite activation quantizes to 0 or +-127
-      // instead of an undefined float-to-int conversion.
-      int q = 0;
-      if (v >= 127.0f) q = 127;
-      else if (v <= -127.0f) q = -127;
-      else if (v == v) q = static_cast<int>(v + (v >= 0.0f ? 0.5f : -0.5f));
-      qr[j] = static_cast<uint8_t>(q + 128);
-    }
-  }
-}
 
 // Dropout in inference (validation refused training mode) is the identity; its optional
 // mask is all true. Lowered at convert time to Identity, and Shape + ConstantOfShape for
@@ -392,19 +364,20 @@ Value Session::sparq_matmul(const Node& n, const std::vector<Value>& in) {
   }
   const SpmmKernels& kernels = spmm_kernels();
   if (w.type == WeightType::kS8) {
-    // Dynamic per-token quantization: symmetric, shifted to u8 with zero point 128.
+    // Dynamic per-token quantization (symmetric, shifted to u8 with zero point 128) by
+    // the same kernel the planned path uses (kernels/fm: fm_kernels().quantize), on the
+    // activations transposed to feature-major [K][M].
+    AlignedBuffer& xt = scratch(scratch_xt_, static_cast<size_t>(k * m) * 4);
+    transpose_tiled(x, m, k, k, xt.as<float>(), m);
     AlignedBuffer& xq = scratch(scratch_x_, static_cast<size_t>(k * m));
-    // Per token: the scale from the row maximum, then the row quantized in token-major
-    // order (a loop the compiler vectorizes: rounding half away from zero), then one
-    // tiled byte transpose into the kernels' feature-major layout.
     std::vector<float> scale(static_cast<size_t>(m));
-    std::vector<uint8_t> rows(static_cast<size_t>(m * k));
+    const FmKernels& fm = fm_kernels();
     const int64_t parts =
         std::max<int64_t>(1, std::min<int64_t>(pool_.threads(), m * k / (int64_t{1} << 15)));
     pool_.parallel_for(parts, [&](int64_t p) {
-      quantize_tokens(x, k, m * p / parts, m * (p + 1) / parts, rows.data(), scale.data());
+      fm.quantize(xt.as<float>(), m, k, m * p / parts, m * (p + 1) / parts, xq.as<uint8_t>(), m,
+                  scale.data());
     });
-    transpose_tiled(rows.data(), m, k, k, xq.as<uint8_t>(), m);
     ep.channel_scale = w.scales;
     ep.token_scale = scale.data();
     spmm_u8s8(kernels, &pool_, w, xq.as<uint8_t>(), m, m, ep);

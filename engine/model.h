@@ -100,7 +100,7 @@ class SPARQ_API Session {
   std::shared_ptr<const Model> model_;
   RuntimeOptions options_;
   ThreadPool pool_;
-  AlignedBuffer scratch_x_, scratch_y_;
+  AlignedBuffer scratch_x_, scratch_xt_, scratch_y_;
   Executor executor_;
   PlanSummary summary_;
   bool interpret_only_ = false;

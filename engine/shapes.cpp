@@ -290,6 +290,27 @@ bool reduce_shape(const Dims& in, const std::vector<int64_t>& axes, bool keepdim
   return true;
 }
 
+bool attention_mask_strides(const Dims& mask, const Dims& scores, int64_t strides[4],
+                            std::string* why) {
+  if (mask.size() > 4) {
+    *why = "mask rank above 4";
+    return false;
+  }
+  Dims full(4 - mask.size(), 1);
+  full.insert(full.end(), mask.begin(), mask.end());
+  int64_t acc = 1;
+  for (int d = 3; d >= 0; --d) {
+    const int64_t dim = full[static_cast<size_t>(d)];
+    if (dim != 1 && dim != scores[static_cast<size_t>(d)]) {
+      *why = "mask does not broadcast to the scores";
+      return false;
+    }
+    strides[d] = dim == 1 ? 0 : acc;
+    acc *= dim;
+  }
+  return true;
+}
+
 bool range_count(double start, double limit, double delta, int64_t* count, std::string* why) {
   if (delta == 0) {
     *why = "delta is zero";

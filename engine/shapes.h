@@ -54,6 +54,19 @@ bool matmul_shape(const Dims& a, const Dims& b, Dims* out, std::string* why);
 // ReduceMean and friends: *reduced marks the reduced axes (all when `axes` is empty).
 bool reduce_shape(const Dims& in, const std::vector<int64_t>& axes, bool keepdims, Dims* out,
                   std::vector<bool>* reduced, std::string* why);
+// An attention mask (rank <= 4, aligned to the right) broadcast to the scores [B, H, S,
+// T]: the element stride of each of the four dimensions in the mask, 0 where it
+// broadcasts. Shared by the interpreter's attention and the planner's attention step.
+bool attention_mask_strides(const Dims& mask, const Dims& scores, int64_t strides[4],
+                            std::string* why);
+// A Gather index into `dim` rows, ONNX style (negative counts from the end): the row in
+// *row, false when outside [-dim, dim). The interpreter's Gather and the planner's
+// embeddings step both check ids with it.
+inline bool gather_index(int64_t k, int64_t dim, int64_t* row) {
+  if (k < -dim || k >= dim) return false;
+  *row = k < 0 ? k + dim : k;
+  return true;
+}
 // Range: max(0, ceil((limit - start) / delta)) elements.
 bool range_count(double start, double limit, double delta, int64_t* count, std::string* why);
 

@@ -53,6 +53,17 @@ std::string json_escape(const std::string& s) {
   return o;
 }
 
+// [{"node":..., "op":..., "<why>":...}, ...] without the brackets.
+std::string json_nodes(const std::vector<OffPathNode>& nodes, const char* why) {
+  std::string s;
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    const OffPathNode& o = nodes[i];
+    s += std::string(i ? "," : "") + "{\"node\":\"" + json_escape(o.node) + "\",\"op\":\"" +
+         json_escape(o.op) + "\",\"" + why + "\":\"" + json_escape(o.cause) + "\"}";
+  }
+  return s;
+}
+
 std::string safe_file_name(const std::string& name) {
   std::string o = name;
   for (char& c : o) {
@@ -582,24 +593,14 @@ int inspect_cmd(Args& args) {
        << ",\"arena_bytes\":" << plan.arena_bytes << ",\"unshared_bytes\":" << plan.unshared_bytes
        << ",\"peak_bytes\":" << peak << ",\"not_planned\":\"" << json_escape(plan.not_planned)
        << "\",\"op_by_op\":[";
-    for (size_t i = 0; i < plan.op_by_op.size(); ++i) {
-      const OffPathNode& o = plan.op_by_op[i];
-      js << (i ? "," : "") << "{\"node\":\"" << json_escape(o.node) << "\",\"op\":\""
-         << json_escape(o.op) << "\",\"reason\":\"" << json_escape(o.cause) << "\"}";
-    }
-    js << "]}";
+    js << json_nodes(plan.op_by_op, "reason") << "]}";
   } else {
     js << ",\"plan\":null,\"plan_error\":\"" << json_escape(plan_error) << "\"";
   }
   js << ",\"fast_path\":{\"matmuls\":" << fast.matmuls << ",\"attention\":" << fast.attention
      << ",\"layernorm\":" << fast.layernorm << ",\"activations\":" << fast.activations
      << ",\"not_fused\":[";
-  for (size_t i = 0; i < fast.off.size(); ++i) {
-    const OffPathNode& o = fast.off[i];
-    js << (i ? "," : "") << "{\"node\":\"" << json_escape(o.node) << "\",\"op\":\""
-       << json_escape(o.op) << "\",\"cause\":\"" << json_escape(o.cause) << "\"}";
-  }
-  js << "]}}";
+  js << json_nodes(fast.off, "cause") << "]}}";
   if (json) {
     std::printf("%s\n", js.str().c_str());
     return 0;
