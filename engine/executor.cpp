@@ -9,6 +9,7 @@
 #include <set>
 #include <variant>
 
+#include "engine/graph_index.h"
 #include "engine/layout.h"
 #include "engine/limits.h"
 #include "engine/model.h"
@@ -651,14 +652,12 @@ class Planner {
  public:
   Planner(const Model& model, Executor::Plan& plan, const Machine& machine,
           const PlanOptions& options)
-      : model_(model), g_(model.graph()), p_(plan), m_(machine), options_(options) {
-    for (size_t i = 0; i < g_.nodes.size(); ++i) {
-      for (size_t j = 0; j < g_.nodes[i].inputs.size(); ++j) {
-        if (!g_.nodes[i].inputs[j].empty()) consumers_[g_.nodes[i].inputs[j]].push_back({i, j});
-      }
-      for (const std::string& o : g_.nodes[i].outputs) producer_[o] = i;
-    }
-    for (const ValueInfo& v : g_.outputs) outputs_.insert(v.name);
+      : model_(model),
+        g_(model.graph()),
+        ix_(model.graph()),
+        p_(plan),
+        m_(machine),
+        options_(options) {
     // An int8 model (any int8 SparqMatMul) runs attention in int8 or bf16 where the CPU can
     // (fm_low_precision_attention).
     for (const Node& n : g_.nodes) {
@@ -700,7 +699,7 @@ class Planner {
     Slot s;
     s.shape = std::move(shape);
     s.type = type;
-    s.output = outputs_.count(name) > 0;
+    s.output = ix_.is_output(name);
     p_.slots.push_back(std::move(s));
     const int id = static_cast<int>(p_.slots.size()) - 1;
     ids_[name] = id;
@@ -815,23 +814,19 @@ class Planner {
     return !o.fixed && o.type == ElemType::kF32 && !o.shape.empty() && o.features() > 0 &&
            o.tokens() > 0;
   }
-  const std::vector<std::pair<size_t, size_t>>& uses(const std::string& v) {
-    static const std::vector<std::pair<size_t, size_t>> none;
-    auto it = consumers_.find(v);
-    return it == consumers_.end() ? none : it->second;
-  }
+  const std::vector<GraphIndex::Use>& uses(const std::string& v) { return ix_.uses(v); }
   // The single consumer (node, input index) of v, when v has exactly one and is not a
   // graph output.
   bool only_use(const std::string& v, size_t* node, size_t* input) {
     const auto& u = uses(v);
-    if (u.size() != 1 || outputs_.count(v)) return false;
+    if (u.size() != 1 || ix_.is_output(v)) return false;
     *node = u[0].first;
     *input = u[0].second;
     return true;
   }
   // The same, ignoring Shape consumers (they read the shape only, folded at plan time).
   bool only_data_use(const std::string& v, size_t* node, size_t* input) {
-    if (outputs_.count(v)) return false;
+    if (ix_.is_output(v)) return false;
     int found = 0;
     for (const auto& u : uses(v)) {
       if (op_of(g_.nodes[u.first]) == OpId::kShape) continue;
@@ -874,9 +869,9 @@ class Planner {
   // value it depends on is static (or only its shape is read).
   bool fold_for(const std::string& name, int depth) {
     if (known(name)) return !is_dynamic(slot_of(name));
-    auto it = producer_.find(name);
-    if (it == producer_.end() || depth > 32 || done_[it->second]) return false;
-    const Node& n = g_.nodes[it->second];
+    size_t pi = 0;
+    if (!ix_.producer(name, &pi) || depth > 32 || done_[pi]) return false;
+    const Node& n = g_.nodes[pi];
     if (op_of(n) != OpId::kShape) {
       for (const std::string& in : n.inputs) {
         if (!in.empty() && !fold_for(in, depth + 1)) return false;
@@ -885,7 +880,7 @@ class Planner {
       return false;
     }
     if (!try_fold(n)) return false;
-    done_[it->second] = true;
+    done_[pi] = true;
     return true;
   }
 
@@ -1070,20 +1065,19 @@ class Planner {
     while (!stack.empty()) {
       const std::string v = stack.back();
       stack.pop_back();
-      auto pi = producer_.find(v);
-      size_t ci = 0, cj = 0;
-      if (pi != producer_.end() && op_of(g_.nodes[pi->second]) == OpId::kAdd &&
-          g_.nodes[pi->second].inputs.size() == 2 && ids_.count(v) && slot(ids_.at(v)).heap &&
+      size_t pi = 0, ci = 0, cj = 0;
+      if (ix_.producer(v, &pi) && op_of(g_.nodes[pi]) == OpId::kAdd &&
+          g_.nodes[pi].inputs.size() == 2 && ids_.count(v) && slot(ids_.at(v)).heap &&
           (v == ln.inputs[0] || only_use(v, &ci, &cj))) {
-        chain.push_back(pi->second);
-        stack.push_back(g_.nodes[pi->second].inputs[0]);
-        stack.push_back(g_.nodes[pi->second].inputs[1]);
+        chain.push_back(pi);
+        stack.push_back(g_.nodes[pi].inputs[0]);
+        stack.push_back(g_.nodes[pi].inputs[1]);
       } else {
         leaves.push_back(v);
       }
     }
     if (chain.empty() || leaves.size() > 6) return no("input is not a sum of up to 6 terms");
-    if (outputs_.count(ln.inputs[0])) return no("the sum is a graph output");
+    if (ix_.is_output(ln.inputs[0])) return no("the sum is a graph output");
     size_t ci = 0, cj = 0;
     if (!only_use(ln.inputs[0], &ci, &cj)) return no("the sum has other consumers");
     std::vector<EmbedTerm> terms;
@@ -1108,9 +1102,9 @@ class Planner {
         terms.push_back(e);
         continue;
       }
-      auto pi = producer_.find(v);
-      if (pi == producer_.end()) return no("a term is a graph input");
-      const Node& gn = g_.nodes[pi->second];
+      size_t pi = 0;
+      if (!ix_.producer(v, &pi)) return no("a term is a graph input");
+      const Node& gn = g_.nodes[pi];
       size_t gi = 0, gj = 0;
       const Attribute* axis = gn.attr("axis");
       if (op_of(gn) != OpId::kGather || gn.inputs.size() != 2 || (axis && axis->i != 0) ||
@@ -1133,7 +1127,7 @@ class Planner {
       e.rows = table->shape[0];
       e.ids = is;
       terms.push_back(e);
-      chain.push_back(pi->second);
+      chain.push_back(pi);
       ++gathers;
     }
     if (gathers == 0) return no("no gather");
@@ -1210,7 +1204,7 @@ class Planner {
     LayerNormStep ln_step;
     const char* why = "";
     const int64_t rows = slot(x).features(), cols = slot(x).tokens();
-    if (only_use(n.outputs[0], &li, &lj) && lj == 0 && !outputs_.count(n.outputs[0]) &&
+    if (only_use(n.outputs[0], &li, &lj) && lj == 0 && !ix_.is_output(n.outputs[0]) &&
         layernorm_params(g_.nodes[li], static_cast<int64_t>(slot(x).shape.size()),
                          slot(x).features(), &ln_step, &why)) {
       ln_step.src = fm(x);
@@ -1262,7 +1256,7 @@ class Planner {
   // panels are the same bytes, so the output is a view of the input's buffers (no step).
   // Linear layers exported on flattened [B*S, H] activations reshape this way.
   bool view_reshape(const Node& n) {
-    if (n.inputs.size() < 2 || !known(n.inputs[0]) || outputs_.count(n.outputs[0])) return false;
+    if (n.inputs.size() < 2 || !known(n.inputs[0]) || ix_.is_output(n.outputs[0])) return false;
     const int x = slot_of(n.inputs[0]);
     const Slot& xs = slot(x);
     if (!fm_able(x) || xs.fm < 0 || xs.heap) return false;
@@ -1462,12 +1456,10 @@ class Planner {
 
   const Model& model_;
   const Graph& g_;
+  const GraphIndex ix_;  // who produces and reads each value
   Executor::Plan& p_;
   const Machine& m_;
   std::map<std::string, int> ids_;
-  std::map<std::string, std::vector<std::pair<size_t, size_t>>> consumers_;
-  std::map<std::string, size_t> producer_;
-  std::set<std::string> outputs_;
   std::vector<bool> done_;
   std::map<std::string, HeadSplit> virtual_;
   std::string declined_;  // why a fused op's step declined it (for generic's report)

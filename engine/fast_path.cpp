@@ -3,6 +3,7 @@
 #include <map>
 #include <set>
 
+#include "engine/graph_index.h"
 #include "engine/ops/registry.h"
 
 namespace sparq {
@@ -30,13 +31,10 @@ std::string FastPathReport::summary(size_t names_per_cause) const {
 
 FastPathReport fast_path_report(const Graph& g) {
   FastPathReport r;
-  std::map<std::string, const Node*> producer;
-  for (const Node& n : g.nodes) {
-    for (const std::string& o : n.outputs) producer[o] = &n;
-  }
+  const GraphIndex ix(g);
   auto produced_by = [&](const std::string& v, OpId op) {
-    auto it = producer.find(v);
-    return it != producer.end() && op_of(*it->second) == op;
+    size_t i = 0;
+    return ix.producer(v, &i) && op_of(g.nodes[i]) == op;
   };
   for (const Node& n : g.nodes) {
     auto off = [&](const char* cause) { r.off.push_back({n.name, n.op, cause}); };

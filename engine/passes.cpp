@@ -3,10 +3,12 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "engine/graph_index.h"
 #include "engine/ops/registry.h"
 #include "kernels/spmm/spmm.h"
 
@@ -17,49 +19,40 @@ class Matcher {
  public:
   explicit Matcher(Graph& g) : g_(g) { index(); }
 
+  // Rebuilds the wiring without the nodes killed so far (engine/graph_index.h).
   void index() {
-    producer_.clear();
-    consumers_.clear();
-    for (size_t i = 0; i < g_.nodes.size(); ++i) {
-      if (dead_.count(i)) continue;
-      for (const std::string& o : g_.nodes[i].outputs) producer_[o] = i;
-      for (const std::string& in : g_.nodes[i].inputs) consumers_[in].push_back(i);
-    }
-    outputs_.clear();
-    for (const ValueInfo& v : g_.outputs) outputs_.insert(v.name);
+    ix_ = std::make_unique<GraphIndex>(g_, [this](size_t i) { return dead_.count(i) != 0; });
   }
 
   // The single node consuming `v`, if `v` has exactly one consumer and is not a graph
   // output.
   Node* sole_consumer(const std::string& v, size_t* idx = nullptr) {
-    auto it = consumers_.find(v);
-    if (it == consumers_.end() || it->second.size() != 1 || outputs_.count(v)) return nullptr;
-    if (idx) *idx = it->second[0];
-    return &g_.nodes[it->second[0]];
+    GraphIndex::Use u;
+    if (!ix_->only_use(v, &u)) return nullptr;
+    if (idx) *idx = u.first;
+    return &g_.nodes[u.first];
   }
   Node* producer(const std::string& v, size_t* idx = nullptr) {
-    auto it = producer_.find(v);
-    if (it == producer_.end() || dead_.count(it->second)) return nullptr;
-    if (idx) *idx = it->second;
-    return &g_.nodes[it->second];
+    size_t i = 0;
+    if (!ix_->producer(v, &i) || dead_.count(i)) return nullptr;
+    if (idx) *idx = i;
+    return &g_.nodes[i];
   }
-  const std::vector<size_t>& consumers(const std::string& v) {
-    static const std::vector<size_t> none;
-    auto it = consumers_.find(v);
-    return it == consumers_.end() ? none : it->second;
+  // The nodes reading `v` (one entry per read).
+  std::vector<size_t> consumers(const std::string& v) const {
+    std::vector<size_t> r;
+    for (const GraphIndex::Use& u : ix_->uses(v)) r.push_back(u.first);
+    return r;
   }
-  bool is_output(const std::string& v) const { return outputs_.count(v) != 0; }
-  size_t consumer_count(const std::string& v) const {
-    auto it = consumers_.find(v);
-    return it == consumers_.end() ? 0 : it->second.size();
-  }
+  bool is_output(const std::string& v) const { return ix_->is_output(v); }
+  size_t consumer_count(const std::string& v) const { return ix_->use_count(v); }
 
   // A constant value: an initializer or the output of a Constant node.
   const Constant* constant(const std::string& v) const {
     if (const Constant* c = g_.initializer(v)) return c;
-    auto it = producer_.find(v);
-    if (it == producer_.end()) return nullptr;
-    const Node& n = g_.nodes[it->second];
+    size_t i = 0;
+    if (!ix_->producer(v, &i)) return nullptr;
+    const Node& n = g_.nodes[i];
     if (op_of(n) != OpId::kConstant) return nullptr;
     const Attribute* a = n.attr("value");
     return a && a->t ? a->t.get() : nullptr;
@@ -86,10 +79,8 @@ class Matcher {
 
  private:
   Graph& g_;
-  std::map<std::string, size_t> producer_;
-  std::map<std::string, std::vector<size_t>> consumers_;
-  std::set<std::string> outputs_;
   std::set<size_t> dead_;
+  std::unique_ptr<GraphIndex> ix_;
 };
 
 bool last_axis(const Node& n, const Matcher& m) {
