@@ -675,6 +675,7 @@ class Planner {
       p_.slots[static_cast<size_t>(s)].heap = true;
       p_.inputs.push_back({vi.name, s});
     }
+    shape_pass(inputs);
     done_.assign(g_.nodes.size(), false);
     for (size_t i = 0; i < g_.nodes.size(); ++i) {
       if (!done_[i]) node(i);
@@ -705,19 +706,79 @@ class Planner {
     ids_[name] = id;
     return id;
   }
+  // The shape pass: every value's shape and type for these inputs, before anything is
+  // lowered. A node whose inputs are all static (initializers, folded values; Shape reads
+  // only a shape) is evaluated now by the interpreter, exactly as a run would: its value
+  // is static too. Any other node gets its outputs' shapes from its op's shape rule
+  // (engine/ops/shape.h); a shape known only at run time makes the graph Unplannable.
+  void shape_pass(const std::map<std::string, Value>& inputs) {
+    for (const auto& kv : g_.initializers)
+      meta_[kv.first] = {kv.second->shape, kv.second->type, kv.second};
+    for (const ValueInfo& vi : g_.inputs) {
+      const Value& v = inputs.at(vi.name);
+      meta_[vi.name] = {v->shape, v->type, nullptr};
+    }
+    auto matmul_n = [&](const Node& mm) {
+      return static_cast<int64_t>(model_.packed(mm.attr("weight")->s).n);
+    };
+    for (const Node& n : g_.nodes) {
+      if (n.outputs.empty()) continue;
+      std::vector<const ValueMeta*> ms;
+      bool all_static = true;
+      for (const std::string& in : n.inputs) {
+        if (in.empty()) {
+          ms.push_back(nullptr);
+          continue;
+        }
+        auto it = meta_.find(in);
+        if (it == meta_.end())
+          throw Error(Status::kFormatError, "value '" + in + "' is used before it is produced");
+        ms.push_back(&it->second);
+        all_static = all_static && it->second.value != nullptr;
+      }
+      const bool shape_only = op_of(n) == OpId::kShape && !n.inputs.empty();
+      if (all_static || shape_only) {  // (a Constant node has no inputs: static)
+        std::vector<Value> ins;
+        for (const ValueMeta* m : ms) ins.push_back(m ? m->value : nullptr);
+        if (shape_only) {  // depends on the shape only
+          auto c = std::make_shared<Constant>();
+          c->type = ms[0]->type;
+          c->shape = ms[0]->shape;
+          ins[0] = c;
+        }
+        Value v = interpret_node(g_, n, ins);
+        meta_[n.outputs[0]] = {v->shape, v->type, v};
+        continue;
+      }
+      std::vector<ValueMeta> out;
+      try {
+        out = infer_node(n, g_.opset, ms, matmul_n);
+      } catch (const Error& e) {
+        if (e.status() != Status::kUnsupported) throw;
+        throw Unplannable(e.what());
+      }
+      checked_elements(out[0].shape, elem_type_size(out[0].type), elem_type_name(out[0].type));
+      meta_[n.outputs[0]] = std::move(out[0]);
+    }
+  }
+  const ValueMeta& meta(const std::string& name) const { return meta_.at(name); }
+  bool is_static(const std::string& name) const {
+    auto it = meta_.find(name);
+    return it != meta_.end() && it->second.value != nullptr;
+  }
+
   int slot_of(const std::string& name) {
     auto it = ids_.find(name);
     if (it != ids_.end()) return it->second;
-    const Constant* c = g_.initializer(name);
-    if (c == nullptr)
+    if (!is_static(name))
       throw Error(Status::kFormatError, "value '" + name + "' is used before it is produced");
-    const int s = new_slot(name, c->shape, c->type);
-    p_.slots[static_cast<size_t>(s)].fixed = g_.initializers.at(name);
+    const ValueMeta& m = meta(name);
+    const int s = new_slot(name, m.shape, m.type);
+    p_.slots[static_cast<size_t>(s)].fixed = m.value;
     return s;
   }
-  bool known(const std::string& name) const {
-    return ids_.count(name) || g_.initializer(name) != nullptr;
-  }
+  // Lowered already, or static (an initializer or a folded value).
+  bool known(const std::string& name) const { return ids_.count(name) || is_static(name); }
   Slot& slot(int s) { return p_.slots[static_cast<size_t>(s)]; }
 
   int new_buffer(size_t bytes) {
@@ -855,7 +916,11 @@ class Planner {
   void node(size_t i) {
     const Node& n = g_.nodes[i];
     if (n.outputs.empty()) return;
-    if (try_fold(n)) return;
+    if (is_static(n.outputs[0])) {  // folded by the shape pass
+      if (!ids_.count(n.outputs[0])) slot_of(n.outputs[0]);
+      ++p_.summary.folded;
+      return;
+    }
     if (op_of(n) == OpId::kSparqMatMul && matmul(n)) return;
     if (op_of(n) == OpId::kLayerNormalization && layernorm(n)) return;
     if (op_of(n) == OpId::kAdd && add(n)) return;
@@ -865,53 +930,9 @@ class Planner {
     generic(n);
   }
 
-  // Makes `name` known by folding its producer chain ahead of graph order, when every
-  // value it depends on is static (or only its shape is read).
-  bool fold_for(const std::string& name, int depth) {
-    if (known(name)) return !is_dynamic(slot_of(name));
-    size_t pi = 0;
-    if (!ix_.producer(name, &pi) || depth > 32 || done_[pi]) return false;
-    const Node& n = g_.nodes[pi];
-    if (op_of(n) != OpId::kShape) {
-      for (const std::string& in : n.inputs) {
-        if (!in.empty() && !fold_for(in, depth + 1)) return false;
-      }
-    } else if (n.inputs.empty() || !known(n.inputs[0])) {
-      return false;
-    }
-    if (!try_fold(n)) return false;
-    done_[pi] = true;
-    return true;
-  }
-
-  bool try_fold(const Node& n) {
-    bool all_static = true;
-    std::vector<Value> ins;
-    for (const std::string& in : n.inputs) {
-      if (in.empty()) {
-        ins.push_back(nullptr);
-        continue;
-      }
-      if (virtual_.count(in)) return false;
-      const int s = slot_of(in);
-      if (is_dynamic(s)) all_static = false;
-      ins.push_back(slot(s).fixed);
-    }
-    if (op_of(n) == OpId::kShape && !n.inputs.empty()) {  // depends on the shape only
-      const Slot& x = slot(slot_of(n.inputs[0]));
-      auto c = std::make_shared<Constant>();
-      c->type = x.type;
-      c->shape = x.shape;
-      ins[0] = c;
-      all_static = true;
-    }
-    if (!all_static) return false;
-    Value v = interpret_node(g_, n, ins);
-    const int o = new_slot(n.outputs[0], v->shape, v->type);
-    slot(o).fixed = v;
-    ++p_.summary.folded;
-    return true;
-  }
+  // Whether `name` is static (the shape pass folded it): then it is known, ahead of
+  // graph order (Reshape targets computed further down the graph).
+  bool fold_for(const std::string& name, int) { return is_static(name); }
 
   void generic(const Node& n, const char* why = nullptr) {
     std::string reason = why ? why : "";
@@ -932,28 +953,9 @@ class Planner {
       tm(s);
       t.ins.push_back(s);
     }
-    // Its output's shape and type from the shape pass (engine/ops/shape.h); a shape that
-    // depends on a run-time value cannot be planned (Unplannable: the session then runs
-    // the graph op by op).
-    std::vector<ValueMeta> metas(t.ins.size());
-    std::vector<const ValueMeta*> ms(t.ins.size(), nullptr);
-    for (size_t k = 0; k < t.ins.size(); ++k) {
-      if (t.ins[k] < 0) continue;
-      const Slot& in = slot(t.ins[k]);
-      metas[k] = {in.shape, in.type, in.fixed};
-      ms[k] = &metas[k];
-    }
-    std::vector<ValueMeta> out;
-    try {
-      out = infer_node(n, g_.opset, ms, [&](const Node& mm) {
-        return static_cast<int64_t>(model_.packed(mm.attr("weight")->s).n);
-      });
-    } catch (const Error& e) {
-      if (e.status() != Status::kUnsupported) throw;
-      throw Unplannable(e.what());
-    }
-    checked_elements(out[0].shape, elem_type_size(out[0].type), elem_type_name(out[0].type));
-    const int o = new_slot(n.outputs[0], out[0].shape, out[0].type);
+    // Its output's shape and type from the shape pass.
+    const ValueMeta& out = meta(n.outputs[0]);
+    const int o = new_slot(n.outputs[0], out.shape, out.type);
     slot(o).heap = true;
     t.out = o;
     ++p_.summary.generic_steps;
@@ -1462,6 +1464,7 @@ class Planner {
   std::map<std::string, int> ids_;
   std::vector<bool> done_;
   std::map<std::string, HeadSplit> virtual_;
+  std::map<std::string, ValueMeta> meta_;  // the shape pass: every value's shape, type, value
   std::string declined_;  // why a fused op's step declined it (for generic's report)
   const Node* declined_node_ = nullptr;
   bool int8_model_ = false;
