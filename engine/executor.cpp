@@ -97,18 +97,6 @@ struct GenericStep {
     for (int i : ins) f(i);
   }
 };
-// A generic step whose work a later fused step took over (kept so its inputs' lifetimes
-// stay as they were recorded).
-struct SkipStep {
-  std::vector<int> ins;
-  static constexpr const char* kName = "skipped";
-  template <class F>
-  void buffers(F&&) const {}
-  template <class F>
-  void slots(F&& f) const {
-    for (int i : ins) f(i);
-  }
-};
 // Token-major value (slot `src`) -> feature-major panels.
 struct ToFmStep {
   int src = -1;  // slot
@@ -237,8 +225,8 @@ struct EmbedStep {
 };
 
 struct Step {
-  std::variant<GenericStep, SkipStep, ToFmStep, ToTmStep, QuantizeStep, LayerNormStep, AddStep,
-               MatMulStep, AttentionStep, EmbedStep>
+  std::variant<GenericStep, ToFmStep, ToTmStep, QuantizeStep, LayerNormStep, AddStep, MatMulStep,
+               AttentionStep, EmbedStep>
       op;
   int64_t rows = 0, cols = 0;  // features x tokens
   std::vector<int> release;    // heap slots dropped after this step
@@ -580,8 +568,6 @@ class Machine {
     });
   }
 
-  void run(const Executor::Plan&, const Step&, const SkipStep&, RunState&) {}
-
   static void release(const Step& s, RunState& st) {
     for (int r : s.release) {
       Value& v = st.env[static_cast<size_t>(r)];
@@ -677,6 +663,7 @@ class Planner {
     }
     shape_pass(inputs);
     done_.assign(g_.nodes.size(), false);
+    find_embeddings();
     for (size_t i = 0; i < g_.nodes.size(); ++i) {
       if (!done_[i]) node(i);
     }
@@ -1027,15 +1014,21 @@ class Planner {
   }
 
   bool layernorm(const Node& n) {
-    if (n.inputs.size() < 2 || !known(n.inputs[0])) return false;
+    if (n.inputs.size() < 2) return false;
+    LayerNormStep t;
+    const char* why = "";
+    if (embeds_.count(&n)) {  // claimed by find_embeddings: its sum was never lowered
+      const Shape& xs = meta(n.inputs[0]).shape;
+      if (!layernorm_params(n, static_cast<int64_t>(xs.size()), xs.back(), &t, &why))
+        throw Error(Status::kInternal, "embeddings '" + n.name + "': " + why);
+      return embeddings(n, t);
+    }
+    if (!known(n.inputs[0])) return false;
     const int x = slot_of(n.inputs[0]);
     if (!fm_able(x)) return false;
     const int64_t rank = static_cast<int64_t>(slot(x).shape.size());
     const int64_t F = slot(x).features();
-    LayerNormStep t;
-    const char* why = "";
     if (!layernorm_params(n, rank, F, &t, &why)) return decline(n, why);
-    if (embeddings(n, x, t)) return true;
     const int64_t cols = slot(x).tokens();
     t.src = fm(x);
     const int o = new_slot(n.outputs[0], slot(x).shape, ElemType::kF32);
@@ -1046,62 +1039,80 @@ class Planner {
   }
 
   // Embeddings: LayerNorm(sum of Gathers from constant tables and folded constants),
-  // the sum built only of Adds whose results nothing else reads. The Gathers and Adds
-  // already ran as op-by-op steps (graph order): they are dropped from the plan and one
-  // step gathers, sums and normalizes straight into the feature-major panels. Position
-  // ids that are an arange were folded at plan time, so their rows are a constant here;
-  // computed position ids (RoBERTa's cumulative sum over the mask) stay a gather by
-  // their run-time values, so left padding stays exact.
-  bool embeddings(const Node& ln, int x, const LayerNormStep& params) {
+  // the sum built only of Adds whose results nothing else reads, decided on the shaped
+  // graph before anything is lowered (find_embeddings): the Gathers and Adds get no
+  // steps, and one step gathers, sums and normalizes straight into the feature-major
+  // panels. Position ids that are an arange were folded by the shape pass, so their rows
+  // are a constant here; computed position ids (RoBERTa's cumulative sum over the mask)
+  // stay a gather by their run-time values, so left padding stays exact.
+  struct EmbedPlan {
+    std::vector<std::string> leaves;  // in the sum's order: static values or Gather outputs
+    std::vector<size_t> gathers;      // per leaf: the Gather node, or SIZE_MAX for a constant
+  };
+
+  void find_embeddings() {
+    for (size_t i = 0; i < g_.nodes.size(); ++i) {
+      const Node& ln = g_.nodes[i];
+      if (op_of(ln) != OpId::kLayerNormalization) continue;
+      EmbedPlan plan;
+      std::vector<size_t> chain;
+      if (match_embeddings(ln, &plan, &chain)) {
+        for (size_t k : chain) done_[k] = true;
+        embeds_[&ln] = std::move(plan);
+      }
+    }
+  }
+
+  bool match_embeddings(const Node& ln, EmbedPlan* plan, std::vector<size_t>* chain) {
     auto no = [&](const char* why) {
       if (verbose())
         std::fprintf(stderr, "sparq: plan: '%s' is not fused embeddings: %s\n", ln.name.c_str(),
                      why);
       return false;
     };
-    const Shape& xs = slot(x).shape;
-    if (xs.size() != 3 || !slot(x).heap) return false;  // e.g. a feature-major residual sum
-    const int64_t B = xs[0], S = xs[1], F = xs[2];
-    std::vector<std::string> leaves, stack = {ln.inputs[0]};
-    std::vector<size_t> chain;  // nodes whose steps the fused step replaces
+    if (ln.inputs.size() < 2 || is_static(ln.inputs[0])) return false;
+    const ValueMeta& xm = meta(ln.inputs[0]);
+    if (xm.shape.size() != 3 || xm.type != ElemType::kF32) return false;
+    const int64_t B = xm.shape[0], S = xm.shape[1], F = xm.shape[2];
+    // Constant float32 [F] scale and bias over the last axis (as layernorm_params).
+    const Attribute* ax = ln.attr("axis");
+    if (ax != nullptr && ax->i != -1 && ax->i != 2) return false;
+    for (size_t k = 1; k < ln.inputs.size() && k < 3; ++k) {
+      if (ln.inputs[k].empty()) continue;
+      if (!is_static(ln.inputs[k])) return false;
+      const ValueMeta& p = meta(ln.inputs[k]);
+      if (p.type != ElemType::kF32 || numel(p.shape) != F) return false;
+    }
+    std::vector<std::string> stack = {ln.inputs[0]};
     while (!stack.empty()) {
       const std::string v = stack.back();
       stack.pop_back();
       size_t pi = 0, ci = 0, cj = 0;
-      if (ix_.producer(v, &pi) && op_of(g_.nodes[pi]) == OpId::kAdd &&
-          g_.nodes[pi].inputs.size() == 2 && ids_.count(v) && slot(ids_.at(v)).heap &&
-          (v == ln.inputs[0] || only_use(v, &ci, &cj))) {
-        chain.push_back(pi);
+      if (!is_static(v) && ix_.producer(v, &pi) && op_of(g_.nodes[pi]) == OpId::kAdd &&
+          g_.nodes[pi].inputs.size() == 2 && (v == ln.inputs[0] || only_use(v, &ci, &cj))) {
+        chain->push_back(pi);
         stack.push_back(g_.nodes[pi].inputs[0]);
         stack.push_back(g_.nodes[pi].inputs[1]);
       } else {
-        leaves.push_back(v);
+        plan->leaves.push_back(v);
       }
     }
-    if (chain.empty() || leaves.size() > 6) return no("input is not a sum of up to 6 terms");
+    if (chain->empty() || plan->leaves.size() > 6) return no("input is not a sum of up to 6 terms");
     if (ix_.is_output(ln.inputs[0])) return no("the sum is a graph output");
     size_t ci = 0, cj = 0;
     if (!only_use(ln.inputs[0], &ci, &cj)) return no("the sum has other consumers");
-    std::vector<EmbedTerm> terms;
     int gathers = 0;
-    for (const std::string& v : leaves) {
-      if (!known(v)) return no("a term is not computed yet");
-      const int sv = slot_of(v);
-      const Slot& o = slot(sv);
-      EmbedTerm e;
-      if (o.fixed) {  // a folded constant: [F], [S, F], [1, S, F]
-        if (o.type != ElemType::kF32) return no("a constant term is not float32");
-        const Shape& cs = o.shape;
-        if (cs.size() == 1 && cs[0] == F) e.seq_stride = 0;
-        else if (cs.size() >= 2 && cs.back() == F && cs[cs.size() - 2] == S && numel(cs) == S * F)
-          e.seq_stride = F;
-        else if (cs == Shape{B, S, F}) {
-          e.seq_stride = F;
-          e.batch_stride = S * F;
-        } else if (numel(cs) == F) e.seq_stride = 0;
-        else return no("a constant term does not broadcast per token");
-        e.table = o.fixed->data<float>();
-        terms.push_back(e);
+    for (const std::string& v : plan->leaves) {
+      const ValueMeta& m = meta(v);
+      if (m.value) {  // a folded constant: [F], [S, F], [1, S, F] or [B, S, F]
+        if (m.type != ElemType::kF32) return no("a constant term is not float32");
+        const Shape& cs = m.shape;
+        const bool ok =
+            (cs.size() == 1 && cs[0] == F) ||
+            (cs.size() >= 2 && cs.back() == F && cs[cs.size() - 2] == S && numel(cs) == S * F) ||
+            cs == Shape{B, S, F} || numel(cs) == F;
+        if (!ok) return no("a constant term does not broadcast per token");
+        plan->gathers.push_back(SIZE_MAX);
         continue;
       }
       size_t pi = 0;
@@ -1118,35 +1129,49 @@ class Planner {
           table->shape[1] != F) {
         return no("a gather's table is not a constant [rows, F] float32");
       }
-      if (!known(gn.inputs[1])) return no("a gather's ids are not computed yet");
-      const int is = slot_of(gn.inputs[1]);
-      const Slot& io = slot(is);
-      if (io.fixed || !io.heap || (io.type != ElemType::kI64 && io.type != ElemType::kI32) ||
-          io.shape != Shape{B, S}) {
+      const ValueMeta& ids = meta(gn.inputs[1]);
+      if (ids.value || (ids.type != ElemType::kI64 && ids.type != ElemType::kI32) ||
+          ids.shape != Shape{B, S}) {
         return no("a gather's ids are not run-time int [B, S]");
       }
-      e.table = table->data<float>();
-      e.rows = table->shape[0];
-      e.ids = is;
-      terms.push_back(e);
-      chain.push_back(pi);
+      plan->gathers.push_back(pi);
+      chain->push_back(pi);
       ++gathers;
     }
     if (gathers == 0) return no("no gather");
-    // Drop the op-by-op steps of the chain (they ran in the planning pass already).
-    std::set<const Node*> drop;
-    for (size_t i : chain) drop.insert(&g_.nodes[i]);
-    for (Step& st : p_.steps) {
-      const auto* gs = std::get_if<GenericStep>(&st.op);
-      if (gs != nullptr && drop.count(gs->node)) {
-        SkipStep skip;
-        skip.ins = gs->ins;
-        st.op = std::move(skip);
-        --p_.summary.generic_steps;
-      }
-    }
+    return true;
+  }
+
+  // Lowers a LayerNormalization find_embeddings claimed.
+  bool embeddings(const Node& ln, const LayerNormStep& params) {
+    auto it = embeds_.find(&ln);
+    if (it == embeds_.end()) return false;
+    const EmbedPlan& plan = it->second;
+    const Shape xs = meta(ln.inputs[0]).shape;
+    const int64_t B = xs[0], S = xs[1], F = xs[2];
     EmbedStep t;
-    t.terms = std::move(terms);
+    for (size_t k = 0; k < plan.leaves.size(); ++k) {
+      EmbedTerm e;
+      if (plan.gathers[k] == SIZE_MAX) {  // a folded constant
+        const Slot& o = slot(slot_of(plan.leaves[k]));
+        const Shape& cs = o.shape;
+        if (cs.size() == 1 && cs[0] == F) e.seq_stride = 0;
+        else if (cs.size() >= 2 && cs.back() == F && cs[cs.size() - 2] == S && numel(cs) == S * F)
+          e.seq_stride = F;
+        else if (cs == Shape{B, S, F}) {
+          e.seq_stride = F;
+          e.batch_stride = S * F;
+        } else e.seq_stride = 0;  // numel F
+        e.table = o.fixed->data<float>();
+      } else {
+        const Node& gn = g_.nodes[plan.gathers[k]];
+        const Constant* table = g_.initializer(gn.inputs[0]);
+        e.table = table->data<float>();
+        e.rows = table->shape[0];
+        e.ids = slot_of(gn.inputs[1]);
+      }
+      t.terms.push_back(e);
+    }
     for (const EmbedTerm& e : t.terms) {
       if (e.ids >= 0) t.ids.push_back(e.ids);  // keeps the ids alive to here
     }
@@ -1464,7 +1489,8 @@ class Planner {
   std::map<std::string, int> ids_;
   std::vector<bool> done_;
   std::map<std::string, HeadSplit> virtual_;
-  std::map<std::string, ValueMeta> meta_;  // the shape pass: every value's shape, type, value
+  std::map<std::string, ValueMeta> meta_;    // the shape pass: every value's shape, type, value
+  std::map<const Node*, EmbedPlan> embeds_;  // LayerNorms lowered as embeddings steps
   std::string declined_;  // why a fused op's step declined it (for generic's report)
   const Node* declined_node_ = nullptr;
   bool int8_model_ = false;
