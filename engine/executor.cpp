@@ -664,6 +664,7 @@ class Planner {
     shape_pass(inputs);
     done_.assign(g_.nodes.size(), false);
     find_embeddings();
+    find_attention();
     for (size_t i = 0; i < g_.nodes.size(); ++i) {
       if (!done_[i]) node(i);
     }
@@ -911,7 +912,6 @@ class Planner {
     if (op_of(n) == OpId::kSparqMatMul && matmul(n)) return;
     if (op_of(n) == OpId::kLayerNormalization && layernorm(n)) return;
     if (op_of(n) == OpId::kAdd && add(n)) return;
-    if (op_of(n) == OpId::kReshape && defer_head_split(i)) return;
     if (op_of(n) == OpId::kReshape && view_reshape(n)) return;
     if (op_of(n) == OpId::kSparqAttention && attention(i)) return;
     generic(n);
@@ -923,9 +923,9 @@ class Planner {
 
   void generic(const Node& n, const char* why = nullptr) {
     std::string reason = why ? why : "";
-    if (reason.empty() && declined_node_ == &n) {
-      reason = declined_;
-      declined_node_ = nullptr;
+    if (reason.empty()) {
+      auto it = reasons_.find(&n);
+      if (it != reasons_.end()) reason = it->second;
     }
     if (reason.empty()) reason = "no fused step for " + n.op;
     p_.summary.op_by_op.push_back({n.name, n.op, reason});
@@ -951,8 +951,7 @@ class Planner {
 
   // Records why a fused op's step declined node n (generic() reports it); returns false.
   bool decline(const Node& n, const char* why) {
-    declined_ = why;
-    declined_node_ = &n;
+    reasons_[&n] = why;
     return false;
   }
 
@@ -987,7 +986,7 @@ class Planner {
         only_use_through_views(n.outputs[0], out_shape, &ci, &cj, &views, &add_shape) &&
         op_of(g_.nodes[ci]) == OpId::kAdd && g_.nodes[ci].inputs.size() == 2) {
       const std::string& other = g_.nodes[ci].inputs[1 - cj];
-      if (ids_.count(other) && !virtual_.count(other)) {
+      if (ids_.count(other)) {
         const int r = ids_.at(other);
         if (fm_able(r) && slot(r).shape == add_shape) {
           t.residual = fm(r);
@@ -1256,29 +1255,6 @@ class Planner {
     return true;
   }
 
-  // Reshape [B,S,H*d] -> [B,S,H,d] -> Transpose -> SparqAttention: remembered, not run.
-  bool defer_head_split(size_t i) {
-    const Node& n = g_.nodes[i];
-    if (n.inputs.empty() || !known(n.inputs[0])) return false;
-    const int x = slot_of(n.inputs[0]);
-    if (!fm_able(x) || slot(x).shape.size() != 3) return false;
-    const Shape t = reshape_target(n, slot(x).shape);
-    const Shape& in = slot(x).shape;
-    if (t.size() != 4 || t[0] != in[0] || t[1] != in[1] || t[2] * t[3] != in[2]) return false;
-    size_t ti = 0, tj = 0, ai = 0, aj = 0;
-    if (!only_use(n.outputs[0], &ti, &tj) || op_of(g_.nodes[ti]) != OpId::kTranspose) return false;
-    const Node& tr = g_.nodes[ti];
-    if (!only_use(tr.outputs[0], &ai, &aj) || op_of(g_.nodes[ai]) != OpId::kSparqAttention)
-      return false;
-    const std::vector<int64_t> perm = perm_of(tr);
-    const bool ok = (aj == 0 || aj == 2) ? perm == std::vector<int64_t>{0, 2, 1, 3}
-                                         : aj == 1 && perm == std::vector<int64_t>{0, 2, 3, 1};
-    if (!ok) return false;
-    virtual_[tr.outputs[0]] = {x, t[2], t[3], i, ti};
-    done_[ti] = true;
-    return true;
-  }
-
   // A Reshape that keeps the last dimension regroups only the tokens: the feature-major
   // panels are the same bytes, so the output is a view of the input's buffers (no step).
   // Linear layers exported on flattened [B*S, H] activations reshape this way.
@@ -1323,68 +1299,118 @@ class Planner {
     return false;
   }
 
+  // Attention, decided on the shaped graph before lowering (find_attention): Q, K and V
+  // each the exported head split (Reshape [B,S,H*d] -> [B,S,H,d] -> Transpose) of a
+  // feature-major value, the output merged back (Transpose(0,2,1,3) -> Reshape [B,S,H*dv])
+  // and a mask the kernel takes. The claimed Reshapes and Transposes get no steps: the
+  // kernel reads heads as row blocks of the projections and writes the merged output. An
+  // attention that does not match runs op by op, every node in graph order.
   struct HeadSplit {
-    int x;
-    int64_t heads, dim;
-    size_t reshape, transpose;
+    std::string x;  // the feature-major [B, S, H*d] value
+    int64_t heads = 0, dim = 0;
+  };
+  struct AttnPlan {
+    HeadSplit hs[3];
+    size_t out_reshape = 0;  // the Reshape writing the merged [B, S, H*dv] output
   };
 
-  bool attention(size_t i) {
-    const Node& n = g_.nodes[i];
-    auto fallback = [&](const std::string& why) {
-      if (verbose())
-        std::fprintf(stderr, "sparq: plan: node '%s' runs op by op: %s\n", n.name.c_str(),
-                     why.c_str());
-      declined_ = std::string("attention not fused at plan time: ") + why;
-      declined_node_ = &n;
-      // Run the deferred head splits op by op after all.
-      for (size_t k = 0; k < 3 && k < n.inputs.size(); ++k) {
-        auto it = virtual_.find(n.inputs[k]);
-        if (it == virtual_.end()) continue;
-        const HeadSplit h = it->second;
-        virtual_.erase(it);
-        generic(g_.nodes[h.reshape]);
-        generic(g_.nodes[h.transpose]);
+  void find_attention() {
+    for (size_t i = 0; i < g_.nodes.size(); ++i) {
+      const Node& n = g_.nodes[i];
+      if (op_of(n) != OpId::kSparqAttention) continue;
+      AttnPlan plan;
+      std::vector<size_t> claim;
+      std::string why;
+      if (match_attention(i, &plan, &claim, &why)) {
+        for (size_t k : claim) done_[k] = true;
+        attns_[&n] = plan;
+      } else {
+        if (verbose())
+          std::fprintf(stderr, "sparq: plan: node '%s' runs op by op: %s\n", n.name.c_str(),
+                       why.c_str());
+        reasons_[&n] = "attention not fused at plan time: " + why;
       }
+    }
+  }
+
+  bool match_attention(size_t i, AttnPlan* plan, std::vector<size_t>* claim, std::string* why) {
+    const Node& n = g_.nodes[i];
+    auto no = [&](const std::string& w) {
+      *why = w;
       return false;
     };
-    if (n.inputs.size() < 3) return fallback("fewer than 3 inputs");
-    HeadSplit hs[3];
+    if (n.inputs.size() < 3) return no("fewer than 3 inputs");
     for (size_t k = 0; k < 3; ++k) {
-      auto it = virtual_.find(n.inputs[k]);
-      if (it == virtual_.end())
-        return fallback("an input is not a head split of a feature-major value");
-      hs[k] = it->second;
+      const char* not_split = "an input is not a head split of a feature-major value";
+      size_t ti = 0, ai = 0, aj = 0, ri = 0, ui = 0, uj = 0;
+      if (!ix_.producer(n.inputs[k], &ti) || op_of(g_.nodes[ti]) != OpId::kTranspose ||
+          !only_use(n.inputs[k], &ai, &aj) || ai != i || aj != k)
+        return no(not_split);
+      const Node& tr = g_.nodes[ti];
+      const std::vector<int64_t> perm = perm_of(tr);
+      const bool perm_ok = k == 1 ? perm == std::vector<int64_t>{0, 2, 3, 1}
+                                  : perm == std::vector<int64_t>{0, 2, 1, 3};
+      if (!perm_ok || !ix_.producer(tr.inputs[0], &ri) || op_of(g_.nodes[ri]) != OpId::kReshape ||
+          !only_use(tr.inputs[0], &ui, &uj) || ui != ti)
+        return no(not_split);
+      const Node& rs = g_.nodes[ri];
+      const ValueMeta& x = meta(rs.inputs[0]);
+      const Shape& t = meta(rs.outputs[0]).shape;
+      if (x.value || x.type != ElemType::kF32 || x.shape.size() != 3 || numel(x.shape) <= 0 ||
+          t.size() != 4 || t[0] != x.shape[0] || t[1] != x.shape[1] || t[2] * t[3] != x.shape[2])
+        return no(not_split);
+      plan->hs[k] = {rs.inputs[0], t[2], t[3]};
+      claim->push_back(ri);
+      claim->push_back(ti);
     }
-    const Shape& qs = slot(hs[0].x).shape;
-    const Shape& ks = slot(hs[1].x).shape;
-    const Shape& vs = slot(hs[2].x).shape;
-    const int64_t B = qs[0], S = qs[1], H = hs[0].heads, dh = hs[0].dim, T = ks[1], dv = hs[2].dim;
+    const HeadSplit* hs = plan->hs;
+    const Shape& qs = meta(hs[0].x).shape;
+    const Shape& ks = meta(hs[1].x).shape;
+    const Shape& vs = meta(hs[2].x).shape;
+    const int64_t B = qs[0], S = qs[1], H = hs[0].heads, T = ks[1], dv = hs[2].dim;
     if (ks[0] != B || vs[0] != B || vs[1] != T || hs[1].heads != H || hs[2].heads != H ||
-        hs[1].dim != dh) {
-      return fallback("head shapes differ");
+        hs[1].dim != hs[0].dim) {
+      return no("head shapes differ");
     }
     // The output goes through Transpose(0,2,1,3) and a Reshape back to [B, S, H*dv].
     size_t ti = 0, tj = 0, ri = 0, rj = 0;
     if (!only_data_use(n.outputs[0], &ti, &tj) || op_of(g_.nodes[ti]) != OpId::kTranspose ||
         perm_of(g_.nodes[ti]) != std::vector<int64_t>{0, 2, 1, 3}) {
-      return fallback("output is not Transpose(0,2,1,3)");
+      return no("output is not Transpose(0,2,1,3)");
     }
     if (!only_data_use(g_.nodes[ti].outputs[0], &ri, &rj) ||
         op_of(g_.nodes[ri]) != OpId::kReshape || rj != 0)
-      return fallback("transpose is not followed by a Reshape");
-    // Shape-only slots for the skipped values that Shape nodes still read; the Reshape's
-    // target is usually computed from one of them further down the graph: folded now.
-    new_slot(n.outputs[0], {B, H, S, dv}, ElemType::kF32);
-    new_slot(g_.nodes[ti].outputs[0], {B, S, H, dv}, ElemType::kF32);
-    const Node& rs = g_.nodes[ri];
-    const bool target_ok = rs.inputs.size() > 1 && fold_for(rs.inputs[1], 0) &&
-                           reshape_target(rs, {B, S, H, dv}) == Shape{B, S, H * dv};
-    if (!target_ok) {
-      ids_.erase(n.outputs[0]);
-      ids_.erase(g_.nodes[ti].outputs[0]);
-      return fallback("reshape target is not [B, S, H*dv]");
+      return no("transpose is not followed by a Reshape");
+    if (meta(g_.nodes[ri].outputs[0]).shape != Shape{B, S, H * dv})
+      return no("reshape target is not [B, S, H*dv]");
+    const Attribute* kind = n.attr("mask_kind");
+    const std::string mk = kind ? kind->s : "none";
+    if (n.inputs.size() > 3 && !n.inputs[3].empty() && mk != "none") {
+      const ValueMeta& m = meta(n.inputs[3]);
+      if (mk == "add" && m.type != ElemType::kF32) return no("additive mask not float32");
+      if (mk == "where" && m.type != ElemType::kBool) return no("select mask not bool");
+      if (mk != "add" && mk != "where") return no("unknown mask kind");
+      int64_t st[4];
+      std::string w;
+      if (!attention_mask_strides(m.shape, {B, H, S, T}, st, &w)) return no(w);
+      if (st[2] != 0 && S > 1) return no("mask varies by query");  // op by op
     }
+    claim->push_back(ti);
+    claim->push_back(ri);
+    plan->out_reshape = ri;
+    return true;
+  }
+
+  // Lowers a SparqAttention find_attention claimed.
+  bool attention(size_t i) {
+    const Node& n = g_.nodes[i];
+    auto it = attns_.find(&n);
+    if (it == attns_.end()) return false;
+    const AttnPlan& plan = it->second;
+    const HeadSplit* hs = plan.hs;
+    const Shape& qs = meta(hs[0].x).shape;
+    const Shape& ks = meta(hs[1].x).shape;
+    const int64_t B = qs[0], S = qs[1], H = hs[0].heads, dh = hs[0].dim, T = ks[1], dv = hs[2].dim;
     AttentionStep t;
     FmAttentionArgs& a = t.att;
     a.batch = B;
@@ -1402,16 +1428,9 @@ class Planner {
     const std::string mk = kind ? kind->s : "none";
     if (n.inputs.size() > 3 && !n.inputs[3].empty() && mk != "none") {
       const int ms = slot_of(n.inputs[3]);
-      if (mk == "add" && slot(ms).type != ElemType::kF32)
-        return fallback("additive mask not float32");
-      if (mk == "where" && slot(ms).type != ElemType::kBool)
-        return fallback("select mask not bool");
-      if (mk != "add" && mk != "where") return fallback("unknown mask kind");
       int64_t st[4];
       std::string why;
-      if (!attention_mask_strides(slot(ms).shape, {B, H, S, T}, st, &why)) return fallback(why);
-      if (st[2] != 0 && S > 1)
-        return fallback("mask varies by query");  // masks that vary by query: op by op
+      attention_mask_strides(slot(ms).shape, {B, H, S, T}, st, &why);  // checked above
       a.mask_b = st[0];
       a.mask_h = st[1];
       a.mask_t = st[3];
@@ -1425,12 +1444,10 @@ class Planner {
       tm(ms);
       t.mask = ms;
     }
-    t.q = fm(hs[0].x);
-    t.k = fm(hs[1].x);
-    t.v = fm(hs[2].x);
-    for (size_t k = 0; k < 3; ++k) virtual_.erase(n.inputs[k]);
-    done_[ti] = done_[ri] = true;
-    const int o = new_slot(g_.nodes[ri].outputs[0], {B, S, H * dv}, ElemType::kF32);
+    t.q = fm(slot_of(hs[0].x));
+    t.k = fm(slot_of(hs[1].x));
+    t.v = fm(slot_of(hs[2].x));
+    const int o = new_slot(g_.nodes[plan.out_reshape].outputs[0], {B, S, H * dv}, ElemType::kF32);
     t.out = new_buffer(fm_bytes(H * dv, B * S, 4));
     slot(o).fm = t.out;
     ++p_.summary.fused_attention;
@@ -1488,11 +1505,10 @@ class Planner {
   const Machine& m_;
   std::map<std::string, int> ids_;
   std::vector<bool> done_;
-  std::map<std::string, HeadSplit> virtual_;
-  std::map<std::string, ValueMeta> meta_;    // the shape pass: every value's shape, type, value
-  std::map<const Node*, EmbedPlan> embeds_;  // LayerNorms lowered as embeddings steps
-  std::string declined_;  // why a fused op's step declined it (for generic's report)
-  const Node* declined_node_ = nullptr;
+  std::map<std::string, ValueMeta> meta_;       // the shape pass: every value's shape, type, value
+  std::map<const Node*, EmbedPlan> embeds_;     // LayerNorms lowered as embeddings steps
+  std::map<const Node*, std::string> reasons_;  // why no fused step took a node (generic's report)
+  std::map<const Node*, AttnPlan> attns_;       // attentions lowered as attention steps
   bool int8_model_ = false;
   PlanOptions options_;
 };

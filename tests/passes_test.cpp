@@ -263,7 +263,7 @@ struct AttentionSpec {
   std::string name;
   int64_t opset = 14;
   const char* scale = "div";  // div | mul | q-div | q-mul | qk-mul | none
-  const char* mask = "add";   // add | where | where-nocast | none
+  const char* mask = "add";   // add | where | where-nocast | none | per-query
   bool softmax_axis = true;   // give Softmax an explicit axis (-1)
   float fill = -3.4e38f;
 };
@@ -310,7 +310,10 @@ Converted attention_case(const AttentionSpec& spec) {
   to_f.kind = to_b.kind = Attribute::Kind::kInt;
   to_f.i = 1;
   to_b.i = 9;
-  if (m == "add") {
+  if (m == "per-query") {  // an additive [B, 1, S, S] mask that differs per query row
+    b.input("qmask", ElemType::kF32, {-1, 1, -2, -2});
+    s = b.op("Add", {s, "qmask"});
+  } else if (m == "add") {
     const std::string mf = b.op("Cast", {unsq("attention_mask")}, {{"to", to_f}});
     const std::string ext =
         b.op("Mul", {b.op("Sub", {b.constant(1.0f), mf}), b.constant(-10000.0f)});
@@ -335,6 +338,7 @@ Converted attention_case(const AttentionSpec& spec) {
   for (int64_t i = 0; i < kB * kS; ++i)  // row 1 has 2 padding tokens
     reinterpret_cast<int64_t*>(mask->bytes.data())[i] = (i / kS == 1 && i % kS >= 3) ? 0 : 1;
   std::map<std::string, Value> in = {{"x", f32({kB, kS, kH}, 7, 1.0f)}, {"attention_mask", mask}};
+  if (m == "per-query") in["qmask"] = f32({kB, 1, kS, kS}, 9, 1.0f);
   return convert_and_check(b.g, in, spec.name);
 }
 
@@ -380,6 +384,23 @@ TEST(Passes, AttentionSoftmaxAxisBeforeOpset13) {
   spec.opset = 13;
   c = attention_case(spec);
   EXPECT_EQ(c.nodes("SparqAttention").size(), 1u);
+}
+
+// An attention the kernel cannot take (a mask that varies by query row) is decided
+// against before lowering: every node of it runs op by op in graph order, the reason is
+// in the plan summary, and the answer is the reference's.
+TEST(Passes, AttentionDeclinedAtPlanTimeRunsOpByOp) {
+  AttentionSpec spec;
+  spec.name = "att-per-query-mask";
+  spec.mask = "per-query";
+  const Converted c = attention_case(spec);
+  ASSERT_EQ(c.nodes("SparqAttention").size(), 1u);  // fused at convert time
+  EXPECT_EQ(c.plan.fused_attention, 0);             // not by the plan
+  bool reported = false;
+  for (const OffPathNode& o : c.plan.op_by_op)
+    reported |=
+        o.op == "SparqAttention" && o.cause.find("mask varies by query") != std::string::npos;
+  EXPECT_TRUE(reported);
 }
 
 TEST(Passes, AttentionWithInfiniteFill) {
