@@ -13,6 +13,7 @@
 #include "engine/layout.h"
 #include "engine/limits.h"
 #include "engine/model.h"
+#include "engine/ops/attrs.h"
 #include "engine/ops/registry.h"
 #include "engine/ops/shape.h"
 #include "engine/plan/memory_plan.h"
@@ -647,8 +648,7 @@ class Planner {
     // An int8 model (any int8 SparqMatMul) runs attention in int8 or bf16 where the CPU can
     // (fm_low_precision_attention).
     for (const Node& n : g_.nodes) {
-      const Attribute* pr = n.attr("precision");
-      if (op_of(n) == OpId::kSparqMatMul && pr != nullptr && pr->s == "int8") int8_model_ = true;
+      if (op_of(n) == OpId::kSparqMatMul && attrs(n).int8) int8_model_ = true;
     }
   }
 
@@ -707,7 +707,7 @@ class Planner {
       meta_[vi.name] = {v->shape, v->type, nullptr};
     }
     auto matmul_n = [&](const Node& mm) {
-      return static_cast<int64_t>(model_.packed(mm.attr("weight")->s).n);
+      return static_cast<int64_t>(model_.packed(attrs(mm).weight).n);
     };
     for (const Node& n : g_.nodes) {
       if (n.outputs.empty()) continue;
@@ -885,10 +885,14 @@ class Planner {
     }
     return found == 1;
   }
-  std::vector<int64_t> perm_of(const Node& n) {
-    const Attribute* a = n.attr("perm");
-    return a ? a->ints : std::vector<int64_t>{};
+  // A node's attributes, parsed once (engine/ops/attrs.h); kept alive by the node.
+  const NodeAttrs& attrs(const Node& n) {
+    if (n.parsed) return *n.parsed;
+    auto& keep = parsed_here_[&n];  // a node never resolved (built by hand)
+    if (!keep) keep = parse_attrs(n, g_.opset);
+    return *keep;
   }
+  std::vector<int64_t> perm_of(const Node& n) { return attrs(n).perm; }
   // The Reshape target for input shape `in`, or empty when not resolvable.
   Shape reshape_target(const Node& n, const Shape& in) {
     if (n.inputs.size() < 2 || !known(n.inputs[1])) return {};
@@ -896,9 +900,8 @@ class Planner {
     if (!slot(ss).fixed || slot(ss).fixed->type != ElemType::kI64) return {};
     const Constant& c = *slot(ss).fixed;
     Shape t(c.data<int64_t>(), c.data<int64_t>() + c.elements());
-    const Attribute* az = n.attr("allowzero");
     std::string why;
-    return sparq::reshape_target(in, &t, az != nullptr && az->i != 0, &why) ? t : Shape{};
+    return sparq::reshape_target(in, &t, attrs(n).allowzero, &why) ? t : Shape{};
   }
 
   void node(size_t i) {
@@ -956,9 +959,8 @@ class Planner {
   }
 
   bool matmul(const Node& n) {
-    const Attribute* wa = n.attr("weight");
-    if (wa == nullptr || n.inputs.empty() || !known(n.inputs[0])) return false;
-    const PackedWeights& w = model_.packed(wa->s);
+    if (n.inputs.empty() || !known(n.inputs[0])) return false;
+    const PackedWeights& w = model_.packed(attrs(n).weight);
     const int x = slot_of(n.inputs[0]);
     if (!fm_able(x)) return decline(n, "matmul input is not a float32 activation");
     if (slot(x).features() != w.k) return decline(n, "matmul input's last dimension is not K");
@@ -971,9 +973,7 @@ class Planner {
         return false;
       t.bias = slot(b).fixed->data<float>();
     }
-    if (const Attribute* act = n.attr("activation")) {
-      if (!activation_from_name(act->s, &t.act)) return false;
-    }
+    t.act = attrs(n).activation;
     Shape out_shape = slot(x).shape;
     out_shape.back() = w.n;
     std::string out_name = n.outputs[0];
@@ -1074,8 +1074,7 @@ class Planner {
     if (xm.shape.size() != 3 || xm.type != ElemType::kF32) return false;
     const int64_t B = xm.shape[0], S = xm.shape[1], F = xm.shape[2];
     // Constant float32 [F] scale and bias over the last axis (as layernorm_params).
-    const Attribute* ax = ln.attr("axis");
-    if (ax != nullptr && ax->i != -1 && ax->i != 2) return false;
+    if (attrs(ln).axis != -1 && attrs(ln).axis != 2) return false;
     for (size_t k = 1; k < ln.inputs.size() && k < 3; ++k) {
       if (ln.inputs[k].empty()) continue;
       if (!is_static(ln.inputs[k])) return false;
@@ -1118,8 +1117,7 @@ class Planner {
       if (!ix_.producer(v, &pi)) return no("a term is a graph input");
       const Node& gn = g_.nodes[pi];
       size_t gi = 0, gj = 0;
-      const Attribute* axis = gn.attr("axis");
-      if (op_of(gn) != OpId::kGather || gn.inputs.size() != 2 || (axis && axis->i != 0) ||
+      if (op_of(gn) != OpId::kGather || gn.inputs.size() != 2 || attrs(gn).axis != 0 ||
           !only_use(v, &gi, &gj)) {
         return no("a term is not a single-use Gather");
       }
@@ -1197,8 +1195,8 @@ class Planner {
     };
     if (op_of(ln) != OpId::kLayerNormalization || ln.inputs.size() < 2)
       return no("not a LayerNormalization");
-    const Attribute* ax = ln.attr("axis");
-    const int64_t axis = ax ? (ax->i < 0 ? ax->i + rank : ax->i) : rank - 1;
+    const int64_t given = attrs(ln).axis;
+    const int64_t axis = given < 0 ? given + rank : given;
     if (axis != rank - 1) return no("LayerNorm over an axis other than the last");
     const char* params = "LayerNorm scale or bias is not a constant float32 [features]";
     if (!known(ln.inputs[1])) return no(params);
@@ -1214,8 +1212,7 @@ class Planner {
     if (!ok(g) || (b >= 0 && !ok(b))) return no(params);
     t->gamma = slot(g).fixed->data<float>();
     t->beta = b >= 0 ? slot(b).fixed->data<float>() : nullptr;
-    const Attribute* ep = ln.attr("epsilon");
-    t->eps = ep ? ep->f : 1e-5f;
+    t->eps = attrs(ln).epsilon;
     return true;
   }
 
@@ -1383,13 +1380,11 @@ class Planner {
       return no("transpose is not followed by a Reshape");
     if (meta(g_.nodes[ri].outputs[0]).shape != Shape{B, S, H * dv})
       return no("reshape target is not [B, S, H*dv]");
-    const Attribute* kind = n.attr("mask_kind");
-    const std::string mk = kind ? kind->s : "none";
-    if (n.inputs.size() > 3 && !n.inputs[3].empty() && mk != "none") {
+    const MaskKind mk = attrs(n).mask;
+    if (n.inputs.size() > 3 && !n.inputs[3].empty() && mk != MaskKind::kNone) {
       const ValueMeta& m = meta(n.inputs[3]);
-      if (mk == "add" && m.type != ElemType::kF32) return no("additive mask not float32");
-      if (mk == "where" && m.type != ElemType::kBool) return no("select mask not bool");
-      if (mk != "add" && mk != "where") return no("unknown mask kind");
+      if (mk == MaskKind::kAdd && m.type != ElemType::kF32) return no("additive mask not float32");
+      if (mk == MaskKind::kWhere && m.type != ElemType::kBool) return no("select mask not bool");
       int64_t st[4];
       std::string w;
       if (!attention_mask_strides(m.shape, {B, H, S, T}, st, &w)) return no(w);
@@ -1422,11 +1417,9 @@ class Planner {
     a.ld_q = B * S;
     a.ld_k = a.ld_v = B * T;
     a.ld_out = B * S;
-    const Attribute* sc = n.attr("scale");
-    a.scale = sc ? sc->f : 1.0f;
-    const Attribute* kind = n.attr("mask_kind");
-    const std::string mk = kind ? kind->s : "none";
-    if (n.inputs.size() > 3 && !n.inputs[3].empty() && mk != "none") {
+    a.scale = attrs(n).scale;
+    const MaskKind mk = attrs(n).mask;
+    if (n.inputs.size() > 3 && !n.inputs[3].empty() && mk != MaskKind::kNone) {
       const int ms = slot_of(n.inputs[3]);
       int64_t st[4];
       std::string why;
@@ -1437,10 +1430,9 @@ class Planner {
       // Non-null markers; the run fills in the real pointers.
       static const float kMarkF = 0.0f;
       static const uint8_t kMarkB = 0;
-      if (mk == "add") a.add_mask = &kMarkF;
+      if (mk == MaskKind::kAdd) a.add_mask = &kMarkF;
       else a.select_mask = &kMarkB;
-      const Attribute* fl = n.attr("fill");
-      a.fill = fl ? fl->f : 0.0f;
+      a.fill = attrs(n).fill;
       tm(ms);
       t.mask = ms;
     }
@@ -1509,6 +1501,7 @@ class Planner {
   std::map<const Node*, EmbedPlan> embeds_;     // LayerNorms lowered as embeddings steps
   std::map<const Node*, std::string> reasons_;  // why no fused step took a node (generic's report)
   std::map<const Node*, AttnPlan> attns_;       // attentions lowered as attention steps
+  std::map<const Node*, std::shared_ptr<const NodeAttrs>> parsed_here_;
   bool int8_model_ = false;
   PlanOptions options_;
 };

@@ -12,6 +12,7 @@
 #include <set>
 
 #include "engine/limits.h"
+#include "engine/ops/attrs.h"
 #include "engine/ops/registry.h"
 #include "engine/profile.h"
 #include "engine/shapes.h"
@@ -285,14 +286,6 @@ class Runner {
     for (size_t i = 0; i < v.size(); ++i) v[i] = geti(c, static_cast<int64_t>(i));
     return v;
   }
-  int64_t attr_i(const Node& n, const char* k, int64_t def) {
-    const Attribute* a = n.attr(k);
-    return a ? a->i : def;
-  }
-  float attr_f(const Node& n, const char* k, float def) {
-    const Attribute* a = n.attr(k);
-    return a ? a->f : def;
-  }
   int64_t axis(const Node& n, int64_t a, size_t rank) {
     int64_t r = 0;
     std::string why;
@@ -453,7 +446,7 @@ class Runner {
 
   Value cast(const Node& n) {
     Value a = need(n, 0);
-    const int64_t to = attr_i(n, "to", 0);
+    const int64_t to = attrs_of(n, g_.opset)->to;
     ElemType t;
     switch (to) {
       case 1: t = ElemType::kF32; break;
@@ -581,9 +574,9 @@ class Runner {
   // `fill` ("where").
   Value attention(const Node& n) {
     Value q = need(n, 0), kt = need(n, 1), v = need(n, 2), mask = in(n, 3);
-    const Attribute* kind_a = n.attr("mask_kind");
-    const std::string kind = kind_a ? kind_a->s : "none";
-    const float scale = attr_f(n, "scale", 1.0f), fill = attr_f(n, "fill", 0.0f);
+    const auto at = attrs_of(n, g_.opset);
+    const MaskKind kind = at->mask;
+    const float scale = at->scale, fill = at->fill;
     if (q->shape.size() != 4 || kt->shape.size() != 4 || v->shape.size() != 4 ||
         q->type != ElemType::kF32 || kt->type != ElemType::kF32 || v->type != ElemType::kF32) {
       fail(n, "expects float32 rank-4 Q, K^T and V");
@@ -596,9 +589,11 @@ class Runner {
     }
     // Mask strides over [B, H, S, T], 0 where the mask broadcasts.
     int64_t ms[4] = {0, 0, 0, 0};
-    if (mask && kind != "none") {
-      if (kind == "add" && mask->type != ElemType::kF32) fail(n, "additive mask must be float32");
-      if (kind == "where" && mask->type != ElemType::kBool) fail(n, "select mask must be bool");
+    if (mask && kind != MaskKind::kNone) {
+      if (kind == MaskKind::kAdd && mask->type != ElemType::kF32)
+        fail(n, "additive mask must be float32");
+      if (kind == MaskKind::kWhere && mask->type != ElemType::kBool)
+        fail(n, "select mask must be bool");
       std::string why;
       if (!attention_mask_strides(mask->shape, {B, H, S, T}, ms, &why)) fail(n, why);
     }
@@ -612,8 +607,8 @@ class Runner {
     args.dh = dh;
     args.dv = dv;
     args.scale = scale;
-    args.add_mask = mask && kind == "add" ? mask->data<float>() : nullptr;
-    args.select_mask = mask && kind == "where" ? mask->raw() : nullptr;
+    args.add_mask = mask && kind == MaskKind::kAdd ? mask->data<float>() : nullptr;
+    args.select_mask = mask && kind == MaskKind::kWhere ? mask->raw() : nullptr;
     args.fill = fill;
     for (int d = 0; d < 4; ++d) args.mask_stride[d] = ms[d];
     auto r = make(ElemType::kF32, {B, H, S, dv});
@@ -634,6 +629,7 @@ class Runner {
 
   Value run_node(const Node& n) {
     // One case per registry row (-Wswitch: a row without a case is a build warning).
+    const std::shared_ptr<const NodeAttrs> attr = attrs_of(n, g_.opset);
     switch (op_of(n)) {
       case OpId::kAdd: return binary<AddFn>(n);
       case OpId::kSub: return binary<SubFn>(n);
@@ -655,34 +651,13 @@ class Runner {
       case OpId::kCast: return cast(n);
       case OpId::kWhere: return where(n);
       case OpId::kConstant: {
-        if (const Attribute* a = n.attr("value")) return a->t;
-        if (const Attribute* a = n.attr("value_float")) {
-          auto r = make(ElemType::kF32, {});
-          setf(*r, 0, a->f);
-          return r;
-        }
-        if (const Attribute* a = n.attr("value_int")) {
-          auto r = make(ElemType::kI64, {});
-          seti(*r, 0, a->i);
-          return r;
-        }
-        if (const Attribute* a = n.attr("value_ints")) {
-          auto r = make(ElemType::kI64, {static_cast<int64_t>(a->ints.size())});
-          for (size_t i = 0; i < a->ints.size(); ++i) seti(*r, static_cast<int64_t>(i), a->ints[i]);
-          return r;
-        }
-        if (const Attribute* a = n.attr("value_floats")) {
-          auto r = make(ElemType::kF32, {static_cast<int64_t>(a->floats.size())});
-          for (size_t i = 0; i < a->floats.size(); ++i)
-            setf(*r, static_cast<int64_t>(i), a->floats[i]);
-          return r;
-        }
+        if (attr->value) return attr->value;
         unsupported(n, "Constant without a supported value attribute");
       }
       case OpId::kShape: {
         Value a = need(n, 0);
         const int64_t rank = static_cast<int64_t>(a->shape.size());
-        int64_t start = attr_i(n, "start", 0), end = attr_i(n, "end", rank);
+        int64_t start = attr->start, end = attr->end;
         if (start < 0) start += rank;
         if (end < 0) end += rank;
         start = std::clamp<int64_t>(start, 0, rank);
@@ -695,12 +670,12 @@ class Runner {
         const std::vector<int64_t> s = ints_of(n, *need(n, 0));
         for (int64_t d : s)
           if (d < 0) fail(n, "negative dimension");
-        const Attribute* v = n.attr("value");
-        auto r = make(v ? v->t->type : ElemType::kF32, s);
+        const Constant* v = attr->value.get();
+        auto r = make(v ? v->type : ElemType::kF32, s);
         if (v) {
           const size_t es = elem_type_size(r->type);
           for (int64_t i = 0; i < r->elements(); ++i)
-            std::memcpy(&r->bytes[static_cast<size_t>(i) * es], v->t->raw(), es);
+            std::memcpy(&r->bytes[static_cast<size_t>(i) * es], v->raw(), es);
         }
         return r;
       }
@@ -721,7 +696,7 @@ class Runner {
         Value a = need(n, 0);
         std::vector<int64_t> s = ints_of(n, *need(n, 1));
         std::string why;
-        if (!reshape_target(a->shape, &s, attr_i(n, "allowzero", 0) != 0, &why)) fail(n, why);
+        if (!reshape_target(a->shape, &s, attr->allowzero, &why)) fail(n, why);
         return reshaped(*a, s);
       }
       case OpId::kUnsqueeze:
@@ -729,7 +704,7 @@ class Runner {
         Value a = need(n, 0);
         std::vector<int64_t> axes;
         if (Value ax = in(n, 1)) axes = ints_of(n, *ax);
-        else if (const Attribute* at = n.attr("axes")) axes = at->ints;
+        else if (attr->has_axes) axes = attr->axes;
         Shape s;
         std::string why;
         const bool ok = op_of(n) == OpId::kUnsqueeze ? unsqueeze_shape(a->shape, axes, &s, &why)
@@ -739,8 +714,7 @@ class Runner {
       }
       case OpId::kTranspose: {
         Value a = need(n, 0);
-        const Attribute* p = n.attr("perm");
-        return transpose_of(n, *a, p ? p->ints : std::vector<int64_t>{});
+        return transpose_of(n, *a, attr->perm);
       }
       case OpId::kConcat: {
         Value first = need(n, 0);
@@ -755,7 +729,7 @@ class Runner {
         Shape out;
         int64_t ax = 0;
         std::string why;
-        if (!concat_shape(shapes, attr_i(n, "axis", 0), &out, &ax, &why)) fail(n, why);
+        if (!concat_shape(shapes, attr->axis, &out, &ax, &why)) fail(n, why);
         auto r = make(first->type, out);
         const size_t es = elem_type_size(first->type);
         int64_t outer = 1, inner = 1;
@@ -766,6 +740,7 @@ class Runner {
           for (const Value& v : parts) {
             const size_t chunk =
                 static_cast<size_t>(v->shape[static_cast<size_t>(ax)] * inner) * es;
+            if (chunk == 0) continue;  // an empty part (its data may be null)
             std::memcpy(&r->bytes[at], &v->raw()[static_cast<size_t>(o) * chunk], chunk);
             at += chunk;
           }
@@ -818,8 +793,7 @@ class Runner {
         Shape out;
         int64_t ax = 0;
         std::string why;
-        if (!gather_shape(data->shape, idx->shape, attr_i(n, "axis", 0), &out, &ax, &why))
-          fail(n, why);
+        if (!gather_shape(data->shape, idx->shape, attr->axis, &out, &ax, &why)) fail(n, why);
         const int64_t dim = data->shape[static_cast<size_t>(ax)];
         int64_t outer = 1, inner = 1;
         for (int64_t d = 0; d < ax; ++d) outer *= data->shape[static_cast<size_t>(d)];
@@ -845,10 +819,10 @@ class Runner {
       case OpId::kGemm: {
         Value a = need(n, 0), b = need(n, 1), c = in(n, 2);
         if (a->shape.size() != 2 || b->shape.size() != 2) fail(n, "Gemm needs 2-D A and B");
-        if (attr_i(n, "transA", 0)) a = transpose_of(n, *a, {});
-        if (attr_i(n, "transB", 0)) b = transpose_of(n, *b, {});
+        if (attr->trans_a) a = transpose_of(n, *a, {});
+        if (attr->trans_b) b = transpose_of(n, *b, {});
         auto ab = std::const_pointer_cast<Constant>(matmul(n, *a, *b));
-        const double alpha = attr_f(n, "alpha", 1.0f), beta = attr_f(n, "beta", 1.0f);
+        const double alpha = attr->alpha, beta = attr->beta;
         const auto ic = c ? broadcast_index(ab->shape, c->shape) : std::vector<int64_t>{};
         if (c && broadcast(n, {&ab->shape, &c->shape}) != ab->shape)
           fail(n, "C does not broadcast to A.B");
@@ -861,7 +835,7 @@ class Runner {
       case OpId::kSoftmax: {
         Value a = need(n, 0);
         const size_t rank = a->shape.size();
-        const int64_t ax = axis(n, attr_i(n, "axis", g_.opset >= 13 ? -1 : 1), rank);
+        const int64_t ax = axis(n, attr->axis, rank);
         // opset >= 13: along one axis. Older: over the flattened trailing dimensions.
         int64_t outer = 1, len = 1, inner = 1;
         for (int64_t d = 0; d < ax; ++d) outer *= a->shape[static_cast<size_t>(d)];
@@ -908,13 +882,12 @@ class Runner {
         Value a = need(n, 0);
         const size_t rank = a->shape.size();
         std::vector<int64_t> axes;
-        if (const Attribute* at = n.attr("axes")) axes = at->ints;
+        if (attr->has_axes) axes = attr->axes;
         else if (Value v = in(n, 1)) axes = ints_of(n, *v);
         std::vector<bool> red;
         Shape out;
         std::string why;
-        if (!reduce_shape(a->shape, axes, attr_i(n, "keepdims", 1) != 0, &out, &red, &why))
-          fail(n, why);
+        if (!reduce_shape(a->shape, axes, attr->keepdims, &out, &red, &why)) fail(n, why);
         Shape kept = a->shape;
         for (size_t d = 0; d < rank; ++d)
           if (red[d]) kept[d] = 1;
@@ -933,8 +906,7 @@ class Runner {
       case OpId::kCumSum: {
         Value a = need(n, 0);
         const int64_t ax = axis(n, geti(*need(n, 1), 0), a->shape.size());
-        const bool exclusive = attr_i(n, "exclusive", 0) != 0,
-                   reverse = attr_i(n, "reverse", 0) != 0;
+        const bool exclusive = attr->exclusive, reverse = attr->reverse;
         int64_t outer = 1, len = a->shape[static_cast<size_t>(ax)], inner = 1;
         for (int64_t d = 0; d < ax; ++d) outer *= a->shape[static_cast<size_t>(d)];
         for (size_t d = static_cast<size_t>(ax) + 1; d < a->shape.size(); ++d) inner *= a->shape[d];
@@ -963,8 +935,8 @@ class Runner {
       case OpId::kLayerNormalization: {
         Value x = need(n, 0), scale = need(n, 1), bias = in(n, 2);
         const size_t rank = x->shape.size();
-        const int64_t ax = axis(n, attr_i(n, "axis", -1), rank);
-        const double eps = attr_f(n, "epsilon", 1e-5f);
+        const int64_t ax = axis(n, attr->axis, rank);
+        const double eps = attr->epsilon;
         int64_t outer = 1, len = 1;
         for (int64_t d = 0; d < ax; ++d) outer *= x->shape[static_cast<size_t>(d)];
         for (size_t d = static_cast<size_t>(ax); d < rank; ++d) len *= x->shape[d];

@@ -11,6 +11,7 @@
 #include "engine/convert/canonicalize.h"
 #include "engine/layout.h"
 #include "engine/limits.h"
+#include "engine/ops/attrs.h"
 #include "engine/ops/registry.h"
 #include "engine/parallel.h"
 #include "engine/passes.h"
@@ -326,7 +327,8 @@ Session::Session(std::shared_ptr<const Model> model, int threads, const RuntimeO
       executor_(model_, &pool_, options) {}
 
 Value Session::sparq_matmul(const Node& n, const std::vector<Value>& in) {
-  const PackedWeights& w = model_->packed(n.attr("weight")->s);
+  const auto at = attrs_of(n, model_->graph().opset);
+  const PackedWeights& w = model_->packed(at->weight);
   const Value& xv = in.at(0);
   if (!xv || xv->type != ElemType::kF32 || xv->shape.empty() || xv->shape.back() != w.k) {
     throw Error(Status::kInvalidArgument,
@@ -357,11 +359,7 @@ Value Session::sparq_matmul(const Node& n, const std::vector<Value>& in) {
     }
     ep.bias = in[1]->data<float>();
   }
-  if (const Attribute* act = n.attr("activation")) {
-    if (!activation_from_name(act->s, &ep.activation))
-      throw Error(Status::kFormatError,
-                  "node '" + n.name + "': unknown activation '" + act->s + "'");
-  }
+  ep.activation = at->activation;
   const SpmmKernels& kernels = spmm_kernels();
   if (w.type == WeightType::kS8) {
     // Dynamic per-token quantization (symmetric, shifted to u8 with zero point 128) by

@@ -72,6 +72,8 @@ struct Attribute {
   std::shared_ptr<const Constant> t;
 };
 
+struct NodeAttrs;  // engine/ops/attrs.h
+
 struct Node {
   // op_id when no op is resolved yet (the engine's OpId, engine/ops/registry.h).
   static constexpr uint16_t kUnresolved = 0xFFFF;
@@ -81,6 +83,9 @@ struct Node {
   // The engine's OpId for `op`, resolved once by the op registry at import, convert and
   // load (resolve_ops; set_op for nodes a pass creates); formats/ never reads it.
   uint16_t op_id = kUnresolved;
+  // `attrs` parsed into the engine's typed struct (engine/ops/attrs.h) by resolve_ops;
+  // null for a node built or rewritten after that (set_op clears it).
+  std::shared_ptr<const NodeAttrs> parsed;
   std::vector<std::string> inputs;  // "" = an omitted optional input
   std::vector<std::string> outputs;
   std::map<std::string, Attribute> attrs;

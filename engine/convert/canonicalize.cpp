@@ -7,39 +7,12 @@
 #include <vector>
 
 #include "engine/interpreter.h"
+#include "engine/ops/attrs.h"
 #include "engine/ops/registry.h"
 #include "formats/error.h"
 
 namespace sparq {
-namespace {
-
-// A 1-D (or, with `scalar`, 0-D) tensor of `n` values of type T.
-template <class T>
-std::shared_ptr<const Constant> tensor_of(ElemType type, const T* v, size_t n, bool scalar) {
-  auto c = std::make_shared<Constant>();
-  c->type = type;
-  if (!scalar) c->shape = {static_cast<int64_t>(n)};
-  c->bytes.resize(n * sizeof(T));
-  if (n > 0) std::memcpy(c->bytes.data(), v, n * sizeof(T));
-  return c;
-}
-
-// A Constant node's value as a tensor (the registry allows exactly one value attribute).
-std::shared_ptr<const Constant> constant_value(const Node& n) {
-  for (const auto& kv : n.attrs) {
-    const Attribute& a = kv.second;
-    if (kv.first == "value") return a.t;
-    if (kv.first == "value_float") return tensor_of(ElemType::kF32, &a.f, 1, true);
-    if (kv.first == "value_floats")
-      return tensor_of(ElemType::kF32, a.floats.data(), a.floats.size(), false);
-    if (kv.first == "value_int") return tensor_of(ElemType::kI64, &a.i, 1, true);
-    if (kv.first == "value_ints")
-      return tensor_of(ElemType::kI64, a.ints.data(), a.ints.size(), false);
-  }
-  return nullptr;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 CanonicalizeReport canonicalize(Graph& g, uint64_t max_fold_bytes) {
   CanonicalizeReport r;
@@ -65,7 +38,7 @@ CanonicalizeReport canonicalize(Graph& g, uint64_t max_fold_bytes) {
         continue;
       }
       if (op_of(n) == OpId::kConstant) {
-        if (auto c = constant_value(n)) {
+        if (auto c = attrs_of(n, g.opset)->value) {
           g.initializers[n.outputs[0]] = c;
           ++r.constants_hoisted;
           continue;

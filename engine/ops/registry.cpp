@@ -5,6 +5,7 @@
 #include <set>
 #include <sstream>
 
+#include "engine/ops/attrs.h"
 #include "formats/error.h"
 #include "kernels/spmm/spmm.h"
 
@@ -195,22 +196,18 @@ void check_op(const OpSpec& s, const Node& n, int64_t opset, const std::string& 
         malformed(src, n, "before opset 12 Dropout has one input");
       }
       break;
-    case OpId::kSparqMatMul: {
-      const std::string& p = n.attr("precision")->s;
-      if (p != "fp32" && p != "int8") malformed(src, n, "unknown precision '" + p + "'");
-      if (const Attribute* a = n.attr("activation")) {
-        Activation act;
-        if (!activation_from_name(a->s, &act))
-          malformed(src, n, "unknown activation '" + a->s + "'");
-      }
-      break;
-    }
+    case OpId::kSparqMatMul:
     case OpId::kSparqAttention: {
-      const std::string& k = n.attr("mask_kind")->s;
-      if (k != "none" && k != "add" && k != "where")
-        malformed(src, n, "unknown mask kind '" + k + "'");
-      if (k != "none" && !given(n, 3))
-        malformed(src, n, "mask kind '" + k + "' needs a mask input");
+      // Their attribute values (precision, activation, mask kind) are checked by the one
+      // parser that reads them (engine/ops/attrs.cpp).
+      std::shared_ptr<const NodeAttrs> at;
+      try {
+        at = parse_attrs(n, opset);
+      } catch (const Error& e) {
+        throw Error(e.status(), src + ": " + e.what());
+      }
+      if (s.id == OpId::kSparqAttention && at->mask != MaskKind::kNone && !given(n, 3))
+        malformed(src, n, "mask kind '" + n.attr("mask_kind")->s + "' needs a mask input");
       break;
     }
     default: break;
@@ -251,12 +248,14 @@ OpId lookup_op(const std::string& name) {
 void set_op(Node& n, OpId id) {
   n.op = op_spec(id).name;
   n.op_id = static_cast<uint16_t>(id);
+  n.parsed.reset();  // its attributes are set after this: parsed when read
 }
 
 void resolve_ops(Graph& g) {
   for (Node& n : g.nodes) {
     const OpId id = lookup_op(n.op);
     n.op_id = id == OpId::kCount ? Node::kUnresolved : static_cast<uint16_t>(id);
+    n.parsed = id == OpId::kCount ? nullptr : parse_attrs(n, g.opset);
   }
 }
 

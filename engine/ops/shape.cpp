@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "engine/ops/attrs.h"
 #include "engine/ops/registry.h"
 #include "engine/shapes.h"
 #include "formats/error.h"
@@ -53,10 +54,6 @@ struct Ctx {
       default: bad(n, "unsupported Range type");
     }
   }
-  int64_t attr_i(const char* k, int64_t d) const {
-    const Attribute* a = n.attr(k);
-    return a ? a->i : d;
-  }
   void check(bool ok, const std::string& why) const {
     if (!ok) bad(n, why);
   }
@@ -86,6 +83,7 @@ ElemType cast_target(const Node& n, int64_t to) {
 
 ValueMeta one(const Ctx& c, int64_t opset, const std::function<int64_t(const Node&)>& matmul_n) {
   const Node& n = c.n;
+  const std::shared_ptr<const NodeAttrs> at = attrs_of(n, opset);
   std::string why;
   std::vector<int64_t> out;
   switch (op_of(n)) {
@@ -125,21 +123,15 @@ ValueMeta one(const Ctx& c, int64_t opset, const std::function<int64_t(const Nod
     case OpId::kSoftmax:
     case OpId::kCumSum: return meta(c.need(0).shape, c.need(0).type);
     case OpId::kLayerNormalization: return meta(c.need(0).shape, c.need(0).type);
-    case OpId::kCast: return meta(c.need(0).shape, cast_target(n, c.attr_i("to", 0)));
+    case OpId::kCast: return meta(c.need(0).shape, cast_target(n, at->to));
     case OpId::kConstant: {
-      if (const Attribute* a = n.attr("value")) return meta(a->t->shape, a->t->type);
-      if (n.attr("value_float")) return meta({}, ElemType::kF32);
-      if (n.attr("value_int")) return meta({}, ElemType::kI64);
-      if (const Attribute* a = n.attr("value_ints"))
-        return meta({static_cast<int64_t>(a->ints.size())}, ElemType::kI64);
-      if (const Attribute* a = n.attr("value_floats"))
-        return meta({static_cast<int64_t>(a->floats.size())}, ElemType::kF32);
+      if (at->value) return meta(at->value->shape, at->value->type);
       throw Error(Status::kUnsupported,
                   "node '" + n.name + "' (Constant): Constant without a supported value attribute");
     }
     case OpId::kShape: {
       const int64_t rank = static_cast<int64_t>(c.need(0).shape.size());
-      int64_t start = c.attr_i("start", 0), end = c.attr_i("end", rank);
+      int64_t start = at->start, end = at->end;
       if (start < 0) start += rank;
       if (end < 0) end += rank;
       start = std::clamp<int64_t>(start, 0, rank);
@@ -149,8 +141,7 @@ ValueMeta one(const Ctx& c, int64_t opset, const std::function<int64_t(const Nod
     case OpId::kConstantOfShape: {
       out = c.ints(0);
       for (int64_t d : out) c.check(d >= 0, "negative dimension");
-      const Attribute* v = n.attr("value");
-      return meta(out, v ? v->t->type : ElemType::kF32);
+      return meta(out, at->value ? at->value->type : ElemType::kF32);
     }
     case OpId::kRange: {
       int64_t count = 0;
@@ -159,14 +150,14 @@ ValueMeta one(const Ctx& c, int64_t opset, const std::function<int64_t(const Nod
     }
     case OpId::kReshape: {
       out = c.ints(1);
-      c.check(reshape_target(c.need(0).shape, &out, c.attr_i("allowzero", 0) != 0, &why), why);
+      c.check(reshape_target(c.need(0).shape, &out, at->allowzero, &why), why);
       return meta(out, c.need(0).type);
     }
     case OpId::kUnsqueeze:
     case OpId::kSqueeze: {
       std::vector<int64_t> axes;
       if (c.opt(1) != nullptr) axes = c.ints(1);
-      else if (const Attribute* a = n.attr("axes")) axes = a->ints;
+      else if (at->has_axes) axes = at->axes;
       const bool ok = op_of(n) == OpId::kUnsqueeze
                           ? unsqueeze_shape(c.need(0).shape, axes, &out, &why)
                           : squeeze_shape(c.need(0).shape, axes, &out, &why);
@@ -174,10 +165,7 @@ ValueMeta one(const Ctx& c, int64_t opset, const std::function<int64_t(const Nod
       return meta(out, c.need(0).type);
     }
     case OpId::kTranspose: {
-      const Attribute* p = n.attr("perm");
-      c.check(transpose_shape(c.need(0).shape, p ? p->ints : std::vector<int64_t>{}, &out, nullptr,
-                              &why),
-              why);
+      c.check(transpose_shape(c.need(0).shape, at->perm, &out, nullptr, &why), why);
       return meta(out, c.need(0).type);
     }
     case OpId::kConcat: {
@@ -187,7 +175,7 @@ ValueMeta one(const Ctx& c, int64_t opset, const std::function<int64_t(const Nod
         shapes.push_back(&c.need(i).shape);
       }
       int64_t ax = 0;
-      c.check(concat_shape(shapes, c.attr_i("axis", 0), &out, &ax, &why), why);
+      c.check(concat_shape(shapes, at->axis, &out, &ax, &why), why);
       return meta(out, c.need(0).type);
     }
     case OpId::kSlice: {
@@ -205,8 +193,7 @@ ValueMeta one(const Ctx& c, int64_t opset, const std::function<int64_t(const Nod
     }
     case OpId::kGather: {
       int64_t ax = 0;
-      c.check(gather_shape(c.need(0).shape, c.need(1).shape, c.attr_i("axis", 0), &out, &ax, &why),
-              why);
+      c.check(gather_shape(c.need(0).shape, c.need(1).shape, at->axis, &out, &ax, &why), why);
       return meta(out, c.need(0).type);
     }
     case OpId::kMatMul: {
@@ -216,10 +203,10 @@ ValueMeta one(const Ctx& c, int64_t opset, const std::function<int64_t(const Nod
     case OpId::kGemm: {
       const ValueMeta &a = c.need(0), &b = c.need(1);
       c.check(a.shape.size() == 2 && b.shape.size() == 2, "Gemm needs 2-D A and B");
-      const int64_t m = c.attr_i("transA", 0) ? a.shape[1] : a.shape[0];
-      const int64_t ka = c.attr_i("transA", 0) ? a.shape[0] : a.shape[1];
-      const int64_t kb = c.attr_i("transB", 0) ? b.shape[1] : b.shape[0];
-      const int64_t nn = c.attr_i("transB", 0) ? b.shape[0] : b.shape[1];
+      const int64_t m = at->trans_a ? a.shape[1] : a.shape[0];
+      const int64_t ka = at->trans_a ? a.shape[0] : a.shape[1];
+      const int64_t kb = at->trans_b ? b.shape[1] : b.shape[0];
+      const int64_t nn = at->trans_b ? b.shape[0] : b.shape[1];
       c.check(ka == kb,
               "inner dimensions differ: " + std::to_string(ka) + " vs " + std::to_string(kb));
       out = {m, nn};
@@ -231,11 +218,7 @@ ValueMeta one(const Ctx& c, int64_t opset, const std::function<int64_t(const Nod
       return meta(out, a.type);
     }
     case OpId::kReduceMean: {
-      std::vector<int64_t> axes;
-      if (const Attribute* a = n.attr("axes")) axes = a->ints;
-      c.check(
-          reduce_shape(c.need(0).shape, axes, c.attr_i("keepdims", 1) != 0, &out, nullptr, &why),
-          why);
+      c.check(reduce_shape(c.need(0).shape, at->axes, at->keepdims, &out, nullptr, &why), why);
       return meta(out, c.need(0).type);
     }
     case OpId::kSparqAttention: {
