@@ -98,6 +98,20 @@ struct GenericStep {
     for (int i : ins) f(i);
   }
 };
+// The additive attention mask from the [B, S] mask input (SparqMaskBias): a new heap
+// value [B, 1, 1, S], as the interpreter computes it (mask_bias).
+struct MaskBiasStep {
+  int src = -1;  // slot of the mask
+  int out = -1;  // slot (heap)
+  float fill = 0.0f;
+  static constexpr const char* kName = "mask_bias";
+  template <class F>
+  void buffers(F&&) const {}
+  template <class F>
+  void slots(F&& f) const {
+    f(src);
+  }
+};
 // Token-major value (slot `src`) -> feature-major panels.
 struct ToFmStep {
   int src = -1;  // slot
@@ -226,8 +240,8 @@ struct EmbedStep {
 };
 
 struct Step {
-  std::variant<GenericStep, ToFmStep, ToTmStep, QuantizeStep, LayerNormStep, AddStep, MatMulStep,
-               AttentionStep, EmbedStep>
+  std::variant<GenericStep, MaskBiasStep, ToFmStep, ToTmStep, QuantizeStep, LayerNormStep, AddStep,
+               MatMulStep, AttentionStep, EmbedStep>
       op;
   int64_t rows = 0, cols = 0;  // features x tokens
   std::vector<int> release;    // heap slots dropped after this step
@@ -335,6 +349,13 @@ class Machine {
       throw Error(Status::kInternal, "node '" + s.node->name + "' (" + s.node->op +
                                          "): the plan expected another shape or type");
     }
+    st.live += v->bytes.size();
+    st.peak = std::max(st.peak, st.live);
+    st.env[static_cast<size_t>(s.out)] = std::move(v);
+  }
+
+  void run(const Executor::Plan& p, const Step&, const MaskBiasStep& s, RunState& st) {
+    Value v = mask_bias(*tm_value(p.slots[static_cast<size_t>(s.src)], s.src, st), s.fill);
     st.live += v->bytes.size();
     st.peak = std::max(st.peak, st.live);
     st.env[static_cast<size_t>(s.out)] = std::move(v);
@@ -917,6 +938,7 @@ class Planner {
     if (op_of(n) == OpId::kAdd && add(n)) return;
     if (op_of(n) == OpId::kReshape && view_reshape(n)) return;
     if (op_of(n) == OpId::kSparqAttention && attention(i)) return;
+    if (op_of(n) == OpId::kSparqMaskBias && mask_bias_step(n)) return;
     generic(n);
   }
 
@@ -1393,6 +1415,22 @@ class Planner {
     claim->push_back(ti);
     claim->push_back(ri);
     plan->out_reshape = ri;
+    return true;
+  }
+
+  // SparqMaskBias: one step from the [B, S] mask to its additive [B, 1, 1, S] bias.
+  bool mask_bias_step(const Node& n) {
+    const int x = slot_of(n.inputs[0]);
+    if (slot(x).shape.size() != 2) return decline(n, "the mask is not [batch, sequence]");
+    tm(x);
+    MaskBiasStep t;
+    t.src = x;
+    t.fill = attrs(n).fill;
+    const ValueMeta& out = meta(n.outputs[0]);
+    t.out = new_slot(n.outputs[0], out.shape, out.type);
+    slot(t.out).heap = true;
+    ++p_.summary.fused_mask_bias;
+    emit(Step(t, 0, 0));
     return true;
   }
 

@@ -815,6 +815,7 @@ class Runner {
         return r;
       }
       case OpId::kSparqAttention: return attention(n);
+      case OpId::kSparqMaskBias: return mask_bias(*need(n, 0), attr->fill);
       case OpId::kMatMul: return matmul(n, *need(n, 0), *need(n, 1));
       case OpId::kGemm: {
         Value a = need(n, 0), b = need(n, 1), c = in(n, 2);
@@ -1084,6 +1085,21 @@ class Runner {
 };
 
 }  // namespace
+
+Value mask_bias(const Constant& mask, float fill) {
+  if (mask.shape.size() != 2)
+    throw Error(Status::kInvalidArgument, "the attention mask must be [batch, sequence]");
+  auto r = std::make_shared<Constant>();
+  r->type = ElemType::kF32;
+  r->shape = {mask.shape[0], 1, 1, mask.shape[1]};
+  r->bytes.resize(static_cast<size_t>(mask.elements()) * 4);
+  float* o = reinterpret_cast<float*>(r->bytes.data());
+  for (int64_t i = 0; i < mask.elements(); ++i) {
+    const float x = static_cast<float>(getf(mask, i));  // Cast to float
+    o[i] = (1.0f - x) * fill;                           // Sub(1, .), Mul(., fill)
+  }
+  return r;
+}
 
 Value interpret_node(const Graph& graph, const Node& node, const std::vector<Value>& inputs,
                      const CustomOp& custom, const ParallelFor& parallel) {

@@ -35,6 +35,12 @@ SPARQ_API std::map<std::string, Value> interpret(const Graph& graph,
                                                  const ParallelFor& parallel = nullptr,
                                                  bool profile = false);  // per-op times on stderr
 
+// SparqMaskBias: an attention mask [B, S] (any numeric or bool type) as the additive bias
+// [B, 1, 1, S] float32 (1 - float(mask)) * fill, the exported chain Unsqueeze, Unsqueeze,
+// Cast(float), Sub(1, .), Mul(., fill) computed in the same float operations (so the same
+// bits, -0.0 included). The interpreter's reference and the planned step both call it.
+SPARQ_API Value mask_bias(const Constant& mask, float fill);
+
 // Runs one node of `graph` on `inputs` (one per node input, null where omitted) and
 // returns its first output; the building block of the planned executor's generic steps.
 SPARQ_API Value interpret_node(const Graph& graph, const Node& node,

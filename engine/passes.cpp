@@ -10,6 +10,7 @@
 
 #include "engine/graph_index.h"
 #include "engine/ops/registry.h"
+#include "engine/shapes.h"
 #include "kernels/spmm/spmm.h"
 
 namespace sparq {
@@ -614,6 +615,92 @@ int fuse_attention(Matcher& m) {
   }
   return fused;
 }
+// The additive attention mask as BERT and RoBERTa export it:
+//   bias = Mul(Sub(1, Cast(Unsqueeze(Unsqueeze(mask, 1), 2), float)), fill)
+// (the Unsqueezes, one with both axes, or the Cast first; Mul's constant on either side)
+// -> SparqMaskBias(mask) with `fill`: one step instead of five op-by-op ones.
+int fuse_mask_bias(Matcher& m) {
+  Graph& g = m.graph();
+  int fused = 0;
+  // The axes an Unsqueeze inserts: its attribute (before opset 13) or constant input.
+  auto axes_of = [&](const Node& n, std::vector<int64_t>* axes) {
+    if (const Attribute* a = n.attr("axes")) {
+      *axes = a->ints;
+      return true;
+    }
+    const Constant* c = n.inputs.size() > 1 ? m.constant(n.inputs[1]) : nullptr;
+    if (c == nullptr || c->type != ElemType::kI64) return false;
+    axes->assign(c->data<int64_t>(), c->data<int64_t>() + c->elements());
+    return true;
+  };
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    if (m.is_dead(i) || op_of(g.nodes[i]) != OpId::kMul) continue;
+    const Node& mul = g.nodes[i];
+    double fill = 0, one = 0;
+    int side = -1;
+    for (int k = 0; k < 2 && side < 0; ++k) {
+      const Constant* c = m.constant(mul.inputs[1 - k]);
+      if (c != nullptr && c->type == ElemType::kF32 && c->elements() == 1 &&
+          m.scalar(mul.inputs[1 - k], &fill))
+        side = k;
+    }
+    if (side < 0) continue;
+    size_t i_sub = 0;
+    Node* sb = m.producer(mul.inputs[side], &i_sub);
+    if (sb == nullptr || op_of(*sb) != OpId::kSub || m.consumer_count(mul.inputs[side]) != 1 ||
+        m.is_output(mul.inputs[side]))
+      continue;
+    const Constant* c1 = m.constant(sb->inputs[0]);
+    if (c1 == nullptr || c1->type != ElemType::kF32 || !m.scalar(sb->inputs[0], &one) || one != 1.0)
+      continue;
+    // Back from Sub's other input through single-use Unsqueezes and one Cast to float.
+    std::vector<size_t> chain = {i_sub};           // i (the Mul) is replaced by the fused node
+    std::vector<std::vector<int64_t>> unsqueezes;  // innermost last
+    std::string v = sb->inputs[1];
+    int casts = 0;
+    bool ok = true;
+    for (int depth = 0; depth < 4 && ok; ++depth) {
+      size_t k = 0;
+      Node* p = m.producer(v, &k);
+      if (p == nullptr || m.consumer_count(v) != 1 || m.is_output(v)) break;
+      if (op_of(*p) == OpId::kCast) {
+        const Attribute* to = p->attr("to");
+        ok = to != nullptr && to->i == 1 && ++casts == 1;
+      } else if (op_of(*p) == OpId::kUnsqueeze) {
+        std::vector<int64_t> axes;
+        ok = axes_of(*p, &axes);
+        unsqueezes.push_back(axes);
+      } else {
+        break;
+      }
+      chain.push_back(k);
+      v = p->inputs[0];
+    }
+    if (!ok || casts != 1 || unsqueezes.empty()) continue;
+    // Applied to a [B, S] mask (placeholder sizes 2 and 3), the Unsqueezes must give
+    // [B, 1, 1, S].
+    std::vector<int64_t> shape = {2, 3};
+    std::string why;
+    for (auto it = unsqueezes.rbegin(); it != unsqueezes.rend() && ok; ++it)
+      ok = unsqueeze_shape(shape, *it, &shape, &why);
+    if (!ok || shape != std::vector<int64_t>{2, 1, 1, 3}) continue;
+    Node bias;
+    bias.name = mul.name + "/fused_mask_bias";
+    set_op(bias, OpId::kSparqMaskBias);
+    bias.inputs = {v};
+    bias.outputs = mul.outputs;
+    Attribute f;
+    f.kind = Attribute::Kind::kFloat;
+    f.f = static_cast<float>(fill);
+    bias.attrs = {{"fill", f}};
+    for (size_t k : chain) m.kill(k);
+    g.nodes[i] = std::move(bias);  // the Mul's place: after the mask's producer
+    m.index();
+    ++fused;
+  }
+  return fused;
+}
+
 }  // namespace
 
 PassStats optimize_graph(Graph& g) {
@@ -623,6 +710,7 @@ PassStats optimize_graph(Graph& g) {
     Matcher m(g);
     st.layernorm = fuse_layernorm(m);
     st.attention = fuse_attention(m);
+    st.mask_bias = fuse_mask_bias(m);
     fuse_epilogues(m, st);
     std::vector<Node> kept;
     for (size_t i = 0; i < g.nodes.size(); ++i) {

@@ -16,6 +16,7 @@ struct PassStats {
   int gelu = 0;       // ... + a GELU (erf, tanh or sigmoid form) -> its "activation"
   int attention = 0;  // MatMul/scale/(Add|Where)/Softmax/MatMul -> SparqAttention
   int reshapes_moved = 0;  // a GELU after a leading-dims Reshape moved above it
+  int mask_bias = 0;       // Unsqueeze/Unsqueeze/Cast/Sub(1)/Mul(fill) -> SparqMaskBias
   int removed = 0;         // nodes dropped as dead
 };
 

@@ -21,7 +21,8 @@ namespace {
 constexpr uint8_t kMagic[8] = {0x89, 'S', 'P', 'A', 'R', 'Q', '\r', '\n'};
 // Versions (docs/file-format.md, "Versioning"): the container layout is the same in
 // both; version 2 graphs may use what version 1 readers lack (the Sigmoid, Reciprocal
-// and Exp ops, SparqMatMul activation gelu_sigmoid, SparqAttention without a mask), so
+// and Exp ops, SparqMaskBias, SparqMatMul activation gelu_sigmoid, SparqAttention
+// without a mask), so
 // an older sparq refuses a version-2 file at the header with a clear message instead of
 // at an unknown op.
 constexpr uint32_t kVersion = 2;     // written

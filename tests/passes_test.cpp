@@ -51,7 +51,7 @@ std::shared_ptr<Constant> i64(std::vector<int64_t> v) {
   c->type = ElemType::kI64;
   c->shape = {static_cast<int64_t>(v.size())};
   c->bytes.resize(v.size() * 8);
-  std::memcpy(c->bytes.data(), v.data(), v.size() * 8);
+  if (!v.empty()) std::memcpy(c->bytes.data(), v.data(), v.size() * 8);
   return c;
 }
 
@@ -358,6 +358,10 @@ TEST(Passes, AttentionScaleAndMaskForms) {
       const float s = att[0]->attr("scale")->f;
       EXPECT_NEAR(s, std::string(scale) == "none" ? 1.0f : want, 1e-6f);
       EXPECT_EQ(c.plan.fused_attention, 1) << "the plan ran the attention op by op";
+      if (std::string(mask) == "add") {  // its mask chain: one SparqMaskBias step
+        EXPECT_EQ(c.nodes("SparqMaskBias").size(), 1u);
+        EXPECT_EQ(c.plan.fused_mask_bias, 1);
+      }
       const std::string kind = att[0]->attr("mask_kind")->s;
       EXPECT_EQ(kind, std::string(mask) == "add"    ? "add"
                       : std::string(mask) == "none" ? "none"
@@ -401,6 +405,51 @@ TEST(Passes, AttentionDeclinedAtPlanTimeRunsOpByOp) {
     reported |=
         o.op == "SparqAttention" && o.cause.find("mask varies by query") != std::string::npos;
   EXPECT_TRUE(reported);
+}
+
+// The additive mask chain, in other spellings: Cast first and one Unsqueeze with both
+// axes fuses; 2 - mask (not 1 - mask) and axes that give another layout do not. Each runs
+// to the reference's bits either way (convert_and_check).
+TEST(Passes, MaskBiasForms) {
+  struct Form {
+    const char* name;
+    bool cast_first;
+    std::vector<int64_t> axes1, axes2;  // axes2 empty: one Unsqueeze
+    float one;
+    bool fuses;
+  };
+  const Form forms[] = {
+      {"mask-cast-first", true, {1, 2}, {}, 1.0f, true},
+      {"mask-two-unsqueezes", false, {1}, {2}, 1.0f, true},
+      {"mask-two-minus", false, {1}, {2}, 2.0f, false},
+      {"mask-same-layout", false, {1}, {1}, 1.0f, true},    // [B,1,S] then [B,1,1,S]
+      {"mask-other-layout", false, {0}, {2}, 1.0f, false},  // [1,B,1,S]
+  };
+  for (const Form& f : forms) {
+    SCOPED_TRACE(f.name);
+    Builder b;
+    b.input("attention_mask", ElemType::kI64, {-1, -2});
+    Attribute to_f;
+    to_f.kind = Attribute::Kind::kInt;
+    to_f.i = 1;
+    b.g.initializers["ax1"] = i64(f.axes1);
+    b.g.initializers["ax2"] = i64(f.axes2);
+    std::string v = "attention_mask";
+    if (f.cast_first) v = b.op("Cast", {v}, {{"to", to_f}});
+    v = b.op("Unsqueeze", {v, "ax1"});
+    if (!f.axes2.empty()) v = b.op("Unsqueeze", {v, "ax2"});
+    if (!f.cast_first) v = b.op("Cast", {v}, {{"to", to_f}});
+    v = b.op("Mul", {b.constant(-10000.0f), b.op("Sub", {b.constant(f.one), v})});
+    b.output(v);
+    auto mask = std::make_shared<Constant>();
+    mask->type = ElemType::kI64;
+    mask->shape = {2, 3};
+    mask->bytes.resize(6 * 8);
+    const int64_t vals[6] = {1, 1, 0, 1, 0, 0};
+    std::memcpy(mask->bytes.data(), vals, sizeof vals);
+    const Converted c = convert_and_check(b.g, {{"attention_mask", mask}}, f.name, 0.0);
+    EXPECT_EQ(c.nodes("SparqMaskBias").size(), f.fuses ? 1u : 0u);
+  }
 }
 
 TEST(Passes, AttentionWithInfiniteFill) {

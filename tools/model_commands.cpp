@@ -589,7 +589,8 @@ int inspect_cmd(Args& args) {
        << ",\"matmuls\":" << plan.matmuls << ",\"fused_attention\":" << plan.fused_attention
        << ",\"fused_residual\":" << plan.fused_residual
        << ",\"fused_embeddings\":" << plan.fused_embeddings
-       << ",\"fused_add_layernorm\":" << plan.fused_add_layernorm << ",\"views\":" << plan.views
+       << ",\"fused_add_layernorm\":" << plan.fused_add_layernorm
+       << ",\"fused_mask_bias\":" << plan.fused_mask_bias << ",\"views\":" << plan.views
        << ",\"arena_bytes\":" << plan.arena_bytes << ",\"unshared_bytes\":" << plan.unshared_bytes
        << ",\"peak_bytes\":" << peak << ",\"not_planned\":\"" << json_escape(plan.not_planned)
        << "\",\"op_by_op\":[";

@@ -101,6 +101,7 @@ std::shared_ptr<const NodeAttrs> parse_attrs(const Node& n, int64_t opset) {
       }
       break;
     }
+    case OpId::kSparqMaskBias: a->fill = f("fill", 0.0f); break;
     case OpId::kSparqAttention: {
       a->scale = f("scale", 1.0f);
       a->fill = f("fill", 0.0f);

@@ -42,7 +42,7 @@ struct NodeAttrs {
   std::string weight;
   bool int8 = false;
   Activation activation = Activation::kNone;
-  // SparqAttention
+  // SparqAttention (scale, fill, mask); SparqMaskBias (fill)
   float scale = 1.0f, fill = 0.0f;
   MaskKind mask = MaskKind::kNone;
 };

@@ -221,6 +221,11 @@ ValueMeta one(const Ctx& c, int64_t opset, const std::function<int64_t(const Nod
       c.check(reduce_shape(c.need(0).shape, at->axes, at->keepdims, &out, nullptr, &why), why);
       return meta(out, c.need(0).type);
     }
+    case OpId::kSparqMaskBias: {
+      const ValueMeta& m = c.need(0);
+      c.check(m.shape.size() == 2, "the attention mask must be [batch, sequence]");
+      return meta({m.shape[0], 1, 1, m.shape[1]}, ElemType::kF32);
+    }
     case OpId::kSparqAttention: {
       const ValueMeta &q = c.need(0), &kt = c.need(1), &v = c.need(2);
       c.check(q.shape.size() == 4 && kt.shape.size() == 4 && v.shape.size() == 4,
