@@ -190,6 +190,11 @@ struct MatMulStep {
   int out = -1;          // buffer
   const float* bias = nullptr;
   Activation act = Activation::kNone;
+  // Chosen when the plan is made: the kernels (this CPU's table) and the work split (whole
+  // 64-token panels per thread when there are at least as many panels as threads, else
+  // each panel's block-rows over the threads).
+  const SpmmKernels* kernels = nullptr;
+  bool split_rows = false;
   static constexpr const char* kName = "matmul";
   template <class F>
   void buffers(F&& f) const {
@@ -505,7 +510,7 @@ class Machine {
     const int64_t F = step.rows, M = step.cols;
     const int64_t K = s.w->k;
     const bool int8 = s.w->type == WeightType::kS8;
-    const SpmmKernels& k = spmm_kernels();
+    const SpmmKernels& k = *s.kernels;
     auto one_panel = [&](int64_t pn, int64_t n, ThreadPool* pool) {
       Epilogue ep;
       ep.out_f32 = f32(s.out) + pn * F * kPanel;
@@ -526,7 +531,7 @@ class Machine {
       }
     };
     const int64_t panels = panels_of(M);
-    if (panels >= pool_->threads()) {
+    if (!s.split_rows) {
       // Whole panels per thread: each core keeps its tokens in its own cache.
       by_panels(M, int64_t{1} << 20, [&](int64_t pn, int64_t n) { one_panel(pn, n, nullptr); });
     } else {
@@ -601,11 +606,12 @@ class Machine {
   // Whether a step can run inside a panel segment: it reads and writes only its own
   // panels' tokens, through by_panels, and cannot fail.
   bool panel_local(const Step& s) const {
-    if (std::holds_alternative<MatMulStep>(s.op))
-      return panels_of(s.cols) >= pool_->threads();  // else rows split
+    if (const auto* mm = std::get_if<MatMulStep>(&s.op)) return !mm->split_rows;
     return std::holds_alternative<LayerNormStep>(s.op) ||
            std::holds_alternative<QuantizeStep>(s.op) || std::holds_alternative<AddStep>(s.op);
   }
+
+  int threads() const { return pool_->threads(); }
 
   // Runs steps [first, last), all panel-local on the same tokens, in one parallel
   // region: each thread takes its panels (the same split as by_panels) through every
@@ -989,6 +995,8 @@ class Planner {
     MatMulStep t;
     t.w = &w;
     const int64_t cols = slot(x).tokens();
+    t.kernels = &spmm_kernels();
+    t.split_rows = panels_of(cols) < m_.threads();
     if (n.inputs.size() > 1 && !n.inputs[1].empty()) {
       const int b = slot_of(n.inputs[1]);
       if (!slot(b).fixed || slot(b).type != ElemType::kF32 || numel(slot(b).shape) != w.n)

@@ -93,74 +93,111 @@ bool last_axis(const Node& n, const Matcher& m) {
   return false;
 }
 
-// x -> ReduceMean(-1) -> m; Sub(x, m) -> d; Pow(d, 2) -> p; ReduceMean(p, -1) -> v;
-// Add(v, eps) -> e; Sqrt(e) -> s; Div(d, s) -> q; Mul(q, gamma) -> y; Add(y, beta) -> z.
+// LayerNorm over the last axis, in the forms exporters write:
+//   m = ReduceMean(x, -1); d = Sub(x, m); p = Pow(d, 2) | Mul(d, d);
+//   v = ReduceMean(p, -1); s = Sqrt(Add(v, eps));
+//   q = Div(d, s) | Mul(d, Reciprocal(s)); y = Mul(q, gamma); z = Add(y, beta) (optional)
+// -> LayerNormalization(x, gamma[, beta], axis -1, epsilon). Both reductions keep their
+// dimension; epsilon must sit inside the square root (Sqrt(v) + eps is another formula and
+// stays op by op), and gamma (and beta) are constants.
 int fuse_layernorm(Matcher& m) {
   Graph& g = m.graph();
   int fused = 0;
+  auto keeps_dims = [](const Node& n) {
+    const Attribute* k = n.attr("keepdims");
+    return k == nullptr || k->i != 0;
+  };
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     if (m.is_dead(i)) continue;
     Node& rm1 = g.nodes[i];
-    if (op_of(rm1) != OpId::kReduceMean || !last_axis(rm1, m)) continue;
+    if (op_of(rm1) != OpId::kReduceMean || !last_axis(rm1, m) || !keeps_dims(rm1)) continue;
     const std::string x = rm1.inputs[0];
-    size_t i_sub = 0, i_pow = 0, i_rm2 = 0, i_add = 0, i_sqrt = 0, i_div = 0, i_mul = 0, i_add2 = 0;
+    size_t i_sub = 0, i_sq = 0, i_rm2 = 0, i_add = 0, i_sqrt = 0, i_norm = 0, i_mul = 0;
     Node* sub = m.sole_consumer(rm1.outputs[0], &i_sub);
     if (!sub || op_of(*sub) != OpId::kSub || sub->inputs[0] != x ||
         sub->inputs[1] != rm1.outputs[0])
       continue;
     const std::string d = sub->outputs[0];
-    if (m.consumer_count(d) != 2) continue;
-    // d feeds Pow and Div.
-    Node* pw = nullptr;
-    Node* dv = nullptr;
-    for (size_t j = 0; j < g.nodes.size(); ++j) {
-      if (m.is_dead(j)) continue;
-      for (const std::string& in : g.nodes[j].inputs) {
-        if (in != d) continue;
-        if (op_of(g.nodes[j]) == OpId::kPow) {
-          pw = &g.nodes[j];
-          i_pow = j;
-        }
-        if (op_of(g.nodes[j]) == OpId::kDiv) {
-          dv = &g.nodes[j];
-          i_div = j;
-        }
+    if (m.is_output(d)) continue;
+    // d feeds exactly the square and the normalization.
+    Node* sq = nullptr;
+    Node* norm = nullptr;
+    double two = 0, eps = 0;
+    bool others = false;
+    for (size_t k : m.consumers(d)) {
+      Node& n = g.nodes[k];
+      const bool pow2 = op_of(n) == OpId::kPow && n.inputs[0] == d && n.inputs[1] != d &&
+                        m.scalar(n.inputs[1], &two) && two == 2.0;
+      const bool dd = op_of(n) == OpId::kMul && n.inputs[0] == d && n.inputs[1] == d;
+      if (pow2 || dd) {
+        others |= sq != nullptr && sq != &n;
+        sq = &n;
+        i_sq = k;
+      } else if ((op_of(n) == OpId::kDiv && n.inputs[0] == d && n.inputs[1] != d) ||
+                 (op_of(n) == OpId::kMul && (n.inputs[0] == d) != (n.inputs[1] == d))) {
+        others |= norm != nullptr;
+        norm = &n;
+        i_norm = k;
+      } else {
+        others = true;
       }
     }
-    double two = 0, eps = 0;
-    if (!pw || !dv || pw->inputs[0] != d || !m.scalar(pw->inputs[1], &two) || two != 2.0) continue;
-    Node* rm2 = m.sole_consumer(pw->outputs[0], &i_rm2);
-    if (!rm2 || op_of(*rm2) != OpId::kReduceMean || !last_axis(*rm2, m)) continue;
+    if (others || !sq || !norm) continue;
+    Node* rm2 = m.sole_consumer(sq->outputs[0], &i_rm2);
+    if (!rm2 || op_of(*rm2) != OpId::kReduceMean || !last_axis(*rm2, m) || !keeps_dims(*rm2))
+      continue;
     Node* add = m.sole_consumer(rm2->outputs[0], &i_add);
     if (!add || op_of(*add) != OpId::kAdd) continue;
     const std::string* e = Matcher::other(*add, rm2->outputs[0]);
     if (!e || !m.scalar(*e, &eps)) continue;
-    Node* sq = m.sole_consumer(add->outputs[0], &i_sqrt);
-    if (!sq || op_of(*sq) != OpId::kSqrt) continue;
-    Node* dv2 = m.sole_consumer(sq->outputs[0], &i_div);
-    if (dv2 != dv || dv->inputs[0] != d || dv->inputs[1] != sq->outputs[0]) continue;
-    Node* mul = m.sole_consumer(dv->outputs[0], &i_mul);
+    Node* sqr = m.sole_consumer(add->outputs[0], &i_sqrt);
+    if (!sqr || op_of(*sqr) != OpId::kSqrt) continue;
+    std::vector<size_t> kill = {i, i_sub, i_sq, i_rm2, i_add, i_sqrt, i_norm};
+    if (op_of(*norm) == OpId::kDiv) {
+      if (norm->inputs[1] != sqr->outputs[0] || m.consumer_count(sqr->outputs[0]) != 1) continue;
+    } else {  // Mul(d, Reciprocal(s))
+      size_t i_rcp = 0;
+      Node* rcp = m.sole_consumer(sqr->outputs[0], &i_rcp);
+      const std::string* r = Matcher::other(*norm, d);
+      if (!rcp || op_of(*rcp) != OpId::kReciprocal || !r || *r != rcp->outputs[0] ||
+          m.consumer_count(rcp->outputs[0]) != 1)
+        continue;
+      kill.push_back(i_rcp);
+    }
+    Node* mul = m.sole_consumer(norm->outputs[0], &i_mul);
     if (!mul || op_of(*mul) != OpId::kMul) continue;
-    const std::string* gamma = Matcher::other(*mul, dv->outputs[0]);
+    const std::string* gamma = Matcher::other(*mul, norm->outputs[0]);
     if (!gamma || !g.initializer(*gamma)) continue;
+    kill.push_back(i_mul);
+    // beta: an Add of a constant, when there is one.
+    std::string out = mul->outputs[0], beta;
+    size_t i_last = i_mul, i_add2 = 0;
     Node* add2 = m.sole_consumer(mul->outputs[0], &i_add2);
-    if (!add2 || op_of(*add2) != OpId::kAdd) continue;
-    const std::string* beta = Matcher::other(*add2, mul->outputs[0]);
-    if (!beta || !g.initializer(*beta)) continue;
+    if (add2 && op_of(*add2) == OpId::kAdd) {
+      const std::string* b = Matcher::other(*add2, mul->outputs[0]);
+      if (b && g.initializer(*b)) {
+        beta = *b;
+        out = add2->outputs[0];
+        i_last = i_add2;
+        kill.push_back(i_add2);
+      }
+    }
     Node ln;
-    ln.name = add2->name + "/fused_layernorm";
+    ln.name = g.nodes[i_last].name + "/fused_layernorm";
     set_op(ln, OpId::kLayerNormalization);
-    ln.inputs = {x, *gamma, *beta};
-    ln.outputs = {add2->outputs[0]};
+    ln.inputs = {x, *gamma};
+    if (!beta.empty()) ln.inputs.push_back(beta);
+    ln.outputs = {out};
     Attribute ax, ep;
     ax.kind = Attribute::Kind::kInt;
     ax.i = -1;
     ep.kind = Attribute::Kind::kFloat;
     ep.f = static_cast<float>(eps);
     ln.attrs = {{"axis", ax}, {"epsilon", ep}};
-    for (size_t k : {i_sub, i_pow, i_rm2, i_add, i_sqrt, i_div, i_mul}) m.kill(k);
-    m.kill(i);
-    g.nodes[i_add2] = std::move(ln);  // the fused op takes the last node's place
+    for (size_t k : kill) {
+      if (k != i_last) m.kill(k);
+    }
+    g.nodes[i_last] = std::move(ln);  // the fused op takes the last node's place
     m.index();
     ++fused;
   }

@@ -257,6 +257,54 @@ TEST(Passes, NearGeluFormsDoNotFuse) {
   EXPECT_EQ(activation_of(c), "none");
 }
 
+// ---- LayerNorm ----------------------------------------------------------------------
+
+struct LnForm {
+  const char* name;
+  bool mul_square, reciprocal, constants_first, beta, eps_outside;
+  std::vector<int64_t> axes;
+  bool fuses;
+};
+
+Converted layernorm_case(const LnForm& f) {
+  Builder b;
+  b.input("x", ElemType::kF32, {2, 5, 8});
+  b.g.initializers["gamma"] = f32({8}, 4, 0.5f);
+  b.g.initializers["beta"] = f32({8}, 5, 0.5f);
+  Attribute axes;
+  axes.kind = Attribute::Kind::kInts;
+  axes.ints = f.axes;
+  const std::string mean = b.op("ReduceMean", {"x"}, {{"axes", axes}});
+  const std::string d = b.op("Sub", {"x", mean});
+  const std::string sq = f.mul_square ? b.op("Mul", {d, d}) : b.op("Pow", {d, b.constant(2.0f)});
+  const std::string var = b.op("ReduceMean", {sq}, {{"axes", axes}});
+  const std::string eps = b.constant(1e-5f);
+  const std::string sd = f.eps_outside ? b.op("Add", {b.op("Sqrt", {var}), eps})
+                                       : b.op("Sqrt", {b.op("Add", {var, eps})});
+  const std::string q =
+      f.reciprocal ? b.op("Mul", {d, b.op("Reciprocal", {sd})}) : b.op("Div", {d, sd});
+  std::string y = f.constants_first ? b.op("Mul", {"gamma", q}) : b.op("Mul", {q, "gamma"});
+  if (f.beta) y = f.constants_first ? b.op("Add", {"beta", y}) : b.op("Add", {y, "beta"});
+  b.output(y);
+  return convert_and_check(b.g, {{"x", f32({2, 5, 8}, 6, 2.0f)}}, f.name, 1e-5);
+}
+
+TEST(Passes, LayerNormForms) {
+  const LnForm forms[] = {
+      {"ln-torch", false, false, false, true, false, {-1}, true},
+      {"ln-mul-reciprocal", true, true, true, true, false, {-1}, true},
+      {"ln-no-beta", false, false, false, false, false, {-1}, true},
+      {"ln-eps-outside-sqrt", false, false, false, true, true, {-1}, false},
+      {"ln-not-last-axis", false, false, false, true, false, {1}, false},
+  };
+  for (const LnForm& f : forms) {
+    SCOPED_TRACE(f.name);
+    const Converted c = layernorm_case(f);
+    EXPECT_EQ(c.nodes("LayerNormalization").size(), f.fuses ? 1u : 0u);
+    EXPECT_EQ(c.nodes("ReduceMean").size(), f.fuses ? 0u : 2u);
+  }
+}
+
 // ---- attention ----------------------------------------------------------------------
 
 struct AttentionSpec {
