@@ -211,6 +211,11 @@ struct AttentionStep {
   int mask = -1;                         // slot of the mask (token-major), -1 = none
   FmAttentionArgs att;                   // shape and mask fields; pointers filled per run
   bool bf16 = false;                     // low-precision attention (int8 models)
+  // Chosen when the plan is made (Machine::choose_attention): the kernel, whether K and V
+  // are packed first (int8), and the work items and parts.
+  FmAttentionFn kernel = nullptr;
+  bool prep = false;
+  int64_t items = 0, parts = 0, scratch_floats = 0, packed_floats = 0;
   static constexpr const char* kName = "attention";
   template <class F>
   void buffers(F&& f) const {
@@ -554,31 +559,10 @@ class Machine {
       if (s.att.add_mask != nullptr) a.add_mask = m->data<float>();
       else a.select_mask = m->data<uint8_t>();
     }
-    const FmAttentionFn kernel =
-        s.bf16 ? fm_low_precision_attention(fm_, opts_.attention, nullptr) : fm_.attention;
-    // The int8 kernel's K and V are packed first, each key chunk by the thread whose
-    // panel holds it, into one buffer all items read (int8, a quarter of the fp32
-    // bytes another core would otherwise fetch, and no head packed twice).
-    const bool prep = kernel == fm_.attention_int8 && fm_.attention_int8_prep != nullptr;
-    // The fp32 and bf16 kernels pack K and V per head themselves: with at least one
-    // 64-token panel of queries per thread, each thread takes its own panels for every
-    // head (queries and outputs stay in its cache). Otherwise, and always for the
-    // int8 kernel, items go out in smaller dynamic parts, which keeps a core that
-    // falls behind from holding up the step (A/B on BERT-base int8 at 2 threads:
-    // attention 1.3-2.0 against 1.4-2.6 ms per run when this machine was noisy,
-    // equal when quiet).
-    const int64_t threads = pool_->threads(), qb = fm_.query_block;
-    const int64_t blocks = (a.seq + qb - 1) / qb;
-    const bool chunked = !prep;
-    if (chunked && threads > 1 && kPanel % qb == 0 && a.batch == 1 &&
-        blocks >= threads * (kPanel / qb)) {
-      a.chunk_blocks = kPanel / qb;
-    }
-    const int64_t items = fm_attention_items(a, qb);
-    const int64_t np = a.chunk_blocks > 0 ? threads : std::min<int64_t>(items, threads * 4);
-    const int64_t scratch = fm_attention_scratch_floats(a, qb);
-    const int64_t packed = prep ? a.batch * a.heads * fm_attention_int8_head_floats(a) : 0;
-    const size_t need = static_cast<size_t>(np * scratch + packed) * 4;
+    const FmAttentionFn kernel = s.kernel;
+    const bool prep = s.prep;
+    const int64_t items = s.items, np = s.parts, scratch = s.scratch_floats;
+    const size_t need = static_cast<size_t>(np * scratch + s.packed_floats) * 4;
     if (scratch_.size() < need) scratch_.resize(need);
     float* base = scratch_.as<float>();
     if (prep) {
@@ -612,6 +596,34 @@ class Machine {
   }
 
   int threads() const { return pool_->threads(); }
+
+  // The attention kernel and its work split for a step's shapes (at planning).
+  void choose_attention(AttentionStep* t) const {
+    FmAttentionArgs& a = t->att;
+    a.panel = kPanel;
+    t->kernel = t->bf16 ? fm_low_precision_attention(fm_, opts_.attention, nullptr) : fm_.attention;
+    // The int8 kernel's K and V are packed first, each key chunk by the thread whose
+    // panel holds it, into one buffer all items read (int8, a quarter of the fp32
+    // bytes another core would otherwise fetch, and no head packed twice).
+    t->prep = t->kernel == fm_.attention_int8 && fm_.attention_int8_prep != nullptr;
+    // The fp32 and bf16 kernels pack K and V per head themselves: with at least one
+    // 64-token panel of queries per thread, each thread takes its own panels for every
+    // head (queries and outputs stay in its cache). Otherwise, and always for the
+    // int8 kernel, items go out in smaller dynamic parts, which keeps a core that
+    // falls behind from holding up the step (A/B on BERT-base int8 at 2 threads:
+    // attention 1.3-2.0 against 1.4-2.6 ms per run when this machine was noisy,
+    // equal when quiet).
+    const int64_t threads = pool_->threads(), qb = fm_.query_block;
+    const int64_t blocks = (a.seq + qb - 1) / qb;
+    if (!t->prep && threads > 1 && kPanel % qb == 0 && a.batch == 1 &&
+        blocks >= threads * (kPanel / qb)) {
+      a.chunk_blocks = kPanel / qb;
+    }
+    t->items = fm_attention_items(a, qb);
+    t->parts = a.chunk_blocks > 0 ? threads : std::min<int64_t>(t->items, threads * 4);
+    t->scratch_floats = fm_attention_scratch_floats(a, qb);
+    t->packed_floats = t->prep ? a.batch * a.heads * fm_attention_int8_head_floats(a) : 0;
+  }
 
   // Runs steps [first, last), all panel-local on the same tokens, in one parallel
   // region: each thread takes its panels (the same split as by_panels) through every
@@ -1490,6 +1502,7 @@ class Planner {
     slot(o).fm = t.out;
     ++p_.summary.fused_attention;
     t.bf16 = int8_model_;
+    m_.choose_attention(&t);
     emit(Step(t, 0, 0));
     return true;
   }
