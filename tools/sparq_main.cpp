@@ -33,6 +33,7 @@ const char* kUsage =
     "  kernel-bench [--m M] [--k K] [--n N] [--sparsity S] [--precision fp32|int8]\n"
     "               [--block auto|4x1|1x4|1x1] [--threads T] [--sweep] [--json]\n"
     "      time sparq's SpMM against oneDNN's dense matmul on the same shape\n"
+    "      (--sweep: the BERT shapes grid in every block pattern, or --block's)\n"
     "      (defaults: M=128 K=768 N=3072 S=0.9 int8, block auto (4x1), 1 thread)\n"
     "  convert MODEL.onnx -o OUT.sparq [--precision fp32|int8] [--block auto|4x1|1x4|1x1]\n"
     "          [--prune SPARSITY] [--threads N] [--no-fuse] [--require-fused]\n"
@@ -76,7 +77,7 @@ int kernel_bench(Args& args) {
     throw UsageError("--precision must be fp32 or int8, got '" + precision + "'");
   }
   base.int8 = precision == "int8";
-  args.value("--block", &base.block);
+  const bool block_given = args.value("--block", &base.block);
   if (base.block != "auto" &&
       !(base.block == "4x1" || base.block == "1x4" || base.block == "1x1")) {
     throw UsageError("--block must be auto, 4x1, 1x4 or 1x1, got '" + base.block + "'");
@@ -91,10 +92,12 @@ int kernel_bench(Args& args) {
 
   std::vector<KernelBenchConfig> configs;
   if (sweep) {
-    for (KernelBenchConfig c : sweep_grid()) {
-      c.block = base.block;
-      configs.push_back(c);
-    }
+    // Every block pattern users have (4x1, Neural Magic's 1x4, unstructured 1x1) unless
+    // --block names one.
+    const std::vector<std::string> blocks = block_given
+                                                ? std::vector<std::string>{base.block}
+                                                : std::vector<std::string>{"4x1", "1x4", "1x1"};
+    for (const KernelBenchConfig& c : sweep_grid(blocks)) configs.push_back(c);
   } else {
     configs.push_back(base);
   }

@@ -164,23 +164,26 @@ KernelBenchResult run_kernel_bench(const KernelBenchConfig& cfg) {
   return res;
 }
 
-std::vector<KernelBenchConfig> sweep_grid() {
+std::vector<KernelBenchConfig> sweep_grid(const std::vector<std::string>& blocks) {
   std::vector<KernelBenchConfig> grid;
   const int64_t kn[][2] = {{768, 768}, {768, 3072}, {3072, 768}, {1024, 4096}, {4096, 1024}};
   for (int threads : {1, 2})
     for (bool int8 : {true, false})
       for (int64_t m : {128, 384})
         for (const auto& s : kn)
-          for (double sp : {0.0, 0.5, 0.7, 0.8, 0.9, 0.95}) {
-            KernelBenchConfig c;
-            c.m = m;
-            c.k = s[0];
-            c.n = s[1];
-            c.sparsity = sp;
-            c.int8 = int8;
-            c.threads = threads;
-            grid.push_back(c);
-          }
+          for (double sp : {0.0, 0.5, 0.7, 0.8, 0.9, 0.95})
+            for (const std::string& block : blocks) {
+              if (sp == 0.0 && block != blocks.front()) continue;  // dense: any block
+              KernelBenchConfig c;
+              c.m = m;
+              c.k = s[0];
+              c.n = s[1];
+              c.sparsity = sp;
+              c.int8 = int8;
+              c.threads = threads;
+              c.block = block;
+              grid.push_back(c);
+            }
   return grid;
 }
 

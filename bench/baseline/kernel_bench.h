@@ -39,7 +39,9 @@ KernelBenchResult run_kernel_bench(const KernelBenchConfig& cfg);
 // The sweep grid of issue 2: M in {128, 384} x (K, N) in {(768, 768), (768, 3072),
 // (3072, 768), (1024, 4096), (4096, 1024)} x sparsity in {0, .5, .7, .8, .9, .95} x
 // {fp32, int8} x threads {1, 2}.
-std::vector<KernelBenchConfig> sweep_grid();
+// The --sweep grid: threads 1 and 2, int8 and fp32, M 128 and 384, the BERT-base and
+// BERT-large K x N shapes, sparsity 0 (dense; one block) and 0.5-0.95 in each of `blocks`.
+std::vector<KernelBenchConfig> sweep_grid(const std::vector<std::string>& blocks);
 
 std::string to_json(const std::vector<KernelBenchResult>& results);
 
