@@ -4,11 +4,13 @@ same shapes and the same threads, measured side by side in one run.
 
     bench/compare/run.sh [options]          (installs what it needs, builds, then runs this)
     /usr/bin/python3 bench/compare/compare.py [--models bert-mini,distilbert,bert-base,bert-large]
-        [--sparsities 0,0.7,0.8,0.9] [--threads 1,2] [--long-seq 384] [--budget-s 2]
+        [--sparsities 0,0.7,0.8,0.9] [--blocks 4x1,1x4,1x1] [--threads 1,2] [--long-seq 384]
+        [--budget-s 2]
         [--sparq build/release/sparq] [--work out/compare] [--out bench/results]
 
-For every model (seeded random weights from tools/make_models.py) and sparsity (4x1
-magnitude block pruning of the encoder's Linear layers; 0 = dense), batch 1, seq 128
+For every model (seeded random weights from tools/make_models.py), sparsity and block
+pattern (magnitude block pruning of the encoder's Linear layers in 4x1, 1x4 or 1x1 blocks,
+--blocks, default 4x1; 0 = the dense model, measured once), batch 1, seq 128
 (and --long-seq for BERT-base and BERT-large), each thread count:
   * sparq fp32 and int8 (`sparq bench --json`; the break-even table picks sparse or dense);
   * ONNX Runtime fp32 and dynamic int8 (npm's onnxruntime-node in bench/peers, graph
@@ -18,7 +20,7 @@ magnitude block pruning of the encoder's Linear layers; 0 = dense), batch 1, seq
     torch.ao.quantization.quantize_dynamic on every Linear, the onednn engine,
     torch.set_num_threads, inference mode).
 Writes <out>/<date>-<cpu>.md (table: p50 and p90 per engine, speedups of sparq over each
-peer), <date>-<cpu>.json (every measurement) and PNG plots (python3-matplotlib): latency
+peer, and sparq int8 against ONNX Runtime's dynamic int8 on the dense model), <date>-<cpu>.json (every measurement) and PNG plots (python3-matplotlib): latency
 against sparsity per model, and sparq's speedup over ONNX Runtime. A peer that cannot be
 installed or run is skipped and the report says so; nothing is estimated or filled in.
 """
@@ -94,19 +96,20 @@ class Peers:
             self.notes.append(f"PyTorch skipped: import torch failed ({e}).")
 
 
-def export_model(family, size, sparsity, work):
-    """make_models.py export (ONNX, batch 1, dynamic axes), cached per (model, sparsity)."""
-    d = os.path.join(work, f"{size}-{int(round(sparsity * 100))}")
+def export_model(family, size, sparsity, block, work):
+    """make_models.py export (ONNX, batch 1, dynamic axes), cached per (model, sparsity, block)."""
+    tag = "" if sparsity == 0 or block == "4x1" else f"-{block}"
+    d = os.path.join(work, f"{size}-{int(round(sparsity * 100))}{tag}")
     if not os.path.exists(os.path.join(d, "model.onnx")):
         cmd = [sys.executable, os.path.join(ROOT, "tools/make_models.py"), "--family", family, "--size", size,
                "--opset", "17", "--batch", "1", "--seq", "128", "--no-reference", "--out", d]
         if sparsity > 0:
-            cmd += ["--prune", str(sparsity), "--block", "4x1"]
+            cmd += ["--prune", str(sparsity), "--block", block]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return d
 
 
-def torch_model(family, size, sparsity):
+def torch_model(family, size, sparsity, block):
     """The same module make_models.py exported (same seed, same pruning)."""
     import torch
     import make_models as mm
@@ -114,7 +117,7 @@ def torch_model(family, size, sparsity):
     if sparsity > 0:
         with torch.no_grad():
             for _, lin in mm.encoder_linears(model):
-                w = mm.prune_blocks(lin.weight.double().numpy(), "4x1", sparsity)
+                w = mm.prune_blocks(lin.weight.double().numpy(), block, sparsity)
                 lin.weight.copy_(torch.from_numpy(w).to(lin.weight.dtype))
     return model.float().eval(), c
 
@@ -210,6 +213,9 @@ def main():
     ap.add_argument("--models", default="bert-mini,distilbert,bert-base,bert-large")
     ap.add_argument("--sparsities", default="0,0.7,0.8,0.9")
     ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--blocks", default="4x1",
+                    help="block patterns to prune in, comma-separated: 4x1 (Intel-style), 1x4 (Neural Magic's "
+                         "4-block), 1x1 (unstructured); the dense model is measured once")
     ap.add_argument("--long-seq", type=int, default=384, help="also run BERT-base and BERT-large at this length (0: no)")
     ap.add_argument("--budget-s", type=float, default=2.0, help="about this much timing per measurement")
     ap.add_argument("--sparq", default=os.path.join(ROOT, "build/release/sparq"))
@@ -222,6 +228,10 @@ def main():
             sys.exit(f"compare: unknown model '{m}' (one of {', '.join(MODELS)})")
     sparsities = [float(s) for s in a.sparsities.split(",")]
     threads = [int(t) for t in a.threads.split(",")]
+    blocks = [b for b in a.blocks.split(",") if b]
+    for b in blocks:
+        if b not in ("4x1", "1x4", "1x1"):
+            sys.exit(f"compare: unknown block pattern '{b}' (4x1, 1x4 or 1x1)")
     os.makedirs(a.work, exist_ok=True)
     os.makedirs(a.out, exist_ok=True)
     peers = Peers(a.work)
@@ -234,9 +244,9 @@ def main():
     for name in models:
         family, size, _ = MODELS[name]
         seqs = [128] + ([a.long_seq] if a.long_seq and name in ("bert-base", "bert-large") else [])
-        for s in sparsities:
-            log(f"{name} sparsity {s:.0%}: export and convert")
-            d = export_model(family, size, s, a.work)
+        for s, block in [(s, b) for s in sparsities for b in (blocks if s > 0 else ["dense"])]:
+            log(f"{name} sparsity {s:.0%} {block}: export and convert")
+            d = export_model(family, size, s, block, a.work)
             onnx = os.path.join(d, "model.onnx")
             sq = {}
             for p in ("fp32", "int8"):
@@ -251,14 +261,14 @@ def main():
             tm = {}
             if peers.torch:
                 import torch
-                fp, c = torch_model(family, size, s)
+                fp, c = torch_model(family, size, s, block)
                 tm["fp32"] = fp
                 tm["int8"] = torch.ao.quantization.quantize_dynamic(fp, {torch.nn.Linear}, dtype=torch.qint8)
                 vocab = c.vocab
             for seq in seqs:
                 for t in threads:
-                    log(f"{name} {s:.0%} seq {seq} threads {t}")
-                    base = {"model": name, "sparsity": s, "seq": seq, "threads": t}
+                    log(f"{name} {s:.0%} {block} seq {seq} threads {t}")
+                    base = {"model": name, "sparsity": s, "block": block, "seq": seq, "threads": t}
                     for p in ("int8", "fp32"):
                         rows.append(dict(base, engine="sparq", precision=p, **bench_sparq(a.sparq, sq[p], seq, t, a.budget_s)))
                     if peers.ort:
@@ -281,8 +291,8 @@ def main():
             subprocess.check_output([a.sparq, "version"]).decode().strip()}
     with open(stem + ".json", "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
-    write_markdown(stem, meta, rows, models, sparsities, threads)
-    plot(stem, rows, models, threads)
+    write_markdown(stem, meta, rows, models, sparsities, threads, blocks)
+    plot(stem, rows, models, threads, blocks)
     log(f"wrote {stem}.md, .json and plots in {elapsed / 60:.1f} min")
 
 
@@ -293,11 +303,13 @@ def lookup(rows, **k):
     return None
 
 
-def write_markdown(stem, meta, rows, models, sparsities, threads):
+def write_markdown(stem, meta, rows, models, sparsities, threads, blocks):
     L = [f"# sparq against ONNX Runtime and PyTorch: {meta['date']}, {meta['cpu']}", "",
          f"{meta['sparq_version']}; {meta['cores']} cores visible; batch 1; p50 (p90) latency in ms, all engines "
          f"measured in one run of `{meta['command']}` ({meta['elapsed_s'] / 60:.0f} min).",
-         "Sparsity: 4x1 blocks of every encoder Linear pruned by magnitude (0% = the dense model). "
+         f"Sparsity: every encoder Linear pruned by magnitude in blocks of {', '.join(blocks)} "
+         "(4x1: 4 output features x 1 input feature; 1x4: Neural Magic's 4-block; 1x1: unstructured; "
+         "0% = the dense model). "
          "Speedup = peer p50 / sparq p50 at the same precision (int8 against the peers' dynamic int8, fp32 "
          "against fp32). ONNX Runtime: the better of spinning on and off. PyTorch: the best of torch.set_num_threads "
          "1 or T with OpenBLAS's own pool at 1 or T threads (the JSON records which).", ""]
@@ -308,14 +320,14 @@ def write_markdown(stem, meta, rows, models, sparsities, threads):
     for name in models:
         L.append(f"## {MODELS[name][2]}")
         L.append("")
-        L.append("| seq | threads | sparsity | sparq int8 | sparq fp32 | ORT int8 | ORT fp32 | PyTorch int8 | PyTorch fp32 "
-                 "| int8 vs ORT | int8 vs PyTorch | fp32 vs ORT | fp32 vs PyTorch |")
-        L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        L.append("| seq | threads | sparsity | block | sparq int8 | sparq fp32 | ORT int8 | ORT fp32 | PyTorch int8 "
+                 "| PyTorch fp32 | int8 vs ORT | int8 vs PyTorch | fp32 vs ORT | fp32 vs PyTorch | int8 vs ORT dense |")
+        L.append("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         seqs = sorted({r["seq"] for r in rows if r["model"] == name})
         for seq in seqs:
             for t in threads:
-                for s in sparsities:
-                    k = dict(model=name, seq=seq, threads=t, sparsity=s)
+                for s, block in [(s, b) for s in sparsities for b in (blocks if s > 0 else ["dense"])]:
+                    k = dict(model=name, seq=seq, threads=t, sparsity=s, block=block)
                     cell = []
                     for e, p in ENGINES:
                         r = lookup(rows, engine=e, precision=p, **k)
@@ -324,9 +336,14 @@ def write_markdown(stem, meta, rows, models, sparsities, threads):
                     def sp(peer, p):
                         a_, b_ = lookup(rows, engine="sparq", precision=p, **k), lookup(rows, engine=peer, precision=p, **k)
                         return f"{b_['p50'] / a_['p50']:.2f}x" if a_ and b_ else "—"
-                    L.append(f"| {seq} | {t} | {s:.0%} | " + " | ".join(cell) + " | " +
+                    # Against ONNX Runtime's dynamic int8 on the dense model (issue 11's targets).
+                    a_ = lookup(rows, engine="sparq", precision="int8", **k)
+                    d_ = lookup(rows, engine="onnxruntime", precision="int8", model=name, seq=seq, threads=t,
+                                sparsity=0.0, block="dense")
+                    vs_dense = f"{d_['p50'] / a_['p50']:.2f}x" if a_ and d_ else "—"
+                    L.append(f"| {seq} | {t} | {s:.0%} | {block} | " + " | ".join(cell) + " | " +
                              " | ".join([sp("onnxruntime", "int8"), sp("pytorch", "int8"), sp("onnxruntime", "fp32"),
-                                         sp("pytorch", "fp32")]) + " |")
+                                         sp("pytorch", "fp32"), vs_dense]) + " |")
         L.append("")
         L.append(f"![latency]({os.path.basename(stem)}-{name}-latency.png)")
         L.append("")
@@ -336,7 +353,7 @@ def write_markdown(stem, meta, rows, models, sparsities, threads):
         f.write("\n".join(L))
 
 
-def plot(stem, rows, models, threads):
+def plot(stem, rows, models, threads, blocks):
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -350,13 +367,15 @@ def plot(stem, rows, models, threads):
     for name in models:
         fig, axes = plt.subplots(1, len(threads), figsize=(5.5 * len(threads), 4), squeeze=False)
         for ax, t in zip(axes[0], threads):
+            markers = {"4x1": "o", "1x4": "s", "1x1": "^"}
             for (e, p), (color, ls) in styles.items():
-                pts = sorted((r["sparsity"], r["p50"]) for r in rows
-                             if r["model"] == name and r["seq"] == 128 and r["threads"] == t and r["engine"] == e
-                             and r["precision"] == p)
-                if pts:
-                    ax.plot([100 * x for x, _ in pts], [y for _, y in pts], color=color, linestyle=ls, marker="o",
-                            label=f"{e} {p}")
+                for b in blocks:  # each pattern's curve starts at the dense model
+                    pts = sorted((r["sparsity"], r["p50"]) for r in rows
+                                 if r["model"] == name and r["seq"] == 128 and r["threads"] == t and r["engine"] == e
+                                 and r["precision"] == p and r.get("block") in (b, "dense"))
+                    if pts:
+                        ax.plot([100 * x for x, _ in pts], [y for _, y in pts], color=color, linestyle=ls,
+                                marker=markers[b], label=f"{e} {p}" + (f" {b}" if len(blocks) > 1 else ""))
             ax.set_yscale("log")
             ax.set_xlabel("sparsity (%)")
             ax.set_ylabel("p50 latency (ms), log scale")
@@ -370,16 +389,19 @@ def plot(stem, rows, models, threads):
     for ax, p in zip(axes, ("int8", "fp32")):
         for name in models:
             for t, ls in zip(threads, ("-", "--", ":")):
-                pts = []
-                for r in rows:
-                    if r["model"] == name and r["seq"] == 128 and r["threads"] == t and r["engine"] == "sparq" and r["precision"] == p:
-                        o = lookup(rows, model=name, seq=128, threads=t, sparsity=r["sparsity"], engine="onnxruntime", precision=p)
-                        if o:
-                            pts.append((r["sparsity"], o["p50"] / r["p50"]))
-                pts.sort()
-                if pts:
-                    ax.plot([100 * x for x, _ in pts], [y for _, y in pts], linestyle=ls, marker="o",
-                            label=f"{name}, {t}T")
+                for b in blocks:
+                    pts = []
+                    for r in rows:
+                        if (r["model"] == name and r["seq"] == 128 and r["threads"] == t and r["engine"] == "sparq"
+                                and r["precision"] == p and r.get("block") in (b, "dense")):
+                            o = lookup(rows, model=name, seq=128, threads=t, sparsity=r["sparsity"],
+                                       block=r["block"], engine="onnxruntime", precision=p)
+                            if o:
+                                pts.append((r["sparsity"], o["p50"] / r["p50"]))
+                    pts.sort()
+                    if pts:
+                        ax.plot([100 * x for x, _ in pts], [y for _, y in pts], linestyle=ls, marker="o",
+                                label=f"{name}, {t}T" + (f", {b}" if len(blocks) > 1 else ""))
         ax.axhline(1.0, color="gray", linewidth=0.8)
         ax.set_xlabel("sparsity (%)")
         ax.set_ylabel("ONNX Runtime p50 / sparq p50")
