@@ -108,6 +108,7 @@ int kernel_bench(Args& args) {
     peak_vnni = measure_peak_vnni_gops();
     std::printf("sparq %s kernels: %s; oneDNN %s\n", sparq_version(), sparq_kernel_isa(),
                 OnednnMatmul::version().c_str());
+    std::printf("cpu: %s\n", cpu_description().c_str());
     std::printf("one-core peak: AVX-512 FMA %.1f GFLOP/s, VNNI %.1f GOP/s\n", peak_fma, peak_vnni);
     std::printf("%5s %5s %5s %5s %4s %5s %3s %9s %9s %7s %9s %6s  %s\n", "M", "K", "N", "spars",
                 "prec", "block", "thr", "sparq_ms", "onednn_ms", "speedup", "nz_GOP/s", "%peak",

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <memory>
 #include <random>
 #include <sstream>
@@ -187,9 +188,37 @@ std::vector<KernelBenchConfig> sweep_grid(const std::vector<std::string>& blocks
   return grid;
 }
 
+std::string cpu_description() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line, name, vendor;
+  int family = -1, model = -1;
+  auto value = [&]() {
+    const size_t c = line.find(':');
+    return c == std::string::npos ? std::string() : line.substr(c + 2);
+  };
+  while (std::getline(in, line) && (name.empty() || vendor.empty() || family < 0 || model < 0)) {
+    if (line.rfind("model name", 0) == 0) name = value();
+    else if (line.rfind("vendor_id", 0) == 0) vendor = value();
+    else if (line.rfind("cpu family", 0) == 0) family = std::atoi(value().c_str());
+    else if (line.rfind("model", 0) == 0 && line.rfind("model name", 0) != 0)
+      model = std::atoi(value().c_str());
+  }
+  std::string gen;
+  if (vendor == "AuthenticAMD" && family == 26) gen = ", Zen 5";
+  else if (vendor == "AuthenticAMD" && family == 25)
+    gen =
+        (model >= 0x10 && model < 0x20) || (model >= 0x60 && model < 0xB0) ? ", Zen 4" : ", Zen 3";
+  return (name.empty() ? std::string("unknown CPU") : name) + " (" + vendor + " family " +
+         std::to_string(family) + " model " + std::to_string(model) + gen + ")";
+}
+
 std::string to_json(const std::vector<KernelBenchResult>& results) {
   std::ostringstream os;
   os.precision(6);
+  std::string cpu;
+  for (char c : cpu_description()) {
+    if (c != '"' && c != '\\' && static_cast<unsigned char>(c) >= 0x20) cpu += c;
+  }
   os << "[";
   for (size_t i = 0; i < results.size(); ++i) {
     const KernelBenchResult& r = results[i];
@@ -201,7 +230,7 @@ std::string to_json(const std::vector<KernelBenchResult>& results) {
        << r.sparq_kernel << "\",\"onednn_impl\":\"" << r.onednn_impl
        << "\",\"stored_density\":" << r.stored_density << ",\"sparq_gops\":" << r.sparq_gops
        << ",\"sparq_effective_gops\":" << r.sparq_eff_gops << ",\"onednn_gops\":" << r.onednn_gops
-       << "}";
+       << ",\"cpu\":\"" << cpu << "\"}";
   }
   os << "\n]\n";
   return os.str();

@@ -43,6 +43,12 @@ KernelBenchResult run_kernel_bench(const KernelBenchConfig& cfg);
 // BERT-large K x N shapes, sparsity 0 (dense; one block) and 0.5-0.95 in each of `blocks`.
 std::vector<KernelBenchConfig> sweep_grid(const std::vector<std::string>& blocks);
 
+// This CPU as kernel-bench reports it: /proc/cpuinfo's model name, vendor, family and
+// model, and the AMD core generation where the family says it (Zen 4 runs AVX-512 at half
+// the width of Zen 5, so their peaks differ by 2x): "AMD EPYC (AuthenticAMD family 26
+// model 2, Zen 5)".
+std::string cpu_description();
+
 std::string to_json(const std::vector<KernelBenchResult>& results);
 
 }  // namespace sparq::bench
