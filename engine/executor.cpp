@@ -932,16 +932,6 @@ class Planner {
     return *keep;
   }
   std::vector<int64_t> perm_of(const Node& n) { return attrs(n).perm; }
-  // The Reshape target for input shape `in`, or empty when not resolvable.
-  Shape reshape_target(const Node& n, const Shape& in) {
-    if (n.inputs.size() < 2 || !known(n.inputs[1])) return {};
-    const int ss = slot_of(n.inputs[1]);
-    if (!slot(ss).fixed || slot(ss).fixed->type != ElemType::kI64) return {};
-    const Constant& c = *slot(ss).fixed;
-    Shape t(c.data<int64_t>(), c.data<int64_t>() + c.elements());
-    std::string why;
-    return sparq::reshape_target(in, &t, attrs(n).allowzero, &why) ? t : Shape{};
-  }
 
   void node(size_t i) {
     const Node& n = g_.nodes[i];
@@ -959,10 +949,6 @@ class Planner {
     if (op_of(n) == OpId::kSparqMaskBias && mask_bias_step(n)) return;
     generic(n);
   }
-
-  // Whether `name` is static (the shape pass folded it): then it is known, ahead of
-  // graph order (Reshape targets computed further down the graph).
-  bool fold_for(const std::string& name, int) { return is_static(name); }
 
   void generic(const Node& n, const char* why = nullptr) {
     std::string reason = why ? why : "";
@@ -1091,6 +1077,25 @@ class Planner {
     std::vector<size_t> gathers;      // per leaf: the Gather node, or SIZE_MAX for a constant
   };
 
+  // A folded constant term of an embeddings sum, per token: [F] (the same row for every
+  // token), [..., S, F] of S x F values (one row per position) or [B, S, F] (one per
+  // token); false when it does not broadcast that way.
+  static bool constant_term(const Shape& cs, int64_t B, int64_t S, int64_t F, EmbedTerm* e) {
+    if (cs.size() == 1 && cs[0] == F) {
+      e->seq_stride = 0;
+    } else if (cs.size() >= 2 && cs.back() == F && cs[cs.size() - 2] == S && numel(cs) == S * F) {
+      e->seq_stride = F;
+    } else if (cs == Shape{B, S, F}) {
+      e->seq_stride = F;
+      e->batch_stride = S * F;
+    } else if (numel(cs) == F) {
+      e->seq_stride = 0;
+    } else {
+      return false;
+    }
+    return true;
+  }
+
   void find_embeddings() {
     for (size_t i = 0; i < g_.nodes.size(); ++i) {
       const Node& ln = g_.nodes[i];
@@ -1145,13 +1150,10 @@ class Planner {
     for (const std::string& v : plan->leaves) {
       const ValueMeta& m = meta(v);
       if (m.value) {  // a folded constant: [F], [S, F], [1, S, F] or [B, S, F]
+        EmbedTerm unused;
         if (m.type != ElemType::kF32) return no("a constant term is not float32");
-        const Shape& cs = m.shape;
-        const bool ok =
-            (cs.size() == 1 && cs[0] == F) ||
-            (cs.size() >= 2 && cs.back() == F && cs[cs.size() - 2] == S && numel(cs) == S * F) ||
-            cs == Shape{B, S, F} || numel(cs) == F;
-        if (!ok) return no("a constant term does not broadcast per token");
+        if (!constant_term(m.shape, B, S, F, &unused))
+          return no("a constant term does not broadcast per token");
         plan->gathers.push_back(SIZE_MAX);
         continue;
       }
@@ -1193,14 +1195,7 @@ class Planner {
       EmbedTerm e;
       if (plan.gathers[k] == SIZE_MAX) {  // a folded constant
         const Slot& o = slot(slot_of(plan.leaves[k]));
-        const Shape& cs = o.shape;
-        if (cs.size() == 1 && cs[0] == F) e.seq_stride = 0;
-        else if (cs.size() >= 2 && cs.back() == F && cs[cs.size() - 2] == S && numel(cs) == S * F)
-          e.seq_stride = F;
-        else if (cs == Shape{B, S, F}) {
-          e.seq_stride = F;
-          e.batch_stride = S * F;
-        } else e.seq_stride = 0;  // numel F
+        constant_term(o.shape, B, S, F, &e);  // matched in find_embeddings
         e.table = o.fixed->data<float>();
       } else {
         const Node& gn = g_.nodes[plan.gathers[k]];
@@ -1302,8 +1297,7 @@ class Planner {
     const int x = slot_of(n.inputs[0]);
     const Slot& xs = slot(x);
     if (!fm_able(x) || xs.fm < 0 || xs.heap) return false;
-    if (!fold_for(n.inputs[1], 0)) return false;
-    const Shape t = reshape_target(n, xs.shape);
+    const Shape& t = meta(n.outputs[0]).shape;  // its target, from the shape pass
     if (t.empty() || t.back() != xs.features() || numel(t) != numel(xs.shape)) return false;
     const Slot copy = xs;
     const int o = new_slot(n.outputs[0], t, ElemType::kF32);
@@ -1328,8 +1322,7 @@ class Planner {
         *out_shape = shape;
         return true;
       }
-      if (!fold_for(c.inputs[1], 0)) return false;
-      const Shape t = reshape_target(c, shape);
+      const Shape& t = meta(c.outputs[0]).shape;
       if (t.empty() || t.back() != shape.back() || numel(t) != numel(shape)) return false;
       views->push_back(*node);
       shape = t;
@@ -1350,7 +1343,8 @@ class Planner {
   };
   struct AttnPlan {
     HeadSplit hs[3];
-    size_t out_reshape = 0;  // the Reshape writing the merged [B, S, H*dv] output
+    size_t out_reshape = 0;        // the Reshape writing the merged [B, S, H*dv] output
+    int64_t mask_strides[4] = {};  // the mask's strides over [B, H, S, T] (when it has one)
   };
 
   void find_attention() {
@@ -1427,7 +1421,7 @@ class Planner {
       const ValueMeta& m = meta(n.inputs[3]);
       if (mk == MaskKind::kAdd && m.type != ElemType::kF32) return no("additive mask not float32");
       if (mk == MaskKind::kWhere && m.type != ElemType::kBool) return no("select mask not bool");
-      int64_t st[4];
+      int64_t* st = plan->mask_strides;
       std::string w;
       if (!attention_mask_strides(m.shape, {B, H, S, T}, st, &w)) return no(w);
       if (st[2] != 0 && S > 1) return no("mask varies by query");  // op by op
@@ -1479,9 +1473,7 @@ class Planner {
     const MaskKind mk = attrs(n).mask;
     if (n.inputs.size() > 3 && !n.inputs[3].empty() && mk != MaskKind::kNone) {
       const int ms = slot_of(n.inputs[3]);
-      int64_t st[4];
-      std::string why;
-      attention_mask_strides(slot(ms).shape, {B, H, S, T}, st, &why);  // checked above
+      const int64_t* st = plan.mask_strides;
       a.mask_b = st[0];
       a.mask_h = st[1];
       a.mask_t = st[3];
