@@ -304,8 +304,13 @@ std::shared_ptr<const Model> Model::load(const std::string& path) {
       throw Error(Status::kFormatError,
                   path + ": node '" + n.name + "' is a malformed SparqMatMul");
     }
-    if (!m->packed_.count(w->s)) m->packed_[w->s] = read_packed(*m->file_, w->s);
-    const PackedWeights& pw = m->packed_[w->s];
+    if (!m->packed_.count(w->s)) {
+      Loaded& l = m->packed_[w->s];
+      l.w = read_packed(*m->file_, w->s);
+      l.quad_index = quad_index_of(l.w);
+      if (l.quad_index.size() > 0) l.w.quad_index = l.quad_index.as<uint16_t>();
+    }
+    const PackedWeights& pw = m->packed_[w->s].w;
     if ((p->s == "int8") != (pw.type == WeightType::kS8)) {
       throw Error(Status::kFormatError,
                   path + ": node '" + n.name + "' precision does not match its weights");
@@ -317,7 +322,7 @@ std::shared_ptr<const Model> Model::load(const std::string& path) {
 const PackedWeights& Model::packed(const std::string& name) const {
   auto it = packed_.find(name);
   if (it == packed_.end()) throw Error(Status::kFormatError, "no packed weight '" + name + "'");
-  return it->second;
+  return it->second.w;
 }
 
 Session::Session(std::shared_ptr<const Model> model, int threads, const RuntimeOptions& options)

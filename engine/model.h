@@ -72,7 +72,11 @@ class SPARQ_API Model {
  private:
   std::shared_ptr<const SparqFile> file_;
   Graph graph_;
-  std::map<std::string, PackedWeights> packed_;
+  struct Loaded {
+    PackedWeights w;
+    AlignedBuffer quad_index;  // derived at load (quad_index_of)
+  };
+  std::map<std::string, Loaded> packed_;
   std::string path_;
 };
 

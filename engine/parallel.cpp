@@ -279,7 +279,23 @@ void spmm_u8s8(const SpmmKernels& kernels, ThreadPool* pool, const PackedWeights
     run_spmm(kernels.u8s8_gemm_r4, pool, w, scratch.as<uint8_t>(), ldq, m, ep);
     return;
   }
+  if (w.quad_index != nullptr && kernels.u8s8_quads_r1 != nullptr && m > 0) {
+    // The 1x4 pattern on a caller's feature-major activations: put them in quad order
+    // once (the planned executor has its producers write that order instead).
+    thread_local AlignedBuffer scratch;
+    const int64_t ldq = (m + 63) / 64 * 64;
+    const size_t bytes = static_cast<size_t>((w.k + 3) / 4 * ldq * 4);
+    if (scratch.size() < bytes) scratch.resize(bytes);
+    kernels.u8_pack_quads(x, ldx, w.k, m, scratch.as<uint8_t>(), ldq);
+    run_spmm(kernels.u8s8_quads_r1, pool, w, scratch.as<uint8_t>(), ldq, m, ep);
+    return;
+  }
   run_spmm(kernels.u8s8(w.rows_per_block), pool, w, x, ldx, m, ep);
+}
+
+void spmm_u8s8_quads(const SpmmKernels& kernels, ThreadPool* pool, const PackedWeights& w,
+                     const uint8_t* xq, int64_t ldq, int64_t m, const Epilogue& ep) {
+  run_spmm(kernels.u8s8_quads_r1, pool, w, xq, ldq, m, ep);
 }
 
 }  // namespace sparq

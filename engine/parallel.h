@@ -59,6 +59,10 @@ SPARQ_API void spmm_f32(const SpmmKernels& kernels, ThreadPool* pool, const Pack
                         const float* x, int64_t ldx, int64_t m, const Epilogue& ep);
 SPARQ_API void spmm_u8s8(const SpmmKernels& kernels, ThreadPool* pool, const PackedWeights& w,
                          const uint8_t* x, int64_t ldx, int64_t m, const Epilogue& ep);
+// A quad matrix (w.quad_index set; kernels.u8s8_quads_r1 set) on activations already in quad
+// order (U8PackQuadsFn: ldq a multiple of 64, tokens padded to it).
+SPARQ_API void spmm_u8s8_quads(const SpmmKernels& kernels, ThreadPool* pool, const PackedWeights& w,
+                               const uint8_t* xq, int64_t ldq, int64_t m, const Epilogue& ep);
 
 }  // namespace sparq
 

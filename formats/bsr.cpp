@@ -169,7 +169,7 @@ void quantize_per_channel(const float* wt, int64_t n, int64_t k, int8_t* q, floa
 
 std::size_t PackedMatrix::bytes() const {
   return group_ptr_.size() + indices_.size() + values_.size() + compensation_.size() +
-         scales_.size();
+         scales_.size() + quad_index_.size();
 }
 
 double PackedMatrix::stored_density() const {
@@ -326,7 +326,29 @@ PackedMatrix PackedMatrix::pack(WeightType type, const void* w, const float* sca
     v.compensation = comp;
     v.scales = sc;
   }
+  p.quad_index_ = quad_index_of(v);
+  if (p.quad_index_.size() > 0) v.quad_index = p.quad_index_.as<uint16_t>();
   return p;
+}
+
+AlignedBuffer quad_index_of(const PackedWeights& w) {
+  AlignedBuffer out;
+  if (w.type != WeightType::kS8 || w.rows_per_block != 1 || w.group != 4 || w.dense) return out;
+  const int8_t* v = static_cast<const int8_t*>(w.values);
+  for (int64_t g = 0; g < w.num_groups; ++g) {
+    const int32_t* idx = w.indices + g * 4;
+    if (idx[0] % 4 != 0) return out;
+    for (int32_t j = 1; j < 4; ++j) {
+      const int32_t want = idx[0] + j;
+      if (idx[j] != std::min(want, w.k - 1)) return out;
+      if (want >= w.k && v[g * 4 + j] != 0) return out;  // a clamped slot must weigh nothing
+    }
+  }
+  // (At least one element, so that a matrix without groups is a quad matrix too.)
+  out.resize(static_cast<size_t>(std::max<int64_t>(w.num_groups, 1)) * sizeof(uint16_t));
+  uint16_t* q = out.as<uint16_t>();
+  for (int64_t g = 0; g < w.num_groups; ++g) q[g] = static_cast<uint16_t>(w.indices[g * 4] / 4);
+  return out;
 }
 
 void validate_packed(const PackedWeights& w, const PackedArraySizes& s) {

@@ -112,7 +112,7 @@ class SPARQ_API PackedMatrix {
                            int64_t k, BlockShape block, bool dense);
   PackedWeights view_;
   BlockShape block_;
-  AlignedBuffer group_ptr_, indices_, values_, compensation_, scales_;
+  AlignedBuffer group_ptr_, indices_, values_, compensation_, scales_, quad_index_;
 };
 
 // Checks a packed matrix read from untrusted bytes before any kernel touches it:
@@ -122,6 +122,13 @@ class SPARQ_API PackedMatrix {
 // equal to 128 x the row sums and scales finite and positive. Throws
 // Error(Status::kFormatError) naming the first problem.
 SPARQ_API void validate_packed(const PackedWeights& w, const PackedArraySizes& sizes);
+
+// For a sparse int8 matrix with one row per block-row whose every group is one aligned
+// input quad (indices 4q + j, those past K clamped to K-1 and with zero weights: the 1x4
+// pattern, which the quad kernels run), the uint16 quad of each group, to be set as
+// w.quad_index; otherwise an empty buffer. Reads the index and value arrays (call it
+// after validate_packed on untrusted data).
+SPARQ_API AlignedBuffer quad_index_of(const PackedWeights& w);
 
 }  // namespace sparq
 

@@ -64,7 +64,7 @@ TEST_P(SpmmIsaTest, DensePacking) {
 
 TEST_P(SpmmIsaTest, EpilogueFeatures) {
   for (const Shape& s : {Shape{37, 50, 21}, Shape{128, 96, 64}}) {
-    for (BlockShape b : {kBlock4x1, kBlock1x1}) {
+    for (BlockShape b : kBlocks) {
       for (bool dense : {false, true}) {
         auto base = [&] {
           return SpmmTester().m(s.m).k(s.k).n(s.n).block(b).sparsity(0.6).dense(dense);
@@ -138,6 +138,69 @@ TEST_P(SpmmIsaTest, ActivationsWideRange) {
   }
 }
 
+// The 1x4 kernel on activations its producer already put in quad order: awkward shapes
+// (K not a multiple of 4, tokens not a multiple of 64), every sparsity, the epilogue,
+// threads; the buffer ends at a guard page exactly where the layout ends.
+TEST_P(SpmmIsaTest, QuadKernelOnPrepackedActivations) {
+  if (kernels().u8s8_quads_r1 == nullptr) GTEST_SKIP() << "no quad kernel on this path";
+  for (const Shape& s : kShapes)
+    for (double sp : kSparsities) {
+      SpmmTester().m(s.m).k(s.k).n(s.n).block(kBlock1x4).sparsity(sp).prepacked(true).TestU8S8(
+          kernels());
+      if (HasFatalFailure()) return;
+    }
+  for (int threads : {1, 2}) {
+    SpmmTester()
+        .m(200)
+        .k(150)
+        .n(70)
+        .block(kBlock1x4)
+        .sparsity(0.7)
+        .prepacked(true)
+        .threads(threads)
+        .channel_scale(true)
+        .token_scale(true)
+        .bias(true)
+        .activation(Activation::kGeluErf)
+        .residual(true)
+        .TestU8S8(kernels());
+    SpmmTester()
+        .m(64)
+        .k(768)
+        .n(300)
+        .block(kBlock1x4)
+        .sparsity(0.9)
+        .prepacked(true)
+        .threads(threads)
+        .u8_out(true)
+        .channel_scale(true)
+        .token_scale(true)
+        .TestU8S8(kernels());
+  }
+}
+
+// Quad order from every path's packer: byte (q * ldq + t) * 4 + j = X[4q + j][t], zero past
+// K and at the padded tokens.
+TEST_P(SpmmIsaTest, PackQuadsMatchesTheLayout) {
+  if (kernels().u8_pack_quads == nullptr) GTEST_SKIP() << "no packer on this path";
+  for (const Shape& s : kShapes) {
+    const int64_t ldq = (s.m + 63) / 64 * 64;
+    std::vector<uint8_t> x(static_cast<size_t>(s.k * s.m));
+    for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<uint8_t>(i * 37 + 11);
+    GuardedBuffer<uint8_t> xq(static_cast<size_t>((s.k + 3) / 4 * ldq * 4));
+    for (size_t i = 0; i < xq.size(); ++i) xq[i] = 0xAB;
+    kernels().u8_pack_quads(x.data(), s.m, s.k, s.m, xq.data(), ldq);
+    for (int64_t q = 0; q < (s.k + 3) / 4; ++q)
+      for (int64_t t = 0; t < ldq; ++t)
+        for (int64_t j = 0; j < 4; ++j) {
+          const int64_t kk = 4 * q + j;
+          const uint8_t want = kk < s.k && t < s.m ? x[static_cast<size_t>(kk * s.m + t)] : 0;
+          ASSERT_EQ(xq[static_cast<size_t>((q * ldq + t) * 4 + j)], want)
+              << "M=" << s.m << " K=" << s.k << " q=" << q << " t=" << t << " j=" << j;
+        }
+  }
+}
+
 // Threaded twin: two threads through the nonzero-balanced partition give the same
 // answers as the reference (and so as the serial run).
 TEST_P(SpmmIsaTest, ThreadedTwin) {
@@ -159,6 +222,45 @@ INSTANTIATE_TEST_SUITE_P(AllIsas, SpmmIsaTest,
                          [](const ::testing::TestParamInfo<Isa>& param_info) {
                            return std::string(isa_name(param_info.param));
                          });
+
+// Which matrices are quad matrices: every 1x4 packing (K a multiple of 4 or not, and an
+// unstructured matrix packed as 1x4, whose blocks simply hold zeros); never the 1x1
+// packing of an unstructured matrix, a 4x1 packing, a dense one, fp32, or a matrix with a
+// group whose indices are not one aligned quad.
+TEST(QuadIndex, DerivedOnlyForAlignedQuads) {
+  for (int64_t k : {64, 66, 3}) {
+    std::vector<float> w = random_floats(static_cast<size_t>(40 * k), 3);
+    prune_blocks(w.data(), 40, k, kBlock1x4, 0.5);
+    std::vector<int8_t> q(w.size());
+    std::vector<float> sc(40);
+    quantize_per_channel(w.data(), 40, k, q.data(), sc.data());
+    const PackedMatrix p = PackedMatrix::pack_s8(q.data(), sc.data(), 40, k, kBlock1x4);
+    ASSERT_NE(p.view().quad_index, nullptr) << "K=" << k;
+    for (int64_t g = 0; g < p.view().num_groups; ++g)
+      EXPECT_EQ(p.view().quad_index[g] * 4, p.view().indices[g * 4]);
+    EXPECT_EQ(PackedMatrix::pack_s8(q.data(), sc.data(), 40, k, kBlock4x1).view().quad_index,
+              nullptr);
+    EXPECT_EQ(PackedMatrix::pack_s8(q.data(), sc.data(), 40, k, kBlock1x4, true).view().quad_index,
+              nullptr);
+    EXPECT_EQ(PackedMatrix::pack_f32(w.data(), 40, k, kBlock1x4).view().quad_index, nullptr);
+  }
+  std::vector<float> w = random_floats(16 * 64, 4);
+  prune_blocks(w.data(), 16, 64, kBlock1x1, 0.9);
+  std::vector<int8_t> q(w.size());
+  std::vector<float> sc(16);
+  quantize_per_channel(w.data(), 16, 64, q.data(), sc.data());
+  const PackedMatrix p = PackedMatrix::pack_s8(q.data(), sc.data(), 16, 64, kBlock1x4);
+  ASSERT_NE(p.view().quad_index, nullptr);
+  EXPECT_EQ(PackedMatrix::pack_s8(q.data(), sc.data(), 16, 64, kBlock1x1).view().quad_index,
+            nullptr);
+  // The same arrays with one group's indices shifted off its quad: not a quad matrix.
+  PackedWeights v = p.view();
+  std::vector<int32_t> idx(v.indices, v.indices + v.num_groups * 4);
+  for (int j = 0; j < 4; ++j)
+    idx[static_cast<size_t>(4 + j)] = std::min<int32_t>(idx[4] + j + 1, 63);
+  v.indices = idx.data();
+  EXPECT_EQ(quad_index_of(v).size(), 0u);
+}
 
 TEST(SpmmThreads, SerialAndThreadedAreBitIdentical) {
   const SpmmKernels& k = spmm_kernels();

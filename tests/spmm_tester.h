@@ -85,6 +85,13 @@ class SpmmTester {
     u8_out_ = v;
     return *this;
   }
+  // int8 only: run a quad matrix (1x4) through spmm_u8s8_quads on activations packed
+  // into quad order first (the planned executor's producer-side layout), on a guard-page
+  // buffer of exactly the layout's size.
+  SpmmTester& prepacked(bool v) {
+    prepacked_ = v;
+    return *this;
+  }
   SpmmTester& threads(int v) {
     threads_ = v;
     return *this;
@@ -97,7 +104,8 @@ class SpmmTester {
   std::string Describe() const {
     std::ostringstream os;
     os << "M=" << m_ << " K=" << k_ << " N=" << n_ << " block=" << block_shape_name(block_)
-       << " sparsity=" << sparsity_ << (dense_ ? " dense" : "") << " threads=" << threads_;
+       << " sparsity=" << sparsity_ << (dense_ ? " dense" : "") << (prepacked_ ? " prepacked" : "")
+       << " threads=" << threads_;
     return os.str();
   }
 
@@ -131,7 +139,6 @@ class SpmmTester {
   // u8 activations (zero point 128) x s8 weights. Without scales, bias, activation or
   // residual the output is float(exact int32 sum) and must match bit for bit.
   void TestU8S8(const SpmmKernels& kernels) const {
-    SCOPED_TRACE(Describe() + " kernel=" + kernels.u8s8_name(block_.out % 4 == 0 ? 4 : 1));
     std::vector<float> w = Weights();
     std::vector<int8_t> q(w.size());
     std::vector<float> scales(static_cast<size_t>(n_));
@@ -139,6 +146,10 @@ class SpmmTester {
     const PackedMatrix packed =
         PackedMatrix::pack_s8(q.data(), scales.data(), n_, k_, block_, dense_);
     validate_packed(packed.view(), packed.array_sizes());
+    const bool quads = packed.view().quad_index != nullptr && kernels.u8s8_quads_r1 != nullptr;
+    SCOPED_TRACE(
+        Describe() + " kernel=" +
+        (quads ? kernels.u8s8_quads_r1_name : kernels.u8s8_name(block_.out % 4 == 0 ? 4 : 1)));
     GuardedBuffer<uint8_t> x(static_cast<size_t>(k_ * m_));
     std::mt19937 rng(seed_ + 1);
     for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<uint8_t>(rng() & 0xFF);
@@ -146,7 +157,18 @@ class SpmmTester {
     GuardedBuffer<float> out(static_cast<size_t>(n_ * m_));
     GuardedBuffer<uint8_t> out_u8(static_cast<size_t>(n_ * m_));
     Epilogue ep = side.MakeEpilogue(out.data(), out_u8.data(), m_);
-    Run([&](ThreadPool* pool) { spmm_u8s8(kernels, pool, packed.view(), x.data(), m_, m_, ep); });
+    if (prepacked_) {
+      ASSERT_NE(packed.view().quad_index, nullptr) << "not a quad matrix";
+      ASSERT_NE(kernels.u8s8_quads_r1, nullptr);
+      const int64_t ldq = (m_ + 63) / 64 * 64;
+      GuardedBuffer<uint8_t> xq(static_cast<size_t>((k_ + 3) / 4 * ldq * 4));
+      kernels.u8_pack_quads(x.data(), m_, k_, m_, xq.data(), ldq);
+      Run([&](ThreadPool* pool) {
+        spmm_u8s8_quads(kernels, pool, packed.view(), xq.data(), ldq, m_, ep);
+      });
+    } else {
+      Run([&](ThreadPool* pool) { spmm_u8s8(kernels, pool, packed.view(), x.data(), m_, m_, ep); });
+    }
     const bool exact = !channel_scale_ && !token_scale_ && !bias_ && !residual_ && !u8_out_ &&
                        activation_ == Activation::kNone;
     for (int64_t nn = 0; nn < n_; ++nn) {
@@ -262,7 +284,7 @@ class SpmmTester {
   int64_t m_ = 16, k_ = 16, n_ = 16;
   BlockShape block_ = kBlock4x1;
   double sparsity_ = 0.5;
-  bool dense_ = false;
+  bool dense_ = false, prepacked_ = false;
   bool channel_scale_ = false, token_scale_ = false, bias_ = false, residual_ = false,
        u8_out_ = false;
   Activation activation_ = Activation::kNone;

@@ -112,6 +112,9 @@ KernelBenchResult run_kernel_bench(const KernelBenchConfig& cfg) {
   if (cfg.int8 && dense && R == 4 && kernels.u8s8_gemm_r4 != nullptr) {
     res.sparq_kernel = kernels.u8s8_gemm_r4_name;
   }
+  if (cfg.int8 && sq[0].w.view().quad_index != nullptr && kernels.u8s8_quads_r1 != nullptr) {
+    res.sparq_kernel = kernels.u8s8_quads_r1_name;
+  }
 
   const double onednn_per = static_cast<double>(k * n * act_elem + m * k * act_elem);
   OnednnMatmul dnn(m, k, n, cfg.int8, copies_for(onednn_per));

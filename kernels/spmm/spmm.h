@@ -39,12 +39,18 @@ enum class WeightType : uint8_t { kF32 = 0, kS8 = 1 };
 // by formats/bsr (not required by the kernels).
 struct PackedWeights {
   WeightType type = WeightType::kF32;
-  int32_t n = 0;                          // output channels (rows of W^T)
-  int32_t k = 0;                          // input channels
-  int32_t rows_per_block = 4;             // R: 4 or 1
-  int32_t group = 1;                      // G: 4 for kS8, 1 for kF32
-  int32_t num_block_rows = 0;             // ceil(n / R)
-  bool dense = false;                     // no index arrays; groups cover [0, K) in order
+  int32_t n = 0;               // output channels (rows of W^T)
+  int32_t k = 0;               // input channels
+  int32_t rows_per_block = 4;  // R: 4 or 1
+  int32_t group = 1;           // G: 4 for kS8, 1 for kF32
+  int32_t num_block_rows = 0;  // ceil(n / R)
+  bool dense = false;          // no index arrays; groups cover [0, K) in order
+  // Set for a quad matrix: int8, R = 1 and every group one aligned input quad (indices
+  // 4q, 4q+1, 4q+2, 4q+3, those past K clamped to K-1 with zero weights), the 1x4
+  // pattern. quad_index[g] = q (K / 4 <= 16384 fits). Derived from the index array
+  // (quad_index_of in formats/bsr.h), never stored: the quad kernels read 6 bytes per
+  // group instead of 20.
+  const uint16_t* quad_index = nullptr;   // [num_groups]
   int64_t num_groups = 0;                 // total groups over all block-rows
   const int32_t* group_ptr = nullptr;     // [num_block_rows + 1]; null when dense
   const int32_t* indices = nullptr;       // [num_groups * G]; null when dense
@@ -119,7 +125,8 @@ using U8S8SpmmFn = void (*)(const PackedWeights& w, const uint8_t* x, int64_t ld
                             int64_t m_end, int64_t br_begin, int64_t br_end, const Epilogue& ep);
 
 // Repacks u8 X [K][ldx] (tokens [0, m)) into quads of inputs in VNNI order for a packed
-// dense GEMM: byte (q * ldq + t) * 4 + j = X[4q + j][t], zero past K and past m.
+// dense GEMM and the 1x4 kernels: byte (q * ldq + t) * 4 + j = X[4q + j][t], zero past K
+// and at tokens [m, ldq). ldq is a multiple of 64.
 using U8PackQuadsFn = void (*)(const uint8_t* x, int64_t ldx, int64_t k, int64_t m, uint8_t* xq,
                                int64_t ldq);
 
@@ -135,6 +142,12 @@ struct SpmmKernels {
   U8PackQuadsFn u8_pack_quads = nullptr;
   U8S8SpmmFn u8s8_gemm_r4 = nullptr;
   const char* u8s8_gemm_r4_name = "";
+  // Optional sparse int8 kernel for quad matrices (PackedWeights::quad_index, the 1x4
+  // pattern) on activations in quad order (u8_pack_quads; ldx = ldq, a multiple of 64,
+  // tokens up to the next multiple of 64 readable). One 32-bit weight broadcast and one
+  // contiguous activation load per dot product: no interleave.
+  U8S8SpmmFn u8s8_quads_r1 = nullptr;
+  const char* u8s8_quads_r1_name = "";
   const char* f32_r4_name = "";
   const char* f32_r1_name = "";
   const char* u8s8_r4_name = "";

@@ -15,6 +15,9 @@ const SpmmKernels& kernels() {
     t.f32_r1_name = "f32_bsr1x1_spmm_ukernel_1x1__scalar";
     t.u8s8_r4_name = "u8s8_bsr4x1_spmm_ukernel_1x1c4__scalar";
     t.u8s8_r1_name = "u8s8_bsr1x1_spmm_ukernel_1x1c4__scalar";
+    t.u8_pack_quads = scalar_u8_pack_quads;
+    t.u8s8_quads_r1 = scalar_u8s8_quads_spmm;
+    t.u8s8_quads_r1_name = "u8s8_bsr1x4_spmm_ukernel_1x1c4__scalar";
     return t;
   }();
   return table;

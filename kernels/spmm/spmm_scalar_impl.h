@@ -70,6 +70,38 @@ static inline int64_t scalar_group_index(const PackedWeights& w, int64_t g, int6
   }
 }
 
+// Quad order (spmm.h, U8PackQuadsFn): byte (q * ldq + t) * 4 + j = X[4q + j][t], zero
+// past K and at tokens [m, ldq).
+[[maybe_unused]] static void scalar_u8_pack_quads(const uint8_t* x, int64_t ldx, int64_t k,
+                                                  int64_t m, uint8_t* xq, int64_t ldq) {
+  for (int64_t q = 0; q < (k + 3) / 4; ++q) {
+    for (int64_t t = 0; t < ldq; ++t) {
+      for (int64_t j = 0; j < 4; ++j) {
+        const int64_t kk = 4 * q + j;
+        xq[(q * ldq + t) * 4 + j] = kk < k && t < m ? x[kk * ldx + t] : uint8_t{0};
+      }
+    }
+  }
+}
+
+// A quad matrix (PackedWeights::quad_index) on activations in quad order.
+[[maybe_unused]] static void scalar_u8s8_quads_spmm(const PackedWeights& w, const uint8_t* xq,
+                                                    int64_t ldq, int64_t m_begin, int64_t m_end,
+                                                    int64_t br_begin, int64_t br_end,
+                                                    const Epilogue& ep) {
+  const int8_t* values = static_cast<const int8_t*>(w.values);
+  for (int64_t n = br_begin; n < br_end; ++n) {
+    for (int64_t m = m_begin; m < m_end; ++m) {
+      int32_t acc = 0;
+      for (int64_t g = w.group_ptr[n]; g < w.group_ptr[n + 1]; ++g) {
+        const uint8_t* a = xq + (int64_t{w.quad_index[g]} * ldq + m) * 4;
+        for (int64_t j = 0; j < 4; ++j) acc += int32_t{values[g * 4 + j]} * int32_t{a[j]};
+      }
+      scalar_epilogue_store(ep, n, m, static_cast<float>(acc - w.compensation[n]));
+    }
+  }
+}
+
 }  // namespace
 }  // namespace sparq
 

@@ -265,6 +265,102 @@ void u8s8_gemm_packed(const PackedWeights& w, const uint8_t* xq, int64_t ldq, in
   }
 }
 
+// Tuning knobs of the 1x4 kernel, fixed at build time (the measured choice is the default).
+#ifndef SPARQ_QUAD_ROWS
+#define SPARQ_QUAD_ROWS 2
+#endif
+#ifndef SPARQ_QUAD_NV
+#define SPARQ_QUAD_NV 4
+#endif
+#ifndef SPARQ_QUAD_PREFETCH
+#define SPARQ_QUAD_PREFETCH 16
+#endif
+constexpr int64_t kQuadPrefetch = SPARQ_QUAD_PREFETCH;
+#define SPARQ_QUAD_STR2(x) #x
+#define SPARQ_QUAD_STR(x) SPARQ_QUAD_STR2(x)
+#define SPARQ_QUAD_SHAPE SPARQ_QUAD_STR(SPARQ_QUAD_ROWS) "x" SPARQ_QUAD_STR(SPARQ_QUAD_NV) "v"
+
+// The 1x4 kernel, u8s8_bsr1x4_spmm_ukernel_{P}x{NV}v_c4__<isa>: a quad matrix (R = 1,
+// every group one aligned input quad, PackedWeights::quad_index) on activations in quad order
+// (the layout of u8s8_gemm_packed). A nonzero block is one dword of 4 s8 weights and its
+// quad of 16 NV tokens is NV contiguous zmm loads: NV dot products, no interleave,
+// accumulators in token order. One output row alone has only NV independent accumulator
+// chains (the dot product's latency would limit it), so P rows run together, each
+// through its own group list: their common length in lockstep, then each remainder.
+template <class Dot, int P, int NV, int64_t kLd>
+__attribute__((always_inline)) inline void quads_tile(const PackedWeights& w, const uint8_t* xq,
+                                                      int64_t ldq_rt, int64_t m0, int64_t valid,
+                                                      int64_t n0, const Avx512TileEpilogue<NV>& te,
+                                                      const Epilogue& ep) {
+  const int64_t qbytes = (kLd > 0 ? kLd : ldq_rt) * 4;  // bytes from one quad to the next
+  const uint8_t* base = xq + m0 * 4;
+  const int32_t* wd = static_cast<const int32_t*>(w.values);  // one dword per group (R = 1)
+  const int64_t last = w.num_groups - 1;
+  __m512i acc[P][NV];
+  int64_t g[P], len[P];
+  int64_t common = INT64_MAX;
+  for (int p = 0; p < P; ++p) {
+    for (int j = 0; j < NV; ++j) acc[p][j] = _mm512_setzero_si512();
+    g[p] = w.group_ptr[n0 + p];
+    len[p] = w.group_ptr[n0 + p + 1] - g[p];
+    common = len[p] < common ? len[p] : common;
+  }
+  auto step = [&](int p, int64_t gi) __attribute__((always_inline)) {
+    const uint8_t* a = base + int64_t{w.quad_index[gi]} * qbytes;
+    if (kQuadPrefetch > 0) {
+      const int64_t gp = gi + kQuadPrefetch < last ? gi + kQuadPrefetch : last;
+      const char* pf = reinterpret_cast<const char*>(base + int64_t{w.quad_index[gp]} * qbytes);
+      for (int j = 0; j < NV; ++j) _mm_prefetch(pf + 64 * j, _MM_HINT_T0);
+    }
+    const typename Dot::Weight b = Dot::weight(wd + gi);
+    for (int j = 0; j < NV; ++j)
+      acc[p][j] = Dot::dot(acc[p][j], Dot::prepare(_mm512_loadu_si512(a + 64 * j)), b);
+  };
+  for (int64_t i = 0; i < common; ++i) {
+#pragma GCC unroll 8
+    for (int p = 0; p < P; ++p) step(p, g[p] + i);
+  }
+#pragma GCC unroll 8
+  for (int p = 0; p < P; ++p) {
+    for (int64_t i = common; i < len[p]; ++i) step(p, g[p] + i);
+  }
+  alignas(64) float stage[P][16 * NV];
+#pragma GCC unroll 8
+  for (int p = 0; p < P; ++p) {
+    const __m512i comp = _mm512_set1_epi32(w.compensation[n0 + p]);
+    __m512 y[NV];
+    for (int j = 0; j < NV; ++j) y[j] = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[p][j], comp));
+    te.row(n0 + p, y, stage[p]);
+  }
+  if (te.staged()) avx512_epilogue_stage_finish(ep, n0, P, m0, valid, &stage[0][0], 16 * NV);
+}
+
+template <class Dot, int P, int NV, int64_t kLd>
+inline void quads_rows(const PackedWeights& w, const uint8_t* xq, int64_t ldq, int64_t m0,
+                       int64_t valid, int64_t n_begin, int64_t n_end,
+                       const Avx512TileEpilogue<NV>& te, const Epilogue& ep) {
+  int64_t n0 = n_begin;
+  for (; n0 + P <= n_end; n0 += P) quads_tile<Dot, P, NV, kLd>(w, xq, ldq, m0, valid, n0, te, ep);
+  for (; n0 < n_end; ++n0) quads_tile<Dot, 1, NV, kLd>(w, xq, ldq, m0, valid, n0, te, ep);
+}
+
+// xq: quad q, token t at byte (q * ldq + t) * 4; tokens [m_begin, m_end) are computed and
+// every token up to the next multiple of 64 is readable (the layout's padding).
+template <class Dot>
+void u8s8_quads_spmm(const PackedWeights& w, const uint8_t* xq, int64_t ldq, int64_t m_begin,
+                     int64_t m_end, int64_t br_begin, int64_t br_end, const Epilogue& ep) {
+  constexpr int P = SPARQ_QUAD_ROWS, NV = SPARQ_QUAD_NV, T = 16 * NV;
+  Avx512TileEpilogue<NV> te(ep);
+  const int64_t quads = (static_cast<int64_t>(w.k) + 3) / 4;
+  for (int64_t m0 = m_begin; m0 < m_end; m0 += T) {
+    const int64_t valid = m_end - m0 < T ? m_end - m0 : T;
+    te.begin_tile(m0, valid);
+    avx512_prefetch_panel_l2(xq + m0 * 4, quads, ldq * 4, T * 4);
+    if (ldq == 64) quads_rows<Dot, P, NV, 64>(w, xq, ldq, m0, valid, br_begin, br_end, te, ep);
+    else quads_rows<Dot, P, NV, 0>(w, xq, ldq, m0, valid, br_begin, br_end, te, ep);
+  }
+}
+
 // Repacks X (u8 [K][ldx], tokens [0, m)) for u8s8_gemm_packed: quad q, token t at byte
 // (q * ldq + t) * 4 holds X[4q..4q+3][t]; inputs past K and tokens past m are zero.
 // ldq must be a multiple of 64 and >= m. The same unpacks as the sparse kernel, done
