@@ -88,8 +88,9 @@ struct Slot {
 // A node run through the reference interpreter.
 struct GenericStep {
   const Node* node = nullptr;
-  std::vector<int> ins;  // slots, -1 = omitted
-  int out = -1;          // slot (heap)
+  std::vector<int> ins;   // slots, -1 = omitted
+  int out = -1;           // slot (heap)
+  std::vector<int> more;  // slots (heap) of outputs 1.. (DynamicQuantizeLinear), -1 = omitted
   static constexpr const char* kName = "generic";
   template <class F>
   void buffers(F&&) const {}
@@ -339,29 +340,35 @@ class Machine {
     std::vector<Value> ins;
     for (int i : s.ins)
       ins.push_back(i < 0 ? nullptr : tm_value(p.slots[static_cast<size_t>(i)], i, st));
-    Value v = interpret_node(model_.graph(), *s.node, ins, nullptr,
-                             [this](int64_t parts, const std::function<void(int64_t)>& body) {
-                               pool_->parallel_for(parts, body);
-                             });
-    if (!v) throw Error(Status::kInternal, "node '" + s.node->name + "' produced no value");
-    if (v->view != nullptr && !v->owner) {
-      // A view of an input (Identity, Reshape) that may be a token-major arena
-      // buffer: copied, since the buffer is reused after this step.
-      auto c = std::make_shared<Constant>();
-      c->type = v->type;
-      c->shape = v->shape;
-      c->bytes.assign(v->view,
-                      v->view + static_cast<size_t>(v->elements()) * elem_type_size(v->type));
-      v = c;
+    std::vector<Value> outs =
+        interpret_node_outputs(model_.graph(), *s.node, ins, nullptr,
+                               [this](int64_t parts, const std::function<void(int64_t)>& body) {
+                                 pool_->parallel_for(parts, body);
+                               });
+    for (size_t k = 0; k <= s.more.size(); ++k) {
+      const int slot = k == 0 ? s.out : s.more[k - 1];
+      if (slot < 0) continue;
+      Value v = k < outs.size() ? outs[k] : nullptr;
+      if (!v) throw Error(Status::kInternal, "node '" + s.node->name + "' produced no value");
+      if (v->view != nullptr && !v->owner) {
+        // A view of an input (Identity, Reshape) that may be a token-major arena
+        // buffer: copied, since the buffer is reused after this step.
+        auto c = std::make_shared<Constant>();
+        c->type = v->type;
+        c->shape = v->shape;
+        c->bytes.assign(v->view,
+                        v->view + static_cast<size_t>(v->elements()) * elem_type_size(v->type));
+        v = c;
+      }
+      const Slot& o = p.slots[static_cast<size_t>(slot)];
+      if (v->shape != o.shape || v->type != o.type) {  // the shape pass predicted otherwise
+        throw Error(Status::kInternal, "node '" + s.node->name + "' (" + s.node->op +
+                                           "): the plan expected another shape or type");
+      }
+      st.live += v->bytes.size();
+      st.peak = std::max(st.peak, st.live);
+      st.env[static_cast<size_t>(slot)] = std::move(v);
     }
-    const Slot& o = p.slots[static_cast<size_t>(s.out)];
-    if (v->shape != o.shape || v->type != o.type) {  // the shape pass predicted otherwise
-      throw Error(Status::kInternal, "node '" + s.node->name + "' (" + s.node->op +
-                                         "): the plan expected another shape or type");
-    }
-    st.live += v->bytes.size();
-    st.peak = std::max(st.peak, st.live);
-    st.env[static_cast<size_t>(s.out)] = std::move(v);
   }
 
   void run(const Executor::Plan& p, const Step&, const MaskBiasStep& s, RunState& st) {
@@ -773,8 +780,11 @@ class Planner {
           c->shape = ms[0]->shape;
           ins[0] = c;
         }
-        Value v = interpret_node(g_, n, ins);
-        meta_[n.outputs[0]] = {v->shape, v->type, v};
+        const std::vector<Value> vs = interpret_node_outputs(g_, n, ins);
+        for (size_t k = 0; k < n.outputs.size() && k < vs.size(); ++k) {
+          if (!n.outputs[k].empty() && vs[k])
+            meta_[n.outputs[k]] = {vs[k]->shape, vs[k]->type, vs[k]};
+        }
         continue;
       }
       std::vector<ValueMeta> out;
@@ -784,8 +794,11 @@ class Planner {
         if (e.status() != Status::kUnsupported) throw;
         throw Unplannable(e.what());
       }
-      checked_elements(out[0].shape, elem_type_size(out[0].type), elem_type_name(out[0].type));
-      meta_[n.outputs[0]] = std::move(out[0]);
+      for (size_t k = 0; k < n.outputs.size() && k < out.size(); ++k) {
+        if (n.outputs[k].empty()) continue;
+        checked_elements(out[k].shape, elem_type_size(out[k].type), elem_type_name(out[k].type));
+        meta_[n.outputs[k]] = std::move(out[k]);
+      }
     }
   }
   const ValueMeta& meta(const std::string& name) const { return meta_.at(name); }
@@ -974,6 +987,15 @@ class Planner {
     const int o = new_slot(n.outputs[0], out.shape, out.type);
     slot(o).heap = true;
     t.out = o;
+    for (size_t k = 1; k < n.outputs.size(); ++k) {  // DynamicQuantizeLinear's scale, zero point
+      int ok = -1;
+      if (!n.outputs[k].empty()) {
+        const ValueMeta& m = meta(n.outputs[k]);
+        ok = new_slot(n.outputs[k], m.shape, m.type);
+        slot(ok).heap = true;
+      }
+      t.more.push_back(ok);
+    }
     ++p_.summary.generic_steps;
     emit(Step(t, 0, 0));
   }

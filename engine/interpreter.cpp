@@ -621,6 +621,192 @@ class Runner {
     return r;
   }
 
+  // ---- quantized ops: ONNX's formulas, rounding half to even (std::nearbyint in the
+  // default rounding mode) and saturating to the type's range (setf; NaN becomes 0,
+  // which ONNX leaves undefined). The input rules are engine/shapes.h's.
+  static TensorDesc desc(const Value& v) {
+    return v ? TensorDesc{&v->shape, v->type} : TensorDesc{};
+  }
+
+  // QuantizeLinear: y = saturate(round(x / scale) + zero_point), x / scale in float32
+  // for float32 x (as ONNX's numpy reference computes it) and in double for int32 x.
+  // DequantizeLinear: y = float32(x - zero_point) * scale.
+  Value quantize_linear(const Node& n, bool quantize) {
+    Value x = need(n, 0), s = need(n, 1), z = in(n, 2);
+    ElemType out_type = ElemType::kF32;
+    int64_t ax = -1;
+    std::string why;
+    if (!quantize_linear_rule(quantize, g_.opset, attrs_of(n, g_.opset)->axis, desc(x), desc(s),
+                              desc(z), &out_type, &ax, &why)) {
+      fail(n, why);
+    }
+    // Element e uses parameter (e / inner) % dim: 0 throughout when per tensor.
+    int64_t inner = 1, dim = 1;
+    if (ax >= 0) {
+      dim = x->shape[static_cast<size_t>(ax)];
+      for (size_t d = static_cast<size_t>(ax) + 1; d < x->shape.size(); ++d) inner *= x->shape[d];
+    }
+    const float* sc = s->data<float>();
+    auto r = make(out_type, x->shape);
+    const int64_t cnt = x->elements();
+    if (!quantize) {
+      if (x->type == ElemType::kI32 && z) {
+        for (int64_t p = 0; p < z->elements(); ++p) {
+          if (geti(*z, p) != 0)
+            fail(n, "an int32 x's zero point must be 0 (ONNX: int32 has no zero point)");
+        }
+      }
+      float* y = reinterpret_cast<float*>(r->bytes.data());
+      for (int64_t e = 0; e < cnt; ++e) {
+        const int64_t p = (e / inner) % dim;
+        y[e] = static_cast<float>(geti(*x, e) - (z ? geti(*z, p) : 0)) * sc[p];
+      }
+      return r;
+    }
+    for (int64_t e = 0; e < cnt; ++e) {
+      const int64_t p = (e / inner) % dim;
+      const double q = x->type == ElemType::kF32
+                           ? static_cast<double>(std::nearbyint(x->data<float>()[e] / sc[p]))
+                           : std::nearbyint(static_cast<double>(x->data<int32_t>()[e]) / sc[p]);
+      setf(*r, e, q + static_cast<double>(z ? geti(*z, p) : 0));
+    }
+    return r;
+  }
+
+  // DynamicQuantizeLinear (uint8): over the range of x widened to include 0,
+  // scale = (max - min) / 255 and zero point = round(saturate(0 - min / scale)), in
+  // float32; y = saturate(round(x / scale) + zero point). An all-zero (or empty) x makes
+  // ONNX's formula 0 / 0; ONNX's reference implementation then divides 1 by 255 instead,
+  // and so does sparq (y and the zero point are 0 either way). NaNs do not widen the range.
+  Value dynamic_quantize_linear(const Node& n) {
+    Value x = need(n, 0);
+    if (x->type != ElemType::kF32)
+      fail(n, std::string("x must be float32, not ") + elem_type_name(x->type));
+    const float* xs = x->data<float>();
+    const int64_t cnt = x->elements();
+    float lo = 0.0f, hi = 0.0f;
+    for (int64_t i = 0; i < cnt; ++i) {
+      lo = std::min(lo, xs[i]);
+      hi = std::max(hi, xs[i]);
+    }
+    const float scale = (hi == lo ? 1.0f : hi - lo) / 255.0f;
+    const uint8_t zp =
+        saturate<uint8_t>(std::nearbyint(std::clamp(0.0f - lo / scale, 0.0f, 255.0f)));
+    auto y = make(ElemType::kU8, x->shape);
+    for (int64_t i = 0; i < cnt; ++i) {
+      y->bytes[static_cast<size_t>(i)] =
+          saturate<uint8_t>(static_cast<double>(std::nearbyint(xs[i] / scale)) + zp);
+    }
+    auto ys = make(ElemType::kF32, {});
+    reinterpret_cast<float*>(ys->bytes.data())[0] = scale;
+    auto yz = make(ElemType::kU8, {});
+    yz->bytes[0] = zp;
+    more_ = {ys, yz};
+    return y;
+  }
+
+  // The int32 products of MatMulInteger and QLinearMatMul: numpy matmul (1-D operands
+  // promoted, batch dimensions broadcast) of (A - a_zero_point) and (B - b_zero_point),
+  // accumulated with int32 wrap-around (ONNX: the accumulation may overflow only in 32
+  // bits; an int64 sum truncated to 32 bits is the same). emit(index, a_param, b_param,
+  // sum) for each output element, with the index of the row's and the column's scale
+  // and zero point (their forms from engine/shapes.h).
+  template <class Emit>
+  void integer_matmul(const Node& n, const Constant& a0, const Constant& b0, const Constant* azp,
+                      const Constant* bzp, const QuantParamForm form[2], Emit&& emit) {
+    Shape as = a0.shape, bs = b0.shape;
+    if (as.size() == 1) as.insert(as.begin(), 1);
+    if (bs.size() == 1) bs.push_back(1);
+    const int64_t M = as[as.size() - 2], K = as.back(), N = bs.back();
+    const Shape abatch(as.begin(), as.end() - 2), bbatch(bs.begin(), bs.end() - 2);
+    const Shape batch = broadcast(n, {&abatch, &bbatch});
+    const auto ia = broadcast_index(batch, abatch), ib = broadcast_index(batch, bbatch);
+    // Row r of A (over all its batches) uses zero point a_param(r / M, r % M).
+    auto a_param = [&](int64_t b, int64_t i) {
+      return form[0] == QuantParamForm::kTensor   ? 0
+             : form[0] == QuantParamForm::kVector ? i
+                                                  : b * M + i;
+    };
+    auto b_param = [&](int64_t b, int64_t j) {
+      return form[1] == QuantParamForm::kTensor   ? 0
+             : form[1] == QuantParamForm::kVector ? j
+                                                  : b * N + j;
+    };
+    std::vector<int32_t> av(static_cast<size_t>(a0.elements())),
+        bv(static_cast<size_t>(b0.elements()));
+    for (int64_t e = 0; e < a0.elements(); ++e) {
+      const int64_t row = e / K;
+      av[static_cast<size_t>(e)] =
+          static_cast<int32_t>(geti(a0, e) - (azp ? geti(*azp, a_param(row / M, row % M)) : 0));
+    }
+    for (int64_t e = 0; e < b0.elements(); ++e) {
+      const int64_t j = e % N;
+      bv[static_cast<size_t>(e)] =
+          static_cast<int32_t>(geti(b0, e) - (bzp ? geti(*bzp, b_param(e / (K * N), j)) : 0));
+    }
+    std::vector<int64_t> acc(static_cast<size_t>(N));
+    for (size_t bt = 0; bt < ia.size(); ++bt) {
+      const int32_t* ap = av.data() + ia[bt] * M * K;
+      const int32_t* bp = bv.data() + ib[bt] * K * N;
+      const int64_t roff = static_cast<int64_t>(bt) * M * N;
+      for (int64_t i = 0; i < M; ++i) {
+        std::fill(acc.begin(), acc.end(), 0);
+        for (int64_t k = 0; k < K; ++k) {
+          const int64_t x = ap[i * K + k];
+          if (x == 0) continue;
+          const int32_t* brow = bp + k * N;
+          for (int64_t j = 0; j < N; ++j) acc[static_cast<size_t>(j)] += x * brow[j];
+        }
+        const int64_t pa = a_param(ia[bt], i);
+        for (int64_t j = 0; j < N; ++j) {
+          const auto sum = static_cast<int32_t>(static_cast<uint32_t>(acc[static_cast<size_t>(j)]));
+          emit(roff + i * N + j, pa, b_param(ib[bt], j), sum);
+        }
+      }
+    }
+  }
+
+  Value matmul_integer(const Node& n) {
+    Value a = need(n, 0), b = need(n, 1), az = in(n, 2), bz = in(n, 3);
+    Shape out;
+    QuantParamForm form[2];
+    std::string why;
+    if (!matmul_integer_rule(desc(a), desc(b), desc(az), desc(bz), &out, form, &why)) fail(n, why);
+    auto r = make(ElemType::kI32, out);
+    int32_t* y = reinterpret_cast<int32_t*>(r->bytes.data());
+    integer_matmul(n, *a, *b, az.get(), bz.get(), form,
+                   [&](int64_t e, int64_t, int64_t, int32_t sum) { y[e] = sum; });
+    return r;
+  }
+
+  // QLinearMatMul: y = saturate(round(sum * (a_scale * b_scale / y_scale)) + y_zero_point),
+  // the multiplier in float32 and the product in double (as ONNX's numpy reference
+  // promotes an int32 array times a float32 one).
+  Value qlinear_matmul(const Node& n) {
+    Value v[8];
+    TensorDesc d[8];
+    for (size_t i = 0; i < 8; ++i) {
+      v[i] = need(n, i);
+      d[i] = desc(v[i]);
+    }
+    Shape out;
+    ElemType out_type = ElemType::kU8;
+    QuantParamForm form[2];
+    std::string why;
+    if (!qlinear_matmul_rule(d, &out, &out_type, form, &why)) fail(n, why);
+    const float* as = v[1]->data<float>();
+    const float* bs = v[4]->data<float>();
+    const float ys = v[6]->data<float>()[0];
+    const double yz = static_cast<double>(geti(*v[7], 0));
+    auto r = make(out_type, out);
+    integer_matmul(n, *v[0], *v[3], v[2].get(), v[5].get(), form,
+                   [&](int64_t e, int64_t pa, int64_t pb, int32_t sum) {
+                     const float mult = as[pa] * bs[pb] / ys;
+                     setf(*r, e, std::nearbyint(static_cast<double>(sum) * mult) + yz);
+                   });
+    return r;
+  }
+
   Value reshaped(const Constant& a, Shape s) {
     auto r = std::make_shared<Constant>(a);
     r->shape = std::move(s);
@@ -630,6 +816,7 @@ class Runner {
   Value run_node(const Node& n) {
     // One case per registry row (-Wswitch: a row without a case is a build warning).
     const std::shared_ptr<const NodeAttrs> attr = attrs_of(n, g_.opset);
+    more_.clear();
     switch (op_of(n)) {
       case OpId::kAdd: return binary<AddFn>(n);
       case OpId::kSub: return binary<SubFn>(n);
@@ -646,8 +833,17 @@ class Runner {
       case OpId::kReciprocal: return unary<ReciprocalFn>(n);
       case OpId::kExp: return unary<ExpFn>(n);
       case OpId::kNot: return logical_not(n);
-      case OpId::kIdentity:
-      case OpId::kDropout: return need(n, 0);
+      case OpId::kIdentity: return need(n, 0);
+      case OpId::kDropout: {
+        Value v = need(n, 0);
+        // The optional mask, if requested, is all ones in inference.
+        if (n.outputs.size() > 1 && !n.outputs[1].empty()) {
+          auto mask = make(ElemType::kBool, v->shape);
+          std::fill(mask->bytes.begin(), mask->bytes.end(), 1);
+          more_ = {mask};
+        }
+        return v;
+      }
       case OpId::kCast: return cast(n);
       case OpId::kWhere: return where(n);
       case OpId::kConstant: {
@@ -817,6 +1013,11 @@ class Runner {
       case OpId::kSparqAttention: return attention(n);
       case OpId::kSparqMaskBias: return mask_bias(*need(n, 0), attr->fill);
       case OpId::kMatMul: return matmul(n, *need(n, 0), *need(n, 1));
+      case OpId::kMatMulInteger: return matmul_integer(n);
+      case OpId::kQLinearMatMul: return qlinear_matmul(n);
+      case OpId::kQuantizeLinear: return quantize_linear(n, true);
+      case OpId::kDequantizeLinear: return quantize_linear(n, false);
+      case OpId::kDynamicQuantizeLinear: return dynamic_quantize_linear(n);
       case OpId::kGemm: {
         Value a = need(n, 0), b = need(n, 1), c = in(n, 2);
         if (a->shape.size() != 2 || b->shape.size() != 2) fail(n, "Gemm needs 2-D A and B");
@@ -1012,15 +1213,18 @@ class Runner {
     }
   }
 
-  // One node on the given input values (by position; null = omitted).
-  Value eval(const Node& n, const std::vector<Value>& ins) {
+  // One node on the given input values (by position; null = omitted): every output,
+  // one per node output (null where the node does not compute it).
+  std::vector<Value> eval(const Node& n, const std::vector<Value>& ins) {
     env_.clear();
     for (size_t i = 0; i < n.inputs.size() && i < ins.size(); ++i) {
       if (!n.inputs[i].empty() && ins[i]) env_[n.inputs[i]] = ins[i];
     }
-    Value v = run_node(n);
+    std::vector<Value> out(std::max<size_t>(n.outputs.size(), 1));
+    out[0] = run_node(n);
+    for (size_t k = 1; k < out.size() && k - 1 < more_.size(); ++k) out[k] = more_[k - 1];
     env_.clear();
-    return v;
+    return out;
   }
 
   std::map<std::string, Value> run(const std::map<std::string, Value>& inputs) {
@@ -1047,11 +1251,15 @@ class Runner {
       Value v = run_node_named(n);
       if (profile_) times.add(n.op, t0);
       if (n.outputs.empty()) continue;
-      env_[n.outputs[0]] = v;
-      if (v && v->view == nullptr) {
-        owned[n.outputs[0]] = v->bytes.size();
-        live += v->bytes.size();
-        peak_ = std::max(peak_, live);
+      for (size_t k = 0; k < n.outputs.size(); ++k) {
+        Value o = k == 0 ? v : k - 1 < more_.size() ? more_[k - 1] : nullptr;
+        if (n.outputs[k].empty() || !o) continue;
+        env_[n.outputs[k]] = o;
+        if (o->view == nullptr) {
+          owned[n.outputs[k]] = o->bytes.size();
+          live += o->bytes.size();
+          peak_ = std::max(peak_, live);
+        }
       }
       for (const std::string& s : n.inputs) {
         auto lu = last_use.find(s);
@@ -1061,12 +1269,6 @@ class Runner {
           owned.erase(ow);
           env_.erase(s);
         }
-      }
-      // Dropout's optional mask output, if requested, is all ones in inference.
-      if (op_of(n) == OpId::kDropout && n.outputs.size() > 1 && !n.outputs[1].empty()) {
-        auto mask = make(ElemType::kBool, v->shape);
-        std::fill(mask->bytes.begin(), mask->bytes.end(), 1);
-        env_[n.outputs[1]] = mask;
       }
     }
     if (profile_) times.print();
@@ -1081,6 +1283,9 @@ class Runner {
   const ParallelFor& parallel_;
   bool profile_ = false;
   std::map<std::string, Value> env_;
+  // The outputs after the first of the node run last, in order (DynamicQuantizeLinear's
+  // scale and zero point, Dropout's mask); empty for a one-output op.
+  std::vector<Value> more_;
   size_t peak_ = 0;
 };
 
@@ -1103,6 +1308,13 @@ Value mask_bias(const Constant& mask, float fill) {
 
 Value interpret_node(const Graph& graph, const Node& node, const std::vector<Value>& inputs,
                      const CustomOp& custom, const ParallelFor& parallel) {
+  Runner r(graph, custom, parallel);
+  return r.eval(node, inputs)[0];
+}
+
+std::vector<Value> interpret_node_outputs(const Graph& graph, const Node& node,
+                                          const std::vector<Value>& inputs, const CustomOp& custom,
+                                          const ParallelFor& parallel) {
   Runner r(graph, custom, parallel);
   return r.eval(node, inputs);
 }

@@ -46,6 +46,12 @@ SPARQ_API Value mask_bias(const Constant& mask, float fill);
 SPARQ_API Value interpret_node(const Graph& graph, const Node& node,
                                const std::vector<Value>& inputs, const CustomOp& custom = nullptr,
                                const ParallelFor& parallel = nullptr);
+// The same, returning every output: one per node output, null where the node does not
+// compute it (an omitted optional output). DynamicQuantizeLinear has three.
+SPARQ_API std::vector<Value> interpret_node_outputs(const Graph& graph, const Node& node,
+                                                    const std::vector<Value>& inputs,
+                                                    const CustomOp& custom = nullptr,
+                                                    const ParallelFor& parallel = nullptr);
 
 }  // namespace sparq
 

@@ -325,4 +325,172 @@ bool range_count(double start, double limit, double delta, int64_t* count, std::
   return true;
 }
 
+namespace {
+
+bool is_8bit(ElemType t) { return t == ElemType::kS8 || t == ElemType::kU8; }
+
+std::string dims_str(const Dims& d) {
+  std::string r = "[";
+  for (size_t i = 0; i < d.size(); ++i) r += (i ? ", " : "") + std::to_string(d[i]);
+  return r + "]";
+}
+
+// One element, rank 0 or 1: per tensor.
+bool per_tensor(const Dims& d) { return d.size() <= 1 && shape_elements(d) == 1; }
+
+// A scale and its zero point (if given) have one shape, or are both per tensor.
+bool same_param_shape(const Dims& scale, const Dims* zp) {
+  return zp == nullptr || *zp == scale || (per_tensor(scale) && per_tensor(*zp));
+}
+
+bool fail(std::string* why, std::string what) {
+  *why = std::move(what);
+  return false;
+}
+
+}  // namespace
+
+bool quantize_linear_rule(bool quantize, int64_t opset, int64_t axis, TensorDesc x,
+                          TensorDesc scale, TensorDesc zero_point, ElemType* out_type,
+                          int64_t* axis_out, std::string* why) {
+  const char* s_name = quantize ? "y_scale" : "x_scale";
+  const char* z_name = quantize ? "y_zero_point" : "x_zero_point";
+  if (quantize) {
+    if (x.type != ElemType::kF32 && x.type != ElemType::kI32)
+      return fail(why, std::string("x must be float32 or int32, not ") + elem_type_name(x.type));
+  } else if (!is_8bit(x.type) && x.type != ElemType::kI32) {
+    return fail(why, std::string("x must be int8, uint8 or int32, not ") + elem_type_name(x.type));
+  }
+  if (scale.type != ElemType::kF32)
+    return fail(why, std::string(s_name) + " must be float32, not " + elem_type_name(scale.type));
+  if (zero_point.dims != nullptr) {
+    if (quantize && !is_8bit(zero_point.type)) {
+      return fail(why, std::string(z_name) + " must be int8 or uint8, not " +
+                           elem_type_name(zero_point.type));
+    }
+    if (!quantize && zero_point.type != x.type) {
+      return fail(why, std::string(z_name) + " must have x's type (" + elem_type_name(x.type) +
+                           "), not " + elem_type_name(zero_point.type));
+    }
+    if (!same_param_shape(*scale.dims, zero_point.dims)) {
+      return fail(why, std::string(z_name) + " has shape " + dims_str(*zero_point.dims) + ", " +
+                           s_name + " " + dims_str(*scale.dims) + ": they must match");
+    }
+  }
+  *out_type = !quantize                    ? ElemType::kF32
+              : zero_point.dims != nullptr ? zero_point.type
+                                           : ElemType::kU8;
+  const Dims& sd = *scale.dims;
+  if (per_tensor(sd)) {
+    *axis_out = -1;
+    return true;
+  }
+  if (opset < 13) {
+    return fail(why, std::string(s_name) + " has shape " + dims_str(sd) +
+                         ": before opset 13 it is one value (per tensor)");
+  }
+  if (sd.size() != 1) {
+    return fail(why, std::string(s_name) + " has shape " + dims_str(sd) +
+                         ": it must be one value or 1-D (per axis)");
+  }
+  if (!normalize_axis(axis, x.dims->size(), axis_out, why)) return false;
+  const int64_t dim = (*x.dims)[static_cast<size_t>(*axis_out)];
+  if (sd[0] != dim) {
+    return fail(why, std::string(s_name) + " has " + std::to_string(sd[0]) + " values, x's axis " +
+                         std::to_string(*axis_out) + " has " + std::to_string(dim));
+  }
+  return true;
+}
+
+bool quant_param_form(const Dims& x, const Dims& param, bool rows, QuantParamForm* form,
+                      std::string* why) {
+  if (per_tensor(param)) {
+    *form = QuantParamForm::kTensor;
+    return true;
+  }
+  // An operand of rank 1 is one row of A, or one column of B: only per tensor fits.
+  const size_t r = x.size();
+  const int64_t len = r >= 2 ? (rows ? x[r - 2] : x[r - 1]) : 1;
+  if (param.size() == 1 && param[0] == len) {
+    *form = QuantParamForm::kVector;
+    return true;
+  }
+  if (r >= 2 && param.size() == r) {
+    Dims want = x;
+    if (rows) want[r - 1] = 1;
+    else want[r - 2] = 1;
+    if (param == want) {
+      *form = QuantParamForm::kBatched;
+      return true;
+    }
+  }
+  return fail(why, std::string("shape ") + dims_str(param) + " is neither one value nor " +
+                       (rows ? "per row of " : "per column of ") + dims_str(x));
+}
+
+bool matmul_integer_rule(TensorDesc a, TensorDesc b, TensorDesc a_zero_point,
+                         TensorDesc b_zero_point, Dims* out, QuantParamForm forms[2],
+                         std::string* why) {
+  const TensorDesc* ops[2] = {&a, &b};
+  const TensorDesc* zps[2] = {&a_zero_point, &b_zero_point};
+  const char* names[2] = {"A", "B"};
+  for (int i = 0; i < 2; ++i) {
+    if (!is_8bit(ops[i]->type)) {
+      return fail(why, std::string(names[i]) + " must be int8 or uint8, not " +
+                           elem_type_name(ops[i]->type));
+    }
+    forms[i] = QuantParamForm::kTensor;
+    if (zps[i]->dims == nullptr) continue;
+    const std::string zn = std::string(i == 0 ? "a" : "b") + "_zero_point";
+    if (zps[i]->type != ops[i]->type) {
+      return fail(why, zn + " must have " + names[i] + "'s type (" + elem_type_name(ops[i]->type) +
+                           "), not " + elem_type_name(zps[i]->type));
+    }
+    if (!quant_param_form(*ops[i]->dims, *zps[i]->dims, i == 0, &forms[i], why)) {
+      *why = zn + ": " + *why;
+      return false;
+    }
+  }
+  return matmul_shape(*a.dims, *b.dims, out, why);
+}
+
+bool qlinear_matmul_rule(const TensorDesc in[8], Dims* out, ElemType* out_type,
+                         QuantParamForm forms[2], std::string* why) {
+  static const char* const kNames[8] = {"a",       "a_scale",      "a_zero_point", "b",
+                                        "b_scale", "b_zero_point", "y_scale",      "y_zero_point"};
+  // Sides: a (inputs 0-2), b (3-5), y (6-7: no operand).
+  for (int side = 0; side < 3; ++side) {
+    const int si = side < 2 ? 3 * side + 1 : 6, zi = si + 1;
+    const TensorDesc &x = in[side < 2 ? 3 * side : 0], &s = in[si], &z = in[zi];
+    const char *sn = kNames[si], *zn = kNames[zi];
+    if (side < 2 && !is_8bit(x.type)) {
+      return fail(why, std::string(kNames[3 * side]) + " must be int8 or uint8, not " +
+                           elem_type_name(x.type));
+    }
+    if (s.type != ElemType::kF32)
+      return fail(why, std::string(sn) + " must be float32, not " + elem_type_name(s.type));
+    if (side < 2 && z.type != x.type) {
+      return fail(why, std::string(zn) + " must have " + kNames[3 * side] + "'s type (" +
+                           elem_type_name(x.type) + "), not " + elem_type_name(z.type));
+    }
+    if (side == 2 && !is_8bit(z.type))
+      return fail(why, std::string(zn) + " must be int8 or uint8, not " + elem_type_name(z.type));
+    if (!same_param_shape(*s.dims, z.dims)) {
+      return fail(why, std::string(zn) + " has shape " + dims_str(*z.dims) + ", " + sn + " " +
+                           dims_str(*s.dims) + ": they must match");
+    }
+    if (side == 2) {
+      if (!per_tensor(*s.dims)) {
+        return fail(why, std::string(sn) + " has shape " + dims_str(*s.dims) +
+                             ": the output's scale is one value (per tensor)");
+      }
+    } else if (!quant_param_form(*x.dims, *s.dims, side == 0, &forms[side], why)) {
+      *why = std::string(sn) + ": " + *why;
+      return false;
+    }
+  }
+  *out_type = in[7].type;
+  return matmul_shape(*in[0].dims, *in[3].dims, out, why);
+}
+
 }  // namespace sparq

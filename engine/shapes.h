@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "formats/graph.h"
+
 namespace sparq {
 
 // Product of the dimensions into *out; false when one is negative or the product
@@ -69,6 +71,48 @@ inline bool gather_index(int64_t k, int64_t dim, int64_t* row) {
 }
 // Range: max(0, ceil((limit - start) / delta)) elements.
 bool range_count(double start, double limit, double delta, int64_t* count, std::string* why);
+
+// ---- Quantized ops: which inputs they take, and where each scale and zero point applies.
+// Written once for the interpreter (which checks its inputs with them) and the shape
+// rule. A scale or zero point with one element (rank 0 or 1) is per tensor.
+
+// An input's shape and element type; null `dims` = an omitted optional input.
+struct TensorDesc {
+  const Dims* dims = nullptr;
+  ElemType type = ElemType::kF32;
+};
+
+// QuantizeLinear (`quantize`) and DequantizeLinear: x float32 or int32 (quantize) or
+// int8, uint8, int32 (dequantize); the scale float32; the zero point int8 or uint8 (of
+// x's type to dequantize), the same shape as the scale. The scale is per tensor, or
+// (opset 13 on) 1-D with one value per index of x's `axis` (negative counts from the
+// back). *out_type: y's type (the zero point's; uint8 without one; float32 dequantized);
+// *axis_out: the normalized axis, -1 for per tensor.
+bool quantize_linear_rule(bool quantize, int64_t opset, int64_t axis, TensorDesc x,
+                          TensorDesc scale, TensorDesc zero_point, ElemType* out_type,
+                          int64_t* axis_out, std::string* why);
+
+// Where a matmul operand's scale or zero point applies (MatMulInteger, QLinearMatMul):
+// one value; a 1-D vector with one per row of A (M values) or per column of B (N
+// values); or per batch and row, A.shape[:-1] + [1] (B: B.shape[:-2] + [1, N]).
+enum class QuantParamForm : uint8_t { kTensor, kVector, kBatched };
+// The form of `param` for operand `x` (`rows`: A's per-row form, else B's per column).
+bool quant_param_form(const Dims& x, const Dims& param, bool rows, QuantParamForm* form,
+                      std::string* why);
+
+// MatMulInteger: A and B int8 or uint8, each zero point (optional) of its operand's
+// type; the output int32, shaped as MatMul's. forms[0] / forms[1]: A's and B's zero
+// point forms (kTensor when omitted).
+bool matmul_integer_rule(TensorDesc a, TensorDesc b, TensorDesc a_zero_point,
+                         TensorDesc b_zero_point, Dims* out, QuantParamForm forms[2],
+                         std::string* why);
+
+// QLinearMatMul, inputs in ONNX's order (a, a_scale, a_zero_point, b, b_scale,
+// b_zero_point, y_scale, y_zero_point): a and b int8 or uint8 with zero points of their
+// types, scales float32, a's scale and zero point per tensor or per row, b's per tensor
+// or per column (each pair of one shape), y's per tensor; y has y_zero_point's type.
+bool qlinear_matmul_rule(const TensorDesc in[8], Dims* out, ElemType* out_type,
+                         QuantParamForm forms[2], std::string* why);
 
 }  // namespace sparq
 

@@ -18,7 +18,11 @@
 
 namespace sparq {
 
-inline constexpr int64_t kMinOpset = 11;
+// Opset 10 is the first with the quantized ops (QuantizeLinear, DequantizeLinear,
+// MatMulInteger, QLinearMatMul); every other registered op means the same there as at
+// 11 (11 widened negative axes and indices, which an opset-10 model does not use), and
+// the ops that came in 11 (CumSum, Range, DynamicQuantizeLinear) are refused at 10.
+inline constexpr int64_t kMinOpset = 10;
 inline constexpr int64_t kMaxOpset = 17;
 
 // The default-domain op types the importer accepts (and the executor will run).

@@ -20,12 +20,13 @@ namespace {
 // File layout, version 1 (docs/file-format.md). All integers little-endian.
 constexpr uint8_t kMagic[8] = {0x89, 'S', 'P', 'A', 'R', 'Q', '\r', '\n'};
 // Versions (docs/file-format.md, "Versioning"): the container layout is the same in
-// both; version 2 graphs may use what version 1 readers lack (the Sigmoid, Reciprocal
+// all; version 2 graphs may use what version 1 readers lack (the Sigmoid, Reciprocal
 // and Exp ops, SparqMaskBias, SparqMatMul activation gelu_sigmoid, SparqAttention
-// without a mask), so
-// an older sparq refuses a version-2 file at the header with a clear message instead of
+// without a mask), version 3 graphs the quantized ONNX ops (QuantizeLinear,
+// DequantizeLinear, DynamicQuantizeLinear, MatMulInteger, QLinearMatMul) and opset 10,
+// so an older sparq refuses a newer file at the header with a clear message instead of
 // at an unknown op.
-constexpr uint32_t kVersion = 2;     // written
+constexpr uint32_t kVersion = 3;     // written
 constexpr uint32_t kMinVersion = 1;  // still read
 constexpr uint64_t kHeaderBytes = 128;
 constexpr uint64_t kAlign = 64;

@@ -67,7 +67,7 @@ std::string refusal_class(const sparq::Error& e) {
       {"optional output", "optional-output"},
       {"is not a tensor", "non-tensor-value"},
       {"attribute '", "attribute"},
-      {"is not supported (supported: 11 to 17)", "opset"},
+      {"is not supported (supported: 10 to 17)", "opset"},
       {"must be int64 or int32", "input-dtype"},
       {"must be float32", "input-dtype"},
       {"has no graph inputs", "no-inputs"},

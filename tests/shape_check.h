@@ -47,7 +47,7 @@ inline std::string check_shapes(const Graph& g, const std::map<std::string, Valu
       ms.push_back(&meta.at(in));
       all_static = all_static && meta.at(in).value != nullptr;
     }
-    const Value got = interpret_node(g, n, ins);
+    const std::vector<Value> gots = interpret_node_outputs(g, n, ins);
     std::vector<ValueMeta> want;
     try {
       want = infer_node(n, g.opset, ms, nullptr);
@@ -67,16 +67,22 @@ inline std::string check_shapes(const Graph& g, const std::map<std::string, Valu
         return "node '" + n.name + "' (" + n.op + "): the shape pass refused: " + e2.what();
       }
     }
-    if (want.empty() || !got) return "node '" + n.name + "': no output";
-    if (want[0].shape != got->shape || want[0].type != got->type) {
-      return "node '" + n.name + "' (" + n.op + "): shape pass " + shape_str(want[0].shape) + " " +
-             elem_type_name(want[0].type) + ", interpreter " + shape_str(got->shape) + " " +
-             elem_type_name(got->type);
+    if (want.empty() || gots.empty() || !gots[0]) return "node '" + n.name + "': no output";
+    // Every output the node computes (DynamicQuantizeLinear has three).
+    for (size_t k = 0; k < n.outputs.size() && k < gots.size(); ++k) {
+      const Value& got = gots[k];
+      if (n.outputs[k].empty()) continue;
+      if (!got || k >= want.size()) return "node '" + n.name + "': no output " + std::to_string(k);
+      if (want[k].shape != got->shape || want[k].type != got->type) {
+        return "node '" + n.name + "' (" + n.op + "): output " + std::to_string(k) +
+               ": shape pass " + shape_str(want[k].shape) + " " + elem_type_name(want[k].type) +
+               ", interpreter " + shape_str(got->shape) + " " + elem_type_name(got->type);
+      }
+      env[n.outputs[k]] = got;
+      // A planner knows a value when its inputs are all known (folding), or from shapes.
+      const bool known = all_static || op_of(n) == OpId::kShape;
+      meta[n.outputs[k]] = {got->shape, got->type, known ? got : nullptr};
     }
-    env[n.outputs[0]] = got;
-    // A planner knows a value when its inputs are all known (folding), or from shapes.
-    const bool known = all_static || op_of(n) == OpId::kShape;
-    meta[n.outputs[0]] = {got->shape, got->type, known ? got : nullptr};
   }
   return "";
 }

@@ -110,7 +110,7 @@ TEST(SparqFile, RoundTrip) {
   Sample s;
   const std::string path = s.write(dir);
   auto f = SparqFile::open(path);
-  EXPECT_EQ(f->version(), 2u);
+  EXPECT_EQ(f->version(), 3u);
   EXPECT_EQ(f->file_size() % 64, 0u);
   ASSERT_EQ(f->tensors().size(), 5u);
   const TensorInfo& t = f->require("weights/f", DType::kF32, 2);
@@ -260,10 +260,10 @@ TEST(SparqFile, RefusesHostileTables) {
   edit([&](std::string& s) { put64(s, kTableSize, 1ULL << 50); }, "a table past the end");
   edit(
       [&](std::string& s) {
-        uint32_t v = 3;
+        uint32_t v = 4;
         std::memcpy(&s[8], &v, 4);
       },
-      "version 3");
+      "version 4");
   edit(
       [&](std::string& s) {
         uint32_t v = 0;

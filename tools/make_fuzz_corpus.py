@@ -2,8 +2,10 @@
 """Writes the fuzz targets' seed corpora into tests/fuzz/corpus/<target>/ (committed).
 
   onnx   micro BERT, DistilBERT and RoBERTa exports (tools/make_models.py --size micro:
-         1 layer, hidden 8) at opsets 11, 14 and 17, pruned and dense, plus every ONNX
-         node test model (Debian's libonnx-testdata) whose ops sparq supports
+         1 layer, hidden 8) at opsets 11, 14 and 17, pruned and dense, the opset-14 BERT
+         also quantized as ONNX Runtime's dynamic int8 (bench/peers/ort_dynamic_int8.py),
+         plus every ONNX node test model (Debian's libonnx-testdata) whose ops sparq
+         supports
   sparq  each onnx seed converted to fp32 and int8 by the sparq CLI (those it converts)
   npy    arrays of every supported dtype and a few shapes, header versions 1 and 2
   c_api  descriptor byte strings for fuzz_c_api (valid runs and hostile shapes)
@@ -66,6 +68,11 @@ def main():
                         "--opset", str(opset), "--batch", "1", "--seq", "4", "--no-reference", "--out", d] + extra,
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         onnx_seeds.append(os.path.join(d, "model.onnx"))
+        if fam == "bert" and opset == 14:  # a quantized export too (ONNX Runtime's dynamic int8)
+            q = os.path.join(d, "model-ort-int8.onnx")
+            subprocess.run([sys.executable, os.path.join(HERE, "..", "bench", "peers", "ort_dynamic_int8.py"),
+                            os.path.join(d, "model.onnx"), q], check=True, stderr=subprocess.DEVNULL)
+            onnx_seeds.append(q)
     ops = supported_ops(a.sparq)
     for path in sorted(glob.glob(os.path.join(NODE_TESTS, "*", "model.onnx"))):
         m = onnx.load(path)

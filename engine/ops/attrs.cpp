@@ -42,6 +42,8 @@ std::shared_ptr<const NodeAttrs> parse_attrs(const Node& n, int64_t opset) {
   switch (op_of(n)) {
     case OpId::kConcat:
     case OpId::kGather: a->axis = i("axis", 0); break;
+    case OpId::kQuantizeLinear:
+    case OpId::kDequantizeLinear: a->axis = i("axis", 1); break;
     case OpId::kSoftmax: a->axis = i("axis", opset >= 13 ? -1 : 1); break;
     case OpId::kLayerNormalization:
       a->axis = i("axis", -1);

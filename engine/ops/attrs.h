@@ -20,7 +20,8 @@ namespace sparq {
 enum class MaskKind : uint8_t { kNone, kAdd, kWhere };
 
 struct NodeAttrs {
-  // Concat, Gather (0); Softmax (-1 from opset 13, else 1); LayerNormalization (-1).
+  // Concat, Gather (0); Softmax (-1 from opset 13, else 1); LayerNormalization (-1);
+  // QuantizeLinear, DequantizeLinear (1: the per-axis form's axis, opset 13 on).
   int64_t axis = 0;
   float epsilon = 1e-5f;  // LayerNormalization
   int64_t to = 0;         // Cast: the ONNX element type

@@ -196,6 +196,23 @@ void check_op(const OpSpec& s, const Node& n, int64_t opset, const std::string& 
         malformed(src, n, "before opset 12 Dropout has one input");
       }
       break;
+    case OpId::kQuantizeLinear:
+    case OpId::kDequantizeLinear:
+      // Opset 10 is per tensor only; the per-axis form and its axis came in opset 13.
+      if (opset < 13 && n.attr("axis") != nullptr)
+        malformed(src, n,
+                  "the axis attribute exists from opset 13 (the model declares opset " +
+                      std::to_string(opset) + ")");
+      break;
+    case OpId::kDynamicQuantizeLinear:
+    case OpId::kCumSum:
+    case OpId::kRange:
+      if (opset < 11) {
+        malformed(src, n,
+                  std::string(s.name) + " exists from opset 11 (the model declares opset " +
+                      std::to_string(opset) + ")");
+      }
+      break;
     case OpId::kSparqMatMul:
     case OpId::kSparqAttention: {
       // Their attribute values (precision, activation, mask kind) are checked by the one

@@ -23,6 +23,11 @@ struct Ctx {
     return *ins[i];
   }
   const ValueMeta* opt(size_t i) const { return i < ins.size() ? ins[i] : nullptr; }
+  // Input i's shape and type for the rules of engine/shapes.h (null dims: omitted).
+  TensorDesc desc(size_t i, bool required = false) const {
+    const ValueMeta* m = required ? &need(i) : opt(i);
+    return m ? TensorDesc{&m->shape, m->type} : TensorDesc{};
+  }
   // The integer values of input i, which this op's output shape depends on.
   std::vector<int64_t> ints(size_t i) const {
     const ValueMeta& m = need(i);
@@ -200,6 +205,36 @@ ValueMeta one(const Ctx& c, int64_t opset, const std::function<int64_t(const Nod
       c.check(matmul_shape(c.need(0).shape, c.need(1).shape, &out, &why), why);
       return meta(out, c.need(0).type);
     }
+    case OpId::kMatMulInteger: {
+      QuantParamForm form[2];
+      c.check(matmul_integer_rule(c.desc(0, true), c.desc(1, true), c.desc(2), c.desc(3), &out,
+                                  form, &why),
+              why);
+      return meta(out, ElemType::kI32);
+    }
+    case OpId::kQLinearMatMul: {
+      TensorDesc d[8];
+      for (size_t i = 0; i < 8; ++i) d[i] = c.desc(i, true);
+      ElemType t = ElemType::kU8;
+      QuantParamForm form[2];
+      c.check(qlinear_matmul_rule(d, &out, &t, form, &why), why);
+      return meta(out, t);
+    }
+    case OpId::kQuantizeLinear:
+    case OpId::kDequantizeLinear: {
+      ElemType t = ElemType::kF32;
+      int64_t ax = -1;
+      c.check(quantize_linear_rule(op_of(n) == OpId::kQuantizeLinear, opset, at->axis,
+                                   c.desc(0, true), c.desc(1, true), c.desc(2), &t, &ax, &why),
+              why);
+      return meta(c.need(0).shape, t);
+    }
+    case OpId::kDynamicQuantizeLinear: {
+      const ValueMeta& x = c.need(0);
+      c.check(x.type == ElemType::kF32,
+              std::string("x must be float32, not ") + elem_type_name(x.type));
+      return meta(x.shape, ElemType::kU8);  // y; the scale and zero point: infer_node
+    }
     case OpId::kGemm: {
       const ValueMeta &a = c.need(0), &b = c.need(1);
       c.check(a.shape.size() == 2 && b.shape.size() == 2, "Gemm needs 2-D A and B");
@@ -256,10 +291,15 @@ std::vector<ValueMeta> infer_node(const Node& n, int64_t opset,
   const Ctx c{n, ins};
   std::vector<ValueMeta> outs(n.outputs.size());
   if (!outs.empty()) outs[0] = one(c, opset, matmul_n);
-  // Second outputs: Dropout's mask (bool, the data's shape); LayerNormalization's Mean and
+  // Second outputs: Dropout's mask (bool, the data's shape); DynamicQuantizeLinear's
+  // scale (float32) and zero point (uint8), both scalars. LayerNormalization's Mean and
   // InvStdDev are refused at import.
   if (outs.size() > 1 && op_of(n) == OpId::kDropout && !n.outputs[1].empty())
     outs[1] = meta(outs[0].shape, ElemType::kBool);
+  if (op_of(n) == OpId::kDynamicQuantizeLinear) {
+    if (outs.size() > 1) outs[1] = meta({}, ElemType::kF32);
+    if (outs.size() > 2) outs[2] = meta({}, ElemType::kU8);
+  }
   return outs;
 }
 
