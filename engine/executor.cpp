@@ -73,6 +73,8 @@ struct Slot {
   int fm = -1;        // buffer with the feature-major f32 form
   int tm = -1;        // buffer with a token-major copy of a feature-major value
   int q8 = -1, q8s = -1;  // per-token quantized u8 form and its scales
+  int q8q = -1;           // the same u8 in quad order (QuantizeStep::quads)
+  int q8_step = -1;       // the step that quantizes it
   bool output = false;    // a graph output
   int view_of = -1;       // a Reshape sharing this slot's buffers (which that slot releases)
   int64_t features() const { return shape.empty() ? 1 : shape.back(); }
@@ -142,14 +144,20 @@ struct ToTmStep {
   void slots(F&&) const {}
 };
 // Per-token u8 quantization of feature-major panels.
+// Per-token quantization into u8 panels [F][64] (`out`) and, for the 1x4 kernel's
+// consumers, the same bytes in quad order per panel [ceil(F/4)][64][4] (`quads`, zero past
+// F and past the last token; -1 = not needed). One pass writes every form its consumers
+// read.
 struct QuantizeStep {
-  int src = -1, out = -1, scales = -1;  // buffers
+  int src = -1, out = -1, scales = -1, quads = -1;  // buffers
+  U8PackQuadsFn pack_quads = nullptr;               // this CPU's packer (with quads)
   static constexpr const char* kName = "quantize";
   template <class F>
   void buffers(F&& f) const {
     f(src, false);
     f(out, true);
     f(scales, true);
+    f(quads, true);
   }
   template <class F>
   void slots(F&&) const {}
@@ -196,6 +204,7 @@ struct MatMulStep {
   // each panel's block-rows over the threads).
   const SpmmKernels* kernels = nullptr;
   bool split_rows = false;
+  bool quads = false;  // src is in quad order: the 1x4 kernel (spmm_u8s8_quads)
   static constexpr const char* kName = "matmul";
   template <class F>
   void buffers(F&& f) const {
@@ -476,10 +485,14 @@ class Machine {
     const int64_t F = step.rows, M = step.cols;
     const float* x = f32(s.src);
     uint8_t* q = st.buf[static_cast<size_t>(s.out)];
+    uint8_t* qq = s.quads >= 0 ? st.buf[static_cast<size_t>(s.quads)] : nullptr;
+    const int64_t quad_panel = (F + 3) / 4 * 4 * kPanel;
     float* sc = f32(s.scales);
     by_panels(M, F, [&](int64_t pn, int64_t n) {
-      fm_.quantize(x + pn * F * kPanel, kPanel, F, 0, n, q + pn * F * kPanel, kPanel,
-                   sc + pn * kPanel);
+      uint8_t* qp = q + pn * F * kPanel;
+      fm_.quantize(x + pn * F * kPanel, kPanel, F, 0, n, qp, kPanel, sc + pn * kPanel);
+      // The quad order of the panel just written, while it is in this core's L1/L2.
+      if (qq != nullptr) s.pack_quads(qp, kPanel, F, n, qq + pn * quad_panel, kPanel);
     });
   }
 
@@ -533,7 +546,13 @@ class Machine {
         ep.residual = f32(s.residual) + pn * F * kPanel;
         ep.ld_residual = kPanel;
       }
-      if (int8) {
+      if (int8 && s.quads) {
+        ep.channel_scale = s.w->scales;
+        ep.token_scale = f32(s.token_scale) + pn * kPanel;
+        const int64_t quad_panel = (K + 3) / 4 * 4 * kPanel;
+        spmm_u8s8_quads(k, pool, *s.w, st.buf[static_cast<size_t>(s.src)] + pn * quad_panel, kPanel,
+                        n, ep);
+      } else if (int8) {
         ep.channel_scale = s.w->scales;
         ep.token_scale = f32(s.token_scale) + pn * kPanel;
         spmm_u8s8(k, pool, *s.w, st.buf[static_cast<size_t>(s.src)] + pn * K * kPanel, kPanel, n,
@@ -870,12 +889,17 @@ class Planner {
     slot(s).fm = b;
     return b;
   }
-  // The quantized form (u8 [features][tokens] + per-token scales).
-  void q8(int s, int* q, int* scales) {
+  // The quantized form (u8 [features][tokens] + per-token scales), or with `quads` the
+  // same u8 in quad order. A slot is quantized by one step; a consumer that reads the
+  // other order adds it to that step's outputs.
+  void q8(int s, int* q, int* scales, bool quads = false) {
     if (slot(s).q8 < 0 && slot(s).view_of >= 0) {  // one quantization for every view
-      q8(slot(s).view_of, q, scales);
-      slot(s).q8 = *q;
-      slot(s).q8s = *scales;
+      q8(slot(s).view_of, q, scales, quads);
+      const Slot& base = slot(slot(s).view_of);
+      slot(s).q8 = base.q8;
+      slot(s).q8s = base.q8s;
+      slot(s).q8q = base.q8q;
+      slot(s).q8_step = base.q8_step;
     }
     if (slot(s).q8 < 0) {
       const int src = fm(s);
@@ -888,8 +912,23 @@ class Planner {
       emit(Step(t, o.features(), o.tokens()));
       slot(s).q8 = d;
       slot(s).q8s = e;
+      slot(s).q8_step = static_cast<int>(p_.steps.size()) - 1;
     }
-    *q = slot(s).q8;
+    if (quads && slot(s).q8q < 0) {
+      const int at = slot(s).q8_step;
+      auto& t = std::get<QuantizeStep>(p_.steps[static_cast<size_t>(at)].op);
+      const Slot& o = slot(s);
+      t.quads = new_buffer(fm_bytes((o.features() + 3) / 4 * 4, o.tokens(), 1));
+      t.pack_quads = spmm_kernels().u8_pack_quads;
+      Buffer& b = p_.buffers[static_cast<size_t>(t.quads)];
+      b.first = at;  // written by that (earlier) step
+      b.last = at;
+      slot(s).q8q = t.quads;
+      for (Slot& v : p_.slots) {  // views sharing the quantization see it too
+        if (v.q8_step == at) v.q8q = t.quads;
+      }
+    }
+    *q = quads ? slot(s).q8q : slot(s).q8;
     *scales = slot(s).q8s;
   }
   // Makes a slot's token-major form readable by the interpreter.
@@ -1050,7 +1089,11 @@ class Planner {
       }
     }
     if (w.type == WeightType::kS8) {
-      q8(x, &t.src, &t.token_scale);
+      // A 1x4 matrix reads its activations in quad order, made once by the quantize step
+      // for every such consumer.
+      t.quads = w.quad_index != nullptr && t.kernels->u8s8_quads_r1 != nullptr &&
+                t.kernels->u8_pack_quads != nullptr;
+      q8(x, &t.src, &t.token_scale, t.quads);
     } else {
       t.src = fm(x);
     }
@@ -1327,6 +1370,8 @@ class Planner {
     v.fm = copy.fm;
     v.q8 = copy.q8;
     v.q8s = copy.q8s;
+    v.q8q = copy.q8q;
+    v.q8_step = copy.q8_step;
     v.view_of = x;
     ++p_.summary.views;
     return true;
