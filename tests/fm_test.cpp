@@ -213,6 +213,31 @@ TEST_P(FmIsaTest, QuantizeMatchesReference) {
   }
 }
 
+// Every path's quantization is the generic one bit for bit (scales and bytes): the
+// executor's outputs must not depend on the ISA that quantized them. Whole 64-token
+// blocks, tails, and values on rounding ties and at the clamp.
+TEST_P(FmIsaTest, QuantizeBitIdenticalToGeneric) {
+  const FmKernels& kern = fm_kernels(GetParam());
+  const FmKernels& ref = fm_kernels(Isa::kGeneric);
+  for (const auto& [F, M] :
+       std::vector<std::pair<int64_t, int64_t>>{{768, 128}, {5, 64}, {9, 200}}) {
+    const int64_t ld = M + 3;
+    auto x = random_floats(F * ld, 11, -3.0f, 3.0f);
+    // Ties: with max |x| = 127 in a column the scale is 1, so k + 0.5 is an exact tie.
+    for (int64_t f = 0; f < F; ++f)
+      x[f * ld + 1] = f == 0 ? 127.0f : -63.5f + static_cast<float>(f % 7);
+    for (int64_t f = 0; f < F; ++f) x[f * ld + 2] = f % 2 ? -0.0f : 0.0f;
+    std::vector<uint8_t> q1(F * ld, 1), q2(F * ld, 2);
+    std::vector<float> s1(M), s2(M);
+    kern.quantize(x.data(), ld, F, 0, M, q1.data(), ld, s1.data());
+    ref.quantize(x.data(), ld, F, 0, M, q2.data(), ld, s2.data());
+    for (int64_t m = 0; m < M; ++m) ASSERT_EQ(s1[m], s2[m]) << "token " << m;
+    for (int64_t f = 0; f < F; ++f)
+      for (int64_t m = 0; m < M; ++m)
+        ASSERT_EQ(q1[f * ld + m], q2[f * ld + m]) << "F=" << F << " f " << f << " m " << m;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(AllIsas, FmIsaTest,
                          ::testing::Values(Isa::kGeneric, Isa::kAvx2, Isa::kAvx512,
                                            Isa::kAvx512Vnni),
