@@ -1,5 +1,5 @@
-// u8 x s8 SpMM on AVX2: u8s8_bsr4x1_spmm_ukernel_4x16c4__avx2 and
-// u8s8_bsr1x1_spmm_ukernel_1x16c4__avx2.
+// u8 x s8 SpMM on AVX2: u8s8_bsr4x1_spmm_ukernel_4x16c4__avx2,
+// u8s8_bsr1x1_spmm_ukernel_1x16c4__avx2 and the 1x4 kernel (below).
 //
 // The dot product is widened to 16 bits: per group, the 4 X rows (16 tokens each) are
 // zero-extended to 16 bits and paired (rows i0,i1 and i2,i3) with vpunpck{l,h}wd, and
@@ -97,6 +97,48 @@ void u8s8_spmm(const PackedWeights& w, const uint8_t* x, int64_t ldx, int64_t m_
   if (m_full < m_end) scalar_u8s8_spmm(w, x, ldx, m_full, m_end, br_begin, br_end, ep);
 }
 
+// The 1x4 kernel, u8s8_bsr1x4_spmm_ukernel_1x16c4__avx2: a quad matrix on activations in
+// quad order (token t's 4 bytes of quad q at (q * ldq + t) * 4). Per group and 4 tokens,
+// one 16-byte load widened to 16 bits and one vpmaddwd against the group's 4 weights
+// (as 16-bit words, repeated) give each token's two pair sums; vphaddd adds the pairs at
+// the end (its lane order is undone with one vpermq). Tails run through the scalar kernel.
+static inline __m256i quad_weights16(const int8_t* w4) {
+  int32_t d;
+  __builtin_memcpy(&d, w4, sizeof(d));
+  const __m128i words = _mm_cvtepi8_epi16(_mm_cvtsi32_si128(d));  // w0..w3 as int16
+  return _mm256_broadcastq_epi64(words);
+}
+
+void u8s8_quads_spmm(const PackedWeights& w, const uint8_t* xq, int64_t ldq, int64_t m_begin,
+                     int64_t m_end, int64_t br_begin, int64_t br_end, const Epilogue& ep) {
+  constexpr int64_t kTile = 16;
+  const int8_t* values = static_cast<const int8_t*>(w.values);
+  const int64_t m_full = m_begin + (m_end - m_begin) / kTile * kTile;
+  for (int64_t m0 = m_begin; m0 < m_full; m0 += kTile) {
+    for (int64_t n = br_begin; n < br_end; ++n) {
+      __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                        _mm256_setzero_si256()};
+      for (int64_t g = w.group_ptr[n]; g < w.group_ptr[n + 1]; ++g) {
+        const __m256i wv = quad_weights16(values + g * 4);
+        const uint8_t* a = xq + (int64_t{w.quad_index[g]} * ldq + m0) * 4;
+        for (int j = 0; j < 4; ++j) {  // tokens m0 + 4j .. m0 + 4j + 3
+          const __m256i x16 =
+              _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + 16 * j)));
+          acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(x16, wv));
+        }
+      }
+      const __m256i comp = _mm256_set1_epi32(w.compensation[n]);
+      for (int h = 0; h < 2; ++h) {  // tokens m0 + 8h .. m0 + 8h + 7
+        const __m256i sums =
+            _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[2 * h], acc[2 * h + 1]), 0xD8);
+        xsimd_epilogue_store(ep, n, m0 + 8 * h,
+                             B(_mm256_cvtepi32_ps(_mm256_sub_epi32(sums, comp))));
+      }
+    }
+  }
+  if (m_full < m_end) scalar_u8s8_quads_spmm(w, xq, ldq, m_full, m_end, br_begin, br_end, ep);
+}
+
 }  // namespace
 
 const SpmmKernels& kernels() {
@@ -111,6 +153,9 @@ const SpmmKernels& kernels() {
     t.f32_r1_name = "f32_bsr1x1_spmm_ukernel_1x32__avx2";
     t.u8s8_r4_name = "u8s8_bsr4x1_spmm_ukernel_4x16c4__avx2";
     t.u8s8_r1_name = "u8s8_bsr1x1_spmm_ukernel_1x16c4__avx2";
+    t.u8_pack_quads = scalar_u8_pack_quads;
+    t.u8s8_quads_r1 = u8s8_quads_spmm;
+    t.u8s8_quads_r1_name = "u8s8_bsr1x4_spmm_ukernel_1x16c4__avx2";
     return t;
   }();
   return table;
