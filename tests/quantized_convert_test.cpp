@@ -66,6 +66,8 @@ Weight make_weight(ElemType type, int32_t zp) {
   std::mt19937 rng(7);
   std::uniform_int_distribution<int> d(-100, 100);
   for (int64_t i = 0; i < kK * kN; ++i) w.q.push_back(i % 3 == 0 ? zp : zp + d(rng));
+  // q - zp = -128, the int8 end the kernels take (u8 x s8 products, exact in int32).
+  if (zp - 128 >= (type == ElemType::kS8 ? -128 : 0)) w.q[1] = zp - 128;
   return w;
 }
 std::shared_ptr<Constant> weight_tensor(const Weight& w, bool transposed = false) {

@@ -188,7 +188,46 @@ def main():
             for p in problems:
                 print(f"{label}: FAILED: {p}")
             ok &= not problems
+        ok &= flags_and_errors(sparq, models, tmp)
     return 0 if ok else 1
+
+
+def flags_and_errors(sparq, models, tmp):
+    """The CLI's flags on a quantized model, and a malformed one refused."""
+    src = os.path.join(models, "bert-pruned-4x1", "model.onnx")
+    if not os.path.exists(src):
+        return True
+    q = os.path.join(tmp, "flags.onnx")
+    subprocess.run([sys.executable, os.path.join(ROOT, "bench/peers/ort_dynamic_int8.py"), src, q],
+                   check=True, stderr=subprocess.DEVNULL)
+    out = os.path.join(tmp, "flags.sparq")
+    problems = []
+    r = subprocess.run([sparq, "convert", q, "-o", out, "--precision", "fp32"], capture_output=True, text=True)
+    if r.returncode != 0 or "weights packed (fp32)" not in r.stdout or "dequantized" not in r.stderr:
+        problems.append(f"--precision fp32 did not dequantize with a note: {r.stdout} {r.stderr}")
+    r = subprocess.run([sparq, "convert", q, "-o", out, "--prune", "0.95", "--block", "1x4"],
+                       capture_output=True, text=True)
+    if r.returncode != 0 or "12 with their own int8 weights" not in r.stdout or "zero point" not in r.stderr:
+        problems.append(f"--prune on a quantized model: {r.stdout} {r.stderr}")
+    # A weight scale of 0: refused, one error line, exit 1, nothing written.
+    m = onnx.load(q)
+    for t in m.graph.initializer:
+        if t.name.endswith("_Wscale"):
+            a = numpy_helper.to_array(t).copy()
+            a[0] = 0
+            t.CopyFrom(numpy_helper.from_array(a, t.name))
+            break
+    bad = os.path.join(tmp, "bad.onnx")
+    onnx.save(m, bad)
+    bad_out = os.path.join(tmp, "bad.sparq")
+    r = subprocess.run([sparq, "convert", bad, "-o", bad_out], capture_output=True, text=True)
+    if (r.returncode != 1 or not r.stderr.startswith("sparq: error:") or "not positive" not in r.stderr
+            or os.path.exists(bad_out) or any(f.startswith("bad.sparq") for f in os.listdir(tmp))):
+        problems.append(f"a weight scale of 0: exit {r.returncode}, {r.stderr.strip()}")
+    for p in problems:
+        print(f"flags: FAILED: {p}")
+    print(f"  flags (--precision fp32, --prune, a scale of 0): {'FAILED' if problems else 'ok'}")
+    return not problems
 
 
 if __name__ == "__main__":
