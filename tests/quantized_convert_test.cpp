@@ -445,10 +445,22 @@ TEST(QuantizedConvert, NearMissesDoNotFuse) {
     b.g.inputs.push_back(v);
     EXPECT_EQ(fused(b.done()), 0);
   }
-  {  // Cast to double
+  {  // Cast to double; convert then reports the matmul off the fast path
     Builder b = ort_dynamic(w, s, Chain::kProduct);
     b.g.nodes[2].attrs["to"] = int_attr(11);
-    EXPECT_EQ(fused(b.done()), 0);
+    b.node("Cast", {"y"}, {"y32"}, {{"to", int_attr(1)}});
+    b.g.outputs.clear();
+    b.output("y32");
+    const Graph g = b.done();
+    EXPECT_EQ(fused(g), 0);
+    FastPathReport fp;
+    const std::string path = tmp_path("cast-double");
+    convert_graph(g, path, ConvertOptions(), nullptr, &fp);
+    std::remove(path.c_str());
+    EXPECT_EQ(fp.matmuls, 0);
+    ASSERT_EQ(fp.off.size(), 1u);
+    EXPECT_EQ(fp.off[0].op, "MatMulInteger");
+    EXPECT_EQ(fp.off[0].cause, "matmul");
   }
   {  // the chain never multiplies by x's scale
     Builder b = ort_dynamic(w, s, Chain::kProduct);

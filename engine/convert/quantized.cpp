@@ -605,9 +605,16 @@ QuantizedMatMuls fuse_quantized_matmuls(Graph& g) { return Fuser(g).run(); }
 
 std::set<size_t> quantized_weight_dequantizes(const Graph& g) {
   const GraphIndex ix(g);
+  // A weight input the fuser takes (qdq_matmul's conditions on the matmul itself), so a
+  // DequantizeLinear kept unfolded is always fused.
   auto weight_use = [&](const GraphIndex::Use& u) {
-    const OpId op = op_of(g.nodes[u.first]);
-    return (op == OpId::kMatMul || op == OpId::kGemm) && u.second == 1;
+    const Node& m = g.nodes[u.first];
+    if (u.second != 1 || g.initializer(m.inputs[0]) != nullptr) return false;
+    if (op_of(m) == OpId::kMatMul) return m.inputs.size() == 2;
+    if (op_of(m) != OpId::kGemm) return false;
+    const auto at = attrs_of(m, g.opset);
+    return !at->trans_a && at->alpha == 1.0f && at->beta == 1.0f &&
+           (m.inputs.size() < 3 || m.inputs[2].empty() || g.initializer(m.inputs[2]) != nullptr);
   };
   std::set<size_t> keep;
   for (size_t i = 0; i < g.nodes.size(); ++i) {
