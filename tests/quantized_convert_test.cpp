@@ -428,6 +428,49 @@ TEST(QuantizedConvert, QdqWeights) {
   EXPECT_NE(r.weights.begin()->second.note.find("along K"), std::string::npos);
 }
 
+// A QDQ Gemm (the pooler / classifier on 2-D activations), W stored [N, K] with transB.
+TEST(QuantizedConvert, QdqGemmTransB) {
+  const Weight w = make_weight(ElemType::kS8, 0);
+  Builder b;
+  b.g.inputs[0].shape = {Dim{10, ""}, Dim{kK, ""}};
+  b.g.initializers["W"] = weight_tensor(w, /*transposed=*/true);
+  b.g.initializers["Ws"] = f32({kN}, channel_scales());
+  b.g.initializers["Wzp"] = zp_tensor(ElemType::kS8, {kN}, 0, kN);
+  b.g.initializers["C"] = f32({kN}, std::vector<float>(kN, 0.5f));
+  b.node("DequantizeLinear", {"W", "Ws", "Wzp"}, {"Wf"}, {{"axis", int_attr(0)}});
+  b.node("Gemm", {"x", "Wf", "C"}, {"y"}, {{"transB", int_attr(1)}});
+  b.output("y");
+  Graph g = b.done();
+  const Graph before = g;
+  const QuantizedMatMuls r = fuse_quantized_matmuls(g);
+  EXPECT_EQ(r.qdq, 1);
+  ASSERT_EQ(r.weights.size(), 1u);
+  const Constant* c = g.initializer(r.weights.begin()->first);
+  ASSERT_EQ(c->type, ElemType::kS8);
+  for (int64_t i = 0; i < kK * kN; ++i)
+    ASSERT_EQ(c->data<int8_t>()[i], w.q[static_cast<size_t>(i)]);
+  const std::string path = tmp_path("gemm");
+  FastPathReport fp;
+  const auto report = convert_graph(before, path, ConvertOptions(), nullptr, &fp);
+  auto model = Model::load(path);
+  std::remove(path.c_str());
+  ASSERT_EQ(report.size(), 1u);
+  EXPECT_EQ(report[0].precision, "int8");
+  EXPECT_TRUE(report[0].exact);
+  EXPECT_TRUE(fp.off.empty());
+  std::mt19937 rng(5);
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  std::vector<float> xv(static_cast<size_t>(10 * kK));
+  for (float& f : xv) f = d(rng);
+  const Value x = f32({10, kK}, xv);
+  const auto want = interpret(before, {{"x", x}});
+  Session s(model, 1);
+  const auto got = s.run({{"x", x}});
+  for (int64_t i = 0; i < 10 * kN; ++i) {
+    EXPECT_NEAR(got.at("y")->data<float>()[i], want.at("y")->data<float>()[i], 0.05) << i;
+  }
+}
+
 // ---- near misses: each must leave the graph op by op ----------------------------------
 
 int fused(Graph g) { return fuse_quantized_matmuls(g).fused(); }
