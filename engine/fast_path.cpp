@@ -36,6 +36,12 @@ FastPathReport fast_path_report(const Graph& g) {
     size_t i = 0;
     return ix.producer(v, &i) && op_of(g.nodes[i]) == op;
   };
+  // A DequantizeLinear of a constant (a quantized weight that stayed unfused).
+  auto dequantized_weight = [&](const std::string& v) {
+    size_t i = 0;
+    return ix.producer(v, &i) && op_of(g.nodes[i]) == OpId::kDequantizeLinear &&
+           !g.nodes[i].inputs.empty() && g.initializer(g.nodes[i].inputs[0]) != nullptr;
+  };
   for (const Node& n : g.nodes) {
     auto off = [&](const char* cause) { r.off.push_back({n.name, n.op, cause}); };
     if (op_of(n) == OpId::kSparqMatMul) {
@@ -58,7 +64,13 @@ FastPathReport fast_path_report(const Graph& g) {
       // The pooler applies tanh to its dense layer's output: not a GELU.
       if (n.inputs.empty() || !produced_by(n.inputs[0], OpId::kSparqMatMul)) off("gelu");
     } else if ((op_of(n) == OpId::kMatMul || op_of(n) == OpId::kGemm) && n.inputs.size() >= 2 &&
-               g.initializer(n.inputs[1]) != nullptr) {
+               (g.initializer(n.inputs[1]) != nullptr || dequantized_weight(n.inputs[1]))) {
+      off("matmul");
+    } else if ((op_of(n) == OpId::kMatMulInteger && n.inputs.size() >= 2 &&
+                g.initializer(n.inputs[1]) != nullptr) ||
+               (op_of(n) == OpId::kQLinearMatMul && n.inputs.size() >= 4 &&
+                g.initializer(n.inputs[3]) != nullptr)) {
+      // A quantized matmul on a constant weight that did not fuse (engine/convert/quantized.h).
       off("matmul");
     }
   }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -9,6 +10,7 @@
 #include <set>
 
 #include "engine/convert/canonicalize.h"
+#include "engine/convert/quantized.h"
 #include "engine/layout.h"
 #include "engine/limits.h"
 #include "engine/ops/attrs.h"
@@ -103,7 +105,7 @@ BlockShape detect_block(const float* wt, int64_t n, int64_t k) {
 std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
                                        const ConvertOptions& opts,
                                        const std::function<void(size_t, size_t)>& progress,
-                                       FastPathReport* fast_path) {
+                                       FastPathReport* fast_path, std::vector<std::string>* notes) {
   const bool int8 = opts.precision == "int8";
   if (!int8 && opts.precision != "fp32") {
     throw Error(Status::kInvalidArgument,
@@ -120,8 +122,46 @@ std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
   validate_graph(g, /*allow_sparq_ops=*/false, "graph");
   resolve_ops(g);
   lower_inference_dropout(g);
-  // One canonical spelling before the patterns (--no-fuse keeps the exported graph).
-  if (opts.fuse) canonicalize(g);
+  // A quantized model's scales and zero points are checked whatever the flags.
+  check_quantized_params(g);
+  // One canonical spelling before the patterns (--no-fuse keeps the exported graph, and
+  // a quantized model's matmuls op by op with their exact ONNX semantics).
+  QuantizedMatMuls quantized;
+  if (opts.fuse) {
+    canonicalize(g);
+    quantized = fuse_quantized_matmuls(g);
+  }
+  auto note = [&](const std::string& s) {
+    if (notes != nullptr) notes->push_back(s);
+    else std::fprintf(stderr, "sparq: note: %s\n", s.c_str());
+  };
+  // A quantized weight stays int8 unless fp32 is chosen explicitly (then dequantized).
+  const bool dequantize = opts.precision_given && !int8;
+  if (quantized.fused() > 0 && opts.prune >= 0) {
+    note(
+        "--prune on a quantized model: the smallest blocks (by their dequantized values) "
+        "are set to the weight's zero point");
+  }
+  if (quantized.fused() > 0 && dequantize) {
+    note("--precision fp32 on a quantized model: its " + std::to_string(quantized.weights.size()) +
+         " quantized matmul weights are dequantized to float32 (scale x (q - zero point)) and "
+         "run in fp32; without --precision they stay int8");
+  } else {
+    // One line per reason: how many, and the first nodes.
+    std::map<std::string, std::vector<std::string>> requantized;
+    for (const auto& kv : quantized.weights) {
+      if (!kv.second.exact) requantized[kv.second.note].push_back(kv.second.node);
+    }
+    for (const auto& kv : requantized) {
+      std::string names;
+      for (size_t i = 0; i < kv.second.size() && i < 3; ++i)
+        names += std::string(i ? ", " : "") + "'" + kv.second[i] + "'";
+      if (kv.second.size() > 3) names += ", ...";
+      note(std::to_string(kv.second.size()) + " quantized matmuls (" + names + "): " + kv.first +
+           ": their weights are dequantized and requantized symmetric per output channel "
+           "(sparq's int8 scheme), not kept exactly; zero weights stay zero");
+    }
+  }
 
   // Uses of each initializer, to drop the ones only a converted MatMul read.
   std::map<std::string, int> uses;
@@ -146,7 +186,11 @@ std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
         continue;
       }
       const Constant* w = g.initializer(n.inputs[1]);
-      if (w == nullptr || w->type != ElemType::kF32 || w->shape.size() != 2) continue;
+      const bool exact_int8 = w != nullptr && w->type == ElemType::kS8 &&
+                              quantized.weights.count(n.inputs[1]) != 0 &&
+                              quantized.weights.at(n.inputs[1]).exact;
+      if (w == nullptr || (w->type != ElemType::kF32 && !exact_int8) || w->shape.size() != 2)
+        continue;
       const int64_t nn = attr_i("transB", 0) ? w->shape[0] : w->shape[1];
       if (n.inputs.size() > 2 && !n.inputs[2].empty()) {
         const Constant* c = g.initializer(n.inputs[2]);
@@ -160,7 +204,10 @@ std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
     }
     if (op_of(n) != OpId::kMatMul || n.inputs.size() != 2) continue;
     const Constant* w = g.initializer(n.inputs[1]);
-    if (w == nullptr || w->type != ElemType::kF32 || w->shape.size() != 2 ||
+    const bool exact_int8 = w != nullptr && w->type == ElemType::kS8 &&
+                            quantized.weights.count(n.inputs[1]) != 0 &&
+                            quantized.weights.at(n.inputs[1]).exact;
+    if (w == nullptr || (w->type != ElemType::kF32 && !exact_int8) || w->shape.size() != 2 ||
         g.initializer(n.inputs[0]))
       continue;
     targets.push_back(i);
@@ -175,6 +222,8 @@ std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
     double density = 0;
     BlockShape block = kBlock4x1;
     bool sparse = true;
+    bool int8 = false;
+    const QuantizedWeight* quantized = nullptr;
   };
   std::vector<Packed> results(targets.size());
   std::mutex progress_mu;
@@ -189,19 +238,49 @@ std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
     Packed& r = results[t];
     r.k = k;
     r.n = nn;
+    auto qit = quantized.weights.find(n.inputs[1]);
+    r.quantized = qit != quantized.weights.end() ? &qit->second : nullptr;
+    r.int8 = r.quantized != nullptr ? !dequantize : int8;
     if (k == 0 || nn == 0) return;
     std::vector<float> wt(static_cast<size_t>(nn * k));
-    const float* src = w.data<float>();
-    if (trans_b) {
-      std::copy(src, src + nn * k, wt.begin());
+    // A quantized weight's integers q - zp, W^T[N][K] (MatMul's W[K, N] transposed).
+    std::vector<int8_t> s8;
+    if (w.type == ElemType::kS8) {
+      s8.resize(wt.size());
+      const int8_t* src = w.data<int8_t>();
+      for (int64_t kk = 0; kk < k; ++kk)
+        for (int64_t c = 0; c < nn; ++c) s8[static_cast<size_t>(c * k + kk)] = src[kk * nn + c];
+      // Dequantized (exactly zero where q equals the zero point), for pruning, the block
+      // pattern and fp32.
+      const std::vector<float>& sc = r.quantized->scales;
+      for (int64_t c = 0; c < nn; ++c)
+        for (int64_t kk = 0; kk < k; ++kk)
+          wt[static_cast<size_t>(c * k + kk)] =
+              static_cast<float>(s8[static_cast<size_t>(c * k + kk)]) * sc[static_cast<size_t>(c)];
     } else {
-      transpose_tiled(src, k, nn, nn, wt.data(), k);
+      const float* src = w.data<float>();
+      if (trans_b) {
+        std::copy(src, src + nn * k, wt.begin());
+      } else {
+        transpose_tiled(src, k, nn, nn, wt.data(), k);
+      }
     }
     if (opts.prune >= 0) prune_blocks(wt.data(), nn, k, requested, opts.prune);
     r.block = auto_block ? detect_block(wt.data(), nn, k) : requested;
     r.density = static_cast<double>(count_nonzero(wt.data(), nn * k)) / static_cast<double>(nn * k);
-    r.sparse = r.density <= sparse_break_even_density(int8);
-    if (int8) {
+    r.sparse = r.density <= sparse_break_even_density(r.int8);
+    if (r.int8 && !s8.empty()) {
+      // The model's own integers and scales; a pruned weight becomes the zero point.
+      if (k > kMaxInt8K) {
+        throw Error(Status::kUnsupported, "weight '" + weight_name(n) + "' has K = " +
+                                              std::to_string(k) + ", above the int8 limit");
+      }
+      for (size_t i = 0; i < s8.size(); ++i) {
+        if (wt[i] == 0.0f) s8[i] = 0;
+      }
+      r.matrix = std::make_unique<PackedMatrix>(
+          PackedMatrix::pack_s8(s8.data(), r.quantized->scales.data(), nn, k, r.block, !r.sparse));
+    } else if (r.int8) {
       if (k > kMaxInt8K) {
         throw Error(Status::kUnsupported, "weight '" + weight_name(n) + "' has K = " +
                                               std::to_string(k) + ", above the int8 limit");
@@ -255,12 +334,16 @@ std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
     r.block = block_shape_name(pr.block);
     r.sparse = pr.sparse;
     r.bytes = pr.matrix->bytes();
+    r.precision = pr.int8 ? "int8" : "fp32";
+    r.quantized = pr.quantized != nullptr;
+    r.exact = pr.quantized != nullptr && pr.quantized->exact && pr.int8;
+    if (pr.quantized != nullptr) r.name = pr.quantized->node;  // the quantized matmul
     report.push_back(r);
     if (--uses[n.inputs[1]] == 0) g.initializers.erase(n.inputs[1]);
     Attribute wa, pa, ka, na;
     wa.kind = pa.kind = Attribute::Kind::kString;
     wa.s = pname;
-    pa.s = opts.precision;
+    pa.s = pr.int8 ? "int8" : "fp32";
     set_op(n, OpId::kSparqMatMul);
     n.inputs.resize(1);
     if (!bias.empty()) {  // a [1, N] bias is stored flat

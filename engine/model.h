@@ -27,11 +27,15 @@
 namespace sparq {
 
 struct ConvertOptions {
-  std::string precision = "fp32";  // fp32 | int8
-  std::string block = "auto";      // auto | 4x1 | 1x4 | 1x1
-  double prune = -1.0;             // < 0: no pruning; else sparsity in [0, 1)
-  int threads = 0;                 // weights packed in parallel; 0 = every core
-  bool fuse = true;                // false (--no-fuse): no fusion passes, op by op
+  std::string precision = "fp32";  // fp32 | int8: for float weights
+  // Whether the caller chose `precision` (convert --precision). The matmuls of a model
+  // that arrives quantized keep their int8 weights unless fp32 is chosen explicitly, which
+  // dequantizes them (docs/quantized-models.md).
+  bool precision_given = false;
+  std::string block = "auto";  // auto | 4x1 | 1x4 | 1x1
+  double prune = -1.0;         // < 0: no pruning; else sparsity in [0, 1)
+  int threads = 0;             // weights packed in parallel; 0 = every core
+  bool fuse = true;            // false (--no-fuse): no fusion passes, op by op
   // true (--require-fused): refuse to write a file in which an encoder matmul, attention,
   // LayerNorm or GELU is not fused (engine/fast_path.h), naming each.
   bool require_fused = false;
@@ -40,10 +44,13 @@ struct ConvertOptions {
 struct LayerReport {
   std::string name;  // the weight's initializer name
   int64_t k = 0, n = 0;
-  double sparsity = 0;  // fraction of zero weights after pruning
-  std::string block;    // detected or chosen pattern
-  bool sparse = true;   // false: runs through the dense path
-  uint64_t bytes = 0;   // packed bytes
+  double sparsity = 0;     // fraction of zero weights after pruning
+  std::string block;       // detected or chosen pattern
+  bool sparse = true;      // false: runs through the dense path
+  uint64_t bytes = 0;      // packed bytes
+  std::string precision;   // int8 | fp32
+  bool quantized = false;  // the weight arrived quantized (engine/convert/quantized.h)
+  bool exact = false;      // ... and its integers and scales are kept exactly
 };
 
 // Below this fraction of nonzero weights a layer runs sparse (per ISA table; see
@@ -55,11 +62,13 @@ SPARQ_API double sparse_break_even_density(bool int8);
 SPARQ_API BlockShape detect_block(const float* wt, int64_t n, int64_t k);
 
 // Converts `g` (from import_onnx) and writes `out_path` atomically. `progress` is called
-// with (done, total) weights; `fast_path` receives what stays off the fast path.
+// with (done, total) weights; `fast_path` receives what stays off the fast path;
+// `notes` what the conversion changed that the caller should know (a quantized weight
+// requantized or dequantized), each one line; when null they go to stderr.
 SPARQ_API std::vector<LayerReport> convert_graph(
     Graph g, const std::string& out_path, const ConvertOptions& opts,
     const std::function<void(size_t, size_t)>& progress = nullptr,
-    FastPathReport* fast_path = nullptr);
+    FastPathReport* fast_path = nullptr, std::vector<std::string>* notes = nullptr);
 
 class SPARQ_API Model {
  public:

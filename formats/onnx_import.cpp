@@ -201,11 +201,23 @@ class Importer {
         break;
       case ElemType::kS8:
       case ElemType::kU8:
-      case ElemType::kBool:
+      case ElemType::kBool: {
+        // Stored widened to int32: a value outside the type (a uint8 zero point of 300)
+        // is refused, never wrapped.
         need(t.int32_data_size());
-        for (uint64_t i = 0; i < elems; ++i)
-          c.bytes[i] = static_cast<uint8_t>(t.int32_data(static_cast<int>(i)));
+        const int32_t lo = c.type == ElemType::kS8 ? -128 : 0;
+        const int32_t hi = c.type == ElemType::kS8 ? 127 : c.type == ElemType::kU8 ? 255 : 1;
+        for (uint64_t i = 0; i < elems; ++i) {
+          const int32_t v = t.int32_data(static_cast<int>(i));
+          if (v < lo || v > hi) {
+            format_error(src_, what + " holds " + std::to_string(v) + " at index " +
+                                   std::to_string(i) + ", out of range for " +
+                                   elem_type_name(c.type));
+          }
+          c.bytes[i] = static_cast<uint8_t>(v);
+        }
         break;
+      }
     }
     return c;
   }

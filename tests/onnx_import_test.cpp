@@ -10,6 +10,7 @@
 #include <onnx/onnx_pb.h>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -125,6 +126,32 @@ TEST(OnnxImport, ReadsStructure) {
   EXPECT_EQ(w->data<float>()[11], 5.5f);
   EXPECT_EQ(g.initializer("b")->data<float>()[1], -2.0f);
   ASSERT_EQ(g.outputs.size(), 1u);
+}
+
+// int8 / uint8 values stored widened in int32_data (a zero point written with
+// helper.make_tensor) must fit their type: 300 is no uint8, and is refused, never wrapped.
+TEST(OnnxImport, NarrowIntegersOutOfRange) {
+  for (auto [type, value, ok] : {std::tuple{onnx::TensorProto::UINT8, 300, false},
+                                 std::tuple{onnx::TensorProto::UINT8, -1, false},
+                                 std::tuple{onnx::TensorProto::INT8, 128, false},
+                                 std::tuple{onnx::TensorProto::INT8, -128, true},
+                                 std::tuple{onnx::TensorProto::UINT8, 255, true}}) {
+    onnx::ModelProto m = small_model();
+    onnx::TensorProto* z = m.mutable_graph()->add_initializer();
+    z->set_name("zp");
+    z->set_data_type(type);
+    z->add_int32_data(value);
+    if (ok) {
+      const Graph g = import_onnx_bytes(bytes_of(m), "", "model.onnx");
+      EXPECT_EQ(static_cast<int>(type == onnx::TensorProto::INT8
+                                     ? g.initializer("zp")->data<int8_t>()[0]
+                                     : g.initializer("zp")->data<uint8_t>()[0]),
+                value);
+    } else {
+      expect_error(bytes_of(m), Status::kFormatError,
+                   {"zp", std::to_string(value), "out of range"});
+    }
+  }
 }
 
 TEST(OnnxImport, ExternalData) {

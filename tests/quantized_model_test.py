@@ -1,20 +1,38 @@
 #!/usr/bin/python3
-"""End to end on quantized models (issue 12, step 1): each test model rewritten the way
-ONNX Runtime's dynamic quantization writes it (bench/peers/ort_dynamic_int8.py:
-DynamicQuantizeLinear + MatMulInteger + the Cast / Mul scale chain), converted with
-`sparq convert` (default flags) and run with `sparq run`, checked against
+"""End to end on quantized models (issue 12). Each case is a test model rewritten into a
+quantized form, converted with `sparq convert` and run with `sparq run`:
 
-  * a float64 NumPy evaluation of the same quantized graph's ONNX semantics
-    (tools/onnx_numpy_ref.py): max |err| <= 2e-2 x max |ref| and every token's cosine
-    >= 0.9999. Float32 against float64 can move a quantized activation across a
-    rounding boundary, hence not exact: three of the five models agree to 4e-7, and
-    bert-14 (8e-3) has an activation 1e-5 of a step from a rounding boundary at its
-    sixth DynamicQuantizeLinear, which float32 rounds the other way;
-  * the float model's float64 reference by sparq's int8 rule (every token's cosine
-    >= 0.99).
+  * ONNX Runtime's dynamic quantization as bench/peers/ort_dynamic_int8.py writes it
+    (DynamicQuantizeLinear + MatMulInteger + the Cast / Mul scale chain), and the forms
+    of tools/make_quantized_models.py: the same with uint8 weights (zero point 128, or
+    asymmetric), per-tensor scales and the other Mul association; QDQ (with and without
+    the QAT Transpose); QOperator MatMulInteger on a static QuantizeLinear and
+    QLinearMatMul;
+  * on the BERT, DistilBERT and RoBERTa test models and a pruned one per block pattern
+    (bert-pruned-4x1, distilbert-head-1x4, roberta-1x1).
+
+Checks, per case:
+  * default flags fuse every quantized matmul into a packed int8 SparqMatMul (convert's
+    "quantized model:" and "fast path:" lines; no quantized op left in `inspect`), with
+    the model's own integers and scales (exactly, except asymmetric uint8 weights, which
+    are requantized with a note on stderr);
+  * `inspect --json` counts as many nonzero weights in each packed matrix as the model
+    has weights other than their zero point (no pruned weight turned into a nonzero);
+  * the fused outputs against a float64 NumPy evaluation of the quantized graph's ONNX
+    semantics (tools/onnx_numpy_ref.py): every token's cosine >= 0.995; and against the
+    float model's float64 reference by sparq's int8 rule (every token >= 0.99);
+  * `convert --no-fuse` keeps the quantized ops and runs them with ONNX's exact
+    semantics: max |err| <= 2e-2 x max |ref| and every token's cosine >= 0.9999 against
+    the same NumPy evaluation (float32 against float64 can move a quantized activation
+    across a rounding boundary, hence not exact: bert-14 (8e-3) has an activation 1e-5 of
+    a step from a rounding boundary at its sixth DynamicQuantizeLinear).
+The "scheme" columns compare the quantized graph's own activation scheme (its exact
+semantics) and sparq's per-token dynamic one, both against the float model
+(docs/quantized-models.md).
 
     quantized_model_test.py SPARQ_CLI MODELS_DIR
 Exit 77 (skipped) when the models are missing."""
+import json
 import os
 import subprocess
 import sys
@@ -22,13 +40,37 @@ import tempfile
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import onnx_numpy_ref  # noqa: E402
 
-MODELS = ["bert-14", "distilbert-14", "roberta-14", "bert-pruned-4x1", "bert-opset11"]
+QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
+                 "QLinearMatMul")
+# (model, form): form None is bench/peers/ort_dynamic_int8.py, else
+# tools/make_quantized_models.py's flags.
+CASES = [
+    ("bert-14", None),
+    ("distilbert-14", None),
+    ("roberta-14", None),
+    ("bert-pruned-4x1", None),
+    ("bert-opset11", None),
+    ("distilbert-head-1x4", None),
+    ("roberta-1x1", None),
+    ("bert-14", "--form dynamic --weights u8-128 --scale tensor --chain chain"),
+    ("roberta-1x1", "--form dynamic --weights u8-asym"),
+    ("distilbert-14", "--form qdq"),
+    ("roberta-1x1", "--form qdq"),
+    ("bert-pruned-4x1", "--form qdq-t"),
+    ("distilbert-head-1x4", "--form qdq --weights u8-128 --scale tensor"),
+    ("bert-pruned-4x1", "--form integer --weights u8-128"),
+    ("distilbert-head-1x4", "--form integer --weights u8-128"),
+    ("roberta-1x1", "--form integer --weights u8-128"),
+    ("bert-14", "--form qlinear"),
+    ("roberta-14", "--form qlinear --weights u8-128 --scale tensor"),
+]
 
 
 def token_stats(got, ref):
@@ -37,50 +79,155 @@ def token_stats(got, ref):
     return float(np.max(np.abs(got - ref)) / np.max(np.abs(ref))), float(tok.min())
 
 
+def weight_matmuls(model):
+    inits = {t.name for t in model.graph.initializer}
+    return sum(1 for n in model.graph.node
+               if n.op_type == "MatMul" and len(n.input) == 2 and n.input[1] in inits)
+
+
+def nonzeros(sparq, path):
+    r = subprocess.run([sparq, "inspect", path, "--json"], capture_output=True, text=True, check=True)
+    return [w["nonzeros"] for w in json.loads(r.stdout)["weights"] if w["precision"] == "int8"]
+
+
+def model_densities(model):
+    """Per quantized matmul weight, in node order: how many q differ from their zero point."""
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    ports = {"MatMulInteger": (1, 3), "QLinearMatMul": (3, 5), "DequantizeLinear": (0, 2)}
+    out = []
+    for n in model.graph.node:
+        if n.op_type not in ports or n.input[ports[n.op_type][0]] not in inits:
+            continue
+        q = inits[n.input[ports[n.op_type][0]]].astype(np.int64)
+        if q.ndim != 2:
+            continue
+        zp = inits[n.input[ports[n.op_type][1]]].astype(np.int64) if len(n.input) > ports[n.op_type][1] else 0
+        if n.op_type == "DequantizeLinear" and np.ndim(zp) == 1:
+            axis = onnx.helper.get_attribute_value(n.attribute[0]) if n.attribute else 1
+            zp = zp.reshape((-1, 1) if axis == 0 else (1, -1))
+        out.append(int(np.count_nonzero(q - zp)))
+    return out
+
+
 def main():
     sparq, models = sys.argv[1], sys.argv[2]
-    present = [m for m in MODELS if os.path.exists(os.path.join(models, m, "model.onnx"))]
+    present = [c for c in CASES if os.path.exists(os.path.join(models, c[0], "model.onnx"))]
     if not present:
         print(f"quantized_model_test: no models in {models}")
         return 77
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
-        for name in present:
+        for ci, (name, form) in enumerate(present):
             d = os.path.join(models, name)
-            q = os.path.join(tmp, name + "-ort-int8.onnx")
-            subprocess.run([sys.executable, os.path.join(ROOT, "bench/peers/ort_dynamic_int8.py"),
-                            os.path.join(d, "model.onnx"), q], check=True, stderr=subprocess.DEVNULL)
+            label = f"{name} [{form or 'ort_dynamic_int8.py'}]"
+            q = os.path.join(tmp, f"{ci}.onnx")
+            if form is None:
+                gen = [os.path.join(ROOT, "bench/peers/ort_dynamic_int8.py"), os.path.join(d, "model.onnx"), q]
+            else:
+                gen = [os.path.join(ROOT, "tools/make_quantized_models.py"), os.path.join(d, "model.onnx"), q]
+                gen += form.split()
+            subprocess.run([sys.executable] + gen, check=True, stderr=subprocess.DEVNULL)
             model = onnx.load(q)
+            expected = weight_matmuls(onnx.load(os.path.join(d, "model.onnx")))
             inputs = [i.name for i in model.graph.input]
             feeds = {k: np.load(os.path.join(d, f"input_{k}.npy")) for k in inputs}
             reference = onnx_numpy_ref.evaluate(model, feeds)
-            out = os.path.join(tmp, name)
-            sq = out + ".sparq"
-            conv = subprocess.run([sparq, "convert", q, "-o", sq], capture_output=True, text=True)
-            if conv.returncode != 0:
-                print(f"{name}: sparq convert failed: {conv.stderr.strip()}")
-                ok = False
-                continue
             args = [a for k in inputs for a in ("-i", f"{k}={d}/input_{k}.npy")]
-            run = subprocess.run([sparq, "run", sq, "-o", out] + args, capture_output=True, text=True)
-            if run.returncode != 0:
-                print(f"{name}: sparq run failed: {run.stderr.strip()}")
-                ok = False
-                continue
-            for k, want in reference.items():
-                got = np.load(os.path.join(out, k + ".npy")).astype(np.float64)
-                if got.shape != want.shape:
-                    print(f"{name} {k}: shape {got.shape}, the quantized graph's {want.shape}")
-                    ok = False
+            want_density = model_densities(model)
+            problems = []
+            for fused in (True, False):
+                sq = os.path.join(tmp, f"{ci}-{int(fused)}.sparq")
+                out = os.path.join(tmp, f"{ci}-{int(fused)}")
+                conv = subprocess.run([sparq, "convert", q, "-o", sq] + ([] if fused else ["--no-fuse"]),
+                                      capture_output=True, text=True)
+                if conv.returncode != 0:
+                    problems.append(f"convert{'' if fused else ' --no-fuse'} failed: {conv.stderr.strip()}")
                     continue
-                err, tok = token_stats(got, want)
-                ferr, ftok = token_stats(got, np.load(os.path.join(d, f"ref_{k}.npy")))
-                good = err <= 2e-2 and tok >= 0.9999 and ftok >= 0.99
-                ok &= good
-                print(f"  {name:<16} {k:<18} vs the quantized graph in float64: max|err|/max|ref| {err:.2e}, "
-                      f"worst token cosine {tok:.7f}; vs the float model: worst token cosine {ftok:.5f}  "
-                      f"{'ok' if good else 'FAILED'}")
+                if fused:
+                    exact = "u8-asym" not in (form or "")
+                    want = (f"quantized model: {expected} quantized matmuls packed, "
+                            f"{expected if exact else 0} with their own int8 weights")
+                    if want not in conv.stdout:
+                        problems.append(f"convert did not say '{want}':\n{conv.stdout}")
+                    fast = [line for line in conv.stdout.splitlines() if line.startswith("fast path:")]
+                    if not fast or "NOT fused" in fast[0]:
+                        problems.append(f"not on the fast path: {fast}")
+                    if exact == ("note:" in conv.stderr):
+                        problems.append(f"stderr {'has' if exact else 'lacks'} a requantization note: "
+                                        f"{conv.stderr.strip()}")
+                    insp = subprocess.run([sparq, "inspect", sq], capture_output=True, text=True, check=True)
+                    ops = [line for line in insp.stdout.splitlines() if " nodes:" in line]
+                    if not ops or any(f" {op}=" in ops[0] for op in QUANTIZED_OPS):
+                        problems.append(f"quantized ops left in the converted graph: {ops}")
+                    # Exactly the model's nonzero weights; requantized ones may lose tiny weights.
+                    got_density = nonzeros(sparq, sq)
+                    same = len(got_density) == len(want_density) and all(
+                        g == w if exact else g <= w for g, w in zip(got_density, want_density))
+                    if not same:
+                        problems.append(f"nonzeros {got_density}, the model's weights {want_density}")
+                run = subprocess.run([sparq, "run", sq, "-o", out] + args, capture_output=True, text=True)
+                if run.returncode != 0:
+                    problems.append(f"run failed: {run.stderr.strip()}")
+                    continue
+                for k, want in reference.items():
+                    got = np.load(os.path.join(out, k + ".npy")).astype(np.float64)
+                    if got.shape != want.shape:
+                        problems.append(f"{k}: shape {got.shape}, the quantized graph's {want.shape}")
+                        continue
+                    fref = np.load(os.path.join(d, f"ref_{k}.npy"))
+                    err, tok = token_stats(got, want)
+                    _, ftok = token_stats(got, fref)
+                    _, qtok = token_stats(want, fref)
+                    good = (tok >= 0.995 if fused else err <= 2e-2 and tok >= 0.9999) and ftok >= 0.99
+                    if not good:
+                        problems.append(f"{k} {'fused' if fused else '--no-fuse'}: cosine {tok:.5f}, "
+                                        f"max|err|/max|ref| {err:.2e}, vs float {ftok:.5f}")
+                    print(f"  {label:<58} {k:<17} {'fused  ' if fused else 'no-fuse'} vs the quantized graph: "
+                          f"max|err|/max|ref| {err:.2e}, worst token cosine {tok:.6f}; vs the float model: "
+                          f"{ftok:.5f} (the graph's own scheme: {qtok:.5f})")
+            for p in problems:
+                print(f"{label}: FAILED: {p}")
+            ok &= not problems
+        ok &= flags_and_errors(sparq, models, tmp)
     return 0 if ok else 1
+
+
+def flags_and_errors(sparq, models, tmp):
+    """The CLI's flags on a quantized model, and a malformed one refused."""
+    src = os.path.join(models, "bert-pruned-4x1", "model.onnx")
+    if not os.path.exists(src):
+        return True
+    q = os.path.join(tmp, "flags.onnx")
+    subprocess.run([sys.executable, os.path.join(ROOT, "bench/peers/ort_dynamic_int8.py"), src, q],
+                   check=True, stderr=subprocess.DEVNULL)
+    out = os.path.join(tmp, "flags.sparq")
+    problems = []
+    r = subprocess.run([sparq, "convert", q, "-o", out, "--precision", "fp32"], capture_output=True, text=True)
+    if r.returncode != 0 or "weights packed (fp32)" not in r.stdout or "dequantized" not in r.stderr:
+        problems.append(f"--precision fp32 did not dequantize with a note: {r.stdout} {r.stderr}")
+    r = subprocess.run([sparq, "convert", q, "-o", out, "--prune", "0.95", "--block", "1x4"],
+                       capture_output=True, text=True)
+    if r.returncode != 0 or "12 with their own int8 weights" not in r.stdout or "zero point" not in r.stderr:
+        problems.append(f"--prune on a quantized model: {r.stdout} {r.stderr}")
+    # A weight scale of 0: refused, one error line, exit 1, nothing written.
+    m = onnx.load(q)
+    for t in m.graph.initializer:
+        if t.name.endswith("_Wscale"):
+            a = numpy_helper.to_array(t).copy()
+            a[0] = 0
+            t.CopyFrom(numpy_helper.from_array(a, t.name))
+            break
+    bad = os.path.join(tmp, "bad.onnx")
+    onnx.save(m, bad)
+    bad_out = os.path.join(tmp, "bad.sparq")
+    r = subprocess.run([sparq, "convert", bad, "-o", bad_out], capture_output=True, text=True)
+    if (r.returncode != 1 or not r.stderr.startswith("sparq: error:") or "not positive" not in r.stderr
+            or os.path.exists(bad_out) or any(f.startswith("bad.sparq") for f in os.listdir(tmp))):
+        problems.append(f"a weight scale of 0: exit {r.returncode}, {r.stderr.strip()}")
+    for p in problems:
+        print(f"flags: FAILED: {p}")
+    print(f"  flags (--precision fp32, --prune, a scale of 0): {'FAILED' if problems else 'ok'}")
+    return not problems
 
 
 if __name__ == "__main__":

@@ -28,14 +28,6 @@
 namespace sparq::cli {
 namespace {
 
-std::string precision_flag(Args& args) {
-  std::string p = "fp32";
-  args.value("--precision", &p);
-  if (p != "fp32" && p != "int8")
-    throw UsageError("--precision must be fp32 or int8, got '" + p + "'");
-  return p;
-}
-
 int threads_flag(Args& args) { return static_cast<int>(args.integer("--threads", 0, 0, 1024)); }
 
 std::string json_escape(const std::string& s) {
@@ -82,7 +74,10 @@ int convert_cmd(Args& args) {
   std::string out;
   if (!args.value("-o", &out) && !args.value("--output", &out))
     throw UsageError("convert needs -o OUT.sparq");
-  o.precision = precision_flag(args);
+  // A quantized model keeps its int8 weights unless --precision is given.
+  o.precision_given = args.value("--precision", &o.precision);
+  if (o.precision != "fp32" && o.precision != "int8")
+    throw UsageError("--precision must be fp32 or int8, got '" + o.precision + "'");
   o.fuse = !args.flag("--no-fuse");  // keep the graph op by op (debugging, A/B runs)
   o.require_fused = args.flag("--require-fused");
   args.value("--block", &o.block);
@@ -132,9 +127,29 @@ int convert_cmd(Args& args) {
   }
   struct stat st {};
   stat(out.c_str(), &st);
+  size_t int8 = 0, quantized = 0, exact = 0;
+  for (const LayerReport& r : report) {
+    int8 += r.precision == "int8";
+    quantized += r.quantized;
+    exact += r.exact;
+  }
+  // One precision when every weight has it (a float model: the --precision flag's).
+  std::string precision = o.precision;
+  if (!report.empty()) {
+    precision = int8 == report.size() ? "int8"
+                : int8 == 0           ? "fp32"
+                                      : std::to_string(int8) + " int8, " +
+                                  std::to_string(report.size() - int8) + " fp32";
+  }
   std::printf("%zu weights packed (%s), %llu bytes of packed weights; wrote %s (%lld bytes)\n",
-              report.size(), o.precision.c_str(), static_cast<unsigned long long>(total),
-              out.c_str(), static_cast<long long>(st.st_size));
+              report.size(), precision.c_str(), static_cast<unsigned long long>(total), out.c_str(),
+              static_cast<long long>(st.st_size));
+  if (quantized > 0) {
+    std::printf(
+        "quantized model: %zu quantized matmuls packed, %zu with their own int8 weights and "
+        "scales kept exactly; activations quantized per token at run time\n",
+        quantized, exact);
+  }
   std::printf("fast path: %d matmuls packed, %d attentions, %d LayerNorms, %d GELUs fused%s\n",
               fast.matmuls, fast.attention, fast.layernorm, fast.activations,
               fast.fused() ? "" : "; NOT fused: see the warning");
@@ -571,6 +586,13 @@ int inspect_cmd(Args& args) {
     read_packed(model->file(), name, &b);
     const double slots = static_cast<double>(w.num_groups) * w.rows_per_block * w.group;
     const double density = slots / (static_cast<double>(w.n) * w.k);
+    // Nonzero weights stored (padding slots hold zeros): a quantized model's count of
+    // weights other than their zero point.
+    int64_t nonzero = 0;
+    for (int64_t i = 0; i < static_cast<int64_t>(slots); ++i) {
+      nonzero += w.type == WeightType::kS8 ? static_cast<const int8_t*>(w.values)[i] != 0
+                                           : static_cast<const float*>(w.values)[i] != 0.0f;
+    }
     if (!json) {
       std::printf("%-16s %6d %6d %-6s %-7s %-6s %7.1f%%\n", name.c_str(), w.k, w.n,
                   w.type == WeightType::kS8 ? "int8" : "fp32", w.dense ? "dense" : "sparse",
@@ -579,7 +601,7 @@ int inspect_cmd(Args& args) {
     js << (first ? "" : ",") << "{\"name\":\"" << json_escape(name) << "\",\"k\":" << w.k
        << ",\"n\":" << w.n << ",\"precision\":\"" << (w.type == WeightType::kS8 ? "int8" : "fp32")
        << "\",\"sparse\":" << (w.dense ? "false" : "true") << ",\"block\":\"" << block_shape_name(b)
-       << "\",\"stored_density\":" << density << "}";
+       << "\",\"stored_density\":" << density << ",\"nonzeros\":" << nonzero << "}";
     first = false;
   }
   js << "]";

@@ -180,7 +180,8 @@ def run_node(n, ins, opset):
     raise NotImplementedError(op)
 
 
-def evaluate(model, feeds):
+def evaluate(model, feeds, values=None):
+    """The graph outputs by name; `values` (a dict), when given, receives every value."""
     g = model.graph
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     env = {t.name: as_array(t) for t in g.initializer}
@@ -191,6 +192,8 @@ def evaluate(model, feeds):
         for name, v in zip(n.output, outs):
             if name:
                 env[name] = np.asarray(v)
+    if values is not None:
+        values.update(env)
     return {o.name: env[o.name] for o in g.output}
 
 

@@ -201,10 +201,12 @@ class PyModel {
 };
 
 py::list convert(const std::string& onnx_path, const std::string& out_path,
-                 const std::string& precision, const std::string& block, const py::object& prune,
+                 const py::object& precision, const std::string& block, const py::object& prune,
                  bool fuse, bool require_fused) {
   ConvertOptions o;
-  o.precision = precision;
+  // None: the CLI's default (fp32 for float weights; a quantized model's stay int8).
+  o.precision_given = !precision.is_none();
+  if (o.precision_given) o.precision = py::cast<std::string>(precision);
   o.block = block;
   o.fuse = fuse;
   o.require_fused = require_fused;
@@ -262,10 +264,12 @@ PYBIND11_MODULE(sparq, m) {
       "isa", [] { return std::string(isa_name(active_isa())); },
       "The kernel ISA in use (avx512vnni, avx512, avx2, generic).");
   m.def("convert", &convert, py::arg("onnx_path"), py::arg("out_path"),
-        py::arg("precision") = "fp32", py::arg("block") = "auto", py::arg("prune") = py::none(),
+        py::arg("precision") = py::none(), py::arg("block") = "auto", py::arg("prune") = py::none(),
         py::arg("fuse") = true, py::arg("require_fused") = false,
         "Converts an ONNX encoder into a .sparq file (as `sparq convert`); returns the per-weight "
-        "report. Warns (RuntimeWarning) when an encoder matmul, attention, LayerNorm or GELU is "
+        "report. precision None is the CLI's default (fp32 for float weights; a quantized "
+        "model's matmuls stay int8). Warns (RuntimeWarning) when an encoder matmul, attention, "
+        "LayerNorm or GELU is "
         "not fused; require_fused=True raises instead and writes nothing.");
   py::class_<PyModel>(m, "Model")
       .def(py::init<const std::string&, int>(), py::arg("path"), py::arg("threads") = 0,

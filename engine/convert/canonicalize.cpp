@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/convert/quantized.h"
 #include "engine/interpreter.h"
 #include "engine/ops/attrs.h"
 #include "engine/ops/registry.h"
@@ -24,9 +25,13 @@ CanonicalizeReport canonicalize(Graph& g, uint64_t max_fold_bytes) {
     for (auto it = alias.find(v); it != alias.end(); it = alias.find(v)) v = it->second;
     return v;
   };
+  // Folding stops at quantized weights: DequantizeLinear(W) stays integer weight, scale
+  // and zero point for the converter (engine/convert/quantized.h).
+  const std::set<size_t> quantized_weights = quantized_weight_dequantizes(g);
   std::vector<Node> kept;
   kept.reserve(g.nodes.size());
-  for (Node& n : g.nodes) {
+  for (size_t index = 0; index < g.nodes.size(); ++index) {
+    Node& n = g.nodes[index];
     for (std::string& in : n.inputs) {
       if (!in.empty()) in = resolve(in);
     }
@@ -45,7 +50,7 @@ CanonicalizeReport canonicalize(Graph& g, uint64_t max_fold_bytes) {
         }
       }
       // A node reading only constants: evaluated now, exactly as the run would.
-      bool constant = !n.inputs.empty();
+      bool constant = !n.inputs.empty() && !quantized_weights.count(index);
       std::vector<Value> ins;
       for (const std::string& in : n.inputs) {
         if (in.empty()) {

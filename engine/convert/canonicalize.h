@@ -24,7 +24,8 @@ struct CanonicalizeReport {
 //     deduplicated initializers, is a constant weight again);
 //   - every node whose inputs are all constant is evaluated and becomes an initializer
 //     (weights behind Transpose or Cast in exports without constant folding), up to
-//     `max_fold_bytes` per result;
+//     `max_fold_bytes` per result, except a DequantizeLinear of an integer matmul weight
+//     (engine/convert/quantized.h), which the converter packs as its integers;
 //   - initializers nothing reads any more are dropped.
 // Graph outputs are never renamed: a node producing one stays.
 CanonicalizeReport canonicalize(Graph& g, uint64_t max_fold_bytes = uint64_t{256} << 20);

@@ -1,0 +1,156 @@
+#!/usr/bin/python3
+"""Quantized versions of a float test model (issue 12, part 2), written with the onnx
+Python API: every MatMul with a constant 2-D weight W[K, N] becomes one of the forms
+quantized exporters write. The Gemm layers (pooler, classifier) stay float.
+
+    make_quantized_models.py IN.onnx OUT.onnx --form FORM [--weights W] [--scale S]
+        [--chain C] [--calibrate DIR]
+
+FORM:
+  dynamic   ONNX Runtime's dynamic quantization: DynamicQuantizeLinear(x) ->
+            MatMulInteger(xq, Wq, x_zp, w_zp) -> Cast(float) -> the scale Muls
+  qdq       MatMul(DequantizeLinear(QuantizeLinear(x)), DequantizeLinear(Wq, axis 1))
+  qdq-t     the QAT export shape: Wq stored [N, K], DequantizeLinear(axis 0) -> Transpose
+  integer   QOperator: QuantizeLinear(x, static scale) -> MatMulInteger -> Cast ->
+            Mul(x_scale x w_scale, one constant)
+  qlinear   QOperator: QuantizeLinear(x) -> QLinearMatMul -> DequantizeLinear(y)
+W (weights):
+  s8        int8 symmetric, zero point 0 (default)
+  u8-128    uint8 shifted by 128, zero point 128 (Neural Magic's deployable exports):
+            a pruned weight is stored as 128
+  u8-asym   uint8 asymmetric from each channel's (or the tensor's) min and max (ONNX
+            Runtime's QUInt8): q - zp spans up to [-255, 255]
+S (weight scales): channel (per output channel, default) | tensor
+C (dynamic only): product (Mul(cast, Mul(x_scale, w_scale)), as quantize_dynamic writes
+  it, default) | chain (Mul(Mul(cast, x_scale), w_scale))
+Static activation scales (qdq, integer, qlinear) are calibrated as uint8 min/max on the
+model's own test inputs (DIR/input_*.npy, DIR = IN's directory by default) by a float64
+evaluation (tools/onnx_numpy_ref.py)."""
+import argparse
+import os
+import sys
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper, TensorProto
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import onnx_numpy_ref  # noqa: E402
+
+
+def quantize_weight(wf, weights, scale_kind):
+    """(q, scale, zp) for W[K, N]: scale and zp per column [N] or scalars."""
+    axis = 0 if scale_kind == "channel" else None
+    if weights == "u8-asym":
+        lo = np.minimum(wf.min(axis=axis), 0.0)
+        hi = np.maximum(wf.max(axis=axis), 0.0)
+        scale = ((hi - lo) / 255.0).astype(np.float32)
+        scale = np.where(scale == 0, np.float32(1.0), scale).astype(np.float32)
+        zp = np.clip(np.rint(-lo / scale), 0, 255).astype(np.uint8)
+        q = np.clip(np.rint(wf / scale) + zp.astype(np.float64), 0, 255).astype(np.uint8)
+        return q, scale, zp
+    scale = (np.abs(wf).max(axis=axis) / 127.0).astype(np.float32)
+    scale = np.where(scale == 0, np.float32(1.0), scale).astype(np.float32)
+    s8 = np.clip(np.rint(wf / scale), -127, 127)
+    if weights == "u8-128":
+        zp = np.full(scale.shape, 128, np.uint8)
+        return (s8 + 128).astype(np.uint8), scale, zp
+    return s8.astype(np.int8), scale, np.zeros(scale.shape, np.int8)
+
+
+def act_params(v):
+    """uint8 min/max calibration of a float activation: (scale, zero point)."""
+    lo, hi = min(0.0, float(v.min())), max(0.0, float(v.max()))
+    scale = np.float32((hi - lo) / 255.0 if hi > lo else 1.0)
+    return scale, np.uint8(np.clip(np.rint(-lo / scale), 0, 255))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("src")
+    ap.add_argument("dst")
+    ap.add_argument("--form", required=True, choices=["dynamic", "qdq", "qdq-t", "integer", "qlinear"])
+    ap.add_argument("--weights", default="s8", choices=["s8", "u8-128", "u8-asym"])
+    ap.add_argument("--scale", default="channel", choices=["channel", "tensor"])
+    ap.add_argument("--chain", default="product", choices=["product", "chain"])
+    ap.add_argument("--calibrate", default=None)
+    a = ap.parse_args()
+    m = onnx.load(a.src)
+    g = m.graph
+    inits = {t.name: t for t in g.initializer}
+    values = {}
+    if a.form != "dynamic":
+        d = a.calibrate or os.path.dirname(os.path.abspath(a.src))
+        feeds = {i.name: np.load(os.path.join(d, f"input_{i.name}.npy")) for i in g.input}
+        onnx_numpy_ref.evaluate(m, feeds, values)
+    uses = {}
+    for n in g.node:
+        for i in n.input:
+            uses[i] = uses.get(i, 0) + 1
+    nodes, new_inits, done = [], [], 0
+    for n in g.node:
+        w = inits.get(n.input[1]) if n.op_type == "MatMul" and len(n.input) == 2 else None
+        if w is None or len(w.dims) != 2 or w.data_type != TensorProto.FLOAT:
+            nodes.append(n)
+            continue
+        wf = numpy_helper.to_array(w).astype(np.float64)
+        q, ws, wz = quantize_weight(wf, a.weights, a.scale)
+        p = (n.name.replace("/", "_") or f"mm{done}") + "_q"
+        x, y = n.input[0], n.output[0]
+
+        def init(arr, suffix):
+            new_inits.append(numpy_helper.from_array(np.asarray(arr), p + suffix))
+            return p + suffix
+
+        def node(op, ins, outs, **kw):
+            nodes.append(helper.make_node(op, ins, outs, name=p + "_" + op + str(len(nodes)), **kw))
+
+        if a.form == "dynamic":
+            node("DynamicQuantizeLinear", [x], [p + "_xq", p + "_xs", p + "_xzp"])
+            node("MatMulInteger", [p + "_xq", init(q, "_W"), p + "_xzp", init(wz, "_Wzp")], [p + "_i32"])
+            node("Cast", [p + "_i32"], [p + "_f"], to=TensorProto.FLOAT)
+            if a.chain == "product":
+                node("Mul", [p + "_xs", init(ws, "_Ws")], [p + "_s"])
+                node("Mul", [p + "_f", p + "_s"], [y])
+            else:
+                node("Mul", [p + "_f", p + "_xs"], [p + "_fx"])
+                node("Mul", [init(ws, "_Ws"), p + "_fx"], [y])
+        else:
+            xs, xz = act_params(values[x])
+            node("QuantizeLinear", [x, init(xs, "_xs"), init(xz, "_xz")], [p + "_xq"])
+            if a.form in ("qdq", "qdq-t"):
+                node("DequantizeLinear", [p + "_xq", p + "_xs", p + "_xz"], [p + "_xdq"])
+                if a.form == "qdq":
+                    node("DequantizeLinear", [init(q, "_W"), init(ws, "_Ws"), init(wz, "_Wzp")], [p + "_Wf"], axis=1)
+                else:
+                    node("DequantizeLinear", [init(np.ascontiguousarray(q.T), "_Wt"), init(ws, "_Ws"),
+                                              init(wz, "_Wzp")], [p + "_Wft"], axis=0)
+                    node("Transpose", [p + "_Wft"], [p + "_Wf"], perm=[1, 0])
+                node("MatMul", [p + "_xdq", p + "_Wf"], [y])
+            elif a.form == "integer":
+                node("MatMulInteger", [p + "_xq", init(q, "_W"), p + "_xz", init(wz, "_Wzp")], [p + "_i32"])
+                node("Cast", [p + "_i32"], [p + "_f"], to=TensorProto.FLOAT)
+                node("Mul", [p + "_f", init((xs * ws).astype(np.float32), "_s")], [y])
+            else:
+                ys, yz = act_params(values[y])
+                node("QLinearMatMul", [p + "_xq", p + "_xs", p + "_xz", init(q, "_W"), init(ws, "_Ws"),
+                                       init(wz, "_Wzp"), init(ys, "_ys"), init(yz, "_yz")], [p + "_yq"])
+                node("DequantizeLinear", [p + "_yq", p + "_ys", p + "_yz"], [y])
+        uses[n.input[1]] -= 1
+        done += 1
+    keep = [t for t in g.initializer if uses.get(t.name, 0) > 0]
+    del g.initializer[:]
+    g.initializer.extend(keep + new_inits)
+    del g.node[:]
+    g.node.extend(nodes)
+    if a.form in ("qdq", "qdq-t"):  # per-axis DequantizeLinear: opset 13
+        for o in m.opset_import:
+            if o.domain in ("", "ai.onnx") and o.version < 13:
+                o.version = 13
+    onnx.save(m, a.dst)
+    print(f"make_quantized_models: {done} MatMuls as {a.form} ({a.weights}, {a.scale}) -> {a.dst}",
+          file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
