@@ -84,12 +84,19 @@ void lower_inference_dropout(Graph& g) {
 
 }  // namespace
 
-double sparse_break_even_density(bool int8) {
-  // Measured with `sparq kernel-bench` on AVX512-VNNI (bench/results, docs/performance.md):
-  // at 50% sparsity the sparse kernels beat sparq's dense path by 1.6x (int8) and 1.8x
-  // (fp32), at 0% they lose by 1.3x. Kept as one compiled-in table so the same input
-  // and flags give the same file on every machine.
-  return int8 ? 0.70 : 0.70;
+double sparse_break_even_density(bool int8, BlockShape block) {
+  // The density at and below which a matrix is packed sparse, per kernel family: the
+  // 4-row kernels (4x1 and any out % 4 == 0 block), the quad kernel (1x4, in % 4 == 0) and
+  // the one-row kernel (1x1 and the rest). Measured with `sparq kernel-bench` (M 128, 1
+  // thread, K x N = 768x768, 768x3072, 3072x768; docs/performance.md, session 6) against
+  // sparq's own dense path, which every dense matrix takes (packed 4 rows at a time):
+  // int8 4x1 still wins at density 0.9 (0.73 against 0.87 ms at 768x3072), 1x4 breaks
+  // even at about 0.4 and 1x1 at about 0.36; fp32 4x1 at about 0.7, 1x4 at 0.25, 1x1 at
+  // 0.32. Compiled in, so the same input and flags give the same file on every machine.
+  const bool rows4 = block.out % 4 == 0;
+  const bool quads = !rows4 && block.in % 4 == 0;
+  if (int8) return rows4 ? 0.90 : quads ? 0.40 : 0.36;
+  return rows4 ? 0.70 : quads ? 0.25 : 0.32;
 }
 
 BlockShape detect_block(const float* wt, int64_t n, int64_t k) {
@@ -268,7 +275,10 @@ std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
     if (opts.prune >= 0) prune_blocks(wt.data(), nn, k, requested, opts.prune);
     r.block = auto_block ? detect_block(wt.data(), nn, k) : requested;
     r.density = static_cast<double>(count_nonzero(wt.data(), nn * k)) / static_cast<double>(nn * k);
-    r.sparse = r.density <= sparse_break_even_density(r.int8);
+    r.sparse = r.density <= sparse_break_even_density(r.int8, r.block);
+    // A dense matrix is packed 4 rows at a time whatever its pattern: the 4-row dense
+    // kernels are 2.2-2.8x faster than the one-row ones (kernel-bench, session 6).
+    const BlockShape pack_block = r.sparse ? r.block : kBlock4x1;
     if (r.int8 && !s8.empty()) {
       // The model's own integers and scales; a pruned weight becomes the zero point.
       if (k > kMaxInt8K) {
@@ -278,8 +288,8 @@ std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
       for (size_t i = 0; i < s8.size(); ++i) {
         if (wt[i] == 0.0f) s8[i] = 0;
       }
-      r.matrix = std::make_unique<PackedMatrix>(
-          PackedMatrix::pack_s8(s8.data(), r.quantized->scales.data(), nn, k, r.block, !r.sparse));
+      r.matrix = std::make_unique<PackedMatrix>(PackedMatrix::pack_s8(
+          s8.data(), r.quantized->scales.data(), nn, k, pack_block, !r.sparse));
     } else if (r.int8) {
       if (k > kMaxInt8K) {
         throw Error(Status::kUnsupported, "weight '" + weight_name(n) + "' has K = " +
@@ -289,10 +299,10 @@ std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
       std::vector<float> scales(static_cast<size_t>(nn));
       quantize_per_channel(wt.data(), nn, k, q.data(), scales.data());
       r.matrix = std::make_unique<PackedMatrix>(
-          PackedMatrix::pack_s8(q.data(), scales.data(), nn, k, r.block, !r.sparse));
+          PackedMatrix::pack_s8(q.data(), scales.data(), nn, k, pack_block, !r.sparse));
     } else {
       r.matrix = std::make_unique<PackedMatrix>(
-          PackedMatrix::pack_f32(wt.data(), nn, k, r.block, !r.sparse));
+          PackedMatrix::pack_f32(wt.data(), nn, k, pack_block, !r.sparse));
     }
     if (progress) {
       std::lock_guard<std::mutex> lock(progress_mu);

@@ -53,9 +53,10 @@ struct LayerReport {
   bool exact = false;      // ... and its integers and scales are kept exactly
 };
 
-// Below this fraction of nonzero weights a layer runs sparse (per ISA table; see
-// docs/performance.md for the measurement behind the values).
-SPARQ_API double sparse_break_even_density(bool int8);
+// At or below this fraction of nonzero weights a layer runs sparse, per precision and
+// block pattern (the kernel family it selects); compiled in, measured in
+// docs/performance.md. Dense layers are packed 4 rows at a time whatever their pattern.
+SPARQ_API double sparse_break_even_density(bool int8, BlockShape block);
 
 // Detects the block pattern the nonzeros of W^T[N][K] follow: 4x1 or 1x4 when every
 // nonzero lies in such blocks with almost no zero-filled slots, else 1x1.

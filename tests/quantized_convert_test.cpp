@@ -603,3 +603,76 @@ TEST(QuantizedConvert, MalformedModelsAreRefused) {
 
 }  // namespace
 }  // namespace sparq
+
+namespace sparq {
+namespace {
+
+// The compiled-in break-even table per kernel family, and a dense layer of any pattern
+// packed 4 rows at a time (the one-row dense kernels are 2-3x slower): a float MatMul
+// with an explicit 1x4 block, kept dense at 50% density (above 1x4's break-even) and
+// sparse, in the quad kernel's form, at 25%.
+TEST(ConvertBreakEven, PerPatternAndDenseFourRows) {
+  EXPECT_DOUBLE_EQ(sparse_break_even_density(true, kBlock4x1), 0.90);
+  EXPECT_DOUBLE_EQ(sparse_break_even_density(true, kBlock1x4), 0.40);
+  EXPECT_DOUBLE_EQ(sparse_break_even_density(true, kBlock1x1), 0.36);
+  EXPECT_DOUBLE_EQ(sparse_break_even_density(false, kBlock4x1), 0.70);
+  EXPECT_DOUBLE_EQ(sparse_break_even_density(false, BlockShape{16, 1}), 0.70);
+  EXPECT_DOUBLE_EQ(sparse_break_even_density(false, kBlock1x4), 0.25);
+  EXPECT_DOUBLE_EQ(sparse_break_even_density(false, kBlock1x1), 0.32);
+  for (const double sparsity : {0.5, 0.75}) {
+    for (const char* precision : {"int8", "fp32"}) {
+      Builder b;
+      std::vector<float> w(static_cast<size_t>(kK * kN));
+      std::mt19937 rng(3);
+      std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+      for (float& v : w) v = u(rng);
+      b.g.initializers["W"] = f32({kK, kN}, w);
+      b.node("MatMul", {"x", "W"}, {"y"});
+      b.output("y");
+      const Graph g = b.done();
+      const std::string path = tmp_path(std::string("breakeven-") + precision);
+      ConvertOptions o;
+      o.threads = 1;
+      o.precision = precision;
+      o.block = "1x4";
+      o.prune = sparsity;
+      const auto report = convert_graph(g, path, o, nullptr, nullptr, nullptr);
+      ASSERT_EQ(report.size(), 1u);
+      const bool int8 = std::string(precision) == "int8";
+      const bool want_sparse = 1.0 - sparsity <= sparse_break_even_density(int8, kBlock1x4);
+      EXPECT_EQ(report[0].sparse, want_sparse) << precision << " " << sparsity;
+      auto model = Model::load(path);
+      std::remove(path.c_str());
+      const PackedWeights& p = model->packed(model->graph().nodes[0].attr("weight")->s);
+      EXPECT_EQ(p.dense, !want_sparse);
+      EXPECT_EQ(p.rows_per_block, want_sparse ? 1 : 4) << precision << " " << sparsity;
+      if (int8) {
+        EXPECT_EQ(p.quad_index != nullptr, want_sparse);
+      }
+      // The same product as the float graph either way.
+      const Value x = random_x(5);
+      Session s(model, 1);
+      const auto got = s.run({{"x", x}});
+      Graph pruned = g;
+      std::vector<float> wt(w.size());
+      for (int64_t kk = 0; kk < kK; ++kk)
+        for (int64_t n = 0; n < kN; ++n) wt[n * kK + kk] = w[kk * kN + n];
+      prune_blocks(wt.data(), kN, kK, kBlock1x4, sparsity);
+      for (int64_t kk = 0; kk < kK; ++kk)
+        for (int64_t n = 0; n < kN; ++n) w[kk * kN + n] = wt[n * kK + kk];
+      pruned.initializers["W"] = f32({kK, kN}, w);
+      const auto want = interpret(pruned, {{"x", x}});
+      const Constant& a = *want.at("y");
+      const Constant& c = *got.at("y");
+      double ab = 0, aa = 0, cc = 0;
+      for (int64_t i = 0; i < a.elements(); ++i) {
+        const double u1 = a.data<float>()[i], v1 = c.data<float>()[i];
+        ab += u1 * v1, aa += u1 * u1, cc += v1 * v1;
+      }
+      EXPECT_GE(ab / std::sqrt(aa * cc), int8 ? 0.999 : 0.999999) << precision << " " << sparsity;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace sparq
