@@ -282,12 +282,24 @@ void spmm_u8s8(const SpmmKernels& kernels, ThreadPool* pool, const PackedWeights
   if (w.quad_index != nullptr && kernels.u8s8_quads_r1 != nullptr && m > 0) {
     // The 1x4 pattern on a caller's feature-major activations: put them in quad order
     // once (the planned executor has its producers write that order instead).
+    // (Packed in slices of quads on the pool: serial, the pack of a 3072-input call held
+    // 2 threads to 1.11x of one in kernel-bench.)
     thread_local AlignedBuffer scratch;
-    const int64_t ldq = (m + 63) / 64 * 64;
-    const size_t bytes = static_cast<size_t>((w.k + 3) / 4 * ldq * 4);
+    const int64_t ldq = (m + 63) / 64 * 64, quads = (w.k + 3) / 4;
+    const size_t bytes = static_cast<size_t>(quads * ldq * 4);
     if (scratch.size() < bytes) scratch.resize(bytes);
-    kernels.u8_pack_quads(x, ldx, w.k, m, scratch.as<uint8_t>(), ldq);
-    run_spmm(kernels.u8s8_quads_r1, pool, w, scratch.as<uint8_t>(), ldq, m, ep);
+    uint8_t* xq = scratch.as<uint8_t>();
+    const int threads = pool ? pool->threads() : 1;
+    if (threads > 1 && quads * ldq * 4 >= (int64_t{1} << 16)) {
+      pool->parallel_for(threads, [&](int64_t i) {
+        const int64_t q0 = quads * i / threads, q1 = quads * (i + 1) / threads;
+        const int64_t k0 = 4 * q0, k1 = std::min<int64_t>(w.k, 4 * q1);
+        if (k1 > k0) kernels.u8_pack_quads(x + k0 * ldx, ldx, k1 - k0, m, xq + q0 * ldq * 4, ldq);
+      });
+    } else {
+      kernels.u8_pack_quads(x, ldx, w.k, m, xq, ldq);
+    }
+    run_spmm(kernels.u8s8_quads_r1, pool, w, xq, ldq, m, ep);
     return;
   }
   run_spmm(kernels.u8s8(w.rows_per_block), pool, w, x, ldx, m, ep);
