@@ -97,7 +97,13 @@ void f32_bsr4x1_spmm_ukernel_4x64__avx512f(const PackedWeights& w, const float* 
 void f32_bsr1x1_spmm_ukernel_1x128__avx512f(const PackedWeights& w, const float* x, int64_t ldx,
                                             int64_t m_begin, int64_t m_end, int64_t br_begin,
                                             int64_t br_end, const Epilogue& ep) {
-  f32_spmm<1, 8>(w, x, ldx, m_begin, m_end, br_begin, br_end, ep);
+  // 128-token tiles where the range has them, 64-token tiles for the rest: the planned
+  // executor calls with one 64-token panel, which a 128-token tile ran at half its lanes
+  // (kernel-bench M 64 took as long as M 128). The lanes are independent, so the split
+  // leaves every output bit-identical.
+  const int64_t m8 = m_begin + (m_end - m_begin) / 128 * 128;
+  if (m8 > m_begin) f32_spmm<1, 8>(w, x, ldx, m_begin, m8, br_begin, br_end, ep);
+  if (m8 < m_end) f32_spmm<1, 4>(w, x, ldx, m8, m_end, br_begin, br_end, ep);
 }
 
 }  // namespace avx512
