@@ -82,6 +82,7 @@ def load_outputs(d, names):
 
 
 def check_model(a, mdir):
+    mdir = os.path.abspath(mdir)  # node runs in bench/peers
     name = os.path.basename(os.path.normpath(mdir))
     manifest = json.load(open(os.path.join(mdir, "manifest.json")))
     float_onnx = os.path.join(mdir, "model.onnx")
@@ -176,6 +177,7 @@ def main():
     a = ap.parse_args()
     a.forms = a.forms.split(",")
     a.threads = [int(t) for t in a.threads.split(",")]
+    a.scratch, a.sparq = os.path.abspath(a.scratch), os.path.abspath(a.sparq)
     unknown = [f for f in a.forms if f not in FORMS]
     if unknown:
         ap.error(f"unknown forms {unknown}; known: {', '.join(FORMS)}")
