@@ -5,7 +5,9 @@ optionally ref_<output>.npy: the float model's float64 reference) and each quant
 
   1. writes the quantized model into the scratch directory: form `ort` is
      bench/peers/ort_dynamic_int8.py, every other form tools/make_quantized_models.py's
-     flags (FORMS below);
+     flags (FORMS below); form `file` takes model.onnx as it is (a model that arrives
+     quantized, e.g. tools/make_qat_model.py's; its reference row is then `convert
+     --precision int8` of that file);
   2. runs it with ONNX Runtime (bench/peers/ort_run.js: graph optimizations on) on the
      directory's inputs, and converts it with `sparq convert` (default flags) and runs it
      with `sparq run` on the same inputs;
@@ -45,6 +47,7 @@ FORMS = {
     "int-u8": "--form integer --weights u8-128",
     "qlin": "--form qlinear",
     "qlin-u8": "--form qlinear --weights u8-128",
+    "file": "",
 }
 GATE = 0.995
 
@@ -113,17 +116,22 @@ def check_model(a, mdir):
     subprocess.run([a.sparq, "convert", float_onnx, "-o", own, "--precision", "int8"], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     own_out, own_lat = sparq_case(own, "own-int8")
-    rows.append({"model": name, "form": "float model, sparq --precision int8", "float_ref": float_ref_kind,
+    own_label = ("the file" if a.forms == ["file"] else "float model") + ", sparq --precision int8"
+    rows.append({"model": name, "form": own_label, "float_ref": float_ref_kind,
                  "outputs": {n: {"sparq_vs_float": cosines(own_out[n], float_ref[n])} for n in outputs},
                  "sparq_p50": own_lat})
     print(table_rows(rows, a.threads), flush=True)
     for form in a.forms:
         q = os.path.join(scratch, f"{form}.onnx")
-        if FORMS[form] is None:
+        if form == "file":
+            gen = None
+            q = float_onnx
+        elif FORMS[form] is None:
             gen = [os.path.join(HERE, "ort_dynamic_int8.py"), float_onnx, q]
         else:
             gen = [os.path.join(ROOT, "tools/make_quantized_models.py"), float_onnx, q] + FORMS[form].split()
-        subprocess.run([sys.executable] + gen, check=True, stderr=subprocess.DEVNULL)
+        if gen is not None:
+            subprocess.run([sys.executable] + gen, check=True, stderr=subprocess.DEVNULL)
         sq = os.path.join(scratch, f"{form}.sparq")
         conv = subprocess.run([a.sparq, "convert", q, "-o", sq], check=True, capture_output=True, text=True)
         fused = [ln for ln in conv.stdout.splitlines() if ln.startswith("quantized model:")]
@@ -131,7 +139,7 @@ def check_model(a, mdir):
         ort_lat = {t: ort_run(q, ort_dir, feeds, t, a.iterations) for t in a.threads}
         ort_out = load_outputs(ort_dir, outputs)
         sq_out, sq_lat = sparq_case(sq, form)
-        row = {"model": name, "form": form, "flags": FORMS[form] or "ort_dynamic_int8.py",
+        row = {"model": name, "form": form, "flags": "ort_dynamic_int8.py" if FORMS[form] is None else FORMS[form],
                "float_ref": float_ref_kind, "convert": fused[0] if fused else conv.stdout.strip(),
                "ort_p50": {t: r["p50"] for t, r in ort_lat.items()},
                "ort_spin": {t: r["spin"] for t, r in ort_lat.items()}, "sparq_p50": sq_lat, "outputs": {}}
@@ -170,7 +178,7 @@ def main():
     ap.add_argument("models", nargs="+")
     ap.add_argument("--sparq", default=os.path.join(ROOT, "build/release/sparq"))
     ap.add_argument("--scratch", required=True)
-    ap.add_argument("--forms", default=",".join(FORMS))
+    ap.add_argument("--forms", default=",".join(f for f in FORMS if f != "file"))
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--iterations", type=int, default=50)
     ap.add_argument("--json", default=None)
