@@ -9,7 +9,14 @@ quantized form, converted with `sparq convert` and run with `sparq run`:
     the QAT Transpose); QOperator MatMulInteger on a static QuantizeLinear and
     QLinearMatMul;
   * on the BERT, DistilBERT and RoBERTa test models and a pruned one per block pattern
-    (bert-pruned-4x1, distilbert-head-1x4, roberta-1x1).
+    (bert-pruned-4x1, distilbert-head-1x4, roberta-1x1);
+  * QAT exports as torch 1.13 writes them (form "qat [flags]": tools/make_qat_model.py
+    exports the test model of that name, same family, size, seed, pruning and inputs, with
+    fake-quantized Linear layers at opset 13): weights as QuantizeLinear(float W) ->
+    DequantizeLinear(axis 0) -> Transpose -> MatMul, the scales and zero points Constant
+    nodes, with and without fake-quantized activations. Exported into the temporary
+    directory, not the models directory (the float conformance tests read every model
+    there against the float model's reference).
 
 Checks, per case:
   * default flags fuse every quantized matmul into a packed int8 SparqMatMul (convert's
@@ -70,6 +77,8 @@ CASES = [
     ("roberta-1x1", "--form integer --weights u8-128"),
     ("bert-14", "--form qlinear"),
     ("roberta-14", "--form qlinear --weights u8-128 --scale tensor"),
+    ("bert-14", "qat --activations"),
+    ("bert-pruned-4x1", "qat"),
 ]
 
 
@@ -91,11 +100,25 @@ def nonzeros(sparq, path):
 
 
 def model_densities(model):
-    """Per quantized matmul weight, in node order: how many q differ from their zero point."""
+    """Per quantized matmul weight, in node order: how many q differ from their zero point.
+    A weight may be QuantizeLinear of a float constant (QAT exports): q is computed as ONNX
+    defines it (float32 division, round half to even, saturate)."""
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     ports = {"MatMulInteger": (1, 3), "QLinearMatMul": (3, 5), "DequantizeLinear": (0, 2)}
     out = []
     for n in model.graph.node:
+        if n.op_type == "Constant":
+            inits[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+        if n.op_type == "QuantizeLinear" and all(i in inits for i in n.input):
+            w, s = inits[n.input[0]].astype(np.float32), inits[n.input[1]].astype(np.float32)
+            zp = inits[n.input[2]] if len(n.input) > 2 else np.uint8(0)
+            axis = onnx.helper.get_attribute_value(n.attribute[0]) if n.attribute else 1
+            shape = [1] * w.ndim
+            if np.ndim(s) == 1:
+                shape[axis] = -1
+            info = np.iinfo(zp.dtype)
+            q = np.rint(w / s.reshape(shape)) + zp.astype(np.float32).reshape(shape)
+            inits[n.output[0]] = np.clip(q, info.min, info.max).astype(zp.dtype)
         if n.op_type not in ports or n.input[ports[n.op_type][0]] not in inits:
             continue
         q = inits[n.input[ports[n.op_type][0]]].astype(np.int64)
@@ -121,14 +144,28 @@ def main():
             d = os.path.join(models, name)
             label = f"{name} [{form or 'ort_dynamic_int8.py'}]"
             q = os.path.join(tmp, f"{ci}.onnx")
-            if form is None:
+            if form and form.split()[0] == "qat":  # quantized by torch's export of the same model
+                with open(os.path.join(d, "manifest.json")) as f:
+                    mf = json.load(f)
+                d = os.path.join(tmp, f"{ci}-qat")
+                cmd = [sys.executable, os.path.join(ROOT, "tools/make_qat_model.py"), "--out", d, "--opset", "13",
+                       "--family", mf["family"], "--size", mf["size"], "--batch", str(mf["batch"]),
+                       "--seq", str(mf["seq"]), "--seed", str(mf["seed"])] + form.split()[1:]
+                cmd += (["--head"] if mf["head"] else []) + (
+                    ["--prune", str(mf["prune"]), "--block", mf["block"]] if mf["prune"] is not None else [])
+                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                gen, q = None, os.path.join(d, "model.onnx")
+                with open(os.path.join(d, "manifest.json")) as f:
+                    expected = json.load(f)["quantized_matmuls"]
+            elif form is None:
                 gen = [os.path.join(ROOT, "bench/peers/ort_dynamic_int8.py"), os.path.join(d, "model.onnx"), q]
             else:
                 gen = [os.path.join(ROOT, "tools/make_quantized_models.py"), os.path.join(d, "model.onnx"), q]
                 gen += form.split()
-            subprocess.run([sys.executable] + gen, check=True, stderr=subprocess.DEVNULL)
+            if gen is not None:
+                subprocess.run([sys.executable] + gen, check=True, stderr=subprocess.DEVNULL)
+                expected = weight_matmuls(onnx.load(os.path.join(d, "model.onnx")))
             model = onnx.load(q)
-            expected = weight_matmuls(onnx.load(os.path.join(d, "model.onnx")))
             inputs = [i.name for i in model.graph.input]
             feeds = {k: np.load(os.path.join(d, f"input_{k}.npy")) for k in inputs}
             reference = onnx_numpy_ref.evaluate(model, feeds)

@@ -616,12 +616,27 @@ std::set<size_t> quantized_weight_dequantizes(const Graph& g) {
     return !at->trans_a && at->alpha == 1.0f && at->beta == 1.0f &&
            (m.inputs.size() < 3 || m.inputs[2].empty() || g.initializer(m.inputs[2]) != nullptr);
   };
+  // The weight: a 2-D int8 / uint8 constant, or QuantizeLinear of a 2-D float constant with
+  // constant parameters, which canonicalize folds into one before it reaches the
+  // DequantizeLinear (torch's QAT export writes a fake-quantized weight that way, its
+  // scale and zero point as Constant nodes).
+  const Constants constants(g, ix);
+  auto integer_weight = [&](const std::string& v) {
+    if (const Constant* q = constants.get(v)) return q->shape.size() == 2 && is_int8_type(q->type);
+    size_t p = 0;
+    if (!ix.producer(v, &p) || op_of(g.nodes[p]) != OpId::kQuantizeLinear) return false;
+    const Node& qn = g.nodes[p];
+    const Constant* w = constants.get(qn.inputs[0]);
+    bool all = w != nullptr && w->shape.size() == 2 && w->type == ElemType::kF32;
+    for (size_t k = 1; k < qn.inputs.size(); ++k)
+      all &= qn.inputs[k].empty() || constants.get(qn.inputs[k]);
+    return all;
+  };
   std::set<size_t> keep;
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     const Node& n = g.nodes[i];
     if (op_of(n) != OpId::kDequantizeLinear || n.outputs.size() != 1) continue;
-    const Constant* q = n.inputs.empty() ? nullptr : g.initializer(n.inputs[0]);
-    if (q == nullptr || q->shape.size() != 2 || !is_int8_type(q->type)) continue;
+    if (n.inputs.empty() || !integer_weight(n.inputs[0])) continue;
     const auto& uses = ix.uses(n.outputs[0]);
     bool all = !uses.empty() && !ix.is_output(n.outputs[0]);
     for (const GraphIndex::Use& u : uses) {

@@ -1,5 +1,9 @@
 // Fuzz target: the ONNX importer and the converter (bytes -> graph -> converted .sparq),
-// then a load and one run of what convert wrote. The input's length picks fp32 or int8.
+// then a load and one run of what convert wrote. The input's length picks the precision:
+// odd int8; even fp32 for float weights, a quantized model's matmuls keeping their int8
+// weights (convert's default flags), except a length of 2 mod 4, which gives fp32
+// explicitly (--precision fp32: quantized weights dequantized; a float model converts the
+// same either way).
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -17,6 +21,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     sparq::Graph g = sparq::import_onnx_bytes(bytes, "", "fuzz.onnx");
     sparq::ConvertOptions o;
     o.precision = size % 2 == 0 ? "fp32" : "int8";
+    o.precision_given = size % 4 == 2;
     o.threads = 1;
     sparq::convert_graph(std::move(g), out, o);
   } catch (const sparq::Error&) {
