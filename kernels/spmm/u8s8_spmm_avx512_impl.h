@@ -84,6 +84,10 @@ constexpr int64_t kPrefetchGroups = SPARQ_PREFETCH_GROUPS;
 #define SPARQ_PREFETCH_WEIGHTS 1024
 #endif
 constexpr int64_t kPrefetchWeights = SPARQ_PREFETCH_WEIGHTS;
+#ifndef SPARQ_PREFETCH_DENSE_WEIGHTS
+#define SPARQ_PREFETCH_DENSE_WEIGHTS 2048
+#endif
+constexpr int64_t kPrefetchDenseWeights = SPARQ_PREFETCH_DENSE_WEIGHTS;
 
 static inline __m512i load_tokens(const uint8_t* p, bool full, __mmask64 mask) {
   return full ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi8(mask, p);
@@ -251,6 +255,10 @@ __attribute__((always_inline)) inline void gemm_tile(const PackedWeights& w, con
         Dot::prepare(_mm512_loadu_si512(xp)), Dot::prepare(_mm512_loadu_si512(xp + 64)),
         Dot::prepare(_mm512_loadu_si512(xp + 128)), Dot::prepare(_mm512_loadu_si512(xp + 192))};
     const int32_t* wd = reinterpret_cast<const int32_t*>(values + (br * gpr + q) * R * 4);
+    // The weights stream from memory once per tile: the same prefetch as the sparse
+    // kernels' weight streams (kPrefetchDenseWeights bytes ahead).
+    if (kPrefetchDenseWeights > 0)
+      _mm_prefetch(reinterpret_cast<const char*>(wd) + kPrefetchDenseWeights, _MM_HINT_T0);
     for (int r = 0; r < R; ++r) {
       const typename Dot::Weight b = Dot::weight(wd + r);
       for (int j = 0; j < 4; ++j) acc[r][j] = Dot::dot(acc[r][j], v[j], b);
