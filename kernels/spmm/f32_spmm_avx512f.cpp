@@ -16,6 +16,11 @@ namespace sparq {
 namespace avx512 {
 namespace {
 
+#ifndef SPARQ_PREFETCH_F32_WEIGHTS
+#define SPARQ_PREFETCH_F32_WEIGHTS 2048
+#endif
+constexpr int64_t kPrefetch = SPARQ_PREFETCH_F32_WEIGHTS;
+
 // One tile: block-row `br`, tokens [m0, m0 + valid); accumulators stay in registers
 // from the first index to the epilogue (which is unrolled and makes no calls).
 template <int R, int NV, bool kDense, bool kFull>
@@ -41,6 +46,12 @@ __attribute__((always_inline)) inline void f32_tile(const PackedWeights& w, cons
       xv[j] = kFull ? _mm512_loadu_ps(xr + 16 * j) : _mm512_maskz_loadu_ps(masks[j], xr + 16 * j);
     }
     const float* wv = values + g * R;
+    // The weight (and index) streams are read once per tile in order; without help the
+    // kernel waits on them when they come from memory (kPrefetch bytes ahead).
+    if (kPrefetch > 0) {
+      _mm_prefetch(reinterpret_cast<const char*>(wv) + kPrefetch, _MM_HINT_T0);
+      if (!kDense) _mm_prefetch(reinterpret_cast<const char*>(idx + g) + kPrefetch, _MM_HINT_T0);
+    }
     for (int r = 0; r < R; ++r) {
       const __m512 wb = _mm512_set1_ps(wv[r]);
       for (int j = 0; j < NV; ++j) acc[r][j] = _mm512_fmadd_ps(wb, xv[j], acc[r][j]);
