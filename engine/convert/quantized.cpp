@@ -693,18 +693,25 @@ void read_in_float(Graph& g, const std::vector<ActivationMatMul>& cs) {
 }  // namespace
 
 int read_attention_activations_in_float(Graph& g) {
-  const std::vector<ActivationMatMul> all = ActivationMatMuls(g).candidates();
-  if (all.empty()) return 0;
-  // Rewrite all on a copy, and keep those whose result the attention pattern fuses.
-  Graph trial = g;
-  read_in_float(trial, all);
-  const std::set<std::string> matched = attention_matmul_outputs(std::move(trial));
-  std::vector<ActivationMatMul> keep;
-  for (const ActivationMatMul& c : all) {
-    if (matched.count(c.y)) keep.push_back(c);
+  // Rewrite on a copy and keep the matmuls the attention pattern then fuses; again with
+  // those only, until every rewritten matmul is in a fused attention (a rewrite left out
+  // could have changed what the pattern sees).
+  std::vector<ActivationMatMul> keep = ActivationMatMuls(g).candidates();
+  for (int round = 0; round < 4 && !keep.empty(); ++round) {
+    Graph trial = g;
+    read_in_float(trial, keep);
+    const std::set<std::string> matched = attention_matmul_outputs(trial);
+    std::vector<ActivationMatMul> fused;
+    for (const ActivationMatMul& c : keep) {
+      if (matched.count(c.y)) fused.push_back(c);
+    }
+    if (fused.size() == keep.size()) {
+      g = std::move(trial);
+      return static_cast<int>(keep.size());
+    }
+    keep = std::move(fused);
   }
-  read_in_float(g, keep);
-  return static_cast<int>(keep.size());
+  return 0;
 }
 
 void check_quantized_params(const Graph& g) {
