@@ -545,7 +545,8 @@ void peel_scale(Matcher& m, std::string* v, double* scale, std::vector<size_t>* 
 // materializes the [B, H, S, S] scores. Softmax's axis must be the last: from opset 13
 // the default -1 or an explicit -1 / 3; before opset 13 (where the default is 1 and the
 // input is coerced to 2D) only an explicit -1 or 3, the same for 4D scores.
-int fuse_attention(Matcher& m) {
+// `matched`, when given, receives the outputs of each fused attention's two MatMuls.
+int fuse_attention(Matcher& m, std::set<std::string>* matched = nullptr) {
   Graph& g = m.graph();
   int fused = 0;
   for (size_t i = 0; i < g.nodes.size(); ++i) {
@@ -633,6 +634,10 @@ int fuse_attention(Matcher& m) {
     }
     if (scale == 0 || !std::isfinite(scale)) continue;
     kill.insert(kill.end(), mask_nodes.begin(), mask_nodes.end());
+    if (matched != nullptr) {
+      matched->insert(v);  // mm1's output
+      matched->insert(mm2->outputs[0]);
+    }
     Node att;
     att.name = mm2->name + "/fused_attention";
     set_op(att, OpId::kSparqAttention);
@@ -739,6 +744,13 @@ int fuse_mask_bias(Matcher& m) {
 }
 
 }  // namespace
+
+std::set<std::string> attention_matmul_outputs(Graph g) {
+  Matcher m(g);
+  std::set<std::string> matched;
+  fuse_attention(m, &matched);
+  return matched;
+}
 
 PassStats optimize_graph(Graph& g) {
   PassStats st;

@@ -5,6 +5,9 @@
 #ifndef SPARQ_ENGINE_PASSES_H_
 #define SPARQ_ENGINE_PASSES_H_
 
+#include <set>
+#include <string>
+
 #include "formats/graph.h"
 #include "sparq/export.h"
 
@@ -19,6 +22,11 @@ struct PassStats {
   int mask_bias = 0;       // Unsqueeze/Unsqueeze/Cast/Sub(1)/Mul(fill) -> SparqMaskBias
   int removed = 0;         // nodes dropped as dead
 };
+
+// The outputs of both MatMuls (Q K^T and P V) of every attention that optimize_graph's
+// attention pattern fuses in g (run on a copy): how the converter checks that a rewrite
+// of quantized attention matmuls (engine/convert/quantized.h) lets the pattern match.
+SPARQ_API std::set<std::string> attention_matmul_outputs(Graph g);
 
 // Runs every pass and removes dead nodes and unused initializers.
 SPARQ_API PassStats optimize_graph(Graph& g);

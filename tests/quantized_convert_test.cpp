@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
@@ -21,6 +22,7 @@
 #include "engine/interpreter.h"
 #include "engine/model.h"
 #include "engine/ops/registry.h"
+#include "engine/passes.h"
 #include "formats/error.h"
 
 namespace sparq {
@@ -671,6 +673,222 @@ TEST(ConvertBreakEven, PerPatternAndDenseFourRows) {
       }
       EXPECT_GE(ab / std::sqrt(aa * cc), int8 ? 0.999 : 0.999999) << precision << " " << sparsity;
     }
+  }
+}
+
+}  // namespace
+}  // namespace sparq
+
+namespace sparq {
+namespace {
+
+// Attention as quantized exports write it, on Q [1, 2, 4, 8], K^T [1, 2, 8, 4], V [1, 2, 4, 8]:
+// MatMul(Q, K^T) -> Mul(scale) -> Softmax -> MatMul(P, V), each matmul input fake-quantized
+// by a QuantizeLinear -> DequantizeLinear pair (kQdq) or both matmuls QLinearMatMul
+// (kQLinear); `skip` names an input ("q", "kt", "p", "v") left unquantized.
+enum class AttentionForm { kQdq, kQLinear };
+struct AttentionBuilder {
+  Graph g;
+  AttentionBuilder() {
+    g.opset = 14;
+    for (const char* name : {"q", "kt", "v"}) {
+      ValueInfo x;
+      x.name = name;
+      x.type = ElemType::kF32;
+      const bool t = std::string(name) == "kt";
+      x.shape = {Dim{1, ""}, Dim{2, ""}, Dim{t ? 8 : 4, ""}, Dim{t ? 4 : 8, ""}};
+      g.inputs.push_back(x);
+    }
+    ValueInfo y;
+    y.name = "y";
+    y.type = ElemType::kF32;
+    g.outputs.push_back(y);
+    g.initializers["scale"] = f32({}, {0.35f});
+    g.initializers["s"] = f32({}, {0.03f});
+    g.initializers["sp"] = f32({}, {1.0f / 255});
+    g.initializers["z"] = zp_tensor(ElemType::kU8, {}, 128);
+    g.initializers["zp"] = zp_tensor(ElemType::kU8, {}, 0);
+    g.initializers["ys"] = f32({}, {0.05f});
+  }
+  void node(const char* op, std::vector<std::string> in, std::vector<std::string> out) {
+    Node n;
+    n.op = op;
+    n.name = out[0] + "_node";
+    n.inputs = std::move(in);
+    n.outputs = std::move(out);
+    g.nodes.push_back(n);
+  }
+  // x fake-quantized with scale s and zero point z: returns the DequantizeLinear output.
+  std::string pair(const std::string& x, const std::string& s, const std::string& z) {
+    node("QuantizeLinear", {x, s, z}, {x + "_q"});
+    node("DequantizeLinear", {x + "_q", s, z}, {x + "_dq"});
+    return x + "_dq";
+  }
+  Graph build(AttentionForm form, const std::string& skip = "") {
+    auto in = [&](const std::string& x, bool prob) {
+      return skip == x ? x : pair(x, prob ? "sp" : "s", prob ? "zp" : "z");
+    };
+    if (form == AttentionForm::kQdq) {
+      const std::string a = in("q", false), b = in("kt", false);
+      node("MatMul", {a, b}, {"scores"});
+    } else {
+      node("QuantizeLinear", {"q", "s", "z"}, {"q_q"});
+      node("QuantizeLinear", {"kt", "s", "z"}, {"kt_q"});
+      node("QLinearMatMul", {"q_q", "s", "z", "kt_q", "s", "z", "ys", "z"}, {"scores_q"});
+      node("DequantizeLinear", {"scores_q", "ys", "z"}, {"scores"});
+    }
+    node("Mul", {"scores", "scale"}, {"scaled"});
+    node("Softmax", {"scaled"}, {"p"});
+    if (form == AttentionForm::kQdq) {
+      const std::string a = in("p", true), b = in("v", false);
+      node("MatMul", {a, b}, {"y"});
+    } else {
+      node("QuantizeLinear", {"p", "sp", "zp"}, {"p_q"});
+      node("QuantizeLinear", {"v", "s", "z"}, {"v_q"});
+      node("QLinearMatMul", {"p_q", "sp", "zp", "v_q", "s", "z", "ys", "z"}, {"y_q"});
+      node("DequantizeLinear", {"y_q", "ys", "z"}, {"y"});
+    }
+    resolve_ops(g);
+    return g;
+  }
+};
+
+int count_op(const Graph& g, OpId op) {
+  int c = 0;
+  for (const Node& n : g.nodes) c += op_of(n) == op;
+  return c;
+}
+
+Value random_tensor(std::vector<int64_t> shape, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  int64_t count = 1;
+  for (int64_t s : shape) count *= s;
+  std::vector<float> v(static_cast<size_t>(count));
+  for (float& f : v) f = d(rng);
+  return f32(std::move(shape), v);
+}
+
+// The matmuls read the float activations, no quantized op is left, the attention pattern
+// fuses, and the converted model stays within the int8 rule of the quantized graph's
+// exact semantics (per row cosine >= 0.995).
+TEST(QuantizedAttention, QdqPairsAndQLinearMatMulReadInFloat) {
+  for (AttentionForm form : {AttentionForm::kQdq, AttentionForm::kQLinear}) {
+    SCOPED_TRACE(static_cast<int>(form));
+    const Graph quantized = AttentionBuilder().build(form);
+    Graph g = quantized;
+    EXPECT_EQ(read_attention_activations_in_float(g), 2);
+    for (OpId op : {OpId::kQuantizeLinear, OpId::kDequantizeLinear, OpId::kQLinearMatMul})
+      EXPECT_EQ(count_op(g, op), 0);
+    ASSERT_EQ(count_op(g, OpId::kMatMul), 2);
+    EXPECT_EQ(g.nodes.front().inputs, (std::vector<std::string>{"q", "kt"}));
+    EXPECT_EQ(g.nodes.back().inputs, (std::vector<std::string>{"p", "v"}));
+    EXPECT_EQ(g.nodes.back().outputs, (std::vector<std::string>{"y"}));
+    EXPECT_EQ(optimize_graph(g).attention, 1);
+
+    const std::string path = tmp_path("attention");
+    ConvertOptions o;
+    o.threads = 1;
+    FastPathReport fp;
+    std::vector<std::string> notes;
+    convert_graph(quantized, path, o, nullptr, &fp, &notes);
+    EXPECT_EQ(fp.attention, 1);
+    auto model = Model::load(path);
+    std::remove(path.c_str());
+    const std::map<std::string, Value> feeds = {{"q", random_tensor({1, 2, 4, 8}, 1)},
+                                                {"kt", random_tensor({1, 2, 8, 4}, 2)},
+                                                {"v", random_tensor({1, 2, 4, 8}, 3)}};
+    const auto want = interpret(quantized, feeds);
+    Session s(model, 1);
+    const auto got = s.run(feeds);
+    const Constant& a = *want.at("y");
+    const Constant& b = *got.at("y");
+    ASSERT_EQ(a.shape, b.shape);
+    for (int64_t t = 0; t < a.elements() / 8; ++t) {
+      double ab = 0, aa = 0, bb = 0;
+      for (int64_t j = 0; j < 8; ++j) {
+        const double u = a.data<float>()[t * 8 + j], v = b.data<float>()[t * 8 + j];
+        ab += u * v, aa += u * u, bb += v * v;
+      }
+      EXPECT_GE(ab / std::sqrt(aa * bb), 0.995) << "row " << t;
+    }
+  }
+}
+
+// One input left float: the other pairs go, attention still fuses.
+TEST(QuantizedAttention, SomeInputsUnquantized) {
+  Graph g = AttentionBuilder().build(AttentionForm::kQdq, "v");
+  EXPECT_EQ(read_attention_activations_in_float(g), 2);
+  EXPECT_EQ(count_op(g, OpId::kQuantizeLinear), 0);
+  EXPECT_EQ(optimize_graph(g).attention, 1);
+}
+
+// Near misses keep their pair (exact ONNX semantics for what reads it).
+TEST(QuantizedAttention, NearMissesKeepThePair) {
+  {  // a scale that is not a constant: that pair stays, the others go
+    AttentionBuilder b;
+    ValueInfo s;
+    s.name = "s_in";
+    s.type = ElemType::kF32;
+    b.g.inputs.push_back(s);
+    b.pair("q", "s_in", "z");
+    Graph g = b.build(AttentionForm::kQdq, "q");
+    // q's pair was built by hand, so the MatMul reads "q" directly: rewire it to the pair.
+    for (Node& n : g.nodes) {
+      if (op_of(n) == OpId::kMatMul && n.inputs[0] == "q") n.inputs[0] = "q_dq";
+    }
+    EXPECT_EQ(read_attention_activations_in_float(g), 2);
+    EXPECT_EQ(count_op(g, OpId::kQuantizeLinear), 1);
+    EXPECT_EQ(count_op(g, OpId::kDequantizeLinear), 1);
+    for (const Node& n : g.nodes) {
+      if (op_of(n) == OpId::kMatMul && n.outputs[0] == "scores") {
+        EXPECT_EQ(n.inputs, (std::vector<std::string>{"q_dq", "kt"}));
+      }
+    }
+  }
+  {  // a per-axis pair (scale and zero point along the last axis): stays
+    AttentionBuilder b;
+    b.g.initializers["s8"] = f32({8}, std::vector<float>(8, 0.03f));
+    b.g.initializers["z8"] = zp_tensor(ElemType::kU8, {8}, 128, 8);
+    b.pair("v", "s8", "z8");
+    for (Node& n : b.g.nodes) n.attrs["axis"] = int_attr(3);
+    Graph g = b.build(AttentionForm::kQdq, "v");
+    for (Node& n : g.nodes) {
+      if (op_of(n) == OpId::kMatMul && n.inputs[1] == "v") n.inputs[1] = "v_dq";
+    }
+    EXPECT_EQ(read_attention_activations_in_float(g), 2);
+    EXPECT_EQ(count_op(g, OpId::kDequantizeLinear), 1);
+    EXPECT_EQ(g.nodes.back().inputs, (std::vector<std::string>{"p", "v_dq"}));
+  }
+  {  // the pair's consumer is not an activation matmul (an Add, a constant-weight MatMul)
+    AttentionBuilder b;
+    b.g.initializers["w"] = f32({8, 8}, std::vector<float>(64, 0.1f));
+    const std::string x = b.pair("q", "s", "z");
+    b.node("Add", {x, x}, {"y"});
+    const std::string v = b.pair("v", "s", "z");
+    b.node("MatMul", {v, "w"}, {"y2"});
+    resolve_ops(b.g);
+    Graph g = b.g;
+    EXPECT_EQ(read_attention_activations_in_float(g), 0);
+    EXPECT_EQ(g.nodes.size(), b.g.nodes.size());
+  }
+  {  // an activation matmul outside the attention pattern: left as it is
+    AttentionBuilder b;
+    const std::string q = b.pair("q", "s", "z"), k = b.pair("kt", "s", "z");
+    b.node("MatMul", {q, k}, {"y"});
+    resolve_ops(b.g);
+    Graph g = b.g;
+    EXPECT_EQ(read_attention_activations_in_float(g), 0);
+    EXPECT_EQ(count_op(g, OpId::kQuantizeLinear), 2);
+  }
+  {  // QLinearMatMul whose output is read by something else than the DequantizeLinear
+    Graph g = AttentionBuilder().build(AttentionForm::kQLinear);
+    ValueInfo extra;
+    extra.name = "y_q";
+    g.outputs.push_back(extra);
+    // P V stays, so the pattern does not match and Q K^T stays too.
+    EXPECT_EQ(read_attention_activations_in_float(g), 0);
+    EXPECT_EQ(count_op(g, OpId::kQLinearMatMul), 2);
   }
 }
 

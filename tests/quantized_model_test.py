@@ -7,7 +7,8 @@ quantized form, converted with `sparq convert` and run with `sparq run`:
     of tools/make_quantized_models.py: the same with uint8 weights (zero point 128, or
     asymmetric), per-tensor scales and the other Mul association; QDQ (with and without
     the QAT Transpose); QOperator MatMulInteger on a static QuantizeLinear and
-    QLinearMatMul;
+    QLinearMatMul; and with attention's two activation x activation MatMuls quantized too
+    (--attention: QDQ pairs on both inputs, or QLinearMatMul);
   * on the BERT, DistilBERT and RoBERTa test models and a pruned one per block pattern
     (bert-pruned-4x1, distilbert-head-1x4, roberta-1x1);
   * QAT exports as torch 1.13 writes them (form "qat [flags]": tools/make_qat_model.py
@@ -22,7 +23,7 @@ Checks, per case:
   * default flags fuse every quantized matmul into a packed int8 SparqMatMul (convert's
     "quantized model:" and "fast path:" lines; no quantized op left in `inspect`), with
     the model's own integers and scales (exactly, except asymmetric uint8 weights, which
-    are requantized with a note on stderr);
+    are requantized with a note on stderr), and every attention (one per Softmax) fused, also where the model quantized its activation matmuls;
   * `inspect --json` counts as many nonzero weights in each packed matrix as the model
     has weights other than their zero point (no pruned weight turned into a nonzero);
   * the fused outputs against a float64 NumPy evaluation of the quantized graph's ONNX
@@ -77,6 +78,9 @@ CASES = [
     ("roberta-1x1", "--form integer --weights u8-128"),
     ("bert-14", "--form qlinear"),
     ("roberta-14", "--form qlinear --weights u8-128 --scale tensor"),
+    ("bert-14", "--form qdq --attention qdq"),
+    ("distilbert-14", "--form qlinear --attention qlinear"),
+    ("roberta-1x1", "--form qdq --weights u8-128 --attention qlinear"),
     ("bert-14", "qat --activations"),
     ("bert-pruned-4x1", "qat"),
 ]
@@ -166,6 +170,7 @@ def main():
                 subprocess.run([sys.executable] + gen, check=True, stderr=subprocess.DEVNULL)
                 expected = weight_matmuls(onnx.load(os.path.join(d, "model.onnx")))
             model = onnx.load(q)
+            attentions = sum(1 for n in model.graph.node if n.op_type == "Softmax")
             inputs = [i.name for i in model.graph.input]
             feeds = {k: np.load(os.path.join(d, f"input_{k}.npy")) for k in inputs}
             reference = onnx_numpy_ref.evaluate(model, feeds)
@@ -189,6 +194,8 @@ def main():
                     fast = [line for line in conv.stdout.splitlines() if line.startswith("fast path:")]
                     if not fast or "NOT fused" in fast[0]:
                         problems.append(f"not on the fast path: {fast}")
+                    elif f" {attentions} attentions" not in fast[0]:
+                        problems.append(f"not {attentions} attentions fused: {fast}")
                     if exact == ("note:" in conv.stderr):
                         problems.append(f"stderr {'has' if exact else 'lacks'} a requantization note: "
                                         f"{conv.stderr.strip()}")

@@ -4,7 +4,7 @@ Python API: every MatMul with a constant 2-D weight W[K, N] becomes one of the f
 quantized exporters write. The Gemm layers (pooler, classifier) stay float.
 
     make_quantized_models.py IN.onnx OUT.onnx --form FORM [--weights W] [--scale S]
-        [--chain C] [--calibrate DIR]
+        [--chain C] [--attention A] [--calibrate DIR]
 
 FORM:
   dynamic   ONNX Runtime's dynamic quantization: DynamicQuantizeLinear(x) ->
@@ -23,7 +23,14 @@ W (weights):
 S (weight scales): channel (per output channel, default) | tensor
 C (dynamic only): product (Mul(cast, Mul(x_scale, w_scale)), as quantize_dynamic writes
   it, default) | chain (Mul(Mul(cast, x_scale), w_scale))
-Static activation scales (qdq, integer, qlinear) are calibrated as uint8 min/max on the
+A (the attention's activation x activation MatMuls, Q x K^T and P x V):
+  none      left float (default)
+  qdq       both inputs fake-quantized: QuantizeLinear -> DequantizeLinear (static uint8
+            per-tensor scale and zero point, as quantize_static's QDQ format and QAT
+            exports write them)
+  qlinear   QOperator: QuantizeLinear of both inputs -> QLinearMatMul(a, b) ->
+            DequantizeLinear(y)
+Static activation scales (qdq, integer, qlinear, and --attention) are calibrated as uint8 min/max on the
 model's own test inputs (DIR/input_*.npy, DIR = IN's directory by default) by a float64
 evaluation (tools/onnx_numpy_ref.py)."""
 import argparse
@@ -65,6 +72,36 @@ def act_params(v):
     return scale, np.uint8(np.clip(np.rint(-lo / scale), 0, 255))
 
 
+def quantize_attention_matmul(n, kind, values, new_inits, index):
+    """The nodes replacing an activation x activation MatMul(a, b) -> y: both inputs
+    quantized with static uint8 per-tensor scales calibrated on their float values."""
+    p = (n.name.replace("/", "_") or f"attn{index}") + "_q"
+    out = []
+
+    def init(arr, suffix):
+        new_inits.append(numpy_helper.from_array(np.asarray(arr), p + suffix))
+        return p + suffix
+
+    def node(op, ins, outs):
+        out.append(helper.make_node(op, ins, outs, name=f"{p}_{op}{len(out)}"))
+
+    qs = []
+    for k, v in enumerate(n.input):
+        s, z = act_params(values[v])
+        node("QuantizeLinear", [v, init(s, f"_s{k}"), init(z, f"_z{k}")], [f"{p}_q{k}"])
+        qs.append((f"{p}_q{k}", f"{p}_s{k}", f"{p}_z{k}"))
+    y = n.output[0]
+    if kind == "qdq":
+        for k, (q, s, z) in enumerate(qs):
+            node("DequantizeLinear", [q, s, z], [f"{p}_dq{k}"])
+        node("MatMul", [f"{p}_dq0", f"{p}_dq1"], [y])
+    else:
+        ys, yz = act_params(values[y])
+        node("QLinearMatMul", list(qs[0]) + list(qs[1]) + [init(ys, "_ys"), init(yz, "_yz")], [p + "_yq"])
+        node("DequantizeLinear", [p + "_yq", p + "_ys", p + "_yz"], [y])
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("src")
@@ -73,13 +110,14 @@ def main():
     ap.add_argument("--weights", default="s8", choices=["s8", "u8-128", "u8-asym"])
     ap.add_argument("--scale", default="channel", choices=["channel", "tensor"])
     ap.add_argument("--chain", default="product", choices=["product", "chain"])
+    ap.add_argument("--attention", default="none", choices=["none", "qdq", "qlinear"])
     ap.add_argument("--calibrate", default=None)
     a = ap.parse_args()
     m = onnx.load(a.src)
     g = m.graph
     inits = {t.name: t for t in g.initializer}
     values = {}
-    if a.form != "dynamic":
+    if a.form != "dynamic" or a.attention != "none":
         d = a.calibrate or os.path.dirname(os.path.abspath(a.src))
         feeds = {i.name: np.load(os.path.join(d, f"input_{i.name}.npy")) for i in g.input}
         onnx_numpy_ref.evaluate(m, feeds, values)
@@ -87,8 +125,14 @@ def main():
     for n in g.node:
         for i in n.input:
             uses[i] = uses.get(i, 0) + 1
-    nodes, new_inits, done = [], [], 0
+    consts = set(inits) | {o for n in g.node if n.op_type == "Constant" for o in n.output}
+    nodes, new_inits, done, attention = [], [], 0, 0
     for n in g.node:
+        if (a.attention != "none" and n.op_type == "MatMul" and len(n.input) == 2
+                and not consts.intersection(n.input)):
+            nodes.extend(quantize_attention_matmul(n, a.attention, values, new_inits, attention))
+            attention += 1
+            continue
         w = inits.get(n.input[1]) if n.op_type == "MatMul" and len(n.input) == 2 else None
         if w is None or len(w.dims) != 2 or w.data_type != TensorProto.FLOAT:
             nodes.append(n)
@@ -143,13 +187,13 @@ def main():
     g.initializer.extend(keep + new_inits)
     del g.node[:]
     g.node.extend(nodes)
-    if a.form in ("qdq", "qdq-t"):  # per-axis DequantizeLinear: opset 13
+    if a.form in ("qdq", "qdq-t") or a.attention != "none":  # per-axis DequantizeLinear: opset 13
         for o in m.opset_import:
             if o.domain in ("", "ai.onnx") and o.version < 13:
                 o.version = 13
     onnx.save(m, a.dst)
-    print(f"make_quantized_models: {done} MatMuls as {a.form} ({a.weights}, {a.scale}) -> {a.dst}",
-          file=sys.stderr)
+    print(f"make_quantized_models: {done} MatMuls as {a.form} ({a.weights}, {a.scale}), "
+          f"{attention} attention MatMuls as {a.attention} -> {a.dst}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,8 @@ FORMS = {
     "int-u8": "--form integer --weights u8-128",
     "qlin": "--form qlinear",
     "qlin-u8": "--form qlinear --weights u8-128",
+    "qdq-attn": "--form qdq --attention qdq",  # attention's activation matmuls quantized too
+    "qlin-attn": "--form qlinear --attention qlinear",
     "file": "",
 }
 GATE = 0.995

@@ -10,6 +10,7 @@
 #include "engine/graph_index.h"
 #include "engine/ops/attrs.h"
 #include "engine/ops/registry.h"
+#include "engine/passes.h"
 #include "formats/error.h"
 
 namespace sparq {
@@ -541,7 +542,177 @@ class Fuser {
   QuantizedMatMuls r_;
 };
 
+// An activation x activation quantized matmul of attention, read in float: the MatMul(a,
+// b) -> y that replaces node `node`, and the QuantizeLinear / DequantizeLinear nodes it
+// bypasses (each read by nothing else).
+struct ActivationMatMul {
+  size_t node = 0;
+  std::string a, b, y;
+  std::vector<size_t> bypassed;
+};
+
+class ActivationMatMuls {
+ public:
+  explicit ActivationMatMuls(const Graph& g) : g_(g), ix_(g) {}
+
+  // Every MatMul of two activations with at least one fake-quantized input, and every
+  // QLinearMatMul of two activations quantized by QuantizeLinear and dequantized by
+  // DequantizeLinear, all with the same constant per-tensor scales and zero points.
+  std::vector<ActivationMatMul> candidates() const {
+    std::vector<ActivationMatMul> out;
+    for (size_t i = 0; i < g_.nodes.size(); ++i) {
+      const Node& n = g_.nodes[i];
+      ActivationMatMul c;
+      c.node = i;
+      if (op_of(n) == OpId::kMatMul && n.inputs.size() == 2 && n.outputs.size() == 1 &&
+          activation(n.inputs[0]) && activation(n.inputs[1])) {
+        c.a = n.inputs[0];
+        c.b = n.inputs[1];
+        const bool qa = fake_quantized(&c.a, &c.bypassed);
+        const bool qb = fake_quantized(&c.b, &c.bypassed);
+        if (!qa && !qb) continue;
+        c.y = n.outputs[0];
+      } else if (op_of(n) == OpId::kQLinearMatMul && n.inputs.size() == 8 &&
+                 n.outputs.size() == 1 && activation(n.inputs[0]) && activation(n.inputs[3])) {
+        Param pa, pb, py;
+        if (!param(n.inputs[1], n.inputs[2], &pa) || !param(n.inputs[4], n.inputs[5], &pb) ||
+            !param(n.inputs[6], n.inputs[7], &py)) {
+          continue;
+        }
+        c.a = n.inputs[0];
+        c.b = n.inputs[3];
+        if (!quantized_from(&c.a, pa, &c.bypassed) || !quantized_from(&c.b, pb, &c.bypassed) ||
+            !dequantized_to(n.outputs[0], py, &c.y, &c.bypassed)) {
+          continue;
+        }
+      } else {
+        continue;
+      }
+      out.push_back(std::move(c));
+    }
+    return out;
+  }
+
+ private:
+  // A constant per-tensor scale and zero point (absent: 0 of uint8, as ONNX defaults).
+  struct Param {
+    double scale = 0, zp = 0;
+    ElemType type = ElemType::kU8;
+    bool operator==(const Param& o) const {
+      return scale == o.scale && zp == o.zp && type == o.type;
+    }
+  };
+  bool param(const std::string& s, const std::string& z, Param* p) const {
+    const Constant* sc = g_.initializer(s);
+    if (sc == nullptr || sc->elements() != 1 || sc->type != ElemType::kF32) return false;
+    p->scale = sc->data<float>()[0];
+    if (z.empty()) return true;
+    const Constant* zc = g_.initializer(z);
+    if (zc == nullptr || zc->elements() != 1 || !is_int8_type(zc->type)) return false;
+    p->zp = values(*zc)[0];
+    p->type = zc->type;
+    return true;
+  }
+  bool param_of(const Node& n, Param* p) const {
+    return n.inputs.size() >= 2 && param(n.inputs[1], n.inputs.size() > 2 ? n.inputs[2] : "", p);
+  }
+  bool activation(const std::string& v) const { return !v.empty() && !g_.initializer(v); }
+  // The one node reading v (v no graph output), of op `op`.
+  bool sole(const std::string& v, OpId op, size_t* i) const {
+    GraphIndex::Use u;
+    if (!ix_.only_use(v, &u) || op_of(g_.nodes[u.first]) != op) return false;
+    *i = u.first;
+    return true;
+  }
+  // *v = QuantizeLinear(x) with parameters p, read only by *v's one consumer: *v = x.
+  bool quantized_from(std::string* v, const Param& p, std::vector<size_t>* bypassed) const {
+    size_t iq = 0;
+    Param pq;
+    if (!ix_.producer(*v, &iq) || op_of(g_.nodes[iq]) != OpId::kQuantizeLinear ||
+        !param_of(g_.nodes[iq], &pq) || !(pq == p) || ix_.use_count(*v) != 1 || ix_.is_output(*v)) {
+      return false;
+    }
+    *v = g_.nodes[iq].inputs[0];
+    bypassed->push_back(iq);
+    return true;
+  }
+  // y's one reader is DequantizeLinear with parameters p: *out = its output.
+  bool dequantized_to(const std::string& y, const Param& p, std::string* out,
+                      std::vector<size_t>* bypassed) const {
+    size_t id = 0;
+    Param pd;
+    if (!sole(y, OpId::kDequantizeLinear, &id) || !param_of(g_.nodes[id], &pd) || !(pd == p) ||
+        g_.nodes[id].outputs.size() != 1) {
+      return false;
+    }
+    *out = g_.nodes[id].outputs[0];
+    bypassed->push_back(id);
+    return true;
+  }
+  // *v = DequantizeLinear(QuantizeLinear(x)), the same per-tensor parameters, each read
+  // only by the next: *v = x.
+  bool fake_quantized(std::string* v, std::vector<size_t>* bypassed) const {
+    size_t id = 0;
+    Param pd;
+    if (!ix_.producer(*v, &id) || op_of(g_.nodes[id]) != OpId::kDequantizeLinear ||
+        !param_of(g_.nodes[id], &pd) || ix_.use_count(*v) != 1 || ix_.is_output(*v)) {
+      return false;
+    }
+    std::string x = g_.nodes[id].inputs[0];
+    std::vector<size_t> b;
+    if (!quantized_from(&x, pd, &b)) return false;
+    *v = x;
+    bypassed->push_back(id);
+    bypassed->push_back(b[0]);
+    return true;
+  }
+
+  const Graph& g_;
+  const GraphIndex ix_;
+};
+
+void read_in_float(Graph& g, const std::vector<ActivationMatMul>& cs) {
+  std::vector<bool> dead(g.nodes.size(), false);
+  for (const ActivationMatMul& c : cs) {
+    Node& n = g.nodes[c.node];
+    set_op(n, OpId::kMatMul);
+    n.op = "MatMul";
+    n.attrs.clear();
+    n.inputs = {c.a, c.b};
+    n.outputs = {c.y};
+    for (size_t k : c.bypassed) dead[k] = true;
+  }
+  std::vector<Node> kept;
+  kept.reserve(g.nodes.size());
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    if (!dead[i]) kept.push_back(std::move(g.nodes[i]));
+  }
+  g.nodes = std::move(kept);
+}
+
 }  // namespace
+
+int read_attention_activations_in_float(Graph& g) {
+  // Rewrite on a copy and keep the matmuls the attention pattern then fuses; again with
+  // those only, until every rewritten matmul is in a fused attention (a rewrite left out
+  // could have changed what the pattern sees).
+  std::vector<ActivationMatMul> keep = ActivationMatMuls(g).candidates();
+  for (int round = 0; round < 4 && !keep.empty(); ++round) {
+    Graph trial = g;
+    read_in_float(trial, keep);
+    const std::set<std::string> matched = attention_matmul_outputs(trial);
+    std::vector<ActivationMatMul> fused;
+    for (const ActivationMatMul& c : keep) {
+      if (matched.count(c.y)) fused.push_back(c);
+    }
+    if (fused.size() == keep.size()) {
+      g = std::move(trial);
+      return static_cast<int>(keep.size());
+    }
+    keep = std::move(fused);
+  }
+  return 0;
+}
 
 void check_quantized_params(const Graph& g) {
   const GraphIndex ix(g);
@@ -601,7 +772,11 @@ void check_quantized_params(const Graph& g) {
   }
 }
 
-QuantizedMatMuls fuse_quantized_matmuls(Graph& g) { return Fuser(g).run(); }
+QuantizedMatMuls fuse_quantized_matmuls(Graph& g) {
+  QuantizedMatMuls r = Fuser(g).run();
+  r.attention = read_attention_activations_in_float(g);
+  return r;
+}
 
 std::set<size_t> quantized_weight_dequantizes(const Graph& g) {
   const GraphIndex ix(g);

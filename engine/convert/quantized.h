@@ -49,6 +49,9 @@ struct QuantizedMatMuls {
   int integer = 0;  // MatMulInteger on a static QuantizeLinear
   int qlinear = 0;  // QLinearMatMul
   int qdq = 0;      // MatMul / Gemm on DequantizeLinear(W)
+  // Activation x activation matmuls of attention read in float (not in fused()):
+  // read_attention_activations_in_float.
+  int attention = 0;
   int fused() const { return dynamic + integer + qlinear + qdq; }
 };
 
@@ -64,6 +67,18 @@ SPARQ_API void check_quantized_params(const Graph& g);
 // malformed weight (scale 0, NaN or infinite, or negative; a per-axis length that does
 // not match; a zero point of another type).
 SPARQ_API QuantizedMatMuls fuse_quantized_matmuls(Graph& g);
+
+// Attention's activation x activation matmuls as quantized exports write them, read in
+// float where the attention pattern (engine/passes.h) then fuses them, so sparq's own
+// attention (which quantizes Q, K, V and the probabilities itself in int8 / bf16) runs
+// them: a MatMul input fake-quantized by QuantizeLinear -> DequantizeLinear, and a
+// QLinearMatMul of two activations from QuantizeLinear whose output one
+// DequantizeLinear reads, each with the same constant per-tensor scale and zero point,
+// and each node read by nothing else. The MatMul reads the unquantized activations;
+// the pair (or the QuantizeLinears and the DequantizeLinear) goes. Elsewhere the graph
+// is left as it is (exact ONNX semantics). Returns how many matmuls were rewritten.
+// fuse_quantized_matmuls runs it last.
+SPARQ_API int read_attention_activations_in_float(Graph& g);
 
 // The DequantizeLinear nodes of int8 / uint8 2-D constants that feed (directly or
 // through a Transpose) only matmul weight inputs, by index into g.nodes: canonicalize
