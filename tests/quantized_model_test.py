@@ -9,8 +9,13 @@ quantized form, converted with `sparq convert` and run with `sparq run`:
     the QAT Transpose); QOperator MatMulInteger on a static QuantizeLinear and
     QLinearMatMul; and with attention's two activation x activation MatMuls quantized too
     (--attention: QDQ pairs on both inputs, or QLinearMatMul);
-  * on the BERT, DistilBERT and RoBERTa test models and a pruned one per block pattern
-    (bert-pruned-4x1, distilbert-head-1x4, roberta-1x1);
+  * on the BERT, DistilBERT and RoBERTa test models and on each family pruned in each
+    block pattern (4x1, 1x4, 1x1): the stored bert-pruned-4x1, distilbert-head-1x4 and
+    roberta-1x1, and the other six of the grid (GENERATED), which tools/make_models.py
+    writes into the temporary directory, float64 references included, with the stored
+    pruned model's options (the models directory is left as it is: the float conformance
+    and golden tests run every model there). Every (family, pattern) cell is quantized in
+    at least one of the ORT dynamic, QDQ and QOperator forms, every pattern in all three;
   * QAT exports as torch 1.13 writes them (form "qat [flags]": tools/make_qat_model.py
     exports the test model of that name, same family, size, seed, pruning and inputs, with
     fake-quantized Linear layers at opset 13): weights as QuantizeLinear(float W) ->
@@ -83,7 +88,33 @@ CASES = [
     ("roberta-1x1", "--form qdq --weights u8-128 --attention qlinear"),
     ("bert-14", "qat --activations"),
     ("bert-pruned-4x1", "qat"),
+    # The rest of the family x block pattern grid, on the models of GENERATED: every cell
+    # gets a weight format family (ORT dynamic, QDQ, QOperator), every pattern all three.
+    ("bert-pruned-1x4", None),
+    ("bert-pruned-1x4", "--form qlinear"),
+    ("bert-pruned-1x1", "--form qdq-t"),
+    ("bert-pruned-1x1", "--form integer --weights u8-128"),
+    ("distilbert-head-4x1", "--form qlinear --weights u8-128"),
+    ("distilbert-head-4x1", "--form dynamic --weights u8-128 --scale tensor --chain chain"),
+    ("distilbert-head-1x1", "--form dynamic --weights u8-128"),
+    ("distilbert-head-1x1", "--form qlinear --weights u8-128 --scale tensor"),
+    ("roberta-4x1", None),
+    ("roberta-4x1", "--form qdq"),
+    ("roberta-1x4", "--form qdq"),
+    ("roberta-1x4", "--form integer --weights u8-128 --attention qlinear"),
 ]
+# Pruned float models of the grid that MODELS_DIR lacks (every model there is also run by
+# the float conformance and golden tests): tools/make_models.py writes them, with their
+# inputs and float64 references, into the temporary directory, with the options of the
+# stored pruned model of the same family (tools/make_test_models.sh).
+GENERATED = {
+    "bert-pruned-1x4": "--family bert --opset 17 --prune 0.9 --block 1x4",
+    "bert-pruned-1x1": "--family bert --opset 17 --prune 0.9 --block 1x1",
+    "distilbert-head-4x1": "--family distilbert --opset 14 --head --prune 0.8 --block 4x1",
+    "distilbert-head-1x1": "--family distilbert --opset 14 --head --prune 0.8 --block 1x1",
+    "roberta-4x1": "--family roberta --opset 14 --prune 0.7 --block 4x1",
+    "roberta-1x4": "--family roberta --opset 14 --prune 0.7 --block 1x4",
+}
 
 
 def token_stats(got, ref):
@@ -138,14 +169,24 @@ def model_densities(model):
 
 def main():
     sparq, models = sys.argv[1], sys.argv[2]
-    present = [c for c in CASES if os.path.exists(os.path.join(models, c[0], "model.onnx"))]
+    present = [c for c in CASES if c[0] not in GENERATED and os.path.exists(os.path.join(models, c[0], "model.onnx"))]
     if not present:
         print(f"quantized_model_test: no models in {models}")
         return 77
+    present += [c for c in CASES if c[0] in GENERATED]
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
         for ci, (name, form) in enumerate(present):
             d = os.path.join(models, name)
+            if name in GENERATED:
+                d = os.path.join(tmp, "models", name)
+                if not os.path.exists(os.path.join(d, "manifest.json")):
+                    r = subprocess.run([sys.executable, os.path.join(ROOT, "tools/make_models.py"), "--out", d]
+                                       + GENERATED[name].split(), capture_output=True, text=True)
+                    if r.returncode != 0:
+                        print(f"{name}: FAILED: make_models.py {GENERATED[name]}: {r.stderr.strip()}")
+                        ok = False
+                        continue
             label = f"{name} [{form or 'ort_dynamic_int8.py'}]"
             q = os.path.join(tmp, f"{ci}.onnx")
             if form and form.split()[0] == "qat":  # quantized by torch's export of the same model
