@@ -292,8 +292,8 @@ void u8s8_gemm_packed(const PackedWeights& w, const uint8_t* xq, int64_t ldq, in
 #ifndef SPARQ_QUAD_ROWS
 #define SPARQ_QUAD_ROWS 2
 #endif
-#ifndef SPARQ_QUAD_NV
-#define SPARQ_QUAD_NV 4
+#ifndef SPARQ_QUAD_TOKENS
+#define SPARQ_QUAD_TOKENS 64  // tokens per tile, a multiple of 16
 #endif
 #ifndef SPARQ_QUAD_PREFETCH
 #define SPARQ_QUAD_PREFETCH 16
@@ -301,15 +301,16 @@ void u8s8_gemm_packed(const PackedWeights& w, const uint8_t* xq, int64_t ldq, in
 constexpr int64_t kQuadPrefetch = SPARQ_QUAD_PREFETCH;
 #define SPARQ_QUAD_STR2(x) #x
 #define SPARQ_QUAD_STR(x) SPARQ_QUAD_STR2(x)
-#define SPARQ_QUAD_SHAPE SPARQ_QUAD_STR(SPARQ_QUAD_ROWS) "x" SPARQ_QUAD_STR(SPARQ_QUAD_NV) "v"
+#define SPARQ_QUAD_SHAPE SPARQ_QUAD_STR(SPARQ_QUAD_ROWS) "x" SPARQ_QUAD_STR(SPARQ_QUAD_TOKENS) "c4"
 
-// The 1x4 kernel, u8s8_bsr1x4_spmm_ukernel_{P}x{NV}v_c4__<isa>: a quad matrix (R = 1,
+// The 1x4 kernel, u8s8_bsr1x4_spmm_ukernel_{P}x{16 NV}c4__<isa> (2x64c4): a quad matrix (R = 1,
 // every group one aligned input quad, PackedWeights::quad_index) on activations in quad order
 // (the layout of u8s8_gemm_packed). A nonzero block is one dword of 4 s8 weights and its
 // quad of 16 NV tokens is NV contiguous zmm loads: NV dot products, no interleave,
-// accumulators in token order. One output row alone has only NV independent accumulator
-// chains (the dot product's latency would limit it), so P rows run together, each
-// through its own group list: their common length in lockstep, then each remainder.
+// accumulators in token order. P rows run together, each through its own group list
+// (their common length in lockstep, then each remainder), for more independent chains;
+// 1 to 4 rows measured the same (docs/performance.md, session 6): the loop is bound by
+// its loads, one 64-byte activation load per dot product.
 template <class Dot, int P, int NV, int64_t kLd>
 __attribute__((always_inline)) inline void quads_tile(const PackedWeights& w, const uint8_t* xq,
                                                       int64_t ldq_rt, int64_t m0, int64_t valid,
@@ -372,7 +373,7 @@ inline void quads_rows(const PackedWeights& w, const uint8_t* xq, int64_t ldq, i
 template <class Dot>
 void u8s8_quads_spmm(const PackedWeights& w, const uint8_t* xq, int64_t ldq, int64_t m_begin,
                      int64_t m_end, int64_t br_begin, int64_t br_end, const Epilogue& ep) {
-  constexpr int P = SPARQ_QUAD_ROWS, NV = SPARQ_QUAD_NV, T = 16 * NV;
+  constexpr int P = SPARQ_QUAD_ROWS, NV = SPARQ_QUAD_TOKENS / 16, T = 16 * NV;
   Avx512TileEpilogue<NV> te(ep);
   const int64_t quads = (static_cast<int64_t>(w.k) + 3) / 4;
   for (int64_t m0 = m_begin; m0 < m_end; m0 += T) {

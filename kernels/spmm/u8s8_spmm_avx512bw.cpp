@@ -1,4 +1,5 @@
-// u8s8_bsr4x1_spmm_ukernel_4x64c4__avx512bw and u8s8_bsr1x1_spmm_ukernel_1x64c4__avx512bw:
+// u8s8_bsr4x1_spmm_ukernel_4x64c4__avx512bw, u8s8_bsr1x1_spmm_ukernel_1x64c4__avx512bw and
+// u8s8_bsr1x4_spmm_ukernel_2x64c4__avx512bw:
 // the u8 x s8 SpMM for AVX-512 CPUs without VNNI (Skylake-SP), with the dot product
 // widened to 16 bits (vpmaddwd; never the saturating vpmaddubsw). Layout and
 // contracts: u8s8_spmm_avx512_impl.h.
@@ -25,7 +26,7 @@ const SpmmKernels& kernels() {
     t.u8s8_gemm_r4 = u8s8_gemm_packed<DotWiden16, 4>;
     t.u8s8_gemm_r4_name = "u8s8_gemm_ukernel_4x64c4__avx512bw";
     t.u8s8_quads_r1 = u8s8_quads_spmm<DotWiden16>;
-    t.u8s8_quads_r1_name = "u8s8_bsr1x4_spmm_ukernel_" SPARQ_QUAD_SHAPE "_c4__avx512bw";
+    t.u8s8_quads_r1_name = "u8s8_bsr1x4_spmm_ukernel_" SPARQ_QUAD_SHAPE "__avx512bw";
     return t;
   }();
   return table;
