@@ -266,40 +266,48 @@ void spmm_f32(const SpmmKernels& kernels, ThreadPool* pool, const PackedWeights&
   run_spmm(kernels.f32(w.rows_per_block), pool, w, x, ldx, m, ep);
 }
 
+namespace {
+
+// u8 X [K][ldx] (tokens [0, m)) repacked into quad order (U8PackQuadsFn) in this thread's
+// scratch, in slices of quads on the pool when the call is large: serial, the pack of a
+// 3072-input call held 2 threads to 1.11x of one in kernel-bench. Returns the packed
+// activations and their ldq.
+const uint8_t* pack_quads_for_call(const SpmmKernels& kernels, ThreadPool* pool, const uint8_t* x,
+                                   int64_t ldx, int64_t k, int64_t m, int64_t* ldq_out) {
+  thread_local AlignedBuffer scratch;
+  const int64_t ldq = (m + 63) / 64 * 64, quads = (k + 3) / 4;
+  const size_t bytes = static_cast<size_t>(quads * ldq * 4);
+  if (scratch.size() < bytes) scratch.resize(bytes);
+  uint8_t* xq = scratch.as<uint8_t>();
+  const int threads = pool ? pool->threads() : 1;
+  if (threads > 1 && quads * ldq * 4 >= (int64_t{1} << 16)) {
+    pool->parallel_for(threads, [&](int64_t i) {
+      const int64_t q0 = quads * i / threads, q1 = quads * (i + 1) / threads;
+      const int64_t k0 = 4 * q0, k1 = std::min<int64_t>(k, 4 * q1);
+      if (k1 > k0) kernels.u8_pack_quads(x + k0 * ldx, ldx, k1 - k0, m, xq + q0 * ldq * 4, ldq);
+    });
+  } else {
+    kernels.u8_pack_quads(x, ldx, k, m, xq, ldq);
+  }
+  *ldq_out = ldq;
+  return xq;
+}
+
+}  // namespace
+
 void spmm_u8s8(const SpmmKernels& kernels, ThreadPool* pool, const PackedWeights& w,
                const uint8_t* x, int64_t ldx, int64_t m, const Epilogue& ep) {
-  if (w.dense && w.rows_per_block == 4 && kernels.u8s8_gemm_r4 != nullptr && m > 0) {
-    // Dense weights: interleave the activations once for all block-rows (K x M bytes)
-    // instead of once per block-row inside the kernel.
-    thread_local AlignedBuffer scratch;
-    const int64_t ldq = (m + 63) / 64 * 64;
-    const size_t bytes = static_cast<size_t>((w.k + 3) / 4 * ldq * 4);
-    if (scratch.size() < bytes) scratch.resize(bytes);
-    kernels.u8_pack_quads(x, ldx, w.k, m, scratch.as<uint8_t>(), ldq);
-    run_spmm(kernels.u8s8_gemm_r4, pool, w, scratch.as<uint8_t>(), ldq, m, ep);
-    return;
-  }
-  if (w.quad_index != nullptr && kernels.u8s8_quads_r1 != nullptr && m > 0) {
-    // The 1x4 pattern on a caller's feature-major activations: put them in quad order
-    // once (the planned executor has its producers write that order instead).
-    // (Packed in slices of quads on the pool: serial, the pack of a 3072-input call held
-    // 2 threads to 1.11x of one in kernel-bench.)
-    thread_local AlignedBuffer scratch;
-    const int64_t ldq = (m + 63) / 64 * 64, quads = (w.k + 3) / 4;
-    const size_t bytes = static_cast<size_t>(quads * ldq * 4);
-    if (scratch.size() < bytes) scratch.resize(bytes);
-    uint8_t* xq = scratch.as<uint8_t>();
-    const int threads = pool ? pool->threads() : 1;
-    if (threads > 1 && quads * ldq * 4 >= (int64_t{1} << 16)) {
-      pool->parallel_for(threads, [&](int64_t i) {
-        const int64_t q0 = quads * i / threads, q1 = quads * (i + 1) / threads;
-        const int64_t k0 = 4 * q0, k1 = std::min<int64_t>(w.k, 4 * q1);
-        if (k1 > k0) kernels.u8_pack_quads(x + k0 * ldx, ldx, k1 - k0, m, xq + q0 * ldq * 4, ldq);
-      });
-    } else {
-      kernels.u8_pack_quads(x, ldx, w.k, m, xq, ldq);
-    }
-    run_spmm(kernels.u8s8_quads_r1, pool, w, xq, ldq, m, ep);
+  if (m <= 0) return;
+  // Dense weights: interleave the activations once for all block-rows (K x M bytes)
+  // instead of once per block-row inside the kernel. The 1x4 pattern: its kernel reads
+  // quad order (the planned executor has its producers write that order instead).
+  U8S8SpmmFn packed_kernel = nullptr;
+  if (w.dense && w.rows_per_block == 4) packed_kernel = kernels.u8s8_gemm_r4;
+  if (w.quad_index != nullptr) packed_kernel = kernels.u8s8_quads_r1;
+  if (packed_kernel != nullptr) {
+    int64_t ldq = 0;
+    const uint8_t* xq = pack_quads_for_call(kernels, pool, x, ldx, w.k, m, &ldq);
+    run_spmm(packed_kernel, pool, w, xq, ldq, m, ep);
     return;
   }
   run_spmm(kernels.u8s8(w.rows_per_block), pool, w, x, ldx, m, ep);

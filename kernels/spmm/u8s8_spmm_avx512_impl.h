@@ -93,15 +93,16 @@ static inline __m512i load_tokens(const uint8_t* p, bool full, __mmask64 mask) {
   return full ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi8(mask, p);
 }
 
-// The end of an int8 tile, shared by the sparse and the packed dense kernels: row n's
-// four token-ordered int32 vectors minus the compensation, to float, through the epilogue.
+// The end of an int8 tile, shared by the sparse, the 1x4 and the packed dense kernels: row
+// n's NV token-ordered int32 vectors minus the compensation, to float, through the epilogue.
+template <int NV>
 __attribute__((always_inline)) inline void int8_row_epilogue(const PackedWeights& w, int64_t n,
-                                                             const __m512i (&v)[4],
-                                                             const Avx512TileEpilogue<4>& te,
+                                                             const __m512i (&v)[NV],
+                                                             const Avx512TileEpilogue<NV>& te,
                                                              float* stage_row) {
   const __m512i comp = _mm512_set1_epi32(w.compensation[n]);
-  __m512 y[4];
-  for (int q = 0; q < 4; ++q) y[q] = _mm512_cvtepi32_ps(_mm512_sub_epi32(v[q], comp));
+  __m512 y[NV];
+  for (int q = 0; q < NV; ++q) y[q] = _mm512_cvtepi32_ps(_mm512_sub_epi32(v[q], comp));
   te.row(n, y, stage_row);
 }
 
@@ -351,10 +352,7 @@ __attribute__((always_inline)) inline void quads_tile(const PackedWeights& w, co
   alignas(64) float stage[P][16 * NV];
 #pragma GCC unroll 8
   for (int p = 0; p < P; ++p) {
-    const __m512i comp = _mm512_set1_epi32(w.compensation[n0 + p]);
-    __m512 y[NV];
-    for (int j = 0; j < NV; ++j) y[j] = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[p][j], comp));
-    te.row(n0 + p, y, stage[p]);
+    int8_row_epilogue(w, n0 + p, acc[p], te, stage[p]);
   }
   if (te.staged()) avx512_epilogue_stage_finish(ep, n0, P, m0, valid, &stage[0][0], 16 * NV);
 }
