@@ -37,14 +37,43 @@ inline __m512i dot(__m512i acc, __m512i a_u8, __m512i b_s8) {
   return acc;
 }
 
-// Bytes of four int32 vectors (values in [-128, 255]) packed into one: byte i of dword
-// lane l = low byte of r_i[l].
+// Bytes of four int32 vectors packed into one: byte i of dword lane l = r_i[l], saturated
+// to u8 (Unsigned) or s8. Two dword-to-word packs and a word-to-byte pack leave each
+// 128-bit lane holding r0..r3's four values of that lane in turn; one in-lane byte shuffle
+// puts them in quad order (four shuffles where masking and shifting took seven ops).
+template <bool Unsigned>
 inline __m512i pack_quads(__m512i r0, __m512i r1, __m512i r2, __m512i r3) {
-  const __m512i ff = _mm512_set1_epi32(0xFF);
-  __m512i v = _mm512_and_si512(r0, ff);
-  v = _mm512_ternarylogic_epi32(v, _mm512_slli_epi32(r1, 8), _mm512_set1_epi32(0xFF00), 0xF8);
-  v = _mm512_ternarylogic_epi32(v, _mm512_slli_epi32(r2, 16), _mm512_set1_epi32(0xFF0000), 0xF8);
-  return _mm512_or_si512(v, _mm512_slli_epi32(r3, 24));
+  const __m512i order = _mm512_broadcast_i32x4(
+      _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15));
+  const __m512i b = Unsigned ? _mm512_packus_epi16(_mm512_packus_epi32(r0, r1),
+                                                   _mm512_packus_epi32(r2, r3))
+                             : _mm512_packs_epi16(_mm512_packs_epi32(r0, r1),
+                                                  _mm512_packs_epi32(r2, r3));
+  return _mm512_shuffle_epi8(b, order);
+}
+
+// Loads 16 floats, lanes past `mask` zero (masked-out lanes are never read).
+inline __m512 load_masked(const float* p, __mmask16 mask) { return _mm512_maskz_loadu_ps(mask, p); }
+
+inline __mmask16 tail_mask(int64_t left) {
+  if (left <= 0) return 0;
+  return left >= 16 ? static_cast<__mmask16>(0xFFFF)
+                    : static_cast<__mmask16>((1u << static_cast<unsigned>(left)) - 1u);
+}
+
+// Where one head's rows [r0, r0 + nr) of tokens [m, m + n) are read: in place when those
+// tokens are one contiguous run (row-major, or inside one panel), else copied (zero past n)
+// into `tmp` with row stride ld_tmp. Lanes past n are never read from the source.
+struct Rows {
+  const float* p;
+  int64_t stride;
+};
+
+inline Rows rows_of(const float* src, int64_t P, int64_t R, int64_t ld, int64_t r0, int64_t nr,
+                    int64_t m, int64_t n, float* tmp, int64_t ld_tmp) {
+  if (P == 0 || m % P + n <= P) return {src + fm_offset(P, R, ld, r0, m), fm_row_stride(P, ld)};
+  fm_copy_rows(src, P, R, ld, r0, nr, m, n, 1.0f, tmp, ld_tmp);
+  return {tmp, ld_tmp};
 }
 
 // exp(x) for the probabilities: 2^(x log2 e) with a degree-3 polynomial for 2^f on [0, 1)
@@ -93,52 +122,122 @@ inline KvPack kv_pack_at(float* base, int64_t dh4, int64_t Tp, int64_t dv) {
 constexpr int64_t kChunk = 64;  // keys per preparation unit
 
 // Packs keys [k0, k0 + n) of (b, h), n <= kChunk, k0 a multiple of 16 (and zeros up to
-// the next multiple of 16 past them); tmp holds [max(dh, dv)][kChunk] floats.
+// the next multiple of 16 past them), reading K and V in place where their tokens are
+// contiguous; tmp holds [max(dh, dv)][kChunk] floats for the copy where they are not.
 void pack_keys(const FmAttentionArgs& a, int64_t b, int64_t h, int64_t k0, int64_t n,
                const KvPack& pk, float* tmp) {
   const int64_t H = a.heads, T = a.keys, dh = a.dh, dv = a.dv, P = a.panel,
                 Tp = (T + W - 1) / W * W;
-  const int64_t dh4 = (dh + 3) / 4, n16 = (n + W - 1) / W * W;
+  const int64_t dh4 = (dh + 3) / 4, n16 = (n + W - 1) / W * W, m = b * T + k0;
+  int32_t* __restrict kq = pk.kq;
+  float* __restrict comp = pk.comp;
+  float* __restrict sk = pk.sk;
   // K: per-key scales over d, s8 quads along d, and the zero-point compensation.
-  fm_copy_rows(a.k, P, H * dh, a.ld_k, h * dh, dh, b * T + k0, n, 1.0f, tmp, kChunk);
-  for (int64_t d = 0; d < dh; ++d) std::fill(tmp + d * kChunk + n, tmp + d * kChunk + n16, 0.0f);
+  const Rows kr = rows_of(a.k, P, H * dh, a.ld_k, h * dh, dh, m, n, tmp, kChunk);
   for (int64_t t = 0; t < n16; t += W) {
+    const __mmask16 lanes = tail_mask(n - t);
+    const float* src = kr.p + t;
     __m512 amax = _mm512_setzero_ps();
     for (int64_t d = 0; d < dh; ++d)
-      amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_loadu_ps(tmp + d * kChunk + t)));
+      amax = _mm512_max_ps(amax, _mm512_abs_ps(load_masked(src + d * kr.stride, lanes)));
     __m512 inv, scale;
     scales_of(amax, &inv, &scale);
-    _mm512_storeu_ps(pk.sk + k0 + t, scale);
+    _mm512_storeu_ps(sk + k0 + t, scale);
     __m512i csum = _mm512_setzero_si512();
     for (int64_t d4 = 0; d4 < dh4; ++d4) {
       __m512i r[4];
       for (int i = 0; i < 4; ++i) {
         const int64_t d = 4 * d4 + i;
-        r[i] =
-            d < dh ? quantize(_mm512_loadu_ps(tmp + d * kChunk + t), inv) : _mm512_setzero_si512();
+        r[i] = d < dh ? quantize(load_masked(src + d * kr.stride, lanes), inv)
+                      : _mm512_setzero_si512();
         csum = _mm512_add_epi32(csum, r[i]);
       }
-      _mm512_storeu_si512(pk.kq + d4 * Tp + k0 + t, pack_quads(r[0], r[1], r[2], r[3]));
+      _mm512_storeu_si512(kq + d4 * Tp + k0 + t, pack_quads<false>(r[0], r[1], r[2], r[3]));
     }
-    _mm512_storeu_ps(pk.comp + k0 + t, _mm512_cvtepi32_ps(_mm512_slli_epi32(csum, 7)));
+    _mm512_storeu_ps(comp + k0 + t, _mm512_cvtepi32_ps(_mm512_slli_epi32(csum, 7)));
   }
   // V: per-key scales over the channels, s8 quads along t.
-  fm_copy_rows(a.v, P, H * dv, a.ld_v, h * dv, dv, b * T + k0, n, 1.0f, tmp, kChunk);
-  for (int64_t j = 0; j < dv; ++j) std::fill(tmp + j * kChunk + n, tmp + j * kChunk + n16, 0.0f);
+  int32_t* __restrict vq = pk.vq;
+  float* __restrict sv = pk.sv;
+  const Rows vr = rows_of(a.v, P, H * dv, a.ld_v, h * dv, dv, m, n, tmp, kChunk);
   for (int64_t t = 0; t < n16; t += W) {
+    const __mmask16 lanes = tail_mask(n - t);
+    const float* src = vr.p + t;
     __m512 amax = _mm512_setzero_ps();
     for (int64_t j = 0; j < dv; ++j)
-      amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_loadu_ps(tmp + j * kChunk + t)));
+      amax = _mm512_max_ps(amax, _mm512_abs_ps(load_masked(src + j * vr.stride, lanes)));
     __m512 inv, scale;
     scales_of(amax, &inv, &scale);
     // A zero V (padding past the keys too) weighs nothing and must not set the head's
     // largest scale: its scale is 0 here, not scales_of's 1.
-    _mm512_storeu_ps(pk.sv + k0 + t, _mm512_mul_ps(amax, _mm512_set1_ps(1.0f / 127.0f)));
+    _mm512_storeu_ps(sv + k0 + t, _mm512_mul_ps(amax, _mm512_set1_ps(1.0f / 127.0f)));
+    int32_t* dst = vq + (k0 + t) / 4;
     for (int64_t j = 0; j < dv; ++j) {
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(pk.vq + j * (Tp / 4) + (k0 + t) / 4),
-                       _mm512_cvtsepi32_epi8(quantize(_mm512_loadu_ps(tmp + j * kChunk + t), inv)));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + j * (Tp / 4)),
+                       _mm512_cvtsepi32_epi8(quantize(load_masked(src + j * vr.stride, lanes), inv)));
     }
   }
+}
+
+enum MaskKind { kNoMask, kAddMask, kSelectMask };
+
+// Scores of one item, p[t][0, SB) for every key t, 8 keys x 32 queries per register
+// block: dequantized to fp32 ((acc - comp) sk sq), the mask applied, and each query's
+// maximum over the keys in *m0, *m1.
+template <int kMask>
+void scores(const FmAttentionArgs& a, int64_t mo, const int32_t* qq, const KvPack& pk,
+            int64_t dh4, int64_t Tp, const __m512 sq[2], float* __restrict p, __m512* m0_out,
+            __m512* m1_out) {
+  const int64_t T = a.keys;
+  const int32_t* kq = pk.kq;
+  const float* comp = pk.comp;
+  const float* sk = pk.sk;
+  const __m512 sq0 = sq[0], sq1 = sq[1];
+  __m512 m0 = _mm512_set1_ps(-std::numeric_limits<float>::infinity()), m1 = m0;
+  auto finish = [&](int64_t t, __m512i acc0, __m512i acc1) {
+    const __m512 c = _mm512_set1_ps(comp[t]), s = _mm512_set1_ps(sk[t]);
+    __m512 f0 = _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(acc0), c), s), sq0);
+    __m512 f1 = _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(acc1), c), s), sq1);
+    if constexpr (kMask == kAddMask) {
+      const __m512 mv = _mm512_set1_ps(a.add_mask[mo + t * a.mask_t]);
+      f0 = _mm512_add_ps(f0, mv);
+      f1 = _mm512_add_ps(f1, mv);
+    } else if constexpr (kMask == kSelectMask) {
+      if (a.select_mask[mo + t * a.mask_t] != 0) f0 = f1 = _mm512_set1_ps(a.fill);
+    }
+    m0 = _mm512_max_ps(m0, f0);
+    m1 = _mm512_max_ps(m1, f1);
+    _mm512_storeu_ps(p + t * SB, f0);
+    _mm512_storeu_ps(p + t * SB + W, f1);
+  };
+  int64_t t = 0;
+  for (; t + 8 <= T; t += 8) {
+    __m512i acc0[8], acc1[8];
+    for (int i = 0; i < 8; ++i) acc0[i] = acc1[i] = _mm512_setzero_si512();
+    for (int64_t d4 = 0; d4 < dh4; ++d4) {
+      const __m512i x0 = _mm512_loadu_si512(qq + d4 * SB), x1 = _mm512_loadu_si512(qq + d4 * SB + W);
+      const int32_t* kr = kq + d4 * Tp + t;
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; ++i) {
+        const __m512i kv = _mm512_set1_epi32(kr[i]);
+        acc0[i] = dot(acc0[i], x0, kv);
+        acc1[i] = dot(acc1[i], x1, kv);
+      }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) finish(t + i, acc0[i], acc1[i]);
+  }
+  for (; t < T; ++t) {
+    __m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();
+    for (int64_t d4 = 0; d4 < dh4; ++d4) {
+      const __m512i kv = _mm512_set1_epi32(kq[d4 * Tp + t]);
+      acc0 = dot(acc0, _mm512_loadu_si512(qq + d4 * SB), kv);
+      acc1 = dot(acc1, _mm512_loadu_si512(qq + d4 * SB + W), kv);
+    }
+    finish(t, acc0, acc1);
+  }
+  *m0_out = m0;
+  *m1_out = m1;
 }
 
 }  // namespace
@@ -193,81 +292,46 @@ void fm_attention_int8(const FmAttentionArgs& a, int64_t item_begin, int64_t ite
       if (!(svmax > 0.0f)) svmax = 1.0f;  // V all zero: every weight is 0 anyway
       current = b * H + h;
     }
-    const int32_t* kq = pk.kq;
-    const float* comp = pk.comp;
-    const float* sk = pk.sk;
     const int32_t* vq = pk.vq;
     const float* sv = pk.sv;
     // Q (scaled), zero past the block; per-query scales; u8 quads along d (128 past dh).
-    fm_copy_rows(a.q, P, H * dh, a.ld_q, h * dh, dh, q0, ns, a.scale, qs, SB);
-    if (ns < SB) {
-      for (int64_t d = 0; d < dh; ++d) std::fill(qs + d * SB + ns, qs + (d + 1) * SB, 0.0f);
-    }
+    // Read in place unless the block spans two panels.
+    const Rows qr = rows_of(a.q, P, H * dh, a.ld_q, h * dh, dh, q0, ns, qs, SB);
+    const __m512 qscale = _mm512_set1_ps(a.scale);
     __m512 sq[2], invq[2];
     for (int v = 0; v < 2; ++v) {
+      const __mmask16 lanes = tail_mask(ns - v * W);
+      const float* src = qr.p + v * W;
       __m512 amax = _mm512_setzero_ps();
-      for (int64_t d = 0; d < dh; ++d)
-        amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_loadu_ps(qs + d * SB + v * W)));
+      for (int64_t d = 0; d < dh; ++d) {
+        const __m512 x = _mm512_mul_ps(load_masked(src + d * qr.stride, lanes), qscale);
+        amax = _mm512_max_ps(amax, _mm512_abs_ps(x));
+      }
       scales_of(amax, &invq[v], &sq[v]);
       const __m512i zp = _mm512_set1_epi32(128);
       for (int64_t d4 = 0; d4 < dh4; ++d4) {
         __m512i r[4];
         for (int i = 0; i < 4; ++i) {
           const int64_t d = 4 * d4 + i;
-          r[i] = d < dh
-                     ? _mm512_add_epi32(quantize(_mm512_loadu_ps(qs + d * SB + v * W), invq[v]), zp)
-                     : zp;
+          r[i] = d < dh ? _mm512_add_epi32(
+                              quantize(_mm512_mul_ps(load_masked(src + d * qr.stride, lanes), qscale),
+                                       invq[v]),
+                              zp)
+                        : zp;
         }
-        _mm512_storeu_si512(qq + d4 * SB + v * W, pack_quads(r[0], r[1], r[2], r[3]));
+        _mm512_storeu_si512(qq + d4 * SB + v * W, pack_quads<true>(r[0], r[1], r[2], r[3]));
       }
     }
     // Scores, 8 keys x 32 queries per register block; dequantized to fp32 with the mask
     // applied and the column maxima taken on the way.
+    __m512 m0, m1;
     const int64_t mo = b * a.mask_b + h * a.mask_h;
-    __m512 m0 = _mm512_set1_ps(-std::numeric_limits<float>::infinity()), m1 = m0;
-    auto finish_scores = [&](int64_t t, __m512i acc0, __m512i acc1) {
-      const __m512 c = _mm512_set1_ps(comp[t]), s = _mm512_set1_ps(sk[t]);
-      __m512 f0 =
-          _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(acc0), c), s), sq[0]);
-      __m512 f1 =
-          _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(acc1), c), s), sq[1]);
-      if (a.add_mask != nullptr) {
-        const __m512 mv = _mm512_set1_ps(a.add_mask[mo + t * a.mask_t]);
-        f0 = _mm512_add_ps(f0, mv);
-        f1 = _mm512_add_ps(f1, mv);
-      } else if (a.select_mask != nullptr && a.select_mask[mo + t * a.mask_t] != 0) {
-        f0 = f1 = _mm512_set1_ps(a.fill);
-      }
-      m0 = _mm512_max_ps(m0, f0);
-      m1 = _mm512_max_ps(m1, f1);
-      _mm512_storeu_ps(p + t * SB, f0);
-      _mm512_storeu_ps(p + t * SB + W, f1);
-    };
-    int64_t t = 0;
-    for (; t + 8 <= T; t += 8) {
-      __m512i acc0[8], acc1[8];
-      for (int i = 0; i < 8; ++i) acc0[i] = acc1[i] = _mm512_setzero_si512();
-      for (int64_t d4 = 0; d4 < dh4; ++d4) {
-        const __m512i x0 = _mm512_loadu_si512(qq + d4 * SB),
-                      x1 = _mm512_loadu_si512(qq + d4 * SB + W);
-        const int32_t* kr = kq + d4 * Tp + t;
-#pragma GCC unroll 8
-        for (int i = 0; i < 8; ++i) {
-          const __m512i kv = _mm512_set1_epi32(kr[i]);
-          acc0[i] = dot(acc0[i], x0, kv);
-          acc1[i] = dot(acc1[i], x1, kv);
-        }
-      }
-      for (int i = 0; i < 8; ++i) finish_scores(t + i, acc0[i], acc1[i]);
-    }
-    for (; t < T; ++t) {
-      __m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();
-      for (int64_t d4 = 0; d4 < dh4; ++d4) {
-        const __m512i kv = _mm512_set1_epi32(kq[d4 * Tp + t]);
-        acc0 = dot(acc0, _mm512_loadu_si512(qq + d4 * SB), kv);
-        acc1 = dot(acc1, _mm512_loadu_si512(qq + d4 * SB + W), kv);
-      }
-      finish_scores(t, acc0, acc1);
+    if (a.add_mask != nullptr) {
+      scores<kAddMask>(a, mo, qq, pk, dh4, Tp, sq, p, &m0, &m1);
+    } else if (a.select_mask != nullptr) {
+      scores<kSelectMask>(a, mo, qq, pk, dh4, Tp, sq, p, &m0, &m1);
+    } else {
+      scores<kNoMask>(a, mo, qq, pk, dh4, Tp, sq, p, &m0, &m1);
     }
     // exp in fp32; the weights e * sv[t] (V's per-key scale folded in) as u8 in 255 steps
     // of the head's largest sv, packed in quads of keys; the normalizer sums e in fp32.
@@ -290,8 +354,8 @@ void fm_attention_int8(const FmAttentionArgs& a, int64_t item_begin, int64_t ite
           e0[i] = e1[i] = _mm512_setzero_si512();
         }
       }
-      _mm512_storeu_si512(pq + t4 * SB, pack_quads(e0[0], e0[1], e0[2], e0[3]));
-      _mm512_storeu_si512(pq + t4 * SB + W, pack_quads(e1[0], e1[1], e1[2], e1[3]));
+      _mm512_storeu_si512(pq + t4 * SB, pack_quads<true>(e0[0], e0[1], e0[2], e0[3]));
+      _mm512_storeu_si512(pq + t4 * SB + W, pack_quads<true>(e1[0], e1[1], e1[2], e1[3]));
     }
     // Each column's maximum gives exp(0) = 1, so the sums are at least 1.
     const __m512 back = _mm512_set1_ps(svmax / 255.0f);
