@@ -61,6 +61,40 @@ inline __mmask16 tail_mask(int64_t left) {
                     : static_cast<__mmask16>((1u << static_cast<unsigned>(left)) - 1u);
 }
 
+// max over rows r < nr of |sc x src[r * stride + 0, 16)| (lanes past `lanes` zero), in
+// four independent chains: one chain of vmaxps waits out its latency on every row.
+inline __m512 abs_max_rows(const float* src, int64_t stride, int64_t nr, __mmask16 lanes,
+                           __m512 sc) {
+  __m512 m[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                 _mm512_setzero_ps()};
+  int64_t r = 0;
+  for (; r + 4 <= nr; r += 4) {
+    for (int i = 0; i < 4; ++i) {
+      const __m512 x = _mm512_mul_ps(load_masked(src + (r + i) * stride, lanes), sc);
+      m[i] = _mm512_max_ps(m[i], _mm512_abs_ps(x));
+    }
+  }
+  for (; r < nr; ++r)
+    m[0] = _mm512_max_ps(m[0], _mm512_abs_ps(_mm512_mul_ps(load_masked(src + r * stride, lanes), sc)));
+  return _mm512_max_ps(_mm512_max_ps(m[0], m[1]), _mm512_max_ps(m[2], m[3]));
+}
+
+// max over rows r < nr of |src[r * stride + 16 g + (0, 16))| for the four groups g of up
+// to 64 keys (lanes past n zero): each row's keys are read in turn, one sequential sweep
+// of the rows, with one independent max chain per group.
+inline void abs_max_groups(const float* src, int64_t stride, int64_t nr, int64_t n, __m512 m[4]) {
+  __mmask16 lanes[4];
+  for (int g = 0; g < 4; ++g) {
+    lanes[g] = tail_mask(n - g * W);
+    m[g] = _mm512_setzero_ps();
+  }
+  for (int64_t r = 0; r < nr; ++r) {
+    const float* row = src + r * stride;
+    for (int g = 0; g < 4; ++g)
+      m[g] = _mm512_max_ps(m[g], _mm512_abs_ps(load_masked(row + g * W, lanes[g])));
+  }
+}
+
 // Where one head's rows [r0, r0 + nr) of tokens [m, m + n) are read: in place when those
 // tokens are one contiguous run (row-major, or inside one panel), else copied (zero past n)
 // into `tmp` with row stride ld_tmp. Lanes past n are never read from the source.
@@ -97,13 +131,13 @@ inline __m512i quantize(__m512 x, __m512 inv) { return _mm512_cvtps_epi32(_mm512
 
 // The packed K and V of one (b, h), in 4-byte units (fm_attention_int8_packed_floats):
 //   kq [dh4][Tp]  K per key in s8, quads along d
-//   comp [Tp]     128 * sum_d Kq[d][t], the u8 zero point of Q times K
+//   comp [Tp]     int32 128 * sum_d Kq[d][t], the u8 zero point of Q times K
 //   sk [Tp]       K's per-key scales
 //   vq [dv][Tp/4] V per key in s8, quads along t
 //   sv [Tp]       V's per-key scales (folded into the probabilities)
 struct KvPack {
   int32_t* kq;
-  float* comp;
+  int32_t* comp;
   float* sk;
   int32_t* vq;
   float* sv;
@@ -112,8 +146,8 @@ struct KvPack {
 inline KvPack kv_pack_at(float* base, int64_t dh4, int64_t Tp, int64_t dv) {
   KvPack k;
   k.kq = reinterpret_cast<int32_t*>(base);
-  k.comp = base + dh4 * Tp;
-  k.sk = k.comp + Tp;
+  k.comp = reinterpret_cast<int32_t*>(base + dh4 * Tp);
+  k.sk = base + dh4 * Tp + Tp;
   k.vq = reinterpret_cast<int32_t*>(k.sk + Tp);
   k.sv = base + dh4 * Tp + 2 * Tp + dv * (Tp / 4);
   return k;
@@ -130,18 +164,18 @@ void pack_keys(const FmAttentionArgs& a, int64_t b, int64_t h, int64_t k0, int64
                 Tp = (T + W - 1) / W * W;
   const int64_t dh4 = (dh + 3) / 4, n16 = (n + W - 1) / W * W, m = b * T + k0;
   int32_t* __restrict kq = pk.kq;
-  float* __restrict comp = pk.comp;
+  int32_t* __restrict comp = pk.comp;
   float* __restrict sk = pk.sk;
   // K: per-key scales over d, s8 quads along d, and the zero-point compensation.
+  static_assert(kChunk == 4 * W, "a chunk is four groups of keys");
   const Rows kr = rows_of(a.k, P, H * dh, a.ld_k, h * dh, dh, m, n, tmp, kChunk);
+  __m512 kmax[4];
+  abs_max_groups(kr.p, kr.stride, dh, n, kmax);
   for (int64_t t = 0; t < n16; t += W) {
     const __mmask16 lanes = tail_mask(n - t);
     const float* src = kr.p + t;
-    __m512 amax = _mm512_setzero_ps();
-    for (int64_t d = 0; d < dh; ++d)
-      amax = _mm512_max_ps(amax, _mm512_abs_ps(load_masked(src + d * kr.stride, lanes)));
     __m512 inv, scale;
-    scales_of(amax, &inv, &scale);
+    scales_of(kmax[t / W], &inv, &scale);
     _mm512_storeu_ps(sk + k0 + t, scale);
     __m512i csum = _mm512_setzero_si512();
     for (int64_t d4 = 0; d4 < dh4; ++d4) {
@@ -154,18 +188,18 @@ void pack_keys(const FmAttentionArgs& a, int64_t b, int64_t h, int64_t k0, int64
       }
       _mm512_storeu_si512(kq + d4 * Tp + k0 + t, pack_quads<false>(r[0], r[1], r[2], r[3]));
     }
-    _mm512_storeu_ps(comp + k0 + t, _mm512_cvtepi32_ps(_mm512_slli_epi32(csum, 7)));
+    _mm512_storeu_si512(comp + k0 + t, _mm512_slli_epi32(csum, 7));
   }
   // V: per-key scales over the channels, s8 quads along t.
   int32_t* __restrict vq = pk.vq;
   float* __restrict sv = pk.sv;
   const Rows vr = rows_of(a.v, P, H * dv, a.ld_v, h * dv, dv, m, n, tmp, kChunk);
+  __m512 vmax[4];
+  abs_max_groups(vr.p, vr.stride, dv, n, vmax);
   for (int64_t t = 0; t < n16; t += W) {
     const __mmask16 lanes = tail_mask(n - t);
     const float* src = vr.p + t;
-    __m512 amax = _mm512_setzero_ps();
-    for (int64_t j = 0; j < dv; ++j)
-      amax = _mm512_max_ps(amax, _mm512_abs_ps(load_masked(src + j * vr.stride, lanes)));
+    const __m512 amax = vmax[t / W];
     __m512 inv, scale;
     scales_of(amax, &inv, &scale);
     // A zero V (padding past the keys too) weighs nothing and must not set the head's
@@ -183,21 +217,22 @@ enum MaskKind { kNoMask, kAddMask, kSelectMask };
 
 // Scores of one item, p[t][0, SB) for every key t, 8 keys x 32 queries per register
 // block: dequantized to fp32 ((acc - comp) sk sq), the mask applied, and each query's
-// maximum over the keys in *m0, *m1.
+// maximum over the keys in *m0, *m1. The accumulators start at -comp: the difference is
+// an exact int32 below 2^24, so this equals subtracting it in fp32 as it was.
 template <int kMask>
 void scores(const FmAttentionArgs& a, int64_t mo, const int32_t* qq, const KvPack& pk,
             int64_t dh4, int64_t Tp, const __m512 sq[2], float* __restrict p, __m512* m0_out,
             __m512* m1_out) {
   const int64_t T = a.keys;
   const int32_t* kq = pk.kq;
-  const float* comp = pk.comp;
+  const int32_t* comp = pk.comp;
   const float* sk = pk.sk;
   const __m512 sq0 = sq[0], sq1 = sq[1];
   __m512 m0 = _mm512_set1_ps(-std::numeric_limits<float>::infinity()), m1 = m0;
   auto finish = [&](int64_t t, __m512i acc0, __m512i acc1) {
-    const __m512 c = _mm512_set1_ps(comp[t]), s = _mm512_set1_ps(sk[t]);
-    __m512 f0 = _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(acc0), c), s), sq0);
-    __m512 f1 = _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(acc1), c), s), sq1);
+    const __m512 s = _mm512_set1_ps(sk[t]);
+    __m512 f0 = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc0), s), sq0);
+    __m512 f1 = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc1), s), sq1);
     if constexpr (kMask == kAddMask) {
       const __m512 mv = _mm512_set1_ps(a.add_mask[mo + t * a.mask_t]);
       f0 = _mm512_add_ps(f0, mv);
@@ -213,7 +248,7 @@ void scores(const FmAttentionArgs& a, int64_t mo, const int32_t* qq, const KvPac
   int64_t t = 0;
   for (; t + 8 <= T; t += 8) {
     __m512i acc0[8], acc1[8];
-    for (int i = 0; i < 8; ++i) acc0[i] = acc1[i] = _mm512_setzero_si512();
+    for (int i = 0; i < 8; ++i) acc0[i] = acc1[i] = _mm512_set1_epi32(-comp[t + i]);
     for (int64_t d4 = 0; d4 < dh4; ++d4) {
       const __m512i x0 = _mm512_loadu_si512(qq + d4 * SB), x1 = _mm512_loadu_si512(qq + d4 * SB + W);
       const int32_t* kr = kq + d4 * Tp + t;
@@ -228,7 +263,7 @@ void scores(const FmAttentionArgs& a, int64_t mo, const int32_t* qq, const KvPac
     for (int i = 0; i < 8; ++i) finish(t + i, acc0[i], acc1[i]);
   }
   for (; t < T; ++t) {
-    __m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();
+    __m512i acc0 = _mm512_set1_epi32(-comp[t]), acc1 = acc0;
     for (int64_t d4 = 0; d4 < dh4; ++d4) {
       const __m512i kv = _mm512_set1_epi32(kq[d4 * Tp + t]);
       acc0 = dot(acc0, _mm512_loadu_si512(qq + d4 * SB), kv);
@@ -302,11 +337,7 @@ void fm_attention_int8(const FmAttentionArgs& a, int64_t item_begin, int64_t ite
     for (int v = 0; v < 2; ++v) {
       const __mmask16 lanes = tail_mask(ns - v * W);
       const float* src = qr.p + v * W;
-      __m512 amax = _mm512_setzero_ps();
-      for (int64_t d = 0; d < dh; ++d) {
-        const __m512 x = _mm512_mul_ps(load_masked(src + d * qr.stride, lanes), qscale);
-        amax = _mm512_max_ps(amax, _mm512_abs_ps(x));
-      }
+      const __m512 amax = abs_max_rows(src, qr.stride, dh, lanes, qscale);
       scales_of(amax, &invq[v], &sq[v]);
       const __m512i zp = _mm512_set1_epi32(128);
       for (int64_t d4 = 0; d4 < dh4; ++d4) {
