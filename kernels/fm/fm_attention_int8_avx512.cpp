@@ -368,21 +368,28 @@ void fm_attention_int8(const FmAttentionArgs& a, int64_t item_begin, int64_t ite
     // of the head's largest sv, packed in quads of keys; the normalizer sums e in fp32.
     const float to_u8 = 255.0f / svmax;
     __m512 sum0 = _mm512_setzero_ps(), sum1 = _mm512_setzero_ps();
+    auto weights = [&](int64_t tt, __m512i* w0, __m512i* w1) {
+      const float* r = p + tt * SB;
+      const __m512 f = _mm512_set1_ps(sv[tt] * to_u8);
+      const __m512 x0 = exp_coarse(_mm512_sub_ps(_mm512_loadu_ps(r), m0));
+      const __m512 x1 = exp_coarse(_mm512_sub_ps(_mm512_loadu_ps(r + W), m1));
+      sum0 = _mm512_add_ps(sum0, x0);
+      sum1 = _mm512_add_ps(sum1, x1);
+      *w0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, f));
+      *w1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, f));
+    };
     for (int64_t t4 = 0; t4 < T4; ++t4) {
       __m512i e0[4], e1[4];
-      for (int i = 0; i < 4; ++i) {
-        const int64_t tt = 4 * t4 + i;
-        if (tt < T) {
-          const float* r = p + tt * SB;
-          const __m512 f = _mm512_set1_ps(sv[tt] * to_u8);
-          const __m512 x0 = exp_coarse(_mm512_sub_ps(_mm512_loadu_ps(r), m0));
-          const __m512 x1 = exp_coarse(_mm512_sub_ps(_mm512_loadu_ps(r + W), m1));
-          sum0 = _mm512_add_ps(sum0, x0);
-          sum1 = _mm512_add_ps(sum1, x1);
-          e0[i] = _mm512_cvtps_epi32(_mm512_mul_ps(x0, f));
-          e1[i] = _mm512_cvtps_epi32(_mm512_mul_ps(x1, f));
-        } else {
-          e0[i] = e1[i] = _mm512_setzero_si512();
+      if (4 * t4 + 4 <= T) {
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; ++i) weights(4 * t4 + i, &e0[i], &e1[i]);
+      } else {
+        for (int i = 0; i < 4; ++i) {
+          if (4 * t4 + i < T) {
+            weights(4 * t4 + i, &e0[i], &e1[i]);
+          } else {
+            e0[i] = e1[i] = _mm512_setzero_si512();
+          }
         }
       }
       _mm512_storeu_si512(pq + t4 * SB, pack_quads<true>(e0[0], e0[1], e0[2], e0[3]));
