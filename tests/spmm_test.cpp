@@ -217,6 +217,27 @@ TEST_P(SpmmIsaTest, ThreadedTwin) {
       if (HasFatalFailure()) return;
     }
   }
+  // Three 64-token tiles (the last ragged) of a row-major X on two threads, and one tile
+  // split by block-rows: spmm_u8s8 copies such X into 64-token panels first, and every
+  // per-token input of the epilogue must follow the tile.
+  for (const Shape& s : {Shape{130, 96, 40}, Shape{50, 96, 40}}) {
+    for (BlockShape b : kBlocks) {
+      SpmmTester()
+          .m(s.m)
+          .k(s.k)
+          .n(s.n)
+          .block(b)
+          .sparsity(0.7)
+          .threads(2)
+          .channel_scale(true)
+          .token_scale(true)
+          .bias(true)
+          .residual(true)
+          .u8_out(true)
+          .TestU8S8(kernels());
+      if (HasFatalFailure()) return;
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(AllIsas, SpmmIsaTest,

@@ -43,12 +43,11 @@ inline __m512i dot(__m512i acc, __m512i a_u8, __m512i b_s8) {
 // puts them in quad order (four shuffles where masking and shifting took seven ops).
 template <bool Unsigned>
 inline __m512i pack_quads(__m512i r0, __m512i r1, __m512i r2, __m512i r3) {
-  const __m512i order = _mm512_broadcast_i32x4(
-      _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15));
-  const __m512i b = Unsigned ? _mm512_packus_epi16(_mm512_packus_epi32(r0, r1),
-                                                   _mm512_packus_epi32(r2, r3))
-                             : _mm512_packs_epi16(_mm512_packs_epi32(r0, r1),
-                                                  _mm512_packs_epi32(r2, r3));
+  const __m512i order =
+      _mm512_broadcast_i32x4(_mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15));
+  const __m512i b =
+      Unsigned ? _mm512_packus_epi16(_mm512_packus_epi32(r0, r1), _mm512_packus_epi32(r2, r3))
+               : _mm512_packs_epi16(_mm512_packs_epi32(r0, r1), _mm512_packs_epi32(r2, r3));
   return _mm512_shuffle_epi8(b, order);
 }
 
@@ -75,7 +74,8 @@ inline __m512 abs_max_rows(const float* src, int64_t stride, int64_t nr, __mmask
     }
   }
   for (; r < nr; ++r)
-    m[0] = _mm512_max_ps(m[0], _mm512_abs_ps(_mm512_mul_ps(load_masked(src + r * stride, lanes), sc)));
+    m[0] =
+        _mm512_max_ps(m[0], _mm512_abs_ps(_mm512_mul_ps(load_masked(src + r * stride, lanes), sc)));
   return _mm512_max_ps(_mm512_max_ps(m[0], m[1]), _mm512_max_ps(m[2], m[3]));
 }
 
@@ -207,8 +207,9 @@ void pack_keys(const FmAttentionArgs& a, int64_t b, int64_t h, int64_t k0, int64
     _mm512_storeu_ps(sv + k0 + t, _mm512_mul_ps(amax, _mm512_set1_ps(1.0f / 127.0f)));
     int32_t* dst = vq + (k0 + t) / 4;
     for (int64_t j = 0; j < dv; ++j) {
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + j * (Tp / 4)),
-                       _mm512_cvtsepi32_epi8(quantize(load_masked(src + j * vr.stride, lanes), inv)));
+      _mm_storeu_si128(
+          reinterpret_cast<__m128i*>(dst + j * (Tp / 4)),
+          _mm512_cvtsepi32_epi8(quantize(load_masked(src + j * vr.stride, lanes), inv)));
     }
   }
 }
@@ -220,9 +221,8 @@ enum MaskKind { kNoMask, kAddMask, kSelectMask };
 // maximum over the keys in *m0, *m1. The accumulators start at -comp: the difference is
 // an exact int32 below 2^24, so this equals subtracting it in fp32 as it was.
 template <int kMask>
-void scores(const FmAttentionArgs& a, int64_t mo, const int32_t* qq, const KvPack& pk,
-            int64_t dh4, int64_t Tp, const __m512 sq[2], float* __restrict p, __m512* m0_out,
-            __m512* m1_out) {
+void scores(const FmAttentionArgs& a, int64_t mo, const int32_t* qq, const KvPack& pk, int64_t dh4,
+            int64_t Tp, const __m512 sq[2], float* __restrict p, __m512* m0_out, __m512* m1_out) {
   const int64_t T = a.keys;
   const int32_t* kq = pk.kq;
   const int32_t* comp = pk.comp;
@@ -250,7 +250,8 @@ void scores(const FmAttentionArgs& a, int64_t mo, const int32_t* qq, const KvPac
     __m512i acc0[8], acc1[8];
     for (int i = 0; i < 8; ++i) acc0[i] = acc1[i] = _mm512_set1_epi32(-comp[t + i]);
     for (int64_t d4 = 0; d4 < dh4; ++d4) {
-      const __m512i x0 = _mm512_loadu_si512(qq + d4 * SB), x1 = _mm512_loadu_si512(qq + d4 * SB + W);
+      const __m512i x0 = _mm512_loadu_si512(qq + d4 * SB),
+                    x1 = _mm512_loadu_si512(qq + d4 * SB + W);
       const int32_t* kr = kq + d4 * Tp + t;
 #pragma GCC unroll 8
       for (int i = 0; i < 8; ++i) {
@@ -344,11 +345,12 @@ void fm_attention_int8(const FmAttentionArgs& a, int64_t item_begin, int64_t ite
         __m512i r[4];
         for (int i = 0; i < 4; ++i) {
           const int64_t d = 4 * d4 + i;
-          r[i] = d < dh ? _mm512_add_epi32(
-                              quantize(_mm512_mul_ps(load_masked(src + d * qr.stride, lanes), qscale),
-                                       invq[v]),
-                              zp)
-                        : zp;
+          r[i] = d < dh
+                     ? _mm512_add_epi32(
+                           quantize(_mm512_mul_ps(load_masked(src + d * qr.stride, lanes), qscale),
+                                    invq[v]),
+                           zp)
+                     : zp;
         }
         _mm512_storeu_si512(qq + d4 * SB + v * W, pack_quads<true>(r[0], r[1], r[2], r[3]));
       }
