@@ -138,6 +138,49 @@ TEST_P(SpmmIsaTest, ActivationsWideRange) {
   }
 }
 
+// The erf GELU near every interval edge of the AVX-512 piecewise form (k 5.5 / 31, k =
+// 0..31, and a few ulps either side), far out, and at the special values: within 3e-7
+// (1 + |x|) of float64 on every ISA; GELU(inf) = inf, NaN stays NaN, GELU(0) = 0.
+TEST_P(SpmmIsaTest, GeluErfIntervalEdges) {
+  std::vector<float> xs = {0.0f,  1e-30f, -1e-30f, 1e-6f, -1e-6f, 6.0f,
+                           -6.0f, 40.0f,  -40.0f,  1e30f, -1e30f};
+  for (int k = 0; k <= 31; ++k) {
+    for (const float sign : {1.0f, -1.0f}) {
+      float x = sign * static_cast<float>(k * 5.5 / 31.0);
+      for (int u = 0; u < 3; ++u) x = std::nextafter(x, -1e9f);
+      for (int u = 0; u < 7; ++u, x = std::nextafter(x, 1e9f)) xs.push_back(x);
+    }
+  }
+  const int64_t kN = 16, kM = static_cast<int64_t>(xs.size()) + 2;
+  std::vector<float> w(kN * kN, 0.0f);
+  for (int64_t i = 0; i < kN; ++i) w[static_cast<size_t>(i * kN + i)] = 1.0f;
+  const PackedMatrix p = PackedMatrix::pack_f32(w.data(), kN, kN, kBlock1x1);
+  std::vector<float> x(kN * kM, 0.0f);
+  for (int64_t r = 0; r < kN; ++r) {
+    for (size_t i = 0; i < xs.size(); ++i) x[static_cast<size_t>(r * kM) + i] = xs[i];
+    x[static_cast<size_t>(r * kM + kM - 2)] = std::numeric_limits<float>::infinity();
+    x[static_cast<size_t>(r * kM + kM - 1)] = std::numeric_limits<float>::quiet_NaN();
+  }
+  std::vector<float> y(kN * kM);
+  Epilogue ep;
+  ep.out_f32 = y.data();
+  ep.ld_out = kM;
+  ep.activation = Activation::kGeluErf;
+  spmm_f32(kernels(), nullptr, p.view(), x.data(), kM, kM, ep);
+  for (int64_t r = 0; r < kN; ++r) {
+    for (size_t i = 0; i < xs.size(); ++i) {
+      const double v = xs[i], got = y[static_cast<size_t>(r * kM) + i];
+      const double ref = ref_activation(Activation::kGeluErf, v);
+      ASSERT_LE(std::fabs(got - ref), 3e-7 * (1.0 + std::fabs(v))) << "x = " << v;
+      if (v == 0.0) {
+        EXPECT_EQ(got, 0.0);
+      }
+    }
+    EXPECT_EQ(y[static_cast<size_t>(r * kM + kM - 2)], std::numeric_limits<float>::infinity());
+    EXPECT_TRUE(std::isnan(y[static_cast<size_t>(r * kM + kM - 1)]));
+  }
+}
+
 // The 1x4 kernel on activations its producer already put in quad order: awkward shapes
 // (K not a multiple of 4, tokens not a multiple of 64), every sparsity, the epilogue,
 // threads; the buffer ends at a guard page exactly where the layout ends.

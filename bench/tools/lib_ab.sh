@@ -5,10 +5,11 @@
 # its median.
 #
 # Usage: bench/tools/lib_ab.sh LIB_A LIB_B MODEL.sparq THREADS [ROUNDS=5] [SPARQ=build/release/sparq]
+# SPARQ_AB_ARGS adds options to every `sparq bench` (e.g. SPARQ_AB_ARGS="--seq 384").
 # Keep a copy of the old build's library first (cp build/release/libsparq.so.0.1.0 /tmp/a.so).
 set -euo pipefail
 if [ $# -lt 4 ]; then
-  sed -n '2,8p' "$0" >&2
+  sed -n '2,9p' "$0" >&2
   exit 2
 fi
 a=$1 b=$2 model=$3 threads=$4 rounds=${5:-5}
@@ -18,7 +19,7 @@ for r in $(seq "$rounds"); do
     lib=$a
     [ "$side" = B ] && lib=$b
     p50=$(LD_PRELOAD=$lib "$sparq" bench "$model" --threads "$threads" --warmup 20 \
-      --iterations 150 --json |
+      --iterations 150 ${SPARQ_AB_ARGS:-} --json |
       /usr/bin/python3 -c "import json, sys; print(json.load(sys.stdin)['latency_ms']['p50'])")
     echo "$r $side $p50"
   done
