@@ -752,6 +752,18 @@ std::set<std::string> attention_matmul_outputs(Graph g) {
   return matched;
 }
 
+std::set<std::string> attention_absorbed_outputs(Graph g) {
+  Matcher m(g);
+  fuse_attention(m);
+  std::set<std::string> absorbed;
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& n = g.nodes[i];
+    if (m.is_dead(i) || op_of(n) == OpId::kSparqAttention)
+      absorbed.insert(n.outputs.begin(), n.outputs.end());
+  }
+  return absorbed;
+}
+
 PassStats optimize_graph(Graph& g) {
   PassStats st;
   st.reshapes_moved = sink_reshapes_below_activations(g);

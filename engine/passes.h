@@ -27,6 +27,10 @@ struct PassStats {
 // attention pattern fuses in g (run on a copy): how the converter checks that a rewrite
 // of quantized attention matmuls (engine/convert/quantized.h) lets the pattern match.
 SPARQ_API std::set<std::string> attention_matmul_outputs(Graph g);
+// The outputs of those fused attentions and of every node they take in (the scores
+// MatMul, the scale, the mask, the Softmax; the head splits and the merge stay nodes,
+// which the planner reads as views).
+SPARQ_API std::set<std::string> attention_absorbed_outputs(Graph g);
 
 // Runs every pass and removes dead nodes and unused initializers.
 SPARQ_API PassStats optimize_graph(Graph& g);

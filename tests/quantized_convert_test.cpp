@@ -719,12 +719,15 @@ struct AttentionBuilder {
     g.nodes.push_back(n);
   }
   // x fake-quantized with scale s and zero point z: returns the DequantizeLinear output.
-  std::string pair(const std::string& x, const std::string& s, const std::string& z) {
-    node("QuantizeLinear", {x, s, z}, {x + "_q"});
-    node("DequantizeLinear", {x + "_q", s, z}, {x + "_dq"});
-    return x + "_dq";
+  std::string pair(const std::string& x, const std::string& s, const std::string& z,
+                   const std::string& tag = "") {
+    node("QuantizeLinear", {x, s, z}, {x + tag + "_q"});
+    node("DequantizeLinear", {x + tag + "_q", s, z}, {x + tag + "_dq"});
+    return x + tag + "_dq";
   }
-  Graph build(AttentionForm form, const std::string& skip = "") {
+  // scores: also fake-quantize the scores and the scaled scores (quantize_static's QDQ
+  // around the scale and the Softmax).
+  Graph build(AttentionForm form, const std::string& skip = "", bool scores = false) {
     auto in = [&](const std::string& x, bool prob) {
       return skip == x ? x : pair(x, prob ? "sp" : "s", prob ? "zp" : "z");
     };
@@ -737,8 +740,8 @@ struct AttentionBuilder {
       node("QLinearMatMul", {"q_q", "s", "z", "kt_q", "s", "z", "ys", "z"}, {"scores_q"});
       node("DequantizeLinear", {"scores_q", "ys", "z"}, {"scores"});
     }
-    node("Mul", {"scores", "scale"}, {"scaled"});
-    node("Softmax", {"scaled"}, {"p"});
+    node("Mul", {scores ? pair("scores", "ys", "z", "_f") : "scores", "scale"}, {"scaled"});
+    node("Softmax", {scores ? pair("scaled", "ys", "z", "_f") : "scaled"}, {"p"});
     if (form == AttentionForm::kQdq) {
       const std::string a = in("p", true), b = in("v", false);
       node("MatMul", {a, b}, {"y"});
@@ -772,47 +775,49 @@ Value random_tensor(std::vector<int64_t> shape, uint32_t seed) {
 // The matmuls read the float activations, no quantized op is left, the attention pattern
 // fuses, and the converted model stays within the int8 rule of the quantized graph's
 // exact semantics (per row cosine >= 0.995).
+// Also with the scores fake-quantized on the way to the Softmax.
 TEST(QuantizedAttention, QdqPairsAndQLinearMatMulReadInFloat) {
-  for (AttentionForm form : {AttentionForm::kQdq, AttentionForm::kQLinear}) {
-    SCOPED_TRACE(static_cast<int>(form));
-    const Graph quantized = AttentionBuilder().build(form);
-    Graph g = quantized;
-    EXPECT_EQ(read_attention_activations_in_float(g), 2);
-    for (OpId op : {OpId::kQuantizeLinear, OpId::kDequantizeLinear, OpId::kQLinearMatMul})
-      EXPECT_EQ(count_op(g, op), 0);
-    ASSERT_EQ(count_op(g, OpId::kMatMul), 2);
-    EXPECT_EQ(g.nodes.front().inputs, (std::vector<std::string>{"q", "kt"}));
-    EXPECT_EQ(g.nodes.back().inputs, (std::vector<std::string>{"p", "v"}));
-    EXPECT_EQ(g.nodes.back().outputs, (std::vector<std::string>{"y"}));
-    EXPECT_EQ(optimize_graph(g).attention, 1);
+  for (const bool scores : {false, true})
+    for (AttentionForm form : {AttentionForm::kQdq, AttentionForm::kQLinear}) {
+      SCOPED_TRACE(std::to_string(static_cast<int>(form)) + (scores ? " with the scores" : ""));
+      const Graph quantized = AttentionBuilder().build(form, "", scores);
+      Graph g = quantized;
+      EXPECT_EQ(read_attention_activations_in_float(g), 2);
+      for (OpId op : {OpId::kQuantizeLinear, OpId::kDequantizeLinear, OpId::kQLinearMatMul})
+        EXPECT_EQ(count_op(g, op), 0);
+      ASSERT_EQ(count_op(g, OpId::kMatMul), 2);
+      EXPECT_EQ(g.nodes.front().inputs, (std::vector<std::string>{"q", "kt"}));
+      EXPECT_EQ(g.nodes.back().inputs, (std::vector<std::string>{"p", "v"}));
+      EXPECT_EQ(g.nodes.back().outputs, (std::vector<std::string>{"y"}));
+      EXPECT_EQ(optimize_graph(g).attention, 1);
 
-    const std::string path = tmp_path("attention");
-    ConvertOptions o;
-    o.threads = 1;
-    FastPathReport fp;
-    std::vector<std::string> notes;
-    convert_graph(quantized, path, o, nullptr, &fp, &notes);
-    EXPECT_EQ(fp.attention, 1);
-    auto model = Model::load(path);
-    std::remove(path.c_str());
-    const std::map<std::string, Value> feeds = {{"q", random_tensor({1, 2, 4, 8}, 1)},
-                                                {"kt", random_tensor({1, 2, 8, 4}, 2)},
-                                                {"v", random_tensor({1, 2, 4, 8}, 3)}};
-    const auto want = interpret(quantized, feeds);
-    Session s(model, 1);
-    const auto got = s.run(feeds);
-    const Constant& a = *want.at("y");
-    const Constant& b = *got.at("y");
-    ASSERT_EQ(a.shape, b.shape);
-    for (int64_t t = 0; t < a.elements() / 8; ++t) {
-      double ab = 0, aa = 0, bb = 0;
-      for (int64_t j = 0; j < 8; ++j) {
-        const double u = a.data<float>()[t * 8 + j], v = b.data<float>()[t * 8 + j];
-        ab += u * v, aa += u * u, bb += v * v;
+      const std::string path = tmp_path("attention");
+      ConvertOptions o;
+      o.threads = 1;
+      FastPathReport fp;
+      std::vector<std::string> notes;
+      convert_graph(quantized, path, o, nullptr, &fp, &notes);
+      EXPECT_EQ(fp.attention, 1);
+      auto model = Model::load(path);
+      std::remove(path.c_str());
+      const std::map<std::string, Value> feeds = {{"q", random_tensor({1, 2, 4, 8}, 1)},
+                                                  {"kt", random_tensor({1, 2, 8, 4}, 2)},
+                                                  {"v", random_tensor({1, 2, 4, 8}, 3)}};
+      const auto want = interpret(quantized, feeds);
+      Session s(model, 1);
+      const auto got = s.run(feeds);
+      const Constant& a = *want.at("y");
+      const Constant& b = *got.at("y");
+      ASSERT_EQ(a.shape, b.shape);
+      for (int64_t t = 0; t < a.elements() / 8; ++t) {
+        double ab = 0, aa = 0, bb = 0;
+        for (int64_t j = 0; j < 8; ++j) {
+          const double u = a.data<float>()[t * 8 + j], v = b.data<float>()[t * 8 + j];
+          ab += u * v, aa += u * u, bb += v * v;
+        }
+        EXPECT_GE(ab / std::sqrt(aa * bb), 0.995) << "row " << t;
       }
-      EXPECT_GE(ab / std::sqrt(aa * bb), 0.995) << "row " << t;
     }
-  }
 }
 
 // One input left float: the other pairs go, attention still fuses.
@@ -880,6 +885,15 @@ TEST(QuantizedAttention, NearMissesKeepThePair) {
     Graph g = b.g;
     EXPECT_EQ(read_attention_activations_in_float(g), 0);
     EXPECT_EQ(count_op(g, OpId::kQuantizeLinear), 2);
+  }
+  {  // the scaled scores' pair also read outside the attention: everything stays
+    Graph g = AttentionBuilder().build(AttentionForm::kQdq, "", true);
+    ValueInfo extra;
+    extra.name = "scaled_f_dq";
+    g.outputs.push_back(extra);
+    const size_t nodes = g.nodes.size();
+    EXPECT_EQ(read_attention_activations_in_float(g), 0);
+    EXPECT_EQ(g.nodes.size(), nodes);
   }
   {  // QLinearMatMul whose output is read by something else than the DequantizeLinear
     Graph g = AttentionBuilder().build(AttentionForm::kQLinear);

@@ -86,6 +86,10 @@ CASES = [
     ("bert-14", "--form qdq --attention qdq"),
     ("distilbert-14", "--form qlinear --attention qlinear"),
     ("roberta-1x1", "--form qdq --weights u8-128 --attention qlinear"),
+    # quantize_static's QDQ around the head splits, the merge and the Softmax too
+    ("bert-14", "--form qdq --attention qdq --data-qdq"),
+    ("distilbert-head-1x4", "--form qdq --weights u8-128 --attention qdq --data-qdq"),
+    ("roberta-1x1", "--form qdq --attention qdq --data-qdq"),
     ("bert-14", "qat --activations"),
     ("bert-pruned-4x1", "qat"),
     # The rest of the family x block pattern grid, on the models of GENERATED: every cell

@@ -30,7 +30,13 @@ A (the attention's activation x activation MatMuls, Q x K^T and P x V):
             exports write them)
   qlinear   QOperator: QuantizeLinear of both inputs -> QLinearMatMul(a, b) ->
             DequantizeLinear(y)
-Static activation scales (qdq, integer, qlinear, and --attention) are calibrated as uint8 min/max on the
+--data-qdq: also what ONNX Runtime's quantize_static writes, in its QDQ format, around its
+  data-movement and Softmax operators (QDQDirect8BitOp, QDQSoftmax): every Reshape and
+  Transpose reads a fake-quantized input (QuantizeLinear -> DequantizeLinear, static uint8
+  per tensor), and their and Softmax's outputs are fake-quantized for their readers
+  (Softmax's with the fixed scale 1/256 and zero point 0), unless already so. Softmax's
+  input stays float (its min/max would span the mask value).
+Static activation scales (qdq, integer, qlinear, --attention and --data-qdq) are calibrated as uint8 min/max on the
 model's own test inputs (DIR/input_*.npy, DIR = IN's directory by default) by a float64
 evaluation (tools/onnx_numpy_ref.py)."""
 import argparse
@@ -102,6 +108,56 @@ def quantize_attention_matmul(n, kind, values, new_inits, index):
     return out
 
 
+def is_float(values, v):
+    return v in values and np.asarray(values[v]).dtype.kind == "f"
+
+
+def fake_quantize_data_ops(nodes, values, new_inits):
+    """--data-qdq: the node list with fake-quantized inputs and outputs on every Reshape,
+    Transpose and Softmax of activations (values: the float graph's calibration values)."""
+    producer = {o: n for n in nodes for o in n.output}
+    readers = {}
+    for n in nodes:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    out, count = [], 0
+
+    def pair(v, scale, zp):
+        nonlocal count
+        p = f"dataqdq{count}"
+        count += 1
+        new_inits.append(numpy_helper.from_array(np.asarray(np.float32(scale)), p + "_s"))
+        new_inits.append(numpy_helper.from_array(np.asarray(np.uint8(zp)), p + "_z"))
+        return [helper.make_node("QuantizeLinear", [v, p + "_s", p + "_z"], [p + "_q"], name=p + "_Q"),
+                helper.make_node("DequantizeLinear", [p + "_q", p + "_s", p + "_z"], [p + "_dq"],
+                                 name=p + "_DQ")], p + "_dq"
+
+    for n in nodes:
+        if n.op_type not in ("Reshape", "Transpose", "Softmax"):
+            out.append(n)
+            continue
+        x = n.input[0]
+        px = producer.get(x)
+        # Softmax's input stays float: its min/max spans the mask (-1e4, or the float
+        # minimum), which leaves the scores no steps; quantize_static users exclude it.
+        if (n.op_type != "Softmax" and is_float(values, x)
+                and not (px is not None and px.op_type == "DequantizeLinear")):
+            extra, dq = pair(x, *act_params(values[x]))
+            out.extend(extra)
+            n.input[0] = dq
+        out.append(n)
+        y = n.output[0]
+        rs = readers.get(y, [])
+        if is_float(values, y) and rs and not all(r.op_type == "QuantizeLinear" for r in rs):
+            sz = (1.0 / 256.0, 0) if n.op_type == "Softmax" else act_params(values[y])
+            n.output[0] = y + "_float"
+            extra, dq = pair(y + "_float", *sz)
+            extra[1].output[0] = y
+            producer[y] = extra[1]  # y is now a DequantizeLinear's: its readers need no pair
+            out.extend(extra)
+    return out, count
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("src")
@@ -111,13 +167,14 @@ def main():
     ap.add_argument("--scale", default="channel", choices=["channel", "tensor"])
     ap.add_argument("--chain", default="product", choices=["product", "chain"])
     ap.add_argument("--attention", default="none", choices=["none", "qdq", "qlinear"])
+    ap.add_argument("--data-qdq", action="store_true")
     ap.add_argument("--calibrate", default=None)
     a = ap.parse_args()
     m = onnx.load(a.src)
     g = m.graph
     inits = {t.name: t for t in g.initializer}
     values = {}
-    if a.form != "dynamic" or a.attention != "none":
+    if a.form != "dynamic" or a.attention != "none" or a.data_qdq:
         d = a.calibrate or os.path.dirname(os.path.abspath(a.src))
         feeds = {i.name: np.load(os.path.join(d, f"input_{i.name}.npy")) for i in g.input}
         onnx_numpy_ref.evaluate(m, feeds, values)
@@ -182,18 +239,22 @@ def main():
                 node("DequantizeLinear", [p + "_yq", p + "_ys", p + "_yz"], [y])
         uses[n.input[1]] -= 1
         done += 1
+    data_pairs = 0
+    if a.data_qdq:
+        nodes, data_pairs = fake_quantize_data_ops(nodes, values, new_inits)
     keep = [t for t in g.initializer if uses.get(t.name, 0) > 0]
     del g.initializer[:]
     g.initializer.extend(keep + new_inits)
     del g.node[:]
     g.node.extend(nodes)
-    if a.form in ("qdq", "qdq-t") or a.attention != "none":  # per-axis DequantizeLinear: opset 13
+    if a.form in ("qdq", "qdq-t") or a.attention != "none" or a.data_qdq:  # opset 13
         for o in m.opset_import:
             if o.domain in ("", "ai.onnx") and o.version < 13:
                 o.version = 13
     onnx.save(m, a.dst)
     print(f"make_quantized_models: {done} MatMuls as {a.form} ({a.weights}, {a.scale}), "
-          f"{attention} attention MatMuls as {a.attention} -> {a.dst}", file=sys.stderr)
+          f"{attention} attention MatMuls as {a.attention}, {data_pairs} data-movement and Softmax "
+          f"QDQ pairs -> {a.dst}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,8 @@ FORMS = {
     "qlin-u8": "--form qlinear --weights u8-128",
     "qdq-attn": "--form qdq --attention qdq",  # attention's activation matmuls quantized too
     "qlin-attn": "--form qlinear --attention qlinear",
+    # quantize_static's QDQ also around Reshape, Transpose and Softmax
+    "qdq-data": "--form qdq --attention qdq --data-qdq",
     "file": "",
 }
 GATE = 0.995

@@ -2,7 +2,9 @@
 
 #include <cmath>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -551,6 +553,15 @@ struct ActivationMatMul {
   std::vector<size_t> bypassed;
 };
 
+// A fake quantization of an activation, DequantizeLinear(QuantizeLinear(x)) -> y with the
+// same per-tensor parameters, each node read by nothing else but y's readers: those read
+// x instead (the readers by their first outputs, which the rewrite keeps).
+struct FakeQuantPair {
+  size_t q = 0, dq = 0;
+  std::string x, y;
+  std::vector<std::string> readers;
+};
+
 class ActivationMatMuls {
  public:
   explicit ActivationMatMuls(const Graph& g) : g_(g), ix_(g) {}
@@ -589,6 +600,42 @@ class ActivationMatMuls {
         continue;
       }
       out.push_back(std::move(c));
+    }
+    return out;
+  }
+
+  // Every fake-quantized activation whose nodes no candidate above bypasses: ONNX
+  // Runtime's quantize_static writes them around Reshape, Transpose and Softmax too
+  // (QDQDirect8BitOp, QDQSoftmax), inside attention's head splits, its scores and its
+  // merge.
+  std::vector<FakeQuantPair> pairs(const std::vector<ActivationMatMul>& taken) const {
+    std::set<size_t> used;
+    for (const ActivationMatMul& c : taken) used.insert(c.bypassed.begin(), c.bypassed.end());
+    std::vector<FakeQuantPair> out;
+    for (size_t i = 0; i < g_.nodes.size(); ++i) {
+      const Node& d = g_.nodes[i];
+      if (op_of(d) != OpId::kDequantizeLinear || used.count(i) || d.outputs.size() != 1) continue;
+      std::string x = d.inputs.empty() ? "" : d.inputs[0];
+      Param pd;
+      std::vector<size_t> b;
+      if (!param_of(d, &pd) || ix_.is_output(d.outputs[0]) || !quantized_from(&x, pd, &b) ||
+          used.count(b[0]) || !activation(x)) {
+        continue;
+      }
+      FakeQuantPair p;
+      p.q = b[0];
+      p.dq = i;
+      p.x = x;
+      p.y = d.outputs[0];
+      for (const Node& n : g_.nodes) {
+        for (const std::string& in : n.inputs) {
+          if (in == p.y && !n.outputs.empty()) {
+            p.readers.push_back(n.outputs[0]);
+            break;
+          }
+        }
+      }
+      if (!p.readers.empty()) out.push_back(std::move(p));
     }
     return out;
   }
@@ -671,8 +718,24 @@ class ActivationMatMuls {
   const GraphIndex ix_;
 };
 
-void read_in_float(Graph& g, const std::vector<ActivationMatMul>& cs) {
+void read_in_float(Graph& g, const std::vector<ActivationMatMul>& cs,
+                   const std::vector<FakeQuantPair>& ps) {
   std::vector<bool> dead(g.nodes.size(), false);
+  std::map<std::string, std::string> rename;  // a pair's output -> its float input
+  for (const FakeQuantPair& p : ps) {
+    rename[p.y] = p.x;
+    dead[p.q] = dead[p.dq] = true;
+  }
+  for (Node& n : g.nodes) {
+    for (std::string& in : n.inputs) {
+      // Through chains of pairs (a pair's input may be another pair's output).
+      for (int hops = 0; hops < 64; ++hops) {
+        auto r = rename.find(in);
+        if (r == rename.end()) break;
+        in = r->second;
+      }
+    }
+  }
   for (const ActivationMatMul& c : cs) {
     Node& n = g.nodes[c.node];
     set_op(n, OpId::kMatMul);
@@ -692,24 +755,82 @@ void read_in_float(Graph& g, const std::vector<ActivationMatMul>& cs) {
 
 }  // namespace
 
+// Whether a fused attention of `trial` takes in or gives out value v through data
+// movement only: every reader of v is in a fused attention (absorbed) or moves data
+// into one (forward), or v's producer is in one or moves data out of one (backward).
+// Data movement: what the planner turns into views of the attention's panels (the head
+// splits and the merge).
+class AttentionFlow {
+ public:
+  AttentionFlow(const Graph& trial, std::set<std::string> absorbed)
+      : g_(trial), ix_(trial), absorbed_(std::move(absorbed)) {}
+
+  bool touches(const std::string& v) { return into(v, 0) || out_of(v, 0); }
+
+ private:
+  static bool moves_data(const Node& n) {
+    switch (op_of(n)) {
+      case OpId::kReshape:
+      case OpId::kTranspose:
+      case OpId::kSqueeze:
+      case OpId::kUnsqueeze:
+      case OpId::kIdentity: return n.outputs.size() == 1;
+      default: return false;
+    }
+  }
+  bool into(const std::string& v, int depth) {
+    if (depth > 8 || ix_.is_output(v)) return false;
+    const auto& uses = ix_.uses(v);
+    if (uses.empty()) return false;
+    for (const GraphIndex::Use& u : uses) {
+      const Node& r = g_.nodes[u.first];
+      if (!r.outputs.empty() && absorbed_.count(r.outputs[0])) continue;
+      if (op_of(r) == OpId::kShape) continue;  // reads the shape only (exporters' head splits)
+      if (u.second == 0 && moves_data(r) && into(r.outputs[0], depth + 1)) continue;
+      return false;
+    }
+    return true;
+  }
+  bool out_of(const std::string& v, int depth) {
+    size_t i = 0;
+    if (depth > 8 || !ix_.producer(v, &i)) return false;
+    const Node& p = g_.nodes[i];
+    if (absorbed_.count(v)) return true;
+    return moves_data(p) && !p.inputs.empty() && out_of(p.inputs[0], depth + 1);
+  }
+
+  const Graph& g_;
+  const GraphIndex ix_;
+  const std::set<std::string> absorbed_;
+};
+
 int read_attention_activations_in_float(Graph& g) {
-  // Rewrite on a copy and keep the matmuls the attention pattern then fuses; again with
-  // those only, until every rewritten matmul is in a fused attention (a rewrite left out
-  // could have changed what the pattern sees).
-  std::vector<ActivationMatMul> keep = ActivationMatMuls(g).candidates();
-  for (int round = 0; round < 4 && !keep.empty(); ++round) {
+  // Rewrite on a copy and keep the matmuls the attention pattern then fuses, and the fake
+  // quantizations all of whose readers a fused attention takes in; again with those only,
+  // until every rewrite is inside a fused attention (a rewrite left out could have changed
+  // what the pattern sees).
+  const ActivationMatMuls found(g);
+  std::vector<ActivationMatMul> keep = found.candidates();
+  std::vector<FakeQuantPair> keep_pairs = found.pairs(keep);
+  for (int round = 0; round < 6 && (!keep.empty() || !keep_pairs.empty()); ++round) {
     Graph trial = g;
-    read_in_float(trial, keep);
+    read_in_float(trial, keep, keep_pairs);
     const std::set<std::string> matched = attention_matmul_outputs(trial);
+    AttentionFlow flow(trial, attention_absorbed_outputs(trial));
     std::vector<ActivationMatMul> fused;
     for (const ActivationMatMul& c : keep) {
       if (matched.count(c.y)) fused.push_back(c);
     }
-    if (fused.size() == keep.size()) {
+    std::vector<FakeQuantPair> inside;
+    for (const FakeQuantPair& p : keep_pairs) {
+      if (flow.touches(p.x)) inside.push_back(p);
+    }
+    if (fused.size() == keep.size() && inside.size() == keep_pairs.size()) {
       g = std::move(trial);
       return static_cast<int>(keep.size());
     }
     keep = std::move(fused);
+    keep_pairs = std::move(inside);
   }
   return 0;
 }
