@@ -66,6 +66,12 @@ FastPathReport fast_path_report(const Graph& g) {
     } else if ((op_of(n) == OpId::kMatMul || op_of(n) == OpId::kGemm) && n.inputs.size() >= 2 &&
                (g.initializer(n.inputs[1]) != nullptr || dequantized_weight(n.inputs[1]))) {
       off("matmul");
+    } else if ((op_of(n) == OpId::kQuantizeLinear || op_of(n) == OpId::kDequantizeLinear ||
+                op_of(n) == OpId::kDynamicQuantizeLinear) &&
+               !n.inputs.empty() && g.initializer(n.inputs[0]) == nullptr) {
+      // The model's quantization of an activation that no fused op took in: it runs op by
+      // op (a constant's DequantizeLinear is an unfused weight, reported with its matmul).
+      off("quantize");
     } else if ((op_of(n) == OpId::kMatMulInteger && n.inputs.size() >= 2 &&
                 g.initializer(n.inputs[1]) != nullptr) ||
                (op_of(n) == OpId::kQLinearMatMul && n.inputs.size() >= 4 &&

@@ -30,6 +30,9 @@ struct FastPathReport {
   //   "gelu"       an Erf, Sigmoid, or a Tanh not applied straight to a matmul's output
   //                (the pooler's tanh is), not in a matmul's epilogue
   //   "matmul"     a MatMul or Gemm with a constant weight that was not packed
+  //   "quantize"   a QuantizeLinear, DequantizeLinear or DynamicQuantizeLinear of an
+  //                activation that no fused op took in (the model's own quantization,
+  //                run op by op)
   std::vector<OffPathNode> off;
 
   bool fused() const { return off.empty(); }

@@ -13,6 +13,7 @@
 #include <limits>
 #include <map>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -503,9 +504,12 @@ TEST(QuantizedConvert, NearMissesDoNotFuse) {
     convert_graph(g, path, ConvertOptions(), nullptr, &fp);
     std::remove(path.c_str());
     EXPECT_EQ(fp.matmuls, 0);
-    ASSERT_EQ(fp.off.size(), 1u);
-    EXPECT_EQ(fp.off[0].op, "MatMulInteger");
-    EXPECT_EQ(fp.off[0].cause, "matmul");
+    // Its DynamicQuantizeLinear runs op by op too.
+    ASSERT_EQ(fp.off.size(), 2u);
+    EXPECT_EQ(fp.off[0].op, "DynamicQuantizeLinear");
+    EXPECT_EQ(fp.off[0].cause, "quantize");
+    EXPECT_EQ(fp.off[1].op, "MatMulInteger");
+    EXPECT_EQ(fp.off[1].cause, "matmul");
   }
   {  // the chain never multiplies by x's scale
     Builder b = ort_dynamic(w, s, Chain::kProduct);
@@ -892,8 +896,17 @@ TEST(QuantizedAttention, NearMissesKeepThePair) {
     extra.name = "scaled_f_dq";
     g.outputs.push_back(extra);
     const size_t nodes = g.nodes.size();
-    EXPECT_EQ(read_attention_activations_in_float(g), 0);
-    EXPECT_EQ(g.nodes.size(), nodes);
+    Graph kept = g;
+    EXPECT_EQ(read_attention_activations_in_float(kept), 0);
+    EXPECT_EQ(kept.nodes.size(), nodes);
+    // convert says so: the attention and the model's quantization run op by op.
+    FastPathReport fp;
+    const std::string path = tmp_path("scores-pair-read-outside");
+    convert_graph(g, path, ConvertOptions(), nullptr, &fp);
+    std::remove(path.c_str());
+    std::set<std::string> causes;
+    for (const OffPathNode& o : fp.off) causes.insert(o.cause);
+    EXPECT_EQ(causes, (std::set<std::string>{"attention", "quantize"})) << fp.summary();
   }
   {  // QLinearMatMul whose output is read by something else than the DequantizeLinear
     Graph g = AttentionBuilder().build(AttentionForm::kQLinear);
