@@ -41,6 +41,9 @@ QUANTIZED_FORMS = [
     ("model-qdq.onnx", "tools/make_quantized_models.py", ["--form", "qdq"]),
     ("model-integer-u8.onnx", "tools/make_quantized_models.py", ["--form", "integer", "--weights", "u8-128"]),
     ("model-qlinear.onnx", "tools/make_quantized_models.py", ["--form", "qlinear"]),
+    # quantize_static's QDQ around the attention's data movement and Softmax (session 7)
+    ("model-qdq-data.onnx", "tools/make_quantized_models.py",
+     ["--form", "qdq", "--attention", "qdq", "--data-qdq"]),
 ]
 
 
