@@ -24,6 +24,9 @@ struct FastPathReport {
   int attention = 0;    // SparqAttention
   int layernorm = 0;    // LayerNormalization (fused pattern or the opset-17 op)
   int activations = 0;  // GELUs in a matmul's epilogue
+  // A quantized model's attention matmuls read in float for sparq's own attention
+  // quantization (engine/convert/quantized.h; set by convert, 0 from a stored file).
+  int quantized_attention_matmuls = 0;
   // Encoder pieces that are not, in graph order. Causes:
   //   "attention"  a Softmax outside the attention pattern (Q K^T, scale, mask, Softmax, V)
   //   "layernorm"  a ReduceMean outside the LayerNorm pattern

@@ -368,7 +368,8 @@ std::vector<LayerReport> convert_graph(Graph g, const std::string& out_path,
   }
   // fuse = false (convert --no-fuse) keeps the graph op by op (debugging, A/B runs).
   if (opts.fuse) optimize_graph(g);
-  const FastPathReport fp = fast_path_report(g);
+  FastPathReport fp = fast_path_report(g);
+  fp.quantized_attention_matmuls = quantized.attention;
   if (fast_path) *fast_path = fp;
   if (opts.require_fused && !fp.fused()) {
     throw Error(Status::kUnsupported, "--require-fused: " + std::to_string(fp.off.size()) +

@@ -236,6 +236,13 @@ def main():
                             f"{expected if exact else 0} with their own int8 weights")
                     if want not in conv.stdout:
                         problems.append(f"convert did not say '{want}':\n{conv.stdout}")
+                    # The attention's activation matmuls read in float (2 per attention), or none.
+                    quantized_attention = form is not None and "--attention" in form.split()
+                    want_attn = f"quantized attention: {2 * attentions} activation matmuls"
+                    if quantized_attention != (want_attn in conv.stdout) or (
+                            not quantized_attention and "quantized attention:" in conv.stdout):
+                        problems.append(f"convert's quantized attention line: expected "
+                                        f"{want_attn if quantized_attention else 'none'}:\n{conv.stdout}")
                     fast = [line for line in conv.stdout.splitlines() if line.startswith("fast path:")]
                     if not fast or "NOT fused" in fast[0]:
                         problems.append(f"not on the fast path: {fast}")

@@ -150,6 +150,12 @@ int convert_cmd(Args& args) {
         "scales kept exactly; activations quantized per token at run time\n",
         quantized, exact);
   }
+  if (fast.quantized_attention_matmuls > 0) {
+    std::printf(
+        "quantized attention: %d activation matmuls and their fake quantization read in float "
+        "for sparq's own attention quantization\n",
+        fast.quantized_attention_matmuls);
+  }
   std::printf("fast path: %d matmuls packed, %d attentions, %d LayerNorms, %d GELUs fused%s\n",
               fast.matmuls, fast.attention, fast.layernorm, fast.activations,
               fast.fused() ? "" : "; NOT fused: see the warning");
