@@ -908,6 +908,42 @@ TEST(QuantizedAttention, NearMissesKeepThePair) {
     for (const OffPathNode& o : fp.off) causes.insert(o.cause);
     EXPECT_EQ(causes, (std::set<std::string>{"attention", "quantize"})) << fp.summary();
   }
+  {  // one QuantizeLinear read by two DequantizeLinears, one of them a graph output: that
+     // quantization stays (exact) for both, the rest goes and the attention still fuses
+    AttentionBuilder b;
+    const std::string q = b.pair("q", "s", "z");
+    b.node("DequantizeLinear", {"q_q", "s", "z"}, {"q_dq2"});
+    Graph g = b.build(AttentionForm::kQdq, "q");
+    for (Node& n : g.nodes) {
+      if (op_of(n) == OpId::kMatMul && n.inputs[0] == "q") n.inputs[0] = q;
+    }
+    ValueInfo extra;
+    extra.name = "q_dq2";
+    g.outputs.push_back(extra);
+    EXPECT_EQ(read_attention_activations_in_float(g), 2);
+    EXPECT_EQ(count_op(g, OpId::kQuantizeLinear), 1);
+    EXPECT_EQ(count_op(g, OpId::kDequantizeLinear), 2);
+    EXPECT_EQ(optimize_graph(g).attention, 1);
+  }
+  {  // the same: its two DequantizeLinears feed Q and V of one attention, so both go
+    AttentionBuilder b;
+    const std::string q = b.pair("q", "s", "z");
+    b.node("DequantizeLinear", {"q_q", "s", "z"}, {"q_dq2"});
+    Graph g = b.build(AttentionForm::kQdq, "q");
+    std::vector<Node> kept;
+    for (Node& n : g.nodes) {
+      if (n.outputs[0] == "v_q" || n.outputs[0] == "v_dq") continue;  // V is q here
+      if (op_of(n) == OpId::kMatMul && n.inputs[0] == "q") n.inputs[0] = q;
+      if (op_of(n) == OpId::kMatMul && n.inputs[1] == "v_dq") n.inputs[1] = "q_dq2";
+      kept.push_back(n);
+    }
+    g.nodes = std::move(kept);
+    EXPECT_EQ(read_attention_activations_in_float(g), 2);
+    EXPECT_EQ(count_op(g, OpId::kQuantizeLinear), 0);
+    EXPECT_EQ(count_op(g, OpId::kDequantizeLinear), 0);
+    EXPECT_EQ(g.nodes.back().inputs, (std::vector<std::string>{"p", "q"}));
+    EXPECT_EQ(optimize_graph(g).attention, 1);
+  }
   {  // QLinearMatMul whose output is read by something else than the DequantizeLinear
     Graph g = AttentionBuilder().build(AttentionForm::kQLinear);
     ValueInfo extra;

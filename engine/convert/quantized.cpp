@@ -553,13 +553,13 @@ struct ActivationMatMul {
   std::vector<size_t> bypassed;
 };
 
-// A fake quantization of an activation, DequantizeLinear(QuantizeLinear(x)) -> y with the
-// same per-tensor parameters, each node read by nothing else but y's readers: those read
-// x instead (the readers by their first outputs, which the rewrite keeps).
+// A fake quantization of an activation: QuantizeLinear(x) read only by DequantizeLinears
+// with the same per-tensor parameters (outputs ys); the readers of the ys read x instead.
 struct FakeQuantPair {
-  size_t q = 0, dq = 0;
-  std::string x, y;
-  std::vector<std::string> readers;
+  size_t q = 0;
+  std::vector<size_t> dqs;
+  std::string x;
+  std::vector<std::string> ys;
 };
 
 class ActivationMatMuls {
@@ -604,7 +604,8 @@ class ActivationMatMuls {
     return out;
   }
 
-  // Every fake-quantized activation whose nodes no candidate above bypasses: ONNX
+  // Every fake-quantized activation whose nodes no candidate above bypasses (its
+  // QuantizeLinear read only by DequantizeLinears with the same parameters): ONNX
   // Runtime's quantize_static writes them around Reshape, Transpose and Softmax too
   // (QDQDirect8BitOp, QDQSoftmax), inside attention's head splits, its scores and its
   // merge.
@@ -613,29 +614,29 @@ class ActivationMatMuls {
     for (const ActivationMatMul& c : taken) used.insert(c.bypassed.begin(), c.bypassed.end());
     std::vector<FakeQuantPair> out;
     for (size_t i = 0; i < g_.nodes.size(); ++i) {
-      const Node& d = g_.nodes[i];
-      if (op_of(d) != OpId::kDequantizeLinear || used.count(i) || d.outputs.size() != 1) continue;
-      std::string x = d.inputs.empty() ? "" : d.inputs[0];
-      Param pd;
-      std::vector<size_t> b;
-      if (!param_of(d, &pd) || ix_.is_output(d.outputs[0]) || !quantized_from(&x, pd, &b) ||
-          used.count(b[0]) || !activation(x)) {
+      const Node& q = g_.nodes[i];
+      Param pq;
+      if (op_of(q) != OpId::kQuantizeLinear || used.count(i) || q.outputs.size() != 1 ||
+          q.inputs.empty() || !activation(q.inputs[0]) || !param_of(q, &pq) ||
+          ix_.is_output(q.outputs[0])) {
         continue;
       }
+      // Every reader of the quantized tensor: a DequantizeLinear with the same parameters
+      // (one, or one per consumer as some exporters write them).
       FakeQuantPair p;
-      p.q = b[0];
-      p.dq = i;
-      p.x = x;
-      p.y = d.outputs[0];
-      for (const Node& n : g_.nodes) {
-        for (const std::string& in : n.inputs) {
-          if (in == p.y && !n.outputs.empty()) {
-            p.readers.push_back(n.outputs[0]);
-            break;
-          }
-        }
+      p.q = i;
+      p.x = q.inputs[0];
+      bool ok = !ix_.uses(q.outputs[0]).empty();
+      for (const GraphIndex::Use& u : ix_.uses(q.outputs[0])) {
+        const Node& d = g_.nodes[u.first];
+        Param pd;
+        ok = ok && u.second == 0 && op_of(d) == OpId::kDequantizeLinear && !used.count(u.first) &&
+             d.outputs.size() == 1 && param_of(d, &pd) && pd == pq && !ix_.is_output(d.outputs[0]);
+        if (!ok) break;
+        p.dqs.push_back(u.first);
+        p.ys.push_back(d.outputs[0]);
       }
-      if (!p.readers.empty()) out.push_back(std::move(p));
+      if (ok) out.push_back(std::move(p));
     }
     return out;
   }
@@ -723,8 +724,19 @@ void read_in_float(Graph& g, const std::vector<ActivationMatMul>& cs,
   std::vector<bool> dead(g.nodes.size(), false);
   std::map<std::string, std::string> rename;  // a pair's output -> its float input
   for (const FakeQuantPair& p : ps) {
-    rename[p.y] = p.x;
-    dead[p.q] = dead[p.dq] = true;
+    for (const std::string& y : p.ys) rename[y] = p.x;
+    dead[p.q] = true;
+    for (size_t d : p.dqs) dead[d] = true;
+  }
+  // The matmuls first: a matmul's input may be a pair's output too.
+  for (const ActivationMatMul& c : cs) {
+    Node& n = g.nodes[c.node];
+    set_op(n, OpId::kMatMul);
+    n.op = "MatMul";
+    n.attrs.clear();
+    n.inputs = {c.a, c.b};
+    n.outputs = {c.y};
+    for (size_t k : c.bypassed) dead[k] = true;
   }
   for (Node& n : g.nodes) {
     for (std::string& in : n.inputs) {
@@ -735,15 +747,6 @@ void read_in_float(Graph& g, const std::vector<ActivationMatMul>& cs,
         in = r->second;
       }
     }
-  }
-  for (const ActivationMatMul& c : cs) {
-    Node& n = g.nodes[c.node];
-    set_op(n, OpId::kMatMul);
-    n.op = "MatMul";
-    n.attrs.clear();
-    n.inputs = {c.a, c.b};
-    n.outputs = {c.y};
-    for (size_t k : c.bypassed) dead[k] = true;
   }
   std::vector<Node> kept;
   kept.reserve(g.nodes.size());

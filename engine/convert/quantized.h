@@ -76,9 +76,11 @@ SPARQ_API QuantizedMatMuls fuse_quantized_matmuls(Graph& g);
 // DequantizeLinear reads, each with the same constant per-tensor scale and zero point,
 // and each node read by nothing else. The MatMul reads the unquantized activations;
 // the pair (or the QuantizeLinears and the DequantizeLinear) goes. So does any other
-// fake quantization of an activation all of whose readers the fused attention then
-// takes in (quantize_static's QDQ around the head splits' Reshape and Transpose, the
-// Softmax and the merge). Elsewhere the graph is left as it is (exact ONNX semantics).
+// fake quantization of an activation (a QuantizeLinear read only by DequantizeLinears
+// with its constant per-tensor parameters) that the fused attention then takes in or
+// gives out through data movement only (quantize_static's QDQ around the head splits'
+// Reshape and Transpose, the Softmax and the merge). Elsewhere the graph is left as it
+// is (exact ONNX semantics).
 // Returns how many matmuls were rewritten.
 // fuse_quantized_matmuls runs it last.
 SPARQ_API int read_attention_activations_in_float(Graph& g);
