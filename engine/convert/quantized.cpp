@@ -809,9 +809,9 @@ class AttentionFlow {
 
 int read_attention_activations_in_float(Graph& g) {
   // Rewrite on a copy and keep the matmuls the attention pattern then fuses, and the fake
-  // quantizations all of whose readers a fused attention takes in; again with those only,
-  // until every rewrite is inside a fused attention (a rewrite left out could have changed
-  // what the pattern sees).
+  // quantizations a fused attention takes in or gives out through data movement
+  // (AttentionFlow); again with those only, until every rewrite is kept (a rewrite left
+  // out could have changed what the pattern sees).
   const ActivationMatMuls found(g);
   std::vector<ActivationMatMul> keep = found.candidates();
   std::vector<FakeQuantPair> keep_pairs = found.pairs(keep);
