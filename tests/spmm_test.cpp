@@ -3,6 +3,8 @@
 // packing, every epilogue feature, and serial/threaded twins.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -241,6 +243,90 @@ TEST_P(SpmmIsaTest, PackQuadsMatchesTheLayout) {
           ASSERT_EQ(xq[static_cast<size_t>((q * ldq + t) * 4 + j)], want)
               << "M=" << s.m << " K=" << s.k << " q=" << q << " t=" << t << " j=" << j;
         }
+  }
+}
+
+// A token's output does not depend on where its tile starts: every kernel run once over
+// all tokens and again in calls over uneven token ranges (splits that leave tails of
+// every length, as 64-token panels, threads and batch sizes do) gives the same bits,
+// through every epilogue feature. (Repeated sequences in a bigger batch must give the
+// repeated answers: tests/conformance_test.cpp checks that end to end.)
+TEST_P(SpmmIsaTest, OutputsDoNotDependOnTheTokenSplit) {
+  constexpr int64_t kM = 131, kK = 70, kN = 12;
+  const std::vector<int64_t> cuts = {0, 1, 4, 11, 16, 29, 37, 64, 67, 96, 127, kM};
+  std::vector<float> w = random_floats(kN * kK, 5);
+  std::vector<float> xf = random_floats(kK * kM, 6, -2.0f, 2.0f),
+                     token = random_floats(kM, 7, 0.01f, 0.02f),
+                     channel = random_floats(kN, 8, 0.5f, 2.0f), bias = random_floats(kN, 9),
+                     residual = random_floats(kN * kM, 10);
+  std::vector<uint8_t> xu(static_cast<size_t>(kK * kM));
+  for (size_t i = 0; i < xu.size(); ++i) xu[i] = static_cast<uint8_t>((i * 97 + 13) & 0xFF);
+  const int64_t ldq = (kM + 63) / 64 * 64;
+  std::vector<uint8_t> xq(static_cast<size_t>((kK + 3) / 4 * ldq * 4));
+  if (kernels().u8_pack_quads != nullptr)
+    kernels().u8_pack_quads(xu.data(), kM, kK, kM, xq.data(), ldq);
+  for (BlockShape b : kBlocks) {
+    std::vector<float> wb = w;
+    prune_blocks(wb.data(), kN, kK, b, 0.5);
+    std::vector<int8_t> q(wb.size());
+    std::vector<float> scales(kN);
+    quantize_per_channel(wb.data(), kN, kK, q.data(), scales.data());
+    const PackedMatrix pf = PackedMatrix::pack_f32(wb.data(), kN, kK, b);
+    const PackedMatrix ps = PackedMatrix::pack_s8(q.data(), scales.data(), kN, kK, b);
+    const int r = pf.view().rows_per_block;
+    for (Activation act : {Activation::kNone, Activation::kGeluErf, Activation::kGeluTanh,
+                           Activation::kGeluSigmoid}) {
+      for (int kind = 0; kind < 4; ++kind) {  // f32, u8s8, u8s8 -> u8, quads
+        if (kind == 3 && (ps.view().quad_index == nullptr || kernels().u8s8_quads_r1 == nullptr))
+          continue;
+        SCOPED_TRACE(std::string(block_shape_name(b)) + " activation " + activation_name(act) +
+                     " kind " + std::to_string(kind));
+        auto run = [&](const std::vector<int64_t>& splits) {
+          std::vector<float> out(static_cast<size_t>(kN * kM), -1.0f);
+          std::vector<uint8_t> out_u8(static_cast<size_t>(kN * kM), 7);
+          Epilogue ep;
+          ep.channel_scale = kind == 0 ? nullptr : channel.data();
+          ep.token_scale = kind == 0 ? nullptr : token.data();
+          ep.bias = bias.data();
+          ep.activation = act;
+          ep.residual = residual.data();
+          ep.ld_residual = kM;
+          ep.ld_out = kM;
+          if (kind == 2) {
+            ep.out_u8 = out_u8.data();
+            ep.out_inv_scale = 20.0f;
+            ep.out_zero_point = 128;
+          } else {
+            ep.out_f32 = out.data();
+          }
+          for (size_t i = 0; i + 1 < splits.size(); ++i) {
+            const int64_t m0 = splits[i], m1 = splits[i + 1];
+            if (kind == 0) {
+              kernels().f32(r)(pf.view(), xf.data(), kM, m0, m1, 0, pf.view().num_block_rows, ep);
+            } else if (kind == 3) {
+              kernels().u8s8_quads_r1(ps.view(), xq.data(), ldq, m0, m1, 0,
+                                      ps.view().num_block_rows, ep);
+            } else {
+              kernels().u8s8(r)(ps.view(), xu.data(), kM, m0, m1, 0, ps.view().num_block_rows, ep);
+            }
+          }
+          return std::make_pair(out, out_u8);
+        };
+        const auto whole = run({0, kM});
+        const auto split = run(cuts);
+        for (int64_t n = 0; n < kN; ++n) {
+          for (int64_t m = 0; m < kM; ++m) {
+            const size_t i = static_cast<size_t>(n * kM + m);
+            if (kind == 2) {
+              ASSERT_EQ(whole.second[i], split.second[i]) << "n=" << n << " m=" << m;
+            } else {
+              ASSERT_EQ(std::memcmp(&whole.first[i], &split.first[i], sizeof(float)), 0)
+                  << "n=" << n << " m=" << m << ": " << whole.first[i] << " vs " << split.first[i];
+            }
+          }
+        }
+      }
+    }
   }
 }
 

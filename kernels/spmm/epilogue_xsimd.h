@@ -1,5 +1,7 @@
-// Vector epilogue written with xsimd for any full batch of tokens (no tail handling:
-// callers send token tails to the scalar path). Internal to the including unit.
+// Vector epilogue written with xsimd for a batch of tokens, full or partial (the first
+// `count` lanes): a token gets the same arithmetic wherever its tile starts, so outputs
+// never depend on how the tokens were split into tiles, panels or threads. Internal to
+// the including unit.
 #ifndef SPARQ_KERNELS_SPMM_EPILOGUE_XSIMD_H_
 #define SPARQ_KERNELS_SPMM_EPILOGUE_XSIMD_H_
 
@@ -26,23 +28,38 @@ static inline B xsimd_activation(Activation act, B y) {
   return y;
 }
 
-// `y` holds tokens [m, m + B::size) of output row n.
+// The first `count` floats at p, the other lanes zero (nothing past p + count is read).
 template <class B>
-static inline void xsimd_epilogue_store(const Epilogue& ep, int64_t n, int64_t m, B y) {
+static inline B xsimd_load_n(const float* p, int64_t count) {
+  if (count == static_cast<int64_t>(B::size)) return B::load_unaligned(p);
+  alignas(64) float tmp[B::size] = {};
+  for (int64_t i = 0; i < count; ++i) tmp[i] = p[i];
+  return B::load_aligned(tmp);
+}
+
+// `y` holds tokens [m, m + count) of output row n in its first count lanes
+// (count <= B::size; nothing is read or written past token m + count).
+template <class B>
+static inline void xsimd_epilogue_store(const Epilogue& ep, int64_t n, int64_t m, B y,
+                                        int64_t count = static_cast<int64_t>(B::size)) {
   if (ep.channel_scale) y *= B(ep.channel_scale[n]);
-  if (ep.token_scale) y *= B::load_unaligned(ep.token_scale + m);
+  if (ep.token_scale) y *= xsimd_load_n<B>(ep.token_scale + m, count);
   if (ep.bias) y += B(ep.bias[n]);
   if (ep.activation != Activation::kNone) y = xsimd_activation(ep.activation, y);
-  if (ep.residual) y += B::load_unaligned(ep.residual + n * ep.ld_residual + m);
+  if (ep.residual) y += xsimd_load_n<B>(ep.residual + n * ep.ld_residual + m, count);
+  alignas(64) float tmp[B::size];
   if (ep.out_u8) {
-    alignas(64) float tmp[B::size];
     y.store_aligned(tmp);
     uint8_t* out = ep.out_u8 + n * ep.ld_out + m;
-    for (std::size_t i = 0; i < B::size; ++i) {
+    for (int64_t i = 0; i < count; ++i) {
       out[i] = scalar_requantize(tmp[i], ep.out_inv_scale, ep.out_zero_point);
     }
-  } else {
+  } else if (count == static_cast<int64_t>(B::size)) {
     y.store_unaligned(ep.out_f32 + n * ep.ld_out + m);
+  } else {
+    y.store_aligned(tmp);
+    float* out = ep.out_f32 + n * ep.ld_out + m;
+    for (int64_t i = 0; i < count; ++i) out[i] = tmp[i];
   }
 }
 

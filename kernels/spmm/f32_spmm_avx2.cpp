@@ -2,14 +2,18 @@
 // f32_bsr1x1_spmm_ukernel_1x32__avx2.
 //
 // Tile: R output rows x NV*8 tokens, R*NV ymm accumulators; per nonzero index NV
-// loads of X and R*NV FMAs with the broadcast weight. Tokens that do not fill a tile
-// run through the scalar kernel, so nothing past m_end is read.
+// loads of X and R*NV FMAs with the broadcast weight. Tokens that do not fill a tile run
+// in one-vector tiles, the last few (fewer than 8) through scalar FMAs in the same order
+// (std::fma is one vfmadd231ss here) and a partial vector epilogue: a token gets the same
+// arithmetic wherever its tile starts, and nothing past m_end is read. (Not vmaskmovps:
+// QEMU's emulation faults on the masked lanes past a buffer's end.)
+#include <cmath>
+
 #include <xsimd/xsimd.hpp>
 
 #include "kernels/spmm/epilogue_xsimd.h"
 #include "kernels/spmm/spmm.h"
 #include "kernels/spmm/spmm_avx2.h"
-#include "kernels/spmm/spmm_scalar_impl.h"
 
 namespace sparq {
 namespace avx2 {
@@ -42,23 +46,55 @@ inline void f32_tile(const PackedWeights& w, const float* x, int64_t ldx, int64_
 }
 
 template <int R, int NV>
+inline void f32_tile_store(const PackedWeights& w, const float* x, int64_t ldx, int64_t m0,
+                           int64_t br, const Epilogue& ep) {
+  B acc[R][NV];
+  if (w.dense) f32_tile<R, NV, true>(w, x, ldx, m0, br, acc);
+  else f32_tile<R, NV, false>(w, x, ldx, m0, br, acc);
+  for (int r = 0; r < R; ++r) {
+    const int64_t n = br * R + r;
+    if (n >= w.n) break;
+    for (int j = 0; j < NV; ++j) xsimd_epilogue_store(ep, n, m0 + kLanes * j, acc[r][j]);
+  }
+}
+
+// Tokens [m0, m0 + count), count < kLanes: lane by lane what f32_tile computes.
+template <int R>
+void f32_tail_store(const PackedWeights& w, const float* x, int64_t ldx, int64_t m0, int64_t count,
+                    int64_t br, const Epilogue& ep) {
+  alignas(32) float acc[R][kLanes] = {};
+  const float* values = static_cast<const float*>(w.values);
+  const int64_t g0 = w.dense ? br * w.k : w.group_ptr[br];
+  const int64_t g1 = w.dense ? g0 + w.k : w.group_ptr[br + 1];
+  for (int64_t g = g0; g < g1; ++g) {
+    const float* xr = x + (w.dense ? g - g0 : w.indices[g]) * ldx + m0;
+    const float* wv = values + g * R;
+    for (int r = 0; r < R; ++r)
+      for (int64_t i = 0; i < count; ++i) acc[r][i] = std::fma(wv[r], xr[i], acc[r][i]);
+  }
+  for (int r = 0; r < R; ++r) {
+    const int64_t n = br * R + r;
+    if (n >= w.n) break;
+    xsimd_epilogue_store(ep, n, m0, B::load_aligned(acc[r]), count);
+  }
+}
+
+template <int R, int NV>
 void f32_spmm(const PackedWeights& w, const float* x, int64_t ldx, int64_t m_begin, int64_t m_end,
               int64_t br_begin, int64_t br_end, const Epilogue& ep) {
   constexpr int64_t kTile = kLanes * NV;
   const int64_t m_full = m_begin + (m_end - m_begin) / kTile * kTile;
   for (int64_t m0 = m_begin; m0 < m_full; m0 += kTile) {
-    for (int64_t br = br_begin; br < br_end; ++br) {
-      B acc[R][NV];
-      if (w.dense) f32_tile<R, NV, true>(w, x, ldx, m0, br, acc);
-      else f32_tile<R, NV, false>(w, x, ldx, m0, br, acc);
-      for (int r = 0; r < R; ++r) {
-        const int64_t n = br * R + r;
-        if (n >= w.n) break;
-        for (int j = 0; j < NV; ++j) xsimd_epilogue_store(ep, n, m0 + kLanes * j, acc[r][j]);
-      }
-    }
+    for (int64_t br = br_begin; br < br_end; ++br) f32_tile_store<R, NV>(w, x, ldx, m0, br, ep);
   }
-  if (m_full < m_end) scalar_f32_spmm(w, x, ldx, m_full, m_end, br_begin, br_end, ep);
+  int64_t m0 = m_full;
+  for (; m0 + kLanes <= m_end; m0 += kLanes) {
+    for (int64_t br = br_begin; br < br_end; ++br) f32_tile_store<R, 1>(w, x, ldx, m0, br, ep);
+  }
+  if (m0 < m_end) {
+    for (int64_t br = br_begin; br < br_end; ++br)
+      f32_tail_store<R>(w, x, ldx, m0, m_end - m0, br, ep);
+  }
 }
 
 }  // namespace

@@ -8,9 +8,12 @@
 // never uses vpmaddubsw, whose 16-bit saturation would corrupt results.
 // Tile: R rows x 16 tokens, 2 ymm accumulators per row. After the unpacks the low
 // accumulator holds tokens 0-3 and 8-11 and the high one 4-7 and 12-15; the epilogue
-// puts them back in order with vperm2i128. Token tails run through the scalar kernel.
-// Accumulation: exact int32.
+// puts them back in order with vperm2i128. Token tails (u8s8_tail) sum in scalar, exact
+// like the tiles, and go through the same vector epilogue: a token's output never
+// depends on where its tile starts. Accumulation: exact int32.
 #include <immintrin.h>
+
+#include <algorithm>
 
 #include <xsimd/xsimd.hpp>
 
@@ -32,6 +35,23 @@ static inline int32_t pair16(int8_t a, int8_t b) {
 
 static inline __m256i load16_u8_as_i16(const uint8_t* p) {
   return _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+// Tokens [m0, m_end), fewer than a tile, of output rows [n_begin, n_end): sum(n, m) is
+// the exact int32 dot product, then the vector epilogue on up to 8 tokens at a time.
+template <class Sum>
+void u8s8_tail(const PackedWeights& w, int64_t m0, int64_t m_end, int64_t n_begin, int64_t n_end,
+               const Epilogue& ep, Sum sum) {
+  for (int64_t n = n_begin; n < n_end; ++n) {
+    for (int64_t c0 = m0; c0 < m_end; c0 += 8) {
+      const int64_t count = std::min<int64_t>(8, m_end - c0);
+      alignas(32) float y[8] = {};
+      for (int64_t i = 0; i < count; ++i) {
+        y[i] = static_cast<float>(sum(n, c0 + i) - w.compensation[n]);
+      }
+      xsimd_epilogue_store(ep, n, c0, B::load_aligned(y), count);
+    }
+  }
 }
 
 template <int R, bool kDense>
@@ -94,14 +114,28 @@ void u8s8_spmm(const PackedWeights& w, const uint8_t* x, int64_t ldx, int64_t m_
       }
     }
   }
-  if (m_full < m_end) scalar_u8s8_spmm(w, x, ldx, m_full, m_end, br_begin, br_end, ep);
+  if (m_full < m_end) {
+    const int8_t* values = static_cast<const int8_t*>(w.values);
+    u8s8_tail(w, m_full, m_end, br_begin * R, std::min<int64_t>(br_end * R, w.n), ep,
+              [&](int64_t n, int64_t m) {
+                const int64_t br = n / R, r = n % R;
+                int32_t acc = 0;
+                for (int64_t g = w.group_begin(br); g < w.group_end(br); ++g) {
+                  for (int64_t j = 0; j < 4; ++j) {
+                    acc += int32_t{values[(g * R + r) * 4 + j]} *
+                           int32_t{x[scalar_group_index(w, g, j) * ldx + m]};
+                  }
+                }
+                return acc;
+              });
+  }
 }
 
 // The 1x4 kernel, u8s8_bsr1x4_spmm_ukernel_1x16c4__avx2: a quad matrix on activations in
 // quad order (token t's 4 bytes of quad q at (q * ldq + t) * 4). Per group and 4 tokens,
 // one 16-byte load widened to 16 bits and one vpmaddwd against the group's 4 weights
 // (as 16-bit words, repeated) give each token's two pair sums; vphaddd adds the pairs at
-// the end (its lane order is undone with one vpermq). Tails run through the scalar kernel.
+// the end (its lane order is undone with one vpermq). Tails as in u8s8_spmm.
 static inline __m256i quad_weights16(const int8_t* w4) {
   int32_t d;
   __builtin_memcpy(&d, w4, sizeof(d));
@@ -136,7 +170,16 @@ void u8s8_quads_spmm(const PackedWeights& w, const uint8_t* xq, int64_t ldq, int
       }
     }
   }
-  if (m_full < m_end) scalar_u8s8_quads_spmm(w, xq, ldq, m_full, m_end, br_begin, br_end, ep);
+  if (m_full < m_end) {
+    u8s8_tail(w, m_full, m_end, br_begin, br_end, ep, [&](int64_t n, int64_t m) {
+      int32_t acc = 0;
+      for (int64_t g = w.group_ptr[n]; g < w.group_ptr[n + 1]; ++g) {
+        const uint8_t* a = xq + (int64_t{w.quad_index[g]} * ldq + m) * 4;
+        for (int64_t j = 0; j < 4; ++j) acc += int32_t{values[g * 4 + j]} * int32_t{a[j]};
+      }
+      return acc;
+    });
+  }
 }
 
 }  // namespace
