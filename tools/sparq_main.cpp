@@ -106,10 +106,20 @@ int kernel_bench(Args& args) {
   if (!json) {
     peak_fma = measure_peak_fma_gflops();
     peak_vnni = measure_peak_vnni_gops();
+    const bool avx512 = peak_fma > 0;
     std::printf("sparq %s kernels: %s; oneDNN %s\n", sparq_version(), sparq_kernel_isa(),
                 OnednnMatmul::version().c_str());
     std::printf("cpu: %s\n", cpu_description().c_str());
-    std::printf("one-core peak: AVX-512 FMA %.1f GFLOP/s, VNNI %.1f GOP/s\n", peak_fma, peak_vnni);
+    if (avx512) {
+      std::printf("one-core peak: AVX-512 FMA %.1f GFLOP/s, VNNI %.1f GOP/s\n", peak_fma,
+                  peak_vnni);
+    } else {
+      // No AVX-512: %peak is against the AVX2 instructions the kernels use.
+      peak_fma = measure_peak_avx2_fma_gflops();
+      peak_vnni = measure_peak_avx2_maddwd_gops();
+      std::printf("one-core peak: AVX2 FMA %.1f GFLOP/s, int8 vpmaddwd %.1f GOP/s (no AVX-512)\n",
+                  peak_fma, peak_vnni);
+    }
     std::printf("%5s %5s %5s %5s %4s %5s %3s %9s %9s %7s %9s %6s  %s\n", "M", "K", "N", "spars",
                 "prec", "block", "thr", "sparq_ms", "onednn_ms", "speedup", "nz_GOP/s", "%peak",
                 "kernel");

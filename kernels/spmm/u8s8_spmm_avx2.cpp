@@ -3,10 +3,10 @@
 //
 // The dot product is widened to 16 bits: per group, the 4 X rows (16 tokens each) are
 // zero-extended to 16 bits and paired (rows i0,i1 and i2,i3) with vpunpck{l,h}wd, and
-// each output row multiplies a pair by its two weights (sign-extended, packed in one
-// dword) with vpmaddwd, which cannot saturate here (|u8*s8| + |u8*s8| < 2^16). It
-// never uses vpmaddubsw, whose 16-bit saturation would corrupt results.
-// Tile: R rows x 16 tokens, 2 ymm accumulators per row. After the unpacks the low
+// each output row multiplies a pair by its two weights (sign-extended to 16 bits two rows
+// at a time with one vpmovsxbw, each pair broadcast with one vpshufd) with vpmaddwd, which cannot
+// saturate here (|u8*s8| + |u8*s8| < 2^16). It never uses vpmaddubsw, whose 16-bit saturation would
+// corrupt results. Tile: R rows x 16 tokens, 2 ymm accumulators per row. After the unpacks the low
 // accumulator holds tokens 0-3 and 8-11 and the high one 4-7 and 12-15; the epilogue
 // puts them back in order with vperm2i128. Token tails (u8s8_tail) sum in scalar, exact
 // like the tiles, and go through the same vector epilogue: a token's output never
@@ -28,9 +28,41 @@ namespace {
 
 using B = xsimd::batch<float, xsimd::fma3<xsimd::avx2>>;
 
-static inline int32_t pair16(int8_t a, int8_t b) {
-  return static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint16_t>(int16_t{a})) |
-                              (static_cast<uint32_t>(static_cast<uint16_t>(int16_t{b})) << 16));
+// The weights of two rows of a group (8 bytes, [row][4]) sign-extended to 16 bits and
+// repeated in both 128-bit lanes: dwords 0-1 hold the first row's pairs (w0, w1) and
+// (w2, w3), dwords 2-3 the second row's; one vpshufd then broadcasts a pair. Four bytes
+// (R = 1) fill dwords 0-1 only.
+template <int kBytes>
+static inline __m256i weight_pairs(const int8_t* w) {
+  __m128i b;
+  if (kBytes == 8) {
+    b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(w));
+  } else {
+    int32_t d;
+    __builtin_memcpy(&d, w, sizeof(d));
+    b = _mm_cvtsi32_si128(d);
+  }
+  return _mm256_permute4x64_epi64(_mm256_castsi128_si256(_mm_cvtepi8_epi16(b)), 0x44);
+}
+
+// acc += vpmaddwd(p, w) as one unit: written with intrinsics, GCC reassociates the adds,
+// computes every product of a group first and spills the accumulators to the stack
+// (14 stack accesses per group in the 4x1 loop); this keeps one temporary.
+static inline void madd_accumulate(__m256i& acc, __m256i p, __m256i w) {
+  __m256i t;
+  __asm__("vpmaddwd %[w], %[p], %[t]\n\tvpaddd %[t], %[acc], %[acc]"
+          : [acc] "+x"(acc), [t] "=&x"(t)
+          : [p] "x"(p), [w] "x"(w));
+}
+
+// Dword d (0-3) of each 128-bit lane, broadcast over the lane.
+static inline __m256i shuffle_dword(__m256i v, int d) {
+  switch (d) {
+    case 0: return _mm256_shuffle_epi32(v, 0x00);
+    case 1: return _mm256_shuffle_epi32(v, 0x55);
+    case 2: return _mm256_shuffle_epi32(v, 0xAA);
+    default: return _mm256_shuffle_epi32(v, 0xFF);
+  }
 }
 
 static inline __m256i load16_u8_as_i16(const uint8_t* p) {
@@ -56,8 +88,12 @@ void u8s8_tail(const PackedWeights& w, int64_t m0, int64_t m_end, int64_t n_begi
 
 template <int R, bool kDense>
 inline void u8s8_tile(const PackedWeights& w, const uint8_t* x, int64_t ldx, int64_t m0, int64_t br,
-                      __m256i (&lo)[R], __m256i (&hi)[R]) {
-  for (int r = 0; r < R; ++r) lo[r] = hi[r] = _mm256_setzero_si256();
+                      __m256i (&lo_out)[R], __m256i (&hi_out)[R]) {
+  static_assert(R == 1 || R == 4, "rows per block");
+  // Named accumulators (R = 1 uses the first pair): an array indexed in a loop would stay
+  // in memory, loaded and stored every group.
+  __m256i l0 = _mm256_setzero_si256(), l1 = l0, l2 = l0, l3 = l0, h0 = l0, h1 = l0, h2 = l0,
+          h3 = l0;
   const int8_t* values = static_cast<const int8_t*>(w.values);
   const int64_t gpr = (static_cast<int64_t>(w.k) + 3) / 4;
   const int64_t g0 = kDense ? br * gpr : w.group_ptr[br];
@@ -73,23 +109,36 @@ inline void u8s8_tile(const PackedWeights& w, const uint8_t* x, int64_t ldx, int
         i[j] = w.indices[g * 4 + j];
       }
     }
-    const __m256i a0 = load16_u8_as_i16(x + i[0] * ldx + m0);
-    const __m256i a1 = load16_u8_as_i16(x + i[1] * ldx + m0);
-    const __m256i a2 = load16_u8_as_i16(x + i[2] * ldx + m0);
-    const __m256i a3 = load16_u8_as_i16(x + i[3] * ldx + m0);
-    const __m256i p01_lo = _mm256_unpacklo_epi16(a0, a1);
-    const __m256i p01_hi = _mm256_unpackhi_epi16(a0, a1);
-    const __m256i p23_lo = _mm256_unpacklo_epi16(a2, a3);
-    const __m256i p23_hi = _mm256_unpackhi_epi16(a2, a3);
+    // Inputs i0, i1 first for every row, then i2, i3: 8 accumulators, 2 weight
+    // registers, one input pair and a temporary fit the 16 ymm registers.
     const int8_t* wv = values + g * R * 4;
-    for (int r = 0; r < R; ++r) {
-      const __m256i w01 = _mm256_set1_epi32(pair16(wv[4 * r + 0], wv[4 * r + 1]));
-      const __m256i w23 = _mm256_set1_epi32(pair16(wv[4 * r + 2], wv[4 * r + 3]));
-      lo[r] = _mm256_add_epi32(
-          lo[r], _mm256_add_epi32(_mm256_madd_epi16(p01_lo, w01), _mm256_madd_epi16(p23_lo, w23)));
-      hi[r] = _mm256_add_epi32(
-          hi[r], _mm256_add_epi32(_mm256_madd_epi16(p01_hi, w01), _mm256_madd_epi16(p23_hi, w23)));
+    const __m256i wp0 = weight_pairs < R == 1 ? 4 : 8 > (wv);
+    const __m256i wp1 = R == 1 ? wp0 : weight_pairs<8>(wv + 8);
+    for (int half = 0; half < 2; ++half) {
+      const __m256i a = load16_u8_as_i16(x + i[2 * half] * ldx + m0);
+      const __m256i b = load16_u8_as_i16(x + i[2 * half + 1] * ldx + m0);
+      const __m256i p_lo = _mm256_unpacklo_epi16(a, b), p_hi = _mm256_unpackhi_epi16(a, b);
+      // Row r's pair for this half is dword 2 (r % 2) + half of its lane.
+      const __m256i w0 = shuffle_dword(wp0, half);
+      madd_accumulate(l0, p_lo, w0);
+      madd_accumulate(h0, p_hi, w0);
+      if (R == 4) {
+        const __m256i w1 = shuffle_dword(wp0, 2 + half);
+        madd_accumulate(l1, p_lo, w1);
+        madd_accumulate(h1, p_hi, w1);
+        const __m256i w2 = shuffle_dword(wp1, half);
+        madd_accumulate(l2, p_lo, w2);
+        madd_accumulate(h2, p_hi, w2);
+        const __m256i w3 = shuffle_dword(wp1, 2 + half);
+        madd_accumulate(l3, p_lo, w3);
+        madd_accumulate(h3, p_hi, w3);
+      }
     }
+  }
+  const __m256i lo[4] = {l0, l1, l2, l3}, hi[4] = {h0, h1, h2, h3};
+  for (int r = 0; r < R; ++r) {
+    lo_out[r] = lo[r];
+    hi_out[r] = hi[r];
   }
 }
 
@@ -98,19 +147,27 @@ void u8s8_spmm(const PackedWeights& w, const uint8_t* x, int64_t ldx, int64_t m_
                int64_t m_end, int64_t br_begin, int64_t br_end, const Epilogue& ep) {
   constexpr int64_t kTile = 16;
   const int64_t m_full = m_begin + (m_end - m_begin) / kTile * kTile;
-  for (int64_t m0 = m_begin; m0 < m_full; m0 += kTile) {
+  // Up to 4 tiles (64 tokens, one cache line of each X row) per block-row before the
+  // next: the X lines a block-row's groups load serve its 4 tiles from L1, and its
+  // weights are read once per 64 tokens, not once per 16.
+  constexpr int64_t kSpan = 64;
+  for (int64_t s0 = m_begin; s0 < m_full; s0 += kSpan) {
+    const int64_t s1 = std::min(m_full, s0 + kSpan);
     for (int64_t br = br_begin; br < br_end; ++br) {
-      __m256i lo[R], hi[R];
-      if (w.dense) u8s8_tile<R, true>(w, x, ldx, m0, br, lo, hi);
-      else u8s8_tile<R, false>(w, x, ldx, m0, br, lo, hi);
-      for (int r = 0; r < R; ++r) {
-        const int64_t n = br * R + r;
-        if (n >= w.n) break;
-        const __m256i comp = _mm256_set1_epi32(w.compensation[n]);
-        const __m256i first = _mm256_permute2x128_si256(lo[r], hi[r], 0x20);   // tokens 0-7
-        const __m256i second = _mm256_permute2x128_si256(lo[r], hi[r], 0x31);  // tokens 8-15
-        xsimd_epilogue_store(ep, n, m0, B(_mm256_cvtepi32_ps(_mm256_sub_epi32(first, comp))));
-        xsimd_epilogue_store(ep, n, m0 + 8, B(_mm256_cvtepi32_ps(_mm256_sub_epi32(second, comp))));
+      for (int64_t m0 = s0; m0 < s1; m0 += kTile) {
+        __m256i lo[R], hi[R];
+        if (w.dense) u8s8_tile<R, true>(w, x, ldx, m0, br, lo, hi);
+        else u8s8_tile<R, false>(w, x, ldx, m0, br, lo, hi);
+        for (int r = 0; r < R; ++r) {
+          const int64_t n = br * R + r;
+          if (n >= w.n) break;
+          const __m256i comp = _mm256_set1_epi32(w.compensation[n]);
+          const __m256i first = _mm256_permute2x128_si256(lo[r], hi[r], 0x20);   // tokens 0-7
+          const __m256i second = _mm256_permute2x128_si256(lo[r], hi[r], 0x31);  // tokens 8-15
+          xsimd_epilogue_store(ep, n, m0, B(_mm256_cvtepi32_ps(_mm256_sub_epi32(first, comp))));
+          xsimd_epilogue_store(ep, n, m0 + 8,
+                               B(_mm256_cvtepi32_ps(_mm256_sub_epi32(second, comp))));
+        }
       }
     }
   }
