@@ -200,33 +200,79 @@ static inline __m256i quad_weights16(const int8_t* w4) {
   return _mm256_broadcastq_epi64(words);
 }
 
-void u8s8_quads_spmm(const PackedWeights& w, const uint8_t* xq, int64_t ldq, int64_t m_begin,
-                     int64_t m_end, int64_t br_begin, int64_t br_end, const Epilogue& ep) {
-  constexpr int64_t kTile = 16;
-  const int8_t* values = static_cast<const int8_t*>(w.values);
-  const int64_t m_full = m_begin + (m_end - m_begin) / kTile * kTile;
-  for (int64_t m0 = m_begin; m0 < m_full; m0 += kTile) {
-    for (int64_t n = br_begin; n < br_end; ++n) {
-      __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
-                        _mm256_setzero_si256()};
-      for (int64_t g = w.group_ptr[n]; g < w.group_ptr[n + 1]; ++g) {
-        const __m256i wv = quad_weights16(values + g * 4);
-        const uint8_t* a = xq + (int64_t{w.quad_index[g]} * ldq + m0) * 4;
-        for (int j = 0; j < 4; ++j) {  // tokens m0 + 4j .. m0 + 4j + 3
-          const __m256i x16 =
-              _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + 16 * j)));
-          acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(x16, wv));
-        }
+// Quad order (spmm.h, U8PackQuadsFn) 32 tokens at a time: the 4 input rows of a quad
+// interleaved with two rounds of unpacks (bytes, then words), which work within 128-bit
+// lanes, and two vperm2i128 to put the 4-token groups back in order. Rows past K and
+// tokens past m are zero; the last tokens (fewer than 32) are copied byte by byte.
+void pack_quads(const uint8_t* x, int64_t ldx, int64_t k, int64_t m, uint8_t* xq, int64_t ldq) {
+  const int64_t m32 = m / 32 * 32;
+  for (int64_t q = 0; q < (k + 3) / 4; ++q) {
+    const uint8_t* rows[4];
+    bool valid[4];
+    for (int j = 0; j < 4; ++j) {
+      valid[j] = 4 * q + j < k;
+      rows[j] = x + (4 * q + (valid[j] ? j : 0)) * ldx;
+    }
+    uint8_t* out = xq + q * ldq * 4;
+    for (int64_t t = 0; t < m32; t += 32) {
+      __m256i v[4];
+      for (int j = 0; j < 4; ++j) {
+        v[j] = valid[j] ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[j] + t))
+                        : _mm256_setzero_si256();
       }
-      const __m256i comp = _mm256_set1_epi32(w.compensation[n]);
-      for (int h = 0; h < 2; ++h) {  // tokens m0 + 8h .. m0 + 8h + 7
-        const __m256i sums =
-            _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[2 * h], acc[2 * h + 1]), 0xD8);
-        xsimd_epilogue_store(ep, n, m0 + 8 * h,
-                             B(_mm256_cvtepi32_ps(_mm256_sub_epi32(sums, comp))));
-      }
+      const __m256i a = _mm256_unpacklo_epi8(v[0], v[1]), b = _mm256_unpackhi_epi8(v[0], v[1]);
+      const __m256i c = _mm256_unpacklo_epi8(v[2], v[3]), d = _mm256_unpackhi_epi8(v[2], v[3]);
+      // Lane 0 holds tokens t..t+15, lane 1 t+16..t+31; e0 = tokens 0-3 | 16-19, e1 = 4-7 |
+      // 20-23, e2 = 8-11 | 24-27, e3 = 12-15 | 28-31 (4 bytes a token).
+      const __m256i e0 = _mm256_unpacklo_epi16(a, c), e1 = _mm256_unpackhi_epi16(a, c);
+      const __m256i e2 = _mm256_unpacklo_epi16(b, d), e3 = _mm256_unpackhi_epi16(b, d);
+      __m256i* o = reinterpret_cast<__m256i*>(out + t * 4);
+      _mm256_storeu_si256(o + 0, _mm256_permute2x128_si256(e0, e1, 0x20));
+      _mm256_storeu_si256(o + 1, _mm256_permute2x128_si256(e2, e3, 0x20));
+      _mm256_storeu_si256(o + 2, _mm256_permute2x128_si256(e0, e1, 0x31));
+      _mm256_storeu_si256(o + 3, _mm256_permute2x128_si256(e2, e3, 0x31));
+    }
+    for (int64_t t = m32; t < ldq; ++t) {
+      for (int j = 0; j < 4; ++j) out[t * 4 + j] = valid[j] && t < m ? rows[j][t] : uint8_t{0};
     }
   }
+}
+
+// Output row n, tokens [m0, m0 + 4 NV): NV accumulators of 4 tokens' pair sums.
+template <int NV>
+inline void quads_tile(const PackedWeights& w, const int8_t* values, const uint8_t* xq, int64_t ldq,
+                       int64_t m0, int64_t n, const Epilogue& ep) {
+  __m256i acc[NV];
+  for (int j = 0; j < NV; ++j) acc[j] = _mm256_setzero_si256();
+  for (int64_t g = w.group_ptr[n]; g < w.group_ptr[n + 1]; ++g) {
+    const __m256i wv = quad_weights16(values + g * 4);
+    const uint8_t* a = xq + (int64_t{w.quad_index[g]} * ldq + m0) * 4;
+    for (int j = 0; j < NV; ++j) {  // tokens m0 + 4j .. m0 + 4j + 3
+      const __m256i x16 =
+          _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + 16 * j)));
+      acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(x16, wv));
+    }
+  }
+  const __m256i comp = _mm256_set1_epi32(w.compensation[n]);
+  for (int h = 0; h < NV / 2; ++h) {  // tokens m0 + 8h .. m0 + 8h + 7
+    const __m256i sums =
+        _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[2 * h], acc[2 * h + 1]), 0xD8);
+    xsimd_epilogue_store(ep, n, m0 + 8 * h, B(_mm256_cvtepi32_ps(_mm256_sub_epi32(sums, comp))));
+  }
+}
+
+void u8s8_quads_spmm(const PackedWeights& w, const uint8_t* xq, int64_t ldq, int64_t m_begin,
+                     int64_t m_end, int64_t br_begin, int64_t br_end, const Epilogue& ep) {
+  // 32-token tiles (one weight broadcast and one index per 8 loads), then one of 16.
+  const int8_t* values = static_cast<const int8_t*>(w.values);
+  int64_t m0 = m_begin;
+  for (; m0 + 32 <= m_end; m0 += 32) {
+    for (int64_t n = br_begin; n < br_end; ++n) quads_tile<8>(w, values, xq, ldq, m0, n, ep);
+  }
+  for (; m0 + 16 <= m_end; m0 += 16) {
+    for (int64_t n = br_begin; n < br_end; ++n) quads_tile<4>(w, values, xq, ldq, m0, n, ep);
+  }
+  const int64_t m_full = m0;
   if (m_full < m_end) {
     u8s8_tail(w, m_full, m_end, br_begin, br_end, ep, [&](int64_t n, int64_t m) {
       int32_t acc = 0;
@@ -253,7 +299,7 @@ const SpmmKernels& kernels() {
     t.f32_r1_name = "f32_bsr1x1_spmm_ukernel_1x32__avx2";
     t.u8s8_r4_name = "u8s8_bsr4x1_spmm_ukernel_4x16c4__avx2";
     t.u8s8_r1_name = "u8s8_bsr1x1_spmm_ukernel_1x16c4__avx2";
-    t.u8_pack_quads = scalar_u8_pack_quads;
+    t.u8_pack_quads = pack_quads;
     t.u8s8_quads_r1 = u8s8_quads_spmm;
     t.u8s8_quads_r1_name = "u8s8_bsr1x4_spmm_ukernel_1x16c4__avx2";
     return t;
