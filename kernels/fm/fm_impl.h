@@ -64,14 +64,20 @@ inline void fm_store_row(float* dst, int64_t P, int64_t R, int64_t ld, int64_t r
 // One work item = (b, h, a block of SB = 2W queries). Scores are kept transposed,
 // p[t][j] for key t and query j of the block, so every step is "broadcast one scalar of
 // K or V, multiply-add against a vector of queries":
-//   p[t][:]   = sum_d K[d][t] * (scale * Q[d][:])       (8 keys x 2 vectors in registers)
+//   p[t][:]   = sum_d K[d][t] * (scale * Q[d][:])       (8 keys x 2 vectors in registers;
+//                                                         6 keys on AVX2)
 //   softmax down each column (max, exp, sum vectorized over queries)
-//   out[j][:] = sum_t V[j][t] * p[t][:] / sum            (8 channels x 2 vectors)
+//   out[j][:] = sum_t V[j][t] * p[t][:] / sum            (8 channels x 2 vectors; 6)
 template <class Ops>
 void fm_attention_items(const FmAttentionArgs& a, int64_t item_begin, int64_t item_end,
                         float* scratch) {
   using B = typename Ops::Batch;
   constexpr int64_t W = Ops::kWidth, SB = 2 * W;
+  // Keys (and value channels) per register block: 2 KB accumulators, 2 query vectors and a
+  // broadcast. 8 on AVX-512's 32 registers; 6 on AVX2's 16 (8 spilled: 433 stack
+  // accesses in the AVX2 kernel). Every score and output is the same sum in the same
+  // order whatever KB is.
+  constexpr int KB = W == 8 ? 6 : 8;
   const int64_t H = a.heads, S = a.seq, T = a.keys, dh = a.dh, dv = a.dv;
   const int64_t blocks = (S + SB - 1) / SB;
   float* qs = scratch;        // [dh][SB]
@@ -106,20 +112,20 @@ void fm_attention_items(const FmAttentionArgs& a, int64_t item_begin, int64_t it
       vb = a.v + h * dv * a.ld_v + b * T;
     }
     int64_t t = 0;
-    for (; t + 8 <= T; t += 8) {
-      B acc0[8], acc1[8];
-      for (int i = 0; i < 8; ++i) acc0[i] = acc1[i] = B(0.0f);
+    for (; t + KB <= T; t += KB) {
+      B acc0[KB], acc1[KB];
+      for (int i = 0; i < KB; ++i) acc0[i] = acc1[i] = B(0.0f);
       for (int64_t d = 0; d < dh; ++d) {
         const B q0 = Ops::load(qs + d * SB), q1 = Ops::load(qs + d * SB + W);
         const float* kr = kb + d * ld_k + t;
 #pragma GCC unroll 8
-        for (int i = 0; i < 8; ++i) {
+        for (int i = 0; i < KB; ++i) {
           const B kv(kr[i]);
           acc0[i] = Ops::fma(kv, q0, acc0[i]);
           acc1[i] = Ops::fma(kv, q1, acc1[i]);
         }
       }
-      for (int i = 0; i < 8; ++i) {
+      for (int i = 0; i < KB; ++i) {
         Ops::store(p + (t + i) * SB, acc0[i]);
         Ops::store(p + (t + i) * SB + W, acc1[i]);
       }
@@ -181,20 +187,20 @@ void fm_attention_items(const FmAttentionArgs& a, int64_t item_begin, int64_t it
       }
     };
     int64_t j = 0;
-    for (; j + 8 <= dv; j += 8) {
-      B acc0[8], acc1[8];
-      for (int i = 0; i < 8; ++i) acc0[i] = acc1[i] = B(0.0f);
+    for (; j + KB <= dv; j += KB) {
+      B acc0[KB], acc1[KB];
+      for (int i = 0; i < KB; ++i) acc0[i] = acc1[i] = B(0.0f);
       const float* vr = vb + j * ld_v;
       for (t = 0; t < T; ++t) {
         const B p0 = Ops::load(p + t * SB), p1 = Ops::load(p + t * SB + W);
 #pragma GCC unroll 8
-        for (int i = 0; i < 8; ++i) {
+        for (int i = 0; i < KB; ++i) {
           const B vv(vr[i * ld_v + t]);
           acc0[i] = Ops::fma(vv, p0, acc0[i]);
           acc1[i] = Ops::fma(vv, p1, acc1[i]);
         }
       }
-      for (int i = 0; i < 8; ++i) emit(j + i, acc0[i], acc1[i]);
+      for (int i = 0; i < KB; ++i) emit(j + i, acc0[i], acc1[i]);
     }
     for (; j < dv; ++j) {
       B acc0(0.0f), acc1(0.0f);
