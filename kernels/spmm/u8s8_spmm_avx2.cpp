@@ -188,7 +188,7 @@ void u8s8_spmm(const PackedWeights& w, const uint8_t* x, int64_t ldx, int64_t m_
   }
 }
 
-// The 1x4 kernel, u8s8_bsr1x4_spmm_ukernel_1x16c4__avx2: a quad matrix on activations in
+// The 1x4 kernel, u8s8_bsr1x4_spmm_ukernel_1x32c4__avx2: a quad matrix on activations in
 // quad order (token t's 4 bytes of quad q at (q * ldq + t) * 4). Per group and 4 tokens,
 // one 16-byte load widened to 16 bits and one vpmaddwd against the group's 4 weights
 // (as 16-bit words, repeated) give each token's two pair sums; vphaddd adds the pairs at
@@ -301,7 +301,7 @@ const SpmmKernels& kernels() {
     t.u8s8_r1_name = "u8s8_bsr1x1_spmm_ukernel_1x16c4__avx2";
     t.u8_pack_quads = pack_quads;
     t.u8s8_quads_r1 = u8s8_quads_spmm;
-    t.u8s8_quads_r1_name = "u8s8_bsr1x4_spmm_ukernel_1x16c4__avx2";
+    t.u8s8_quads_r1_name = "u8s8_bsr1x4_spmm_ukernel_1x32c4__avx2";
     return t;
   }();
   return table;
