@@ -3,14 +3,15 @@
 //
 // The dot product is widened to 16 bits: per group, the 4 X rows (16 tokens each) are
 // zero-extended to 16 bits and paired (rows i0,i1 and i2,i3) with vpunpck{l,h}wd, and
-// each output row multiplies a pair by its two weights (sign-extended to 16 bits two rows
-// at a time with one vpmovsxbw, each pair broadcast with one vpshufd) with vpmaddwd, which cannot
-// saturate here (|u8*s8| + |u8*s8| < 2^16). It never uses vpmaddubsw, whose 16-bit saturation would
-// corrupt results. Tile: R rows x 16 tokens, 2 ymm accumulators per row. After the unpacks the low
-// accumulator holds tokens 0-3 and 8-11 and the high one 4-7 and 12-15; the epilogue
-// puts them back in order with vperm2i128. Token tails (u8s8_tail) sum in scalar, exact
-// like the tiles, and go through the same vector epilogue: a token's output never
-// depends on where its tile starts. Accumulation: exact int32.
+// each output row multiplies a pair by its two weights (sign-extended to 16 bits two
+// rows at a time with one vpmovsxbw, each pair broadcast with one vpshufd) with
+// vpmaddwd, which cannot saturate here (|u8*s8| + |u8*s8| < 2^16). It never uses
+// vpmaddubsw, whose 16-bit saturation would corrupt results. Tile: R rows x 16 tokens,
+// 2 ymm accumulators per row. After the unpacks the low accumulator holds tokens 0-3
+// and 8-11 and the high one 4-7 and 12-15; the epilogue puts them back in order with
+// vperm2i128. Token tails (u8s8_tail) sum in scalar, exact like the tiles, and go
+// through the same vector epilogue: a token's output never depends on where its tile
+// starts. Accumulation: exact int32.
 #include <immintrin.h>
 
 #include <algorithm>
