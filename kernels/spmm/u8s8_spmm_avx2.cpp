@@ -113,7 +113,8 @@ inline void u8s8_tile(const PackedWeights& w, const uint8_t* x, int64_t ldx, int
     // Inputs i0, i1 first for every row, then i2, i3: 8 accumulators, 2 weight
     // registers, one input pair and a temporary fit the 16 ymm registers.
     const int8_t* wv = values + g * R * 4;
-    const __m256i wp0 = weight_pairs < R == 1 ? 4 : 8 > (wv);
+    constexpr int kPairBytes = R == 1 ? 4 : 8;
+    const __m256i wp0 = weight_pairs<kPairBytes>(wv);
     const __m256i wp1 = R == 1 ? wp0 : weight_pairs<8>(wv + 8);
     for (int half = 0; half < 2; ++half) {
       const __m256i a = load16_u8_as_i16(x + i[2 * half] * ldx + m0);
