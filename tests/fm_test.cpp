@@ -14,6 +14,17 @@
 namespace sparq::test {
 namespace {
 
+// The shape fields of FmAttentionArgs from a test case's B, H, S, T, dh and dv.
+template <class Case>
+void set_attention_shape(FmAttentionArgs& a, const Case& c) {
+  a.batch = c.B;
+  a.heads = c.H;
+  a.seq = c.S;
+  a.keys = c.T;
+  a.dh = c.dh;
+  a.dv = c.dv;
+}
+
 class FmIsaTest : public ::testing::TestWithParam<Isa> {
  protected:
   void SetUp() override {
@@ -84,12 +95,7 @@ TEST_P(FmIsaTest, AttentionMatchesFloat64Reference) {
           a.ld_out = ldo;
           a.panel = P;
           a.chunk_blocks = chunk;
-          a.batch = c.B;
-          a.heads = c.H;
-          a.seq = c.S;
-          a.keys = c.T;
-          a.dh = c.dh;
-          a.dv = c.dv;
+          set_attention_shape(a, c);
           a.scale = 0.125f;
           a.fill = -3.4e38f;
           if (c.mask == 1) a.add_mask = add.data();
@@ -198,12 +204,7 @@ TEST_P(FmIsaTest, AttentionReadsNothingPastItsInputs) {
             a.ld_q = a.ld_out = mq;
             a.ld_k = a.ld_v = mk;
             a.panel = P;
-            a.batch = c.B;
-            a.heads = c.H;
-            a.seq = c.S;
-            a.keys = c.T;
-            a.dh = c.dh;
-            a.dv = c.dv;
+            set_attention_shape(a, c);
             a.scale = 0.3f;
             a.fill = -1e4f;
             if (mask == 1) a.add_mask = add.data();

@@ -68,30 +68,18 @@ __attribute__((noinline)) void fma_chains_ymm() { SPARQ_PEAK_BODY_YMM("vfmadd231
 // stream of independent instructions: their throughput, which is what is measured.
 __attribute__((noinline)) void maddwd_ymm() { SPARQ_PEAK_BODY_YMM("vpmaddwd"); }
 
+// G(FL)OP/s of 12 x kIters instructions of `chains`, each doing `ops` operations, or 0
+// when the CPU lacks `isa`.
+double rate(Isa isa, void (*chains)(), int ops) {
+  if (!isa_supported(isa)) return 0.0;
+  return 12.0 * kIters * ops / best_seconds(chains) * 1e-9;
+}
+
 }  // namespace
 
-double measure_peak_fma_gflops() {
-  if (!isa_supported(Isa::kAvx512)) return 0.0;
-  const double s = best_seconds(fma_chains);
-  return 12.0 * kIters * 16 * 2 / s * 1e-9;
-}
-
-double measure_peak_vnni_gops() {
-  if (!isa_supported(Isa::kAvx512Vnni)) return 0.0;
-  const double s = best_seconds(vnni_chains);
-  return 12.0 * kIters * 64 * 2 / s * 1e-9;
-}
-
-double measure_peak_avx2_fma_gflops() {
-  if (!isa_supported(Isa::kAvx2)) return 0.0;
-  const double s = best_seconds(fma_chains_ymm);
-  return 12.0 * kIters * 8 * 2 / s * 1e-9;
-}
-
-double measure_peak_avx2_maddwd_gops() {
-  if (!isa_supported(Isa::kAvx2)) return 0.0;
-  const double s = best_seconds(maddwd_ymm);
-  return 12.0 * kIters * 16 * 2 / s * 1e-9;
-}
+double measure_peak_fma_gflops() { return rate(Isa::kAvx512, fma_chains, 16 * 2); }
+double measure_peak_vnni_gops() { return rate(Isa::kAvx512Vnni, vnni_chains, 64 * 2); }
+double measure_peak_avx2_fma_gflops() { return rate(Isa::kAvx2, fma_chains_ymm, 8 * 2); }
+double measure_peak_avx2_maddwd_gops() { return rate(Isa::kAvx2, maddwd_ymm, 16 * 2); }
 
 }  // namespace sparq::bench

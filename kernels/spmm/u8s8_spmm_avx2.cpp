@@ -174,19 +174,8 @@ void u8s8_spmm(const PackedWeights& w, const uint8_t* x, int64_t ldx, int64_t m_
     }
   }
   if (m_full < m_end) {
-    const int8_t* values = static_cast<const int8_t*>(w.values);
     u8s8_tail(w, m_full, m_end, br_begin * R, std::min<int64_t>(br_end * R, w.n), ep,
-              [&](int64_t n, int64_t m) {
-                const int64_t br = n / R, r = n % R;
-                int32_t acc = 0;
-                for (int64_t g = w.group_begin(br); g < w.group_end(br); ++g) {
-                  for (int64_t j = 0; j < 4; ++j) {
-                    acc += int32_t{values[(g * R + r) * 4 + j]} *
-                           int32_t{x[scalar_group_index(w, g, j) * ldx + m]};
-                  }
-                }
-                return acc;
-              });
+              [&](int64_t n, int64_t m) { return scalar_u8s8_dot(w, x, ldx, n / R, n % R, m); });
   }
 }
 
@@ -276,14 +265,8 @@ void u8s8_quads_spmm(const PackedWeights& w, const uint8_t* xq, int64_t ldq, int
   }
   const int64_t m_full = m0;
   if (m_full < m_end) {
-    u8s8_tail(w, m_full, m_end, br_begin, br_end, ep, [&](int64_t n, int64_t m) {
-      int32_t acc = 0;
-      for (int64_t g = w.group_ptr[n]; g < w.group_ptr[n + 1]; ++g) {
-        const uint8_t* a = xq + (int64_t{w.quad_index[g]} * ldq + m) * 4;
-        for (int64_t j = 0; j < 4; ++j) acc += int32_t{values[g * 4 + j]} * int32_t{a[j]};
-      }
-      return acc;
-    });
+    u8s8_tail(w, m_full, m_end, br_begin, br_end, ep,
+              [&](int64_t n, int64_t m) { return scalar_quads_dot(w, xq, ldq, n, m); });
   }
 }
 
