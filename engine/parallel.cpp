@@ -364,8 +364,7 @@ void spmm_u8s8(const SpmmKernels& kernels, ThreadPool* pool, const PackedWeights
   // Dense weights: interleave the activations once for all block-rows (K x M bytes)
   // instead of once per block-row inside the kernel. The 1x4 pattern: its kernel reads
   // quad order (the planned executor has its producers write that order instead).
-  U8S8SpmmFn packed_kernel = nullptr;
-  if (w.dense && w.rows_per_block == 4) packed_kernel = kernels.u8s8_gemm_r4;
+  U8S8SpmmFn packed_kernel = kernels.gemm_r4_for(w);
   if (w.quad_index != nullptr) packed_kernel = kernels.u8s8_quads_r1;
   if (packed_kernel != nullptr) {
     int64_t ldq = 0;

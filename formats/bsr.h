@@ -83,6 +83,22 @@ SPARQ_API PackedArraySizes expected_array_sizes(const PackedWeights& w);
 // Largest K an int8 matrix may have: the int32 accumulator of 255 x 128 x K stays exact.
 inline constexpr int64_t kMaxInt8K = 65536;
 
+// The pair-safe groups of a dense int8 matrix with R = 4 (PackedWeights::pair_safe_*,
+// spmm.h), owned; empty for any other matrix, and for one whose fix groups would cost
+// more than they save. A pair of weights whose magnitudes sum past 128 keeps the larger
+// weight and the smaller cut to the rest of 128 (same sign); the cut-off part goes to
+// the fix group that follows the quad's group.
+struct SPARQ_API PairSafeWeights {
+  AlignedBuffer ptr, quad, values;
+  bool empty() const { return values.size() == 0; }
+  std::size_t bytes() const {
+    return ptr.size() + quad.size() + values.size();
+  }
+  // Points w's pair-safe fields at these arrays (none when empty).
+  void attach(PackedWeights* w) const;
+};
+SPARQ_API PairSafeWeights pair_safe_of(const PackedWeights& w);
+
 // Owning packed weights in the kernels' layout (see spmm.h). Rows per block-row are 4
 // when the block shape's `out` is a multiple of 4, else 1.
 class SPARQ_API PackedMatrix {
@@ -113,6 +129,7 @@ class SPARQ_API PackedMatrix {
   PackedWeights view_;
   BlockShape block_;
   AlignedBuffer group_ptr_, indices_, values_, compensation_, scales_, quad_index_;
+  PairSafeWeights pair_safe_;
 };
 
 // Checks a packed matrix read from untrusted bytes before any kernel touches it:

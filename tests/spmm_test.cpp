@@ -415,6 +415,116 @@ TEST(QuadIndex, DerivedOnlyForAlignedQuads) {
   EXPECT_EQ(quad_index_of(v).size(), 0u);
 }
 
+// Dense int8 weights, both kinds with few enough fix groups for AVX2's pair-safe form:
+// bell-shaped (normal-like), or small weights with one pair in 16 of the worst cases
+// for saturation (+-127 / +-127, 127 / -1, -128 / -128, 64 / 65).
+std::vector<int8_t> dense_int8_weights(int64_t n, int64_t k, bool worst, uint32_t seed) {
+  std::vector<int8_t> q(static_cast<size_t>(n * k));
+  uint32_t s = seed;
+  auto next = [&] { return s = s * 1664525u + 1013904223u; };
+  for (size_t i = 0; i < q.size(); ++i) {
+    if (worst) {
+      const int8_t pattern[] = {127, 127, -127, -127, 127, -1, -128, -128, 64, 65};
+      if (i % 2 == 0 && next() % 16 == 0) {
+        const size_t pick = (next() >> 8) % 5;
+        q[i] = pattern[2 * pick];
+        if (i + 1 < q.size()) q[++i] = pattern[2 * pick + 1];
+      } else {
+        q[i] = static_cast<int8_t>(static_cast<int32_t>((next() >> 8) % 41) - 20);
+      }
+    } else {
+      // Sum of 4 uniforms: bell-shaped, a few pairs past 128 in magnitude.
+      int32_t v = 0;
+      for (int j = 0; j < 4; ++j) v += static_cast<int32_t>(next() >> 24) - 128;
+      q[i] = static_cast<int8_t>(v / 5);
+    }
+  }
+  return q;
+}
+
+TEST(PairSafe, GroupsSumToTheWeightsAndNoPairSaturates) {
+  for (bool worst : {false, true}) {
+    const int64_t n = 13, k = 37;
+    std::vector<int8_t> q = dense_int8_weights(n, k, worst, 3);
+    std::vector<float> sc(static_cast<size_t>(n), 0.01f);
+    const PackedMatrix p = PackedMatrix::pack_s8(q.data(), sc.data(), n, k, kBlock4x1, true);
+    const PackedWeights& v = p.view();
+    const PairSafeWeights ps = pair_safe_of(v);
+    ASSERT_FALSE(ps.empty());
+    ASSERT_NE(v.pair_safe_values, nullptr);
+    const int64_t gpr = v.groups_per_dense_row();
+    for (int64_t br = 0; br < v.num_block_rows; ++br) {
+      std::vector<int32_t> sum(static_cast<size_t>(4 * gpr * 4), 0);
+      for (int32_t g = v.pair_safe_ptr[br]; g < v.pair_safe_ptr[br + 1]; ++g) {
+        ASSERT_GE(v.pair_safe_quad[g], 0);
+        ASSERT_LT(v.pair_safe_quad[g], gpr);
+        if (g > v.pair_safe_ptr[br]) {
+          ASSERT_GE(v.pair_safe_quad[g], v.pair_safe_quad[g - 1]);
+        }
+        for (int r = 0; r < 4; ++r)
+          for (int j = 0; j < 4; j += 2) {
+            const int32_t a = v.pair_safe_values[g * 16 + r * 4 + j];
+            const int32_t b = v.pair_safe_values[g * 16 + r * 4 + j + 1];
+            EXPECT_LE(std::abs(a) + std::abs(b), 128);
+            sum[static_cast<size_t>((r * gpr + v.pair_safe_quad[g]) * 4 + j)] += a;
+            sum[static_cast<size_t>((r * gpr + v.pair_safe_quad[g]) * 4 + j + 1)] += b;
+          }
+      }
+      const int8_t* w = static_cast<const int8_t*>(v.values);
+      for (int64_t qd = 0; qd < gpr; ++qd)
+        for (int r = 0; r < 4; ++r)
+          for (int j = 0; j < 4; ++j)
+            ASSERT_EQ(sum[static_cast<size_t>((r * gpr + qd) * 4 + j)],
+                      w[(br * gpr + qd) * 16 + r * 4 + j]);
+    }
+  }
+  // Flat weights (half the pairs past 128) get no pair-safe form; only dense int8 R = 4
+  // matrices have one.
+  std::vector<int8_t> flat(16 * 64);
+  for (size_t i = 0; i < flat.size(); ++i) flat[i] = static_cast<int8_t>((i * 97 + 31) % 255 - 127);
+  std::vector<float> fsc(16, 0.01f);
+  EXPECT_TRUE(pair_safe_of(PackedMatrix::pack_s8(flat.data(), fsc.data(), 16, 64, kBlock4x1, true).view())
+                  .empty());
+  std::vector<float> w = random_floats(8 * 16, 2);
+  EXPECT_TRUE(pair_safe_of(PackedMatrix::pack_f32(w.data(), 8, 16, kBlock4x1, true).view()).empty());
+}
+
+// The dense int8 path (on AVX2 the pair-safe GEMM) on bell-shaped and worst-case weights,
+// against exact int64 sums; activations include 255 everywhere, the saturating case.
+TEST_P(SpmmIsaTest, DenseInt8BellShapedAndSaturatingWeights) {
+  const Shape shapes[] = {{1, 4, 4}, {17, 37, 13}, {64, 64, 64}, {130, 200, 9}, {63, 768, 12}};
+  for (const Shape& sh : shapes)
+    for (bool worst : {false, true})
+      for (int xs = 0; xs < 2; ++xs) {
+        std::vector<int8_t> q = dense_int8_weights(sh.n, sh.k, worst, 7);
+        std::vector<float> sc(static_cast<size_t>(sh.n), 1.0f);
+        const PackedMatrix p = PackedMatrix::pack_s8(q.data(), sc.data(), sh.n, sh.k, kBlock4x1, true);
+        std::vector<uint8_t> x(static_cast<size_t>(sh.k * sh.m), 255);
+        if (xs == 1) {
+          for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<uint8_t>((i * 37 + 11) % 256);
+        }
+        std::vector<float> y(static_cast<size_t>(sh.n * sh.m), -1.0f), ts(static_cast<size_t>(sh.m), 1.0f);
+        Epilogue ep;
+        ep.out_f32 = y.data();
+        ep.ld_out = sh.m;
+        ep.channel_scale = p.view().scales;
+        ep.token_scale = ts.data();
+        ThreadPool pool(2);
+        for (ThreadPool* tp : {static_cast<ThreadPool*>(nullptr), &pool}) {
+          spmm_u8s8(kernels(), tp, p.view(), x.data(), sh.m, sh.m, ep);
+          for (int64_t nn = 0; nn < sh.n; ++nn)
+            for (int64_t t = 0; t < sh.m; ++t) {
+              int64_t want = 0;
+              for (int64_t c = 0; c < sh.k; ++c)
+                want += int64_t{q[static_cast<size_t>(nn * sh.k + c)]} * (int64_t{x[static_cast<size_t>(c * sh.m + t)]} - 128);
+              ASSERT_EQ(y[static_cast<size_t>(nn * sh.m + t)], static_cast<float>(want))
+                  << "m " << sh.m << " k " << sh.k << " n " << sh.n << " worst " << worst
+                  << " row " << nn << " token " << t;
+            }
+        }
+      }
+}
+
 TEST(SpmmThreads, SerialAndThreadedAreBitIdentical) {
   const SpmmKernels& k = spmm_kernels();
   std::vector<float> w = random_floats(512 * 384, 5);

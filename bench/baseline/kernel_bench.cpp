@@ -69,7 +69,16 @@ KernelBenchResult run_kernel_bench(const KernelBenchConfig& cfg) {
   std::vector<float> wt(static_cast<size_t>(n * k));
   std::mt19937 rng(1234);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  for (auto& v : wt) v = u(rng);
+  // SPARQ_KB_WEIGHTS=normal|laplace: bell-shaped weights like trained ones (the AVX2
+  // dense GEMM's pair-safe groups depend on the distribution; no other kernel does).
+  const std::string dist = std::getenv("SPARQ_KB_WEIGHTS") ? std::getenv("SPARQ_KB_WEIGHTS") : "";
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  std::exponential_distribution<float> e(1.0f);
+  for (auto& v : wt) {
+    if (dist == "normal") v = g(rng);
+    else if (dist == "laplace") v = (rng() & 1 ? 1.0f : -1.0f) * e(rng);
+    else v = u(rng);
+  }
   prune_blocks(wt.data(), n, k, block, cfg.sparsity);
   const bool dense = cfg.sparsity == 0.0;  // sparq's dense GEMM path
   std::vector<int8_t> q;
@@ -109,7 +118,7 @@ KernelBenchResult run_kernel_bench(const KernelBenchConfig& cfg) {
   const SpmmKernels& kernels = spmm_kernels();
   const int R = sq[0].w.view().rows_per_block;
   res.sparq_kernel = cfg.int8 ? kernels.u8s8_name(R) : kernels.f32_name(R);
-  if (cfg.int8 && dense && R == 4 && kernels.u8s8_gemm_r4 != nullptr) {
+  if (cfg.int8 && kernels.gemm_r4_for(sq[0].w.view()) != nullptr) {
     res.sparq_kernel = kernels.u8s8_gemm_r4_name;
   }
   if (cfg.int8 && sq[0].w.view().quad_index != nullptr && kernels.u8s8_quads_r1 != nullptr) {

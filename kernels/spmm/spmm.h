@@ -51,6 +51,18 @@ struct PackedWeights {
   // (quad_index_of in formats/bsr.h), never stored: the quad kernels read 6 bytes per
   // group instead of 20.
   const uint16_t* quad_index = nullptr;   // [num_groups]
+  // Set for a dense int8 matrix with R = 4 on kernels whose u8 x s8 dot product adds two
+  // products in saturating int16 (AVX2's vpmaddubsw): the matrix as pair-safe groups,
+  // every weight pair (inputs 2p, 2p + 1) within |w0| + |w1| <= 128, which no u8 input
+  // can saturate (255 x 128 < 2^15). Per block-row br, groups [pair_safe_ptr[br],
+  // pair_safe_ptr[br + 1]) in quad order, each one input quad pair_safe_quad[g] and its
+  // 4 x 4 weights (a dense group's layout): every quad once with its pairs cut to fit, and
+  // after it, for a quad where a pair did not fit, a second group with the parts cut off
+  // (at most one nonzero per pair, of magnitude <= 128). The groups of a block-row sum to
+  // its weights. Derived (pair_safe_of in formats/bsr.h), never stored.
+  const int32_t* pair_safe_ptr = nullptr;     // [num_block_rows + 1]
+  const int32_t* pair_safe_quad = nullptr;    // [pair_safe_ptr[num_block_rows]]
+  const int8_t* pair_safe_values = nullptr;   // [pair_safe_ptr[num_block_rows]][4][4]
   int64_t num_groups = 0;                 // total groups over all block-rows
   const int32_t* group_ptr = nullptr;     // [num_block_rows + 1]; null when dense
   const int32_t* indices = nullptr;       // [num_groups * G]; null when dense
@@ -142,6 +154,8 @@ struct SpmmKernels {
   U8PackQuadsFn u8_pack_quads = nullptr;
   U8S8SpmmFn u8s8_gemm_r4 = nullptr;
   const char* u8s8_gemm_r4_name = "";
+  // u8s8_gemm_r4 reads PackedWeights::pair_safe_values (and runs only where they are set).
+  bool u8s8_gemm_r4_pair_safe = false;
   // Optional sparse int8 kernel for quad matrices (PackedWeights::quad_index, the 1x4
   // pattern) on activations in quad order (u8_pack_quads; ldx = ldq, a multiple of 64,
   // tokens up to the next multiple of 64 readable). One 32-bit weight broadcast and one
@@ -153,6 +167,13 @@ struct SpmmKernels {
   const char* u8s8_r4_name = "";
   const char* u8s8_r1_name = "";
 
+  // The packed dense GEMM for w, or null: w is not dense int8 with R = 4, or the GEMM
+  // needs pair-safe weights that w lacks.
+  U8S8SpmmFn gemm_r4_for(const PackedWeights& w) const {
+    if (!w.dense || w.rows_per_block != 4 || w.type != WeightType::kS8) return nullptr;
+    if (u8s8_gemm_r4_pair_safe && w.pair_safe_values == nullptr) return nullptr;
+    return u8s8_gemm_r4;
+  }
   F32SpmmFn f32(int rows_per_block) const { return rows_per_block == 4 ? f32_r4 : f32_r1; }
   U8S8SpmmFn u8s8(int rows_per_block) const { return rows_per_block == 4 ? u8s8_r4 : u8s8_r1; }
   const char* f32_name(int r) const { return r == 4 ? f32_r4_name : f32_r1_name; }

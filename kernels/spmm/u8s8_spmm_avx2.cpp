@@ -1,5 +1,5 @@
 // u8 x s8 SpMM on AVX2: u8s8_bsr4x1_spmm_ukernel_4x16c4__avx2,
-// u8s8_bsr1x1_spmm_ukernel_1x16c4__avx2 and the 1x4 kernel (below).
+// u8s8_bsr1x1_spmm_ukernel_1x16c4__avx2, the 1x4 kernel and the dense GEMM (below).
 //
 // The dot product is widened to 16 bits: per group, the 4 X rows (16 tokens each) are
 // zero-extended to 16 bits and paired (rows i0,i1 and i2,i3) with vpunpck{l,h}wd, and
@@ -270,6 +270,77 @@ void u8s8_quads_spmm(const PackedWeights& w, const uint8_t* xq, int64_t ldq, int
   }
 }
 
+// The dense GEMM, u8s8_gemm_ukernel_4x16c4__avx2: dense weights (R = 4) on activations in
+// quad order (as the 1x4 kernel's). vpmaddubsw multiplies u8 by s8 and adds each pair in
+// saturating int16; on the pair-safe weights (PackedWeights::pair_safe_values, every
+// pair's magnitudes summing to at most 128) no pair sum can saturate (255 x 128 < 2^15),
+// and vpmaddwd with ones adds a token's two pairs in int32: vpdpbusd in two instructions,
+// 32 products a vpmaddubsw against the 16 of the widened vpmaddwd above, with no widening
+// or interleave. The parts the pair-safe groups cut off (in about a quarter of the quads
+// for bell-shaped weights) run as extra groups right after their quad: acc is the exact
+// int32 sum.
+// Tile: 4 rows x 16 tokens, 8 accumulators in token order; the span loop of u8s8_spmm.
+static inline __m256i quad_dot(__m256i acc, __m256i x, __m256i w, __m256i ones) {
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(x, w), ones));
+}
+
+// One quad of 16 tokens (xp) against a group's 4 x 4 weights (wp, [row][4]).
+static inline void gemm_quad(__m256i (&acc)[4][2], const uint8_t* xp, const int8_t* wp,
+                             __m256i ones) {
+  const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp));
+  const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp + 32));
+  for (int r = 0; r < 4; ++r) {
+    int32_t d;
+    __builtin_memcpy(&d, wp + 4 * r, sizeof(d));
+    const __m256i wv = _mm256_set1_epi32(d);
+    acc[r][0] = quad_dot(acc[r][0], x0, wv, ones);
+    acc[r][1] = quad_dot(acc[r][1], x1, wv, ones);
+  }
+}
+
+// Block-row br, tokens [t0, t0 + 16) (t0 + 16 <= ldq): acc[r][h] holds row r's tokens
+// t0 + 8h .. t0 + 8h + 7. A fix group reads the quad its predecessor just loaded (L1).
+inline void gemm_tile(const PackedWeights& w, const uint8_t* xq, int64_t ldq, int64_t t0,
+                      int64_t br, __m256i (&acc)[4][2]) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  const uint8_t* xt = xq + t0 * 4;
+  for (int r = 0; r < 4; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+  for (int32_t g = w.pair_safe_ptr[br]; g < w.pair_safe_ptr[br + 1]; ++g) {
+    gemm_quad(acc, xt + int64_t{w.pair_safe_quad[g]} * ldq * 4, w.pair_safe_values + g * 16,
+              ones);
+  }
+}
+
+void u8s8_gemm(const PackedWeights& w, const uint8_t* xq, int64_t ldq, int64_t m_begin,
+               int64_t m_end, int64_t br_begin, int64_t br_end, const Epilogue& ep) {
+  constexpr int64_t kTile = 16, kSpan = 64;
+  for (int64_t s0 = m_begin; s0 < m_end; s0 += kSpan) {
+    const int64_t s1 = std::min(m_end, s0 + kSpan);
+    for (int64_t br = br_begin; br < br_end; ++br) {
+      for (int64_t t = s0; t < s1; t += kTile) {
+        // A tile never reads past ldq: the last one of an unaligned range starts earlier
+        // and stores only its own tokens.
+        const int64_t t0 = std::min(t, ldq - kTile), t_end = std::min(s1, t + kTile);
+        __m256i acc[4][2];
+        gemm_tile(w, xq, ldq, t0, br, acc);
+        for (int r = 0; r < 4; ++r) {
+          const int64_t n = br * 4 + r;
+          if (n >= w.n) break;
+          const __m256i comp = _mm256_set1_epi32(w.compensation[n]);
+          alignas(32) float y[kTile];
+          for (int h = 0; h < 2; ++h) {
+            _mm256_store_ps(y + 8 * h, _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[r][h], comp)));
+          }
+          for (int64_t c = t; c < t_end; c += 8) {
+            xsimd_epilogue_store(ep, n, c, B::load_unaligned(y + (c - t0)),
+                                 std::min<int64_t>(8, t_end - c));
+          }
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 const SpmmKernels& kernels() {
@@ -287,6 +358,9 @@ const SpmmKernels& kernels() {
     t.u8_pack_quads = pack_quads;
     t.u8s8_quads_r1 = u8s8_quads_spmm;
     t.u8s8_quads_r1_name = "u8s8_bsr1x4_spmm_ukernel_1x32c4__avx2";
+    t.u8s8_gemm_r4 = u8s8_gemm;
+    t.u8s8_gemm_r4_name = "u8s8_gemm_ukernel_4x16c4__avx2";
+    t.u8s8_gemm_r4_pair_safe = true;
     return t;
   }();
   return table;
