@@ -84,7 +84,7 @@ class SPARQ_API Model {
   Graph graph_;
   struct Loaded {
     PackedWeights w;
-    AlignedBuffer quad_index;  // derived at load (quad_index_of)
+    AlignedBuffer quad_index;   // derived at load (quad_index_of)
     PairSafeWeights pair_safe;  // derived at load where the kernels read it (pair_safe_of)
   };
   std::map<std::string, Loaded> packed_;

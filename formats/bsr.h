@@ -91,9 +91,7 @@ inline constexpr int64_t kMaxInt8K = 65536;
 struct SPARQ_API PairSafeWeights {
   AlignedBuffer ptr, quad, values;
   bool empty() const { return values.size() == 0; }
-  std::size_t bytes() const {
-    return ptr.size() + quad.size() + values.size();
-  }
+  std::size_t bytes() const { return ptr.size() + quad.size() + values.size(); }
   // Points w's pair-safe fields at these arrays (none when empty).
   void attach(PackedWeights* w) const;
 };

@@ -483,10 +483,12 @@ TEST(PairSafe, GroupsSumToTheWeightsAndNoPairSaturates) {
   std::vector<int8_t> flat(16 * 64);
   for (size_t i = 0; i < flat.size(); ++i) flat[i] = static_cast<int8_t>((i * 97 + 31) % 255 - 127);
   std::vector<float> fsc(16, 0.01f);
-  EXPECT_TRUE(pair_safe_of(PackedMatrix::pack_s8(flat.data(), fsc.data(), 16, 64, kBlock4x1, true).view())
-                  .empty());
+  EXPECT_TRUE(
+      pair_safe_of(PackedMatrix::pack_s8(flat.data(), fsc.data(), 16, 64, kBlock4x1, true).view())
+          .empty());
   std::vector<float> w = random_floats(8 * 16, 2);
-  EXPECT_TRUE(pair_safe_of(PackedMatrix::pack_f32(w.data(), 8, 16, kBlock4x1, true).view()).empty());
+  EXPECT_TRUE(
+      pair_safe_of(PackedMatrix::pack_f32(w.data(), 8, 16, kBlock4x1, true).view()).empty());
 }
 
 // The dense int8 path (on AVX2 the pair-safe GEMM) on bell-shaped and worst-case weights,
@@ -498,12 +500,14 @@ TEST_P(SpmmIsaTest, DenseInt8BellShapedAndSaturatingWeights) {
       for (int xs = 0; xs < 2; ++xs) {
         std::vector<int8_t> q = dense_int8_weights(sh.n, sh.k, worst, 7);
         std::vector<float> sc(static_cast<size_t>(sh.n), 1.0f);
-        const PackedMatrix p = PackedMatrix::pack_s8(q.data(), sc.data(), sh.n, sh.k, kBlock4x1, true);
+        const PackedMatrix p =
+            PackedMatrix::pack_s8(q.data(), sc.data(), sh.n, sh.k, kBlock4x1, true);
         std::vector<uint8_t> x(static_cast<size_t>(sh.k * sh.m), 255);
         if (xs == 1) {
           for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<uint8_t>((i * 37 + 11) % 256);
         }
-        std::vector<float> y(static_cast<size_t>(sh.n * sh.m), -1.0f), ts(static_cast<size_t>(sh.m), 1.0f);
+        std::vector<float> y(static_cast<size_t>(sh.n * sh.m), -1.0f),
+            ts(static_cast<size_t>(sh.m), 1.0f);
         Epilogue ep;
         ep.out_f32 = y.data();
         ep.ld_out = sh.m;
@@ -516,10 +520,11 @@ TEST_P(SpmmIsaTest, DenseInt8BellShapedAndSaturatingWeights) {
             for (int64_t t = 0; t < sh.m; ++t) {
               int64_t want = 0;
               for (int64_t c = 0; c < sh.k; ++c)
-                want += int64_t{q[static_cast<size_t>(nn * sh.k + c)]} * (int64_t{x[static_cast<size_t>(c * sh.m + t)]} - 128);
+                want += int64_t{q[static_cast<size_t>(nn * sh.k + c)]} *
+                        (int64_t{x[static_cast<size_t>(c * sh.m + t)]} - 128);
               ASSERT_EQ(y[static_cast<size_t>(nn * sh.m + t)], static_cast<float>(want))
-                  << "m " << sh.m << " k " << sh.k << " n " << sh.n << " worst " << worst
-                  << " row " << nn << " token " << t;
+                  << "m " << sh.m << " k " << sh.k << " n " << sh.n << " worst " << worst << " row "
+                  << nn << " token " << t;
             }
         }
       }

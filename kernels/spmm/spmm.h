@@ -50,7 +50,7 @@ struct PackedWeights {
   // pattern. quad_index[g] = q (K / 4 <= 16384 fits). Derived from the index array
   // (quad_index_of in formats/bsr.h), never stored: the quad kernels read 6 bytes per
   // group instead of 20.
-  const uint16_t* quad_index = nullptr;   // [num_groups]
+  const uint16_t* quad_index = nullptr;  // [num_groups]
   // Set for a dense int8 matrix with R = 4 on kernels whose u8 x s8 dot product adds two
   // products in saturating int16 (AVX2's vpmaddubsw): the matrix as pair-safe groups,
   // every weight pair (inputs 2p, 2p + 1) within |w0| + |w1| <= 128, which no u8 input
@@ -60,12 +60,12 @@ struct PackedWeights {
   // after it, for a quad where a pair did not fit, a second group with the parts cut off
   // (at most one nonzero per pair, of magnitude <= 128). The groups of a block-row sum to
   // its weights. Derived (pair_safe_of in formats/bsr.h), never stored.
-  const int32_t* pair_safe_ptr = nullptr;     // [num_block_rows + 1]
-  const int32_t* pair_safe_quad = nullptr;    // [pair_safe_ptr[num_block_rows]]
-  const int8_t* pair_safe_values = nullptr;   // [pair_safe_ptr[num_block_rows]][4][4]
-  int64_t num_groups = 0;                 // total groups over all block-rows
-  const int32_t* group_ptr = nullptr;     // [num_block_rows + 1]; null when dense
-  const int32_t* indices = nullptr;       // [num_groups * G]; null when dense
+  const int32_t* pair_safe_ptr = nullptr;    // [num_block_rows + 1]
+  const int32_t* pair_safe_quad = nullptr;   // [pair_safe_ptr[num_block_rows]]
+  const int8_t* pair_safe_values = nullptr;  // [pair_safe_ptr[num_block_rows]][4][4]
+  int64_t num_groups = 0;                    // total groups over all block-rows
+  const int32_t* group_ptr = nullptr;        // [num_block_rows + 1]; null when dense
+  const int32_t* indices = nullptr;          // [num_groups * G]; null when dense
   const void* values = nullptr;           // kF32: float[num_groups][R]; kS8: int8[num_groups][R][G]
   const int32_t* compensation = nullptr;  // kS8: [num_block_rows * R], 128 * row sum of W
   const float* scales = nullptr;          // kS8: [num_block_rows * R], per-channel scale

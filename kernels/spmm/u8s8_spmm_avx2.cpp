@@ -306,8 +306,7 @@ inline void gemm_tile(const PackedWeights& w, const uint8_t* xq, int64_t ldq, in
   const uint8_t* xt = xq + t0 * 4;
   for (int r = 0; r < 4; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
   for (int32_t g = w.pair_safe_ptr[br]; g < w.pair_safe_ptr[br + 1]; ++g) {
-    gemm_quad(acc, xt + int64_t{w.pair_safe_quad[g]} * ldq * 4, w.pair_safe_values + g * 16,
-              ones);
+    gemm_quad(acc, xt + int64_t{w.pair_safe_quad[g]} * ldq * 4, w.pair_safe_values + g * 16, ones);
   }
 }
 
