@@ -331,11 +331,12 @@ PackedMatrix PackedMatrix::pack(WeightType type, const void* w, const float* sca
   }
   p.quad_index_ = quad_index_of(v);
   if (p.quad_index_.size() > 0) v.quad_index = p.quad_index_.as<uint16_t>();
-  // Built here for every dense int8 matrix (so the AVX2 GEMM is testable on any CPU);
-  // a loaded model builds it only where the active kernels read it (engine/model.cpp).
-  p.pair_safe_ = pair_safe_of(v);
-  p.pair_safe_.attach(&v);
   return p;
+}
+
+void PackedMatrix::derive_pair_safe() {
+  pair_safe_ = pair_safe_of(view_);
+  pair_safe_.attach(&view_);
 }
 
 void PairSafeWeights::attach(PackedWeights* w) const {

@@ -120,6 +120,10 @@ class SPARQ_API PackedMatrix {
   // int8 weights W^T[N][K] with per-channel scales (from quantize_per_channel).
   static PackedMatrix pack_s8(const int8_t* wq, const float* scales, int64_t n, int64_t k,
                               BlockShape block, bool dense = false);
+  // Adds the pair-safe groups (pair_safe_of; none for other matrices) for AVX2's dense
+  // GEMM. Not done by pack: the converter writes only the stored arrays, and a loaded
+  // model derives them itself where the active kernels read them (engine/model.cpp).
+  void derive_pair_safe();
 
  private:
   static PackedMatrix pack(WeightType type, const void* w, const float* scales, int64_t n,

@@ -447,7 +447,8 @@ TEST(PairSafe, GroupsSumToTheWeightsAndNoPairSaturates) {
     const int64_t n = 13, k = 37;
     std::vector<int8_t> q = dense_int8_weights(n, k, worst, 3);
     std::vector<float> sc(static_cast<size_t>(n), 0.01f);
-    const PackedMatrix p = PackedMatrix::pack_s8(q.data(), sc.data(), n, k, kBlock4x1, true);
+    PackedMatrix p = PackedMatrix::pack_s8(q.data(), sc.data(), n, k, kBlock4x1, true);
+    p.derive_pair_safe();
     const PackedWeights& v = p.view();
     const PairSafeWeights ps = pair_safe_of(v);
     ASSERT_FALSE(ps.empty());
@@ -500,8 +501,8 @@ TEST_P(SpmmIsaTest, DenseInt8BellShapedAndSaturatingWeights) {
       for (int xs = 0; xs < 2; ++xs) {
         std::vector<int8_t> q = dense_int8_weights(sh.n, sh.k, worst, 7);
         std::vector<float> sc(static_cast<size_t>(sh.n), 1.0f);
-        const PackedMatrix p =
-            PackedMatrix::pack_s8(q.data(), sc.data(), sh.n, sh.k, kBlock4x1, true);
+        PackedMatrix p = PackedMatrix::pack_s8(q.data(), sc.data(), sh.n, sh.k, kBlock4x1, true);
+        p.derive_pair_safe();
         std::vector<uint8_t> x(static_cast<size_t>(sh.k * sh.m), 255);
         if (xs == 1) {
           for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<uint8_t>((i * 37 + 11) % 256);

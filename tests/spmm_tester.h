@@ -143,8 +143,8 @@ class SpmmTester {
     std::vector<int8_t> q(w.size());
     std::vector<float> scales(static_cast<size_t>(n_));
     quantize_per_channel(w.data(), n_, k_, q.data(), scales.data());
-    const PackedMatrix packed =
-        PackedMatrix::pack_s8(q.data(), scales.data(), n_, k_, block_, dense_);
+    PackedMatrix packed = PackedMatrix::pack_s8(q.data(), scales.data(), n_, k_, block_, dense_);
+    packed.derive_pair_safe();
     validate_packed(packed.view(), packed.array_sizes());
     const bool quads = packed.view().quad_index != nullptr && kernels.u8s8_quads_r1 != nullptr;
     SCOPED_TRACE(

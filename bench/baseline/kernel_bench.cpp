@@ -71,7 +71,8 @@ KernelBenchResult run_kernel_bench(const KernelBenchConfig& cfg) {
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   // SPARQ_KB_WEIGHTS=normal|laplace: bell-shaped weights like trained ones (the AVX2
   // dense GEMM's pair-safe groups depend on the distribution; no other kernel does).
-  const std::string dist = std::getenv("SPARQ_KB_WEIGHTS") ? std::getenv("SPARQ_KB_WEIGHTS") : "";
+  const char* dist_env = std::getenv("SPARQ_KB_WEIGHTS");
+  const std::string dist = dist_env != nullptr ? dist_env : "";
   std::normal_distribution<float> g(0.0f, 1.0f);
   std::exponential_distribution<float> e(1.0f);
   for (auto& v : wt) {
@@ -88,8 +89,10 @@ KernelBenchResult run_kernel_bench(const KernelBenchConfig& cfg) {
     quantize_per_channel(wt.data(), n, k, q.data(), scales.data());
   }
   auto pack = [&] {
-    return cfg.int8 ? PackedMatrix::pack_s8(q.data(), scales.data(), n, k, block, dense)
-                    : PackedMatrix::pack_f32(wt.data(), n, k, block, dense);
+    if (!cfg.int8) return PackedMatrix::pack_f32(wt.data(), n, k, block, dense);
+    PackedMatrix p = PackedMatrix::pack_s8(q.data(), scales.data(), n, k, block, dense);
+    if (spmm_kernels().u8s8_gemm_r4_pair_safe) p.derive_pair_safe();  // as a loaded model
+    return p;
   };
 
   const size_t act_elem = cfg.int8 ? 1 : 4;
