@@ -98,9 +98,11 @@ void BM_OnednnDense(benchmark::State& state, bool int8, int threads) {
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   for (auto& v : wt) v = u(rng);
+  // Before the primitive and its reorder: their parallel regions then use this team size
+  // (kernel_bench.cpp says why it matters).
+  bench::OnednnMatmul::set_threads(threads);
   bench::OnednnMatmul dnn(m, k, n, int8, kActCopies);
   dnn.set_weights(wt.data());
-  bench::OnednnMatmul::set_threads(threads);
   int i = 0;
   for (auto _ : state) dnn.run(i++);
   set_counters(state, 2.0 * m * k * n, 2.0 * m * k * n);

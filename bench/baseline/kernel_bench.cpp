@@ -129,12 +129,15 @@ KernelBenchResult run_kernel_bench(const KernelBenchConfig& cfg) {
   }
 
   const double onednn_per = static_cast<double>(k * n * act_elem + m * k * act_elem);
+  // Before oneDNN makes its first parallel region: an OpenMP worker started by a region of
+  // the default team (all cores) spins for about 8 ms after each later region, on the core
+  // sparq's next sample runs beside (15% slower with a spinner on the other vCPU, Zen 3).
+  OnednnMatmul::set_threads(cfg.threads);
   OnednnMatmul dnn(m, k, n, cfg.int8, copies_for(onednn_per));
   dnn.set_weights(wt.data());
   res.onednn_impl = dnn.implementation();
 
   ThreadPool pool(cfg.threads);
-  OnednnMatmul::set_threads(cfg.threads);
   auto run_sparq = [&](int i) {
     SparqCopy& c = sq[static_cast<size_t>(i) % sq.size()];
     Epilogue ep;
@@ -162,10 +165,12 @@ KernelBenchResult run_kernel_bench(const KernelBenchConfig& cfg) {
   const int calls_s = calls_for(warm_s), calls_d = calls_for(warm_d);
   std::vector<double> ts, td;
   for (int s = 0; s < cfg.samples; ++s) {
-    // Let the other side's spinning workers (TBB, OpenMP) go idle between samples.
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    // Let the other side's spinning workers (TBB, OpenMP) go idle between samples: libgomp's
+    // spin after a region (300000 pause loops by default) measured 8.2 ms on Zen 3, and a
+    // pause is twice as long on recent Xeons.
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
     ts.push_back(time_calls(run_sparq, calls_s, is));
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
     td.push_back(time_calls(run_dnn, calls_d, id));
   }
   res.sparq_ms = median(ts);
