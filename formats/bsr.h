@@ -83,15 +83,17 @@ SPARQ_API PackedArraySizes expected_array_sizes(const PackedWeights& w);
 // Largest K an int8 matrix may have: the int32 accumulator of 255 x 128 x K stays exact.
 inline constexpr int64_t kMaxInt8K = 65536;
 
-// The pair-safe groups of a dense int8 matrix with R = 4 (PackedWeights::pair_safe_*,
-// spmm.h), owned; empty for any other matrix, and for one whose fix groups would cost
-// more than they save. A pair of weights whose magnitudes sum past 128 keeps the larger
-// weight and the smaller cut to the rest of 128 (same sign); the cut-off part goes to
-// the fix group that follows the quad's group.
+// The pair-safe form of a dense int8 matrix with R = 4 (PackedWeights::pair_safe_values
+// and pair_fix_*, spmm.h), owned; empty for any other matrix, and for one with so many
+// fixes that the pair-safe kernel would be slower. A pair of weights whose magnitudes sum
+// past 128 keeps the larger weight and the smaller cut to the rest of 128 (same sign);
+// the cut-off part goes to that row's fix for the quad.
 struct SPARQ_API PairSafeWeights {
-  AlignedBuffer ptr, quad, values;
+  AlignedBuffer values, fix_ptr, fix_quad, fix_values;
   bool empty() const { return values.size() == 0; }
-  std::size_t bytes() const { return ptr.size() + quad.size() + values.size(); }
+  std::size_t bytes() const {
+    return values.size() + fix_ptr.size() + fix_quad.size() + fix_values.size();
+  }
   // Points w's pair-safe fields at these arrays (none when empty).
   void attach(PackedWeights* w) const;
 };
@@ -120,7 +122,7 @@ class SPARQ_API PackedMatrix {
   // int8 weights W^T[N][K] with per-channel scales (from quantize_per_channel).
   static PackedMatrix pack_s8(const int8_t* wq, const float* scales, int64_t n, int64_t k,
                               BlockShape block, bool dense = false);
-  // Adds the pair-safe groups (pair_safe_of; none for other matrices) for AVX2's dense
+  // Adds the pair-safe form (pair_safe_of; none for other matrices) for AVX2's dense
   // GEMM. Not done by pack: the converter writes only the stored arrays, and a loaded
   // model derives them itself where the active kernels read them (engine/model.cpp).
   void derive_pair_safe();

@@ -454,29 +454,45 @@ TEST(PairSafe, GroupsSumToTheWeightsAndNoPairSaturates) {
     ASSERT_FALSE(ps.empty());
     ASSERT_NE(v.pair_safe_values, nullptr);
     const int64_t gpr = v.groups_per_dense_row();
+    const int8_t* w = static_cast<const int8_t*>(v.values);
+    int64_t fixes = 0;
     for (int64_t br = 0; br < v.num_block_rows; ++br) {
-      std::vector<int32_t> sum(static_cast<size_t>(4 * gpr * 4), 0);
-      for (int32_t g = v.pair_safe_ptr[br]; g < v.pair_safe_ptr[br + 1]; ++g) {
-        ASSERT_GE(v.pair_safe_quad[g], 0);
-        ASSERT_LT(v.pair_safe_quad[g], gpr);
-        if (g > v.pair_safe_ptr[br]) {
-          ASSERT_GE(v.pair_safe_quad[g], v.pair_safe_quad[g - 1]);
-        }
-        for (int r = 0; r < 4; ++r)
+      for (int r = 0; r < 4; ++r) {
+        const int64_t row = br * 4 + r;
+        std::vector<int32_t> sum(static_cast<size_t>(gpr * 4), 0);
+        for (int64_t qd = 0; qd < gpr; ++qd)
           for (int j = 0; j < 4; j += 2) {
-            const int32_t a = v.pair_safe_values[g * 16 + r * 4 + j];
-            const int32_t b = v.pair_safe_values[g * 16 + r * 4 + j + 1];
+            const int32_t a = v.pair_safe_values[(br * gpr + qd) * 16 + r * 4 + j];
+            const int32_t b = v.pair_safe_values[(br * gpr + qd) * 16 + r * 4 + j + 1];
             EXPECT_LE(std::abs(a) + std::abs(b), 128);
-            sum[static_cast<size_t>((r * gpr + v.pair_safe_quad[g]) * 4 + j)] += a;
-            sum[static_cast<size_t>((r * gpr + v.pair_safe_quad[g]) * 4 + j + 1)] += b;
+            sum[static_cast<size_t>(qd * 4 + j)] += a;
+            sum[static_cast<size_t>(qd * 4 + j + 1)] += b;
           }
-      }
-      const int8_t* w = static_cast<const int8_t*>(v.values);
-      for (int64_t qd = 0; qd < gpr; ++qd)
-        for (int r = 0; r < 4; ++r)
+        ASSERT_LE(v.pair_fix_ptr[row], v.pair_fix_ptr[row + 1]);
+        for (int32_t f = v.pair_fix_ptr[row]; f < v.pair_fix_ptr[row + 1]; ++f, ++fixes) {
+          const int32_t qd = v.pair_fix_quad[f];
+          ASSERT_GE(qd, 0);
+          ASSERT_LT(qd, gpr);
+          if (f > v.pair_fix_ptr[row]) {
+            ASSERT_GT(qd, v.pair_fix_quad[f - 1]);
+          }
+          for (int j = 0; j < 4; j += 2) {
+            const int32_t a = v.pair_fix_values[f * 4 + j], b = v.pair_fix_values[f * 4 + j + 1];
+            EXPECT_LE(std::abs(a) + std::abs(b), 128);
+            EXPECT_TRUE(a == 0 || b == 0);
+            sum[static_cast<size_t>(qd * 4 + j)] += a;
+            sum[static_cast<size_t>(qd * 4 + j + 1)] += b;
+          }
+        }
+        for (int64_t qd = 0; qd < gpr; ++qd)
           for (int j = 0; j < 4; ++j)
-            ASSERT_EQ(sum[static_cast<size_t>((r * gpr + qd) * 4 + j)],
-                      w[(br * gpr + qd) * 16 + r * 4 + j]);
+            ASSERT_EQ(sum[static_cast<size_t>(qd * 4 + j)], w[(br * gpr + qd) * 16 + r * 4 + j])
+                << "row " << row << " quad " << qd;
+      }
+    }
+    EXPECT_EQ(fixes, v.pair_fix_ptr[v.num_block_rows * 4]);
+    if (worst) {
+      EXPECT_GT(fixes, 0);  // these weights include pairs past 128
     }
   }
   // Flat weights (half the pairs past 128) get no pair-safe form; only dense int8 R = 4

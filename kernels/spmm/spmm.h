@@ -54,15 +54,16 @@ struct PackedWeights {
   // Set for a dense int8 matrix with R = 4 on kernels whose u8 x s8 dot product adds two
   // products in saturating int16 (AVX2's vpmaddubsw): the matrix as pair-safe groups,
   // every weight pair (inputs 2p, 2p + 1) within |w0| + |w1| <= 128, which no u8 input
-  // can saturate (255 x 128 < 2^15). Per block-row br, groups [pair_safe_ptr[br],
-  // pair_safe_ptr[br + 1]) in quad order, each one input quad pair_safe_quad[g] and its
-  // 4 x 4 weights (a dense group's layout): every quad once with its pairs cut to fit, and
-  // after it, for a quad where a pair did not fit, a second group with the parts cut off
-  // (at most one nonzero per pair, of magnitude <= 128). The groups of a block-row sum to
-  // its weights. Derived (pair_safe_of in formats/bsr.h), never stored.
-  const int32_t* pair_safe_ptr = nullptr;    // [num_block_rows + 1]
-  const int32_t* pair_safe_quad = nullptr;   // [pair_safe_ptr[num_block_rows]]
-  const int8_t* pair_safe_values = nullptr;  // [pair_safe_ptr[num_block_rows]][4][4]
+  // can saturate (255 x 128 < 2^15), as two parts that sum to the weights:
+  // pair_safe_values, the dense values (same layout) with each pair past 128 cut to fit,
+  // and per row n (block-row n / 4, row n % 4) fixes [pair_fix_ptr[n], pair_fix_ptr[n + 1])
+  // in quad order, each an input quad pair_fix_quad[f] and the 4 weights the cuts left out
+  // of that row's quad (at most one nonzero per pair, of magnitude <= 128). Derived
+  // (pair_safe_of in formats/bsr.h), never stored.
+  const int8_t* pair_safe_values = nullptr;  // [num_block_rows][K / 4 rounded up][4][4]
+  const int32_t* pair_fix_ptr = nullptr;     // [num_block_rows * 4 + 1]
+  const int32_t* pair_fix_quad = nullptr;    // [pair_fix_ptr[num_block_rows * 4]]
+  const int8_t* pair_fix_values = nullptr;   // [pair_fix_ptr[num_block_rows * 4]][4]
   int64_t num_groups = 0;                    // total groups over all block-rows
   const int32_t* group_ptr = nullptr;        // [num_block_rows + 1]; null when dense
   const int32_t* indices = nullptr;          // [num_groups * G]; null when dense
