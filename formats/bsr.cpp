@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -350,6 +351,8 @@ void PairSafeWeights::attach(PackedWeights* w) const {
 PairSafeWeights pair_safe_of(const PackedWeights& w) {
   PairSafeWeights out;
   if (w.type != WeightType::kS8 || !w.dense || w.rows_per_block != 4 || w.group != 4) return out;
+  // The fix offsets are int32, and a group can have 4 fixes (one a row) while they are made.
+  if (w.num_groups > std::numeric_limits<int32_t>::max() / 4) return out;
   const int64_t gpr = w.groups_per_dense_row(), nbr = w.num_block_rows;
   const int8_t* v = static_cast<const int8_t*>(w.values);
   std::vector<int8_t> safe(v, v + w.num_groups * 16), fix_values;
