@@ -143,37 +143,50 @@ struct ToTmStep {
   template <class F>
   void slots(F&&) const {}
 };
-// Per-token u8 quantization of feature-major panels.
-// Per-token quantization into u8 panels [F][64] (`out`) and, for the 1x4 kernel's
-// consumers, the same bytes in quad order per panel [ceil(F/4)][64][4] (`quads`, zero past
-// F and past the last token; -1 = not needed). One pass writes every form its consumers
-// read.
-struct QuantizeStep {
-  int src = -1, out = -1, scales = -1, quads = -1;  // buffers
-  U8PackQuadsFn pack_quads = nullptr;               // this CPU's packer (with quads)
-  static constexpr const char* kName = "quantize";
+// Per-token quantization of a step's f32 output into u8 panels [F][64] (`out`, -1 = none)
+// and their scales, and, for the 1x4 kernel's consumers, the same bytes in quad order per
+// panel [ceil(F/4)][64][4] (`quads`, zero past F and past the last token; -1 = not needed).
+// One pass writes every form its consumers read.
+struct QuantOut {
+  int out = -1, scales = -1, quads = -1;  // buffers
+  U8PackQuadsFn pack_quads = nullptr;     // this CPU's packer (with quads)
   template <class F>
   void buffers(F&& f) const {
-    f(src, false);
     f(out, true);
     f(scales, true);
     f(quads, true);
   }
+};
+// Per-token u8 quantization of feature-major panels (a value whose producer does not
+// quantize it itself).
+struct QuantizeStep {
+  int src = -1;  // buffer
+  QuantOut q;
+  static constexpr const char* kName = "quantize";
+  template <class F>
+  void buffers(F&& f) const {
+    f(src, false);
+    q.buffers(f);
+  }
   template <class F>
   void slots(F&&) const {}
 };
-// LayerNorm over features, optionally of x + residual.
+// LayerNorm over features, optionally of x + residual, and with `q` its quantization,
+// from the maxima the LayerNorm takes while it writes (FmLayerNormFn): one pass over the
+// output fewer than a QuantizeStep after it, the same bytes.
 struct LayerNormStep {
   int src = -1, residual = -1, out = -1;  // buffers
   const float* gamma = nullptr;
   const float* beta = nullptr;
   float eps = 1e-5f;
+  QuantOut q;
   static constexpr const char* kName = "layernorm";
   template <class F>
   void buffers(F&& f) const {
     f(src, false);
     f(residual, false);
     f(out, true);
+    q.buffers(f);
   }
   template <class F>
   void slots(F&&) const {}
@@ -248,10 +261,12 @@ struct EmbedStep {
   const float* beta = nullptr;
   float eps = 1e-5f;
   int64_t seq = 0;  // tokens per sequence
+  QuantOut q;       // as LayerNormStep's
   static constexpr const char* kName = "embeddings";
   template <class F>
   void buffers(F&& f) const {
     f(out, true);
+    q.buffers(f);
   }
   template <class F>
   void slots(F&& f) const {
@@ -476,23 +491,34 @@ class Machine {
       }
       float* panel = y + pn * F * kPanel;
       transpose_tiled(sum.data(), n, F, F, panel, kPanel);
-      fm_.layernorm(panel, kPanel, F, 0, n, s.gamma, s.beta, s.eps, panel, kPanel);
+      alignas(64) float mx[kPanel];
+      float* absmax = s.q.out >= 0 ? mx : nullptr;
+      fm_.layernorm(panel, kPanel, F, 0, n, s.gamma, s.beta, s.eps, panel, kPanel, absmax);
+      if (s.q.out >= 0) quantize_panel(s.q, panel, F, pn, n, absmax, st);
     });
+  }
+
+  // Quantizes panel pn (n tokens, F features) into q's buffers; absmax: the per-token
+  // maxima its producer took, or null.
+  void quantize_panel(const QuantOut& q, const float* panel, int64_t F, int64_t pn, int64_t n,
+                      const float* absmax, RunState& st) const {
+    uint8_t* qp = st.buf[static_cast<size_t>(q.out)] + pn * F * kPanel;
+    float* sc = reinterpret_cast<float*>(st.buf[static_cast<size_t>(q.scales)]) + pn * kPanel;
+    fm_.quantize(panel, kPanel, F, 0, n, absmax, qp, kPanel, sc);
+    // The quad order of the panel just written, while it is in this core's L1/L2.
+    if (q.quads >= 0) {
+      const int64_t quad_panel = (F + 3) / 4 * 4 * kPanel;
+      q.pack_quads(qp, kPanel, F, n, st.buf[static_cast<size_t>(q.quads)] + pn * quad_panel,
+                   kPanel);
+    }
   }
 
   void run(const Executor::Plan&, const Step& step, const QuantizeStep& s, RunState& st) {
     auto f32 = [&](int b) { return reinterpret_cast<float*>(st.buf[static_cast<size_t>(b)]); };
     const int64_t F = step.rows, M = step.cols;
     const float* x = f32(s.src);
-    uint8_t* q = st.buf[static_cast<size_t>(s.out)];
-    uint8_t* qq = s.quads >= 0 ? st.buf[static_cast<size_t>(s.quads)] : nullptr;
-    const int64_t quad_panel = (F + 3) / 4 * 4 * kPanel;
-    float* sc = f32(s.scales);
     by_panels(M, F, [&](int64_t pn, int64_t n) {
-      uint8_t* qp = q + pn * F * kPanel;
-      fm_.quantize(x + pn * F * kPanel, kPanel, F, 0, n, qp, kPanel, sc + pn * kPanel);
-      // The quad order of the panel just written, while it is in this core's L1/L2.
-      if (qq != nullptr) s.pack_quads(qp, kPanel, F, n, qq + pn * quad_panel, kPanel);
+      quantize_panel(s.q, x + pn * F * kPanel, F, pn, n, nullptr, st);
     });
   }
 
@@ -512,7 +538,10 @@ class Machine {
             yp[f * kPanel + j] = xp[f * kPanel + j] + rp[f * kPanel + j];
         xp = yp;
       }
-      fm_.layernorm(xp, kPanel, F, 0, n, s.gamma, s.beta, s.eps, yp, kPanel);
+      alignas(64) float mx[kPanel];
+      float* absmax = s.q.out >= 0 ? mx : nullptr;
+      fm_.layernorm(xp, kPanel, F, 0, n, s.gamma, s.beta, s.eps, yp, kPanel, absmax);
+      if (s.q.out >= 0) quantize_panel(s.q, yp, F, pn, n, absmax, st);
     });
   }
 
@@ -889,6 +918,31 @@ class Planner {
     slot(s).fm = b;
     return b;
   }
+  // The step that can quantize buffer b as it writes it: the LayerNorm (or embeddings
+  // step) that wrote all of b, with no later step writing b (the quantization would then
+  // see other values than a QuantizeStep emitted now). -1 when there is none.
+  int quantizing_producer(int b) const {
+    const int at = p_.buffers[static_cast<size_t>(b)].first;
+    if (at < 0) return -1;
+    const Step& s = p_.steps[static_cast<size_t>(at)];
+    const auto* ln = std::get_if<LayerNormStep>(&s.op);
+    const auto* em = std::get_if<EmbedStep>(&s.op);
+    if ((ln == nullptr || ln->out != b) && (em == nullptr || em->out != b)) return -1;
+    for (size_t i = static_cast<size_t>(at) + 1; i < p_.steps.size(); ++i) {
+      bool written = false;
+      p_.steps[i].buffers([&](int x, bool w) { written = written || (w && x == b); });
+      if (written) return -1;
+    }
+    return at;
+  }
+  // The quantization outputs of a step that has them (QuantizeStep, LayerNormStep,
+  // EmbedStep).
+  static QuantOut* quant_out(Step* s) {
+    if (auto* t = std::get_if<QuantizeStep>(&s->op)) return &t->q;
+    if (auto* t = std::get_if<LayerNormStep>(&s->op)) return &t->q;
+    if (auto* t = std::get_if<EmbedStep>(&s->op)) return &t->q;
+    throw Error(Status::kInternal, "plan: step " + std::string(s->name()) + " quantizes nothing");
+  }
   // The quantized form (u8 [features][tokens] + per-token scales), or with `quads` the
   // same u8 in quad order. A slot is quantized by one step; a consumer that reads the
   // other order adds it to that step's outputs.
@@ -904,19 +958,33 @@ class Planner {
     if (slot(s).q8 < 0) {
       const int src = fm(s);
       const Slot& o = slot(s);
-      QuantizeStep t;
-      t.src = src;
-      t.out = new_buffer(fm_bytes(o.features(), o.tokens(), 1));
-      t.scales = new_buffer(fm_bytes(1, o.tokens(), 4));
-      const int d = t.out, e = t.scales;
-      emit(Step(t, o.features(), o.tokens()));
-      slot(s).q8 = d;
-      slot(s).q8s = e;
-      slot(s).q8_step = static_cast<int>(p_.steps.size()) - 1;
+      const int out = new_buffer(fm_bytes(o.features(), o.tokens(), 1));
+      const int sc = new_buffer(fm_bytes(1, o.tokens(), 4));
+      int at = quantizing_producer(src);
+      if (at >= 0) {  // the LayerNorm that wrote it quantizes it too
+        QuantOut& qo = *quant_out(&p_.steps[static_cast<size_t>(at)]);
+        qo.out = out;
+        qo.scales = sc;
+        for (const int b : {out, sc}) {
+          p_.buffers[static_cast<size_t>(b)].first = at;  // written by that (earlier) step
+          p_.buffers[static_cast<size_t>(b)].last = at;
+        }
+        ++p_.summary.fused_quantize;
+      } else {
+        QuantizeStep t;
+        t.src = src;
+        t.q.out = out;
+        t.q.scales = sc;
+        emit(Step(t, o.features(), o.tokens()));
+        at = static_cast<int>(p_.steps.size()) - 1;
+      }
+      slot(s).q8 = out;
+      slot(s).q8s = sc;
+      slot(s).q8_step = at;
     }
     if (quads && slot(s).q8q < 0) {
       const int at = slot(s).q8_step;
-      auto& t = std::get<QuantizeStep>(p_.steps[static_cast<size_t>(at)].op);
+      QuantOut& t = *quant_out(&p_.steps[static_cast<size_t>(at)]);
       const Slot& o = slot(s);
       t.quads = new_buffer(fm_bytes((o.features() + 3) / 4 * 4, o.tokens(), 1));
       t.pack_quads = spmm_kernels().u8_pack_quads;

@@ -49,6 +49,7 @@ struct PlanSummary {
   int fused_add_layernorm = 0;  // residual Add + LayerNorm steps (residuals not in an epilogue)
   int views = 0;                // layout-only Reshapes of feature-major values (no step)
   int fused_mask_bias = 0;      // attention masks to their additive bias in one step
+  int fused_quantize = 0;       // per-token quantizations done by the LayerNorm producing them
   // Each step run through the interpreter: node, op and why no fused step took it.
   std::vector<OffPathNode> op_by_op;
   // Non-empty when these shapes could not be planned (a shape known only at run time):

@@ -476,8 +476,8 @@ Value Session::sparq_matmul(const Node& n, const std::vector<Value>& in) {
     const int64_t parts =
         std::max<int64_t>(1, std::min<int64_t>(pool_.threads(), m * k / (int64_t{1} << 15)));
     pool_.parallel_for(parts, [&](int64_t p) {
-      fm.quantize(xt.as<float>(), m, k, m * p / parts, m * (p + 1) / parts, xq.as<uint8_t>(), m,
-                  scale.data());
+      fm.quantize(xt.as<float>(), m, k, m * p / parts, m * (p + 1) / parts, nullptr,
+                  xq.as<uint8_t>(), m, scale.data());
     });
     ep.channel_scale = w.scales;
     ep.token_scale = scale.data();

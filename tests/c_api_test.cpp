@@ -91,6 +91,7 @@ TEST(CApi, DescribeRunAndOutputs) {
   EXPECT_EQ(plan.fused_residual, 4);
   EXPECT_EQ(plan.fused_embeddings, 1);
   EXPECT_EQ(plan.matmuls, 13);
+  EXPECT_EQ(plan.fused_quantize, 4);  // int8: each LayerNorm a matmul reads quantizes itself
   EXPECT_GT(plan.steps, plan.op_by_op_steps);
   EXPECT_GT(plan.arena_bytes, 0u);
   EXPECT_LE(plan.arena_bytes, plan.unshared_bytes);

@@ -305,6 +305,7 @@ TEST(Conformance, ExportVariantsReachTheFastPath) {
       EXPECT_EQ(sum[0].fused_residual, sum[1].fused_residual);
       EXPECT_EQ(sum[0].fused_embeddings, sum[1].fused_embeddings);
       EXPECT_EQ(sum[0].fused_add_layernorm, sum[1].fused_add_layernorm);
+      EXPECT_EQ(sum[0].fused_quantize, sum[1].fused_quantize);
       EXPECT_LE(sum[0].generic_steps, sum[1].generic_steps);
       EXPECT_LE(sum[0].steps, sum[1].steps);
     }
@@ -333,6 +334,9 @@ TEST(Conformance, PlanFusesEncoderLayers) {
       EXPECT_EQ(p.fused_embeddings, 1);
       EXPECT_EQ(p.fused_attention, 2);  // 2 layers
       EXPECT_EQ(p.fused_residual, 4);
+      // int8: every LayerNorm an int8 matmul reads quantizes its own output (the
+      // embeddings' and each layer's but the encoder's last): 4 in 2 layers.
+      EXPECT_EQ(p.fused_quantize, std::string(precision) == "int8" ? 4 : 0);
       EXPECT_GT(p.folded, 0);
       EXPECT_LT(p.arena_bytes, p.unshared_bytes);
     }

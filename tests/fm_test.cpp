@@ -5,6 +5,8 @@
 #include "kernels/fm/fm.h"
 
 #include <cmath>
+#include <limits>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -255,8 +257,8 @@ TEST_P(FmIsaTest, LayerNormMatchesFloat64Reference) {
     auto x = random_floats(F * ld, 4, -3.0f, 5.0f);
     const auto g = random_floats(F, 5), bt = random_floats(F, 6);
     std::vector<float> y(F * ld, 0.0f);
-    kern.layernorm(x.data(), ld, F, 0, M / 3, g.data(), bt.data(), 1e-5f, y.data(), ld);
-    kern.layernorm(x.data(), ld, F, M / 3, M, g.data(), bt.data(), 1e-5f, y.data(), ld);
+    kern.layernorm(x.data(), ld, F, 0, M / 3, g.data(), bt.data(), 1e-5f, y.data(), ld, nullptr);
+    kern.layernorm(x.data(), ld, F, M / 3, M, g.data(), bt.data(), 1e-5f, y.data(), ld, nullptr);
     double maxref = 0, maxerr = 0;
     for (int64_t m = 0; m < M; ++m) {
       double mean = 0, var = 0;
@@ -272,7 +274,7 @@ TEST_P(FmIsaTest, LayerNormMatchesFloat64Reference) {
     }
     EXPECT_LE(maxerr, 1e-5 * (1 + maxref));
     // In place gives the same result.
-    kern.layernorm(x.data(), ld, F, 0, M, g.data(), bt.data(), 1e-5f, x.data(), ld);
+    kern.layernorm(x.data(), ld, F, 0, M, g.data(), bt.data(), 1e-5f, x.data(), ld, nullptr);
     for (int64_t f = 0; f < F; ++f)
       for (int64_t m = 0; m < M; ++m) ASSERT_EQ(x[f * ld + m], y[f * ld + m]);
   }
@@ -288,8 +290,8 @@ TEST_P(FmIsaTest, QuantizeMatchesReference) {
     for (int64_t f = 0; f < F; ++f) x[f * ld + 0] = 0.0f;  // an all-zero token
     std::vector<uint8_t> q(F * ldq, 77);
     std::vector<float> scale(M, -1.0f);
-    kern.quantize(x.data(), ld, F, 0, M / 2, q.data(), ldq, scale.data());
-    kern.quantize(x.data(), ld, F, M / 2, M, q.data(), ldq, scale.data());
+    kern.quantize(x.data(), ld, F, 0, M / 2, nullptr, q.data(), ldq, scale.data());
+    kern.quantize(x.data(), ld, F, M / 2, M, nullptr, q.data(), ldq, scale.data());
     for (int64_t m = 0; m < M; ++m) {
       float mx = 0;
       for (int64_t f = 0; f < F; ++f) mx = std::max(mx, std::fabs(x[f * ld + m]));
@@ -322,12 +324,58 @@ TEST_P(FmIsaTest, QuantizeBitIdenticalToGeneric) {
     for (int64_t f = 0; f < F; ++f) x[f * ld + 2] = f % 2 ? -0.0f : 0.0f;
     std::vector<uint8_t> q1(F * ld, 1), q2(F * ld, 2);
     std::vector<float> s1(M), s2(M);
-    kern.quantize(x.data(), ld, F, 0, M, q1.data(), ld, s1.data());
-    ref.quantize(x.data(), ld, F, 0, M, q2.data(), ld, s2.data());
+    kern.quantize(x.data(), ld, F, 0, M, nullptr, q1.data(), ld, s1.data());
+    ref.quantize(x.data(), ld, F, 0, M, nullptr, q2.data(), ld, s2.data());
     for (int64_t m = 0; m < M; ++m) ASSERT_EQ(s1[m], s2[m]) << "token " << m;
     for (int64_t f = 0; f < F; ++f)
       for (int64_t m = 0; m < M; ++m)
         ASSERT_EQ(q1[f * ld + m], q2[f * ld + m]) << "F=" << F << " f " << f << " m " << m;
+  }
+}
+
+// LayerNorm that takes its output's maxima, then a quantization from those maxima (the
+// executor's fused LayerNorm + quantize), against the two kernels run apart: the same y,
+// scales and bytes bit for bit, on every path, for token ranges that start anywhere,
+// in place and not, with an all-zero token (after the LayerNorm: beta only) and a NaN.
+TEST_P(FmIsaTest, LayerNormMaximaQuantizeSameAsApart) {
+  const FmKernels& kern = fm_kernels(GetParam());
+  for (const auto& [F, M] : std::vector<std::pair<int64_t, int64_t>>{
+           {1, 1}, {5, 64}, {9, 200}, {33, 65}, {768, 128}, {768, 77}}) {
+    for (const bool in_place : {false, true}) {
+      SCOPED_TRACE(std::to_string(F) + "x" + std::to_string(M) + (in_place ? " in place" : ""));
+      const int64_t ld = M + 5, ldq = M + 3;
+      auto x = random_floats(F * ld, 21, -3.0f, 5.0f);
+      const auto g = random_floats(F, 22), bt = random_floats(F, 23);
+      if (M > 2) {
+        for (int64_t f = 0; f < F; ++f) x[f * ld + 1] = 0.0f;
+        x[2] = std::numeric_limits<float>::quiet_NaN();
+      }
+      // Apart: LayerNorm, then the quantization's own maxima.
+      std::vector<float> y1(F * ld, 0.0f), s1(M, -1.0f);
+      std::vector<uint8_t> q1(F * ldq, 7);
+      kern.layernorm(x.data(), ld, F, 0, M, g.data(), bt.data(), 1e-5f, y1.data(), ld, nullptr);
+      kern.quantize(y1.data(), ld, F, 0, M, nullptr, q1.data(), ldq, s1.data());
+      // Fused, over two ranges (the second starting inside a 64-token block).
+      std::vector<float> x2 = x, y2(F * ld, 0.0f), s2(M, -1.0f), mx(M, -1.0f);
+      std::vector<uint8_t> q2(F * ldq, 7);
+      float* y = in_place ? x2.data() : y2.data();
+      const int64_t cut = M / 3;
+      for (const auto& [t0, t1] : {std::pair<int64_t, int64_t>{0, cut}, {cut, M}}) {
+        kern.layernorm(x2.data(), ld, F, t0, t1, g.data(), bt.data(), 1e-5f, y, ld, mx.data());
+        kern.quantize(y, ld, F, t0, t1, mx.data(), q2.data(), ldq, s2.data());
+      }
+      for (int64_t m = 0; m < M; ++m) {
+        float want = 0.0f;  // the maximum as the quantization takes it (a NaN never)
+        for (int64_t f = 0; f < F; ++f) want = std::max(want, std::fabs(y1[f * ld + m]));
+        ASSERT_EQ(mx[m], want) << "token " << m;
+        ASSERT_EQ(s1[m], s2[m]) << "token " << m;
+        for (int64_t f = 0; f < F; ++f) {
+          const float a = y1[f * ld + m], b = y[f * ld + m];
+          ASSERT_TRUE(a == b || (std::isnan(a) && std::isnan(b))) << "f " << f << " m " << m;
+          ASSERT_EQ(q1[f * ldq + m], q2[f * ldq + m]) << "f " << f << " m " << m;
+        }
+      }
+    }
   }
 }
 

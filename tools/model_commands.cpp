@@ -618,6 +618,7 @@ int inspect_cmd(Args& args) {
        << ",\"fused_residual\":" << plan.fused_residual
        << ",\"fused_embeddings\":" << plan.fused_embeddings
        << ",\"fused_add_layernorm\":" << plan.fused_add_layernorm
+       << ",\"fused_quantize\":" << plan.fused_quantize
        << ",\"fused_mask_bias\":" << plan.fused_mask_bias << ",\"views\":" << plan.views
        << ",\"arena_bytes\":" << plan.arena_bytes << ",\"unshared_bytes\":" << plan.unshared_bytes
        << ",\"peak_bytes\":" << peak << ",\"not_planned\":\"" << json_escape(plan.not_planned)

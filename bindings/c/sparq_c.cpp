@@ -284,6 +284,7 @@ SPARQ_API sparq_status sparq_session_plan_summary(const sparq_session* s, sparq_
   full.fused_add_layernorm = p.fused_add_layernorm;
   full.arena_bytes = p.arena_bytes;
   full.unshared_bytes = p.unshared_bytes;
+  full.fused_quantize = p.fused_quantize;
   std::memcpy(out, &full, std::min(out->struct_size, sizeof full));
   return SPARQ_OK;
 }

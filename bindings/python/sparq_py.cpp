@@ -159,6 +159,7 @@ class PyModel {
     d["fused_residual"] = p.fused_residual;
     d["fused_embeddings"] = p.fused_embeddings;
     d["fused_add_layernorm"] = p.fused_add_layernorm;
+    d["fused_quantize"] = p.fused_quantize;
     d["arena_bytes"] = p.arena_bytes;
     d["unshared_bytes"] = p.unshared_bytes;
     py::list steps;

@@ -101,6 +101,7 @@ typedef struct {
   int fused_add_layernorm; /* residual add + LayerNorm steps */
   size_t arena_bytes;      /* planned intermediate buffers, after reuse */
   size_t unshared_bytes;   /* the same without reuse */
+  int fused_quantize;      /* per-token quantizations done by the LayerNorm producing them */
 } sparq_plan_summary;
 /* SPARQ_INVALID_ARGUMENT before a successful run. */
 SPARQ_API sparq_status sparq_session_plan_summary(const sparq_session* s, sparq_plan_summary* out);

@@ -55,15 +55,19 @@ using FmAttentionFn = void (*)(const FmAttentionArgs& a, int64_t item_begin, int
                                float* scratch);
 
 // LayerNorm over features for tokens [t0, t1): y[f][m] = (x[f][m] - mean_m) / sqrt(var_m
-// + eps) * gamma[f] + beta[f] (beta may be null). x may equal y.
+// + eps) * gamma[f] + beta[f] (beta may be null). x may equal y. With `absmax` (else
+// null), also absmax[m] = max_f |y[f][m]| (a NaN never taken), taken while y is written:
+// the maximum FmQuantizeFn needs, so the LayerNorm's consumer quantizes it in one pass.
 using FmLayerNormFn = void (*)(const float* x, int64_t ldx, int64_t features, int64_t t0,
                                int64_t t1, const float* gamma, const float* beta, float eps,
-                               float* y, int64_t ldy);
+                               float* y, int64_t ldy, float* absmax);
 
 // Dynamic per-token int8 quantization for tokens [t0, t1): scale[m] = max_f |x[f][m]| / 127
 // (1 when the column is zero), q[f][m] = clamp(round_half_away(x / scale), -127, 127) + 128.
+// `absmax` (else null) gives max_f |x[f][m]| at absmax[m], as its producer took it
+// (FmLayerNormFn): then x is read once, not twice. The result is the same bit for bit.
 using FmQuantizeFn = void (*)(const float* x, int64_t ldx, int64_t features, int64_t t0, int64_t t1,
-                              uint8_t* q, int64_t ldq, float* scale);
+                              const float* absmax, uint8_t* q, int64_t ldq, float* scale);
 
 struct FmKernels {
   FmAttentionFn attention = nullptr;

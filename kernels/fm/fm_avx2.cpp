@@ -19,17 +19,21 @@ namespace {
 // Tokens [j, j + 8 NV) of x (row stride ldx): the scalar formula of fm_quantize_block
 // lane by lane, so the bytes and scales are the generic path's bit for bit.
 template <int NV>
-inline void quantize_vectors(const float* x, int64_t ldx, int64_t features, int64_t j, uint8_t* q,
-                             int64_t ldq, float* scale) {
+inline void quantize_vectors(const float* x, int64_t ldx, int64_t features, int64_t j,
+                             const float* absmax, uint8_t* q, int64_t ldq, float* scale) {
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   const __m256 sign_mask = _mm256_castsi256_ps(_mm256_set1_epi32(INT32_MIN));
   __m256 mx[NV], inv[NV];
-  for (int v = 0; v < NV; ++v) mx[v] = _mm256_setzero_ps();
-  for (int64_t f = 0; f < features; ++f) {
-    for (int v = 0; v < NV; ++v) {
-      // max(|x|, mx) keeps mx for a NaN, as std::max(mx, |x|) does.
-      const __m256 a = _mm256_and_ps(_mm256_loadu_ps(x + f * ldx + j + 8 * v), abs_mask);
-      mx[v] = _mm256_max_ps(a, mx[v]);
+  if (absmax != nullptr) {  // taken by the producer
+    for (int v = 0; v < NV; ++v) mx[v] = _mm256_loadu_ps(absmax + j + 8 * v);
+  } else {
+    for (int v = 0; v < NV; ++v) mx[v] = _mm256_setzero_ps();
+    for (int64_t f = 0; f < features; ++f) {
+      for (int v = 0; v < NV; ++v) {
+        // max(|x|, mx) keeps mx for a NaN, as std::max(mx, |x|) does.
+        const __m256 a = _mm256_and_ps(_mm256_loadu_ps(x + f * ldx + j + 8 * v), abs_mask);
+        mx[v] = _mm256_max_ps(a, mx[v]);
+      }
     }
   }
   for (int v = 0; v < NV; ++v) {
@@ -67,12 +71,15 @@ inline void quantize_vectors(const float* x, int64_t ldx, int64_t features, int6
   }
 }
 
-void quantize(const float* x, int64_t ldx, int64_t features, int64_t t0, int64_t t1, uint8_t* q,
-              int64_t ldq, float* scale) {
+void quantize(const float* x, int64_t ldx, int64_t features, int64_t t0, int64_t t1,
+              const float* absmax, uint8_t* q, int64_t ldq, float* scale) {
   int64_t j = t0;
-  for (; j + 16 <= t1; j += 16) quantize_vectors<2>(x, ldx, features, j, q, ldq, scale);
-  for (; j + 8 <= t1; j += 8) quantize_vectors<1>(x, ldx, features, j, q, ldq, scale);
-  if (j < t1) fm_quantize_loops(x + j, ldx, features, 0, t1 - j, q + j, ldq, scale + j);
+  for (; j + 16 <= t1; j += 16) quantize_vectors<2>(x, ldx, features, j, absmax, q, ldq, scale);
+  for (; j + 8 <= t1; j += 8) quantize_vectors<1>(x, ldx, features, j, absmax, q, ldq, scale);
+  if (j < t1) {
+    fm_quantize_loops(x + j, ldx, features, 0, t1 - j, absmax != nullptr ? absmax + j : nullptr,
+                      q + j, ldq, scale + j);
+  }
 }
 
 }  // namespace

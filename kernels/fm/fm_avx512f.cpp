@@ -16,7 +16,7 @@ namespace {
 // a vector on the sign-dependent rounding. Per token: scale = max|x| / 127 (1 for zero),
 // q = trunc(clamp(x / scale, -127, 127) + copysign(0.5)) + 128.
 void quantize_avx512(const float* x, int64_t ldx, int64_t features, int64_t t0, int64_t t1,
-                     uint8_t* q, int64_t ldq, float* scale) {
+                     const float* absmax, uint8_t* q, int64_t ldq, float* scale) {
   const __m512 lim = _mm512_set1_ps(127.0f), nlim = _mm512_set1_ps(-127.0f);
   const __m512i sign = _mm512_set1_epi32(static_cast<int32_t>(0x80000000u));
   const __m512i half = _mm512_castps_si512(_mm512_set1_ps(0.5f));
@@ -24,11 +24,15 @@ void quantize_avx512(const float* x, int64_t ldx, int64_t features, int64_t t0, 
   int64_t tb = t0;
   for (; tb + 64 <= t1; tb += 64) {
     __m512 mx[4];
-    for (int j = 0; j < 4; ++j) mx[j] = _mm512_setzero_ps();
-    for (int64_t f = 0; f < features; ++f) {
-      const float* xr = x + f * ldx + tb;
-      for (int j = 0; j < 4; ++j)
-        mx[j] = _mm512_max_ps(mx[j], _mm512_abs_ps(_mm512_loadu_ps(xr + 16 * j)));
+    if (absmax != nullptr) {  // taken by the producer
+      for (int j = 0; j < 4; ++j) mx[j] = _mm512_loadu_ps(absmax + tb + 16 * j);
+    } else {
+      for (int j = 0; j < 4; ++j) mx[j] = _mm512_setzero_ps();
+      for (int64_t f = 0; f < features; ++f) {
+        const float* xr = x + f * ldx + tb;
+        for (int j = 0; j < 4; ++j)
+          mx[j] = _mm512_max_ps(mx[j], _mm512_abs_ps(_mm512_loadu_ps(xr + 16 * j)));
+      }
     }
     __m512 inv[4];
     for (int j = 0; j < 4; ++j) {
@@ -54,7 +58,7 @@ void quantize_avx512(const float* x, int64_t ldx, int64_t features, int64_t t0, 
         _mm_storeu_si128(reinterpret_cast<__m128i*>(qr + 16 * j), bytes[j]);
     }
   }
-  if (tb < t1) fm_quantize_loops(x, ldx, features, tb, t1, q, ldq, scale);
+  if (tb < t1) fm_quantize_loops(x, ldx, features, tb, t1, absmax, q, ldq, scale);
 }
 
 }  // namespace

@@ -219,13 +219,15 @@ constexpr int64_t kFmTokenBlock = 64;
 
 // One block of n <= kFmTokenBlock tokens. Instantiated with N = kFmTokenBlock (a
 // compile-time trip count: four full vectors per row, no remainder code) for full blocks
-// and N = 0 (runtime n) for the tail.
-template <int64_t N>
+// and N = 0 (runtime n) for the tail. kMax: also the maxima of |y| (the same y values,
+// one expression for both instantiations).
+template <int64_t N, bool kMax>
 void fm_layernorm_block(const float* x, int64_t ldx, int64_t features, int64_t n_rt,
-                        const float* gamma, const float* beta, float eps, float* y, int64_t ldy) {
+                        const float* gamma, const float* beta, float eps, float* y, int64_t ldy,
+                        float* absmax) {
   const int64_t n = N > 0 ? N : n_rt;
   const float inv_f = 1.0f / static_cast<float>(features);
-  alignas(64) float mean[kFmTokenBlock] = {}, var[kFmTokenBlock] = {};
+  alignas(64) float mean[kFmTokenBlock] = {}, var[kFmTokenBlock] = {}, mx[kFmTokenBlock] = {};
   for (int64_t f = 0; f < features; ++f) {
     const float* xr = x + f * ldx;
     for (int64_t j = 0; j < n; ++j) mean[j] += xr[j];
@@ -243,29 +245,51 @@ void fm_layernorm_block(const float* x, int64_t ldx, int64_t features, int64_t n
     const float* xr = x + f * ldx;
     float* yr = y + f * ldy;
     const float g = gamma[f], bt = beta != nullptr ? beta[f] : 0.0f;
-    for (int64_t j = 0; j < n; ++j) yr[j] = (xr[j] - mean[j]) * var[j] * g + bt;
+    for (int64_t j = 0; j < n; ++j) {
+      const float v = (xr[j] - mean[j]) * var[j] * g + bt;
+      yr[j] = v;
+      if (kMax) mx[j] = std::max(mx[j], std::fabs(v));  // as fm_quantize_block takes it
+    }
+  }
+  if (kMax) {
+    for (int64_t j = 0; j < n; ++j) absmax[j] = mx[j];
+  }
+}
+
+template <bool kMax>
+inline void fm_layernorm_blocks(const float* x, int64_t ldx, int64_t features, int64_t t0,
+                                int64_t t1, const float* gamma, const float* beta, float eps,
+                                float* y, int64_t ldy, float* absmax) {
+  for (int64_t tb = t0; tb < t1; tb += kFmTokenBlock) {
+    const int64_t n = std::min(kFmTokenBlock, t1 - tb);
+    float* am = kMax ? absmax + tb : nullptr;
+    if (n == kFmTokenBlock)
+      fm_layernorm_block<kFmTokenBlock, kMax>(x + tb, ldx, features, n, gamma, beta, eps, y + tb,
+                                              ldy, am);
+    else fm_layernorm_block<0, kMax>(x + tb, ldx, features, n, gamma, beta, eps, y + tb, ldy, am);
   }
 }
 
 inline void fm_layernorm_loops(const float* x, int64_t ldx, int64_t features, int64_t t0,
                                int64_t t1, const float* gamma, const float* beta, float eps,
-                               float* y, int64_t ldy) {
-  for (int64_t tb = t0; tb < t1; tb += kFmTokenBlock) {
-    const int64_t n = std::min(kFmTokenBlock, t1 - tb);
-    if (n == kFmTokenBlock)
-      fm_layernorm_block<kFmTokenBlock>(x + tb, ldx, features, n, gamma, beta, eps, y + tb, ldy);
-    else fm_layernorm_block<0>(x + tb, ldx, features, n, gamma, beta, eps, y + tb, ldy);
-  }
+                               float* y, int64_t ldy, float* absmax) {
+  if (absmax != nullptr)
+    fm_layernorm_blocks<true>(x, ldx, features, t0, t1, gamma, beta, eps, y, ldy, absmax);
+  else fm_layernorm_blocks<false>(x, ldx, features, t0, t1, gamma, beta, eps, y, ldy, nullptr);
 }
 
 template <int64_t N>
-void fm_quantize_block(const float* x, int64_t ldx, int64_t features, int64_t n_rt, uint8_t* q,
-                       int64_t ldq, float* scale) {
+void fm_quantize_block(const float* x, int64_t ldx, int64_t features, int64_t n_rt,
+                       const float* absmax, uint8_t* q, int64_t ldq, float* scale) {
   const int64_t n = N > 0 ? N : n_rt;
   alignas(64) float mx[kFmTokenBlock] = {}, inv[kFmTokenBlock];
-  for (int64_t f = 0; f < features; ++f) {
-    const float* xr = x + f * ldx;
-    for (int64_t j = 0; j < n; ++j) mx[j] = std::max(mx[j], std::fabs(xr[j]));
+  if (absmax != nullptr) {
+    for (int64_t j = 0; j < n; ++j) mx[j] = absmax[j];
+  } else {
+    for (int64_t f = 0; f < features; ++f) {
+      const float* xr = x + f * ldx;
+      for (int64_t j = 0; j < n; ++j) mx[j] = std::max(mx[j], std::fabs(xr[j]));
+    }
   }
   for (int64_t j = 0; j < n; ++j) {
     const float sc = mx[j] > 0.0f ? mx[j] / 127.0f : 1.0f;
@@ -286,12 +310,13 @@ void fm_quantize_block(const float* x, int64_t ldx, int64_t features, int64_t n_
 }
 
 inline void fm_quantize_loops(const float* x, int64_t ldx, int64_t features, int64_t t0, int64_t t1,
-                              uint8_t* q, int64_t ldq, float* scale) {
+                              const float* absmax, uint8_t* q, int64_t ldq, float* scale) {
   for (int64_t tb = t0; tb < t1; tb += kFmTokenBlock) {
     const int64_t n = std::min(kFmTokenBlock, t1 - tb);
+    const float* am = absmax != nullptr ? absmax + tb : nullptr;
     if (n == kFmTokenBlock)
-      fm_quantize_block<kFmTokenBlock>(x + tb, ldx, features, n, q + tb, ldq, scale + tb);
-    else fm_quantize_block<0>(x + tb, ldx, features, n, q + tb, ldq, scale + tb);
+      fm_quantize_block<kFmTokenBlock>(x + tb, ldx, features, n, am, q + tb, ldq, scale + tb);
+    else fm_quantize_block<0>(x + tb, ldx, features, n, am, q + tb, ldq, scale + tb);
   }
 }
 

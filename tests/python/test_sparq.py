@@ -41,7 +41,7 @@ def bert(tmp_path_factory):
 
 
 def test_plan_summary_and_fast_path_warning(bert, tmp_path):
-    d, fp32, _ = bert
+    d, fp32, int8 = bert
     m = sparq.Model(fp32, threads=1)
     with pytest.raises(ValueError, match="no successful run"):
         m.plan_summary()
@@ -51,6 +51,10 @@ def test_plan_summary_and_fast_path_warning(bert, tmp_path):
     assert p["op_by_op_steps"] == len(p["op_by_op"]) < p["steps"]
     assert all(s["node"] and s["op"] and s["reason"] for s in p["op_by_op"])
     assert 0 < p["arena_bytes"] <= p["unshared_bytes"]
+    assert p["fused_quantize"] == 0  # fp32: nothing is quantized
+    m8 = sparq.Model(int8, threads=1)
+    m8.run(inputs_of(d))
+    assert m8.plan_summary()["fused_quantize"] == 4  # every LayerNorm a matmul reads, 2 layers
     # Without fusion passes convert warns, and require_fused refuses and writes nothing.
     onnx = os.path.join(d, "model.onnx")
     with pytest.warns(RuntimeWarning, match="off the fast path"):
