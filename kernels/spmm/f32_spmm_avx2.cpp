@@ -1,11 +1,17 @@
 // fp32 SpMM on AVX2+FMA, written with xsimd: f32_bsr4x1_spmm_ukernel_4x16__avx2 and
-// f32_bsr1x1_spmm_ukernel_1x32__avx2.
+// f32_bsr1x1_spmm_ukernel_1x64__avx2.
+//
+// The R = 1 kernel (1x1 and 1x4 matrices) takes 64 tokens a tile, 8 accumulators: one
+// executor panel per tile, so the weights are streamed once per panel instead of twice,
+// and 8 independent FMA chains instead of 4. 32-token tiles were 1.19x (1x1) and 1.31x
+// (1x4) slower on BERT-base 90% fp32, 1 thread, Zen 2 (docs/performance.md, session 11);
+// the sums are the same, bit for bit.
 //
 // Tile: R output rows x NV*8 tokens, R*NV ymm accumulators; per nonzero index NV
 // loads of X and R*NV FMAs with the broadcast weight. Tokens that do not fill a tile run
-// in one-vector tiles, the last few (fewer than 8) through scalar FMAs in the same order
-// (std::fma is one vfmadd231ss here) and a partial vector epilogue: a token gets the same
-// arithmetic wherever its tile starts, and nothing past m_end is read. (Not vmaskmovps:
+// in 32-token tiles (R = 1), then one-vector tiles, the last few (fewer than 8) through scalar FMAs
+// in the same order (std::fma is one vfmadd231ss here) and a partial vector epilogue: a token gets
+// the same arithmetic wherever its tile starts, and nothing past m_end is read. (Not vmaskmovps:
 // QEMU's emulation faults on the masked lanes past a buffer's end.)
 #include <cmath>
 
@@ -79,7 +85,9 @@ void f32_tail_store(const PackedWeights& w, const float* x, int64_t ldx, int64_t
   }
 }
 
-template <int R, int NV>
+// Tiles of NV vectors, then of NV2 (when 1 < NV2 < NV), then of one vector, then the
+// tail: every token's sum runs in the same order in each of them.
+template <int R, int NV, int NV2 = NV>
 void f32_spmm(const PackedWeights& w, const float* x, int64_t ldx, int64_t m_begin, int64_t m_end,
               int64_t br_begin, int64_t br_end, const Epilogue& ep) {
   constexpr int64_t kTile = kLanes * NV;
@@ -88,6 +96,11 @@ void f32_spmm(const PackedWeights& w, const float* x, int64_t ldx, int64_t m_beg
     for (int64_t br = br_begin; br < br_end; ++br) f32_tile_store<R, NV>(w, x, ldx, m0, br, ep);
   }
   int64_t m0 = m_full;
+  if (NV2 > 1 && NV2 < NV) {
+    for (; m0 + kLanes * NV2 <= m_end; m0 += kLanes * NV2) {
+      for (int64_t br = br_begin; br < br_end; ++br) f32_tile_store<R, NV2>(w, x, ldx, m0, br, ep);
+    }
+  }
   for (; m0 + kLanes <= m_end; m0 += kLanes) {
     for (int64_t br = br_begin; br < br_end; ++br) f32_tile_store<R, 1>(w, x, ldx, m0, br, ep);
   }
@@ -105,10 +118,10 @@ void f32_bsr4x1_spmm_ukernel_4x16__avx2(const PackedWeights& w, const float* x, 
   f32_spmm<4, 2>(w, x, ldx, m_begin, m_end, br_begin, br_end, ep);
 }
 
-void f32_bsr1x1_spmm_ukernel_1x32__avx2(const PackedWeights& w, const float* x, int64_t ldx,
+void f32_bsr1x1_spmm_ukernel_1x64__avx2(const PackedWeights& w, const float* x, int64_t ldx,
                                         int64_t m_begin, int64_t m_end, int64_t br_begin,
                                         int64_t br_end, const Epilogue& ep) {
-  f32_spmm<1, 4>(w, x, ldx, m_begin, m_end, br_begin, br_end, ep);
+  f32_spmm<1, 8, 4>(w, x, ldx, m_begin, m_end, br_begin, br_end, ep);
 }
 
 }  // namespace avx2

@@ -380,11 +380,11 @@ const SpmmKernels& kernels() {
     SpmmKernels t;
     t.isa = Isa::kAvx2;
     t.f32_r4 = f32_bsr4x1_spmm_ukernel_4x16__avx2;
-    t.f32_r1 = f32_bsr1x1_spmm_ukernel_1x32__avx2;
+    t.f32_r1 = f32_bsr1x1_spmm_ukernel_1x64__avx2;
     t.u8s8_r4 = u8s8_spmm<4>;
     t.u8s8_r1 = u8s8_spmm<1>;
     t.f32_r4_name = "f32_bsr4x1_spmm_ukernel_4x16__avx2";
-    t.f32_r1_name = "f32_bsr1x1_spmm_ukernel_1x32__avx2";
+    t.f32_r1_name = "f32_bsr1x1_spmm_ukernel_1x64__avx2";
     t.u8s8_r4_name = "u8s8_bsr4x1_spmm_ukernel_4x16c4__avx2";
     t.u8s8_r1_name = "u8s8_bsr1x1_spmm_ukernel_1x16c4__avx2";
     t.u8_pack_quads = pack_quads;
