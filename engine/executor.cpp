@@ -491,11 +491,19 @@ class Machine {
       }
       float* panel = y + pn * F * kPanel;
       transpose_tiled(sum.data(), n, F, F, panel, kPanel);
-      alignas(64) float mx[kPanel];
-      float* absmax = s.q.out >= 0 ? mx : nullptr;
-      fm_.layernorm(panel, kPanel, F, 0, n, s.gamma, s.beta, s.eps, panel, kPanel, absmax);
-      if (s.q.out >= 0) quantize_panel(s.q, panel, F, pn, n, absmax, st);
+      layernorm_panel(panel, panel, F, pn, n, s.gamma, s.beta, s.eps, s.q, st);
     });
+  }
+
+  // LayerNorm of panel pn (n tokens, F features) from x into y (x may equal y), and with
+  // q its quantization from the maxima the LayerNorm takes.
+  void layernorm_panel(const float* x, float* y, int64_t F, int64_t pn, int64_t n,
+                       const float* gamma, const float* beta, float eps, const QuantOut& q,
+                       RunState& st) const {
+    alignas(64) float mx[kPanel];
+    float* absmax = q.out >= 0 ? mx : nullptr;
+    fm_.layernorm(x, kPanel, F, 0, n, gamma, beta, eps, y, kPanel, absmax);
+    if (q.out >= 0) quantize_panel(q, y, F, pn, n, absmax, st);
   }
 
   // Quantizes panel pn (n tokens, F features) into q's buffers; absmax: the per-token
@@ -538,10 +546,7 @@ class Machine {
             yp[f * kPanel + j] = xp[f * kPanel + j] + rp[f * kPanel + j];
         xp = yp;
       }
-      alignas(64) float mx[kPanel];
-      float* absmax = s.q.out >= 0 ? mx : nullptr;
-      fm_.layernorm(xp, kPanel, F, 0, n, s.gamma, s.beta, s.eps, yp, kPanel, absmax);
-      if (s.q.out >= 0) quantize_panel(s.q, yp, F, pn, n, absmax, st);
+      layernorm_panel(xp, yp, F, pn, n, s.gamma, s.beta, s.eps, s.q, st);
     });
   }
 
@@ -918,6 +923,11 @@ class Planner {
     slot(s).fm = b;
     return b;
   }
+  // Buffer b is written by the (earlier) step at, not by a step emitted now.
+  void written_at(int b, int at) {
+    p_.buffers[static_cast<size_t>(b)].first = at;
+    p_.buffers[static_cast<size_t>(b)].last = at;
+  }
   // The step that can quantize buffer b as it writes it: the LayerNorm (or embeddings
   // step) that wrote all of b, with no later step writing b (the quantization would then
   // see other values than a QuantizeStep emitted now). -1 when there is none.
@@ -965,10 +975,8 @@ class Planner {
         QuantOut& qo = *quant_out(&p_.steps[static_cast<size_t>(at)]);
         qo.out = out;
         qo.scales = sc;
-        for (const int b : {out, sc}) {
-          p_.buffers[static_cast<size_t>(b)].first = at;  // written by that (earlier) step
-          p_.buffers[static_cast<size_t>(b)].last = at;
-        }
+        written_at(out, at);
+        written_at(sc, at);
         ++p_.summary.fused_quantize;
       } else {
         QuantizeStep t;
@@ -988,9 +996,7 @@ class Planner {
       const Slot& o = slot(s);
       t.quads = new_buffer(fm_bytes((o.features() + 3) / 4 * 4, o.tokens(), 1));
       t.pack_quads = spmm_kernels().u8_pack_quads;
-      Buffer& b = p_.buffers[static_cast<size_t>(t.quads)];
-      b.first = at;  // written by that (earlier) step
-      b.last = at;
+      written_at(t.quads, at);
       slot(s).q8q = t.quads;
       for (Slot& v : p_.slots) {  // views sharing the quantization see it too
         if (v.q8_step == at) v.q8q = t.quads;
