@@ -372,7 +372,11 @@ PairSafeWeights pair_safe_of(const PackedWeights& w) {
         bool any = false;
         for (int i = 0; i < 4; i += 2) {
           const int32_t a = g[i], b = g[i + 1];
-          if (std::abs(a) + std::abs(b) <= 128) continue;
+          // Only a pair of one sign can saturate: with u8 x, x0 a + x1 b lies between
+          // 255 (a- + b-) and 255 (a+ + b+), so it fits int16 when each part is within 128.
+          if (std::max(a, 0) + std::max(b, 0) <= 128 && std::min(a, 0) + std::min(b, 0) >= -128) {
+            continue;
+          }
           // Keep the larger magnitude; the smaller keeps its sign and 128 - |larger|.
           const int cut = std::abs(a) >= std::abs(b) ? i + 1 : i;
           const int32_t small = g[cut], room = 128 - std::max(std::abs(a), std::abs(b));
@@ -388,13 +392,13 @@ PairSafeWeights pair_safe_of(const PackedWeights& w) {
     }
   }
   fix_ptr[nbr * 4] = static_cast<int32_t>(fix_quad.size());
-  // A fix costs about half a group's time: with uniform weights (half the pairs past 128,
-  // fixes in 3 of 4 rows' quads) the pair-safe kernel took 12.4 ms where the exact widening
-  // one takes 10.1 and the pair-safe one without fixes 4.8 (AVX2, Zen 3, 768 x 3072): past
-  // two fixes a group the gain is gone, so the matrix gets no pair-safe form. Bell-shaped
-  // weights need far fewer (normal: 3.8% of the pairs, fixes in 7.3% of the rows' quads;
-  // laplace: 0.9% and 1.7%).
-  if (static_cast<int64_t>(fix_quad.size()) > 2 * w.num_groups) return PairSafeWeights{};
+  // A fix costs about half a group's time or more: uniform weights (a quarter of the pairs
+  // past 128 with one sign, fixes in 43% of the rows' quads, 1.7 a group) ran the
+  // pair-safe kernel in 10.4-10.8 ms where the exact widening one takes 9.8-10.4 (AVX2,
+  // Zen 3, K 768, N 3072). Past one fix a group the matrix gets no pair-safe form.
+  // Bell-shaped weights need far fewer (K 768: normal 1.8% of the pairs, fixes in 3.6% of
+  // the rows' quads; laplace 0.4% and 0.8%).
+  if (static_cast<int64_t>(fix_quad.size()) > w.num_groups) return PairSafeWeights{};
   auto fill = [](AlignedBuffer& buf, const void* src, size_t bytes) {
     buf.resize(std::max<size_t>(bytes, 1));
     if (bytes > 0) std::memcpy(buf.data(), src, bytes);

@@ -85,9 +85,10 @@ inline constexpr int64_t kMaxInt8K = 65536;
 
 // The pair-safe form of a dense int8 matrix with R = 4 (PackedWeights::pair_safe_values
 // and pair_fix_*, spmm.h), owned; empty for any other matrix, and for one with so many
-// fixes that the pair-safe kernel would be slower. A pair of weights whose magnitudes sum
-// past 128 keeps the larger weight and the smaller cut to the rest of 128 (same sign);
-// the cut-off part goes to that row's fix for the quad.
+// fixes that the pair-safe kernel would be slower. A pair of weights of one sign whose
+// magnitudes sum past 128 keeps the larger weight and the smaller cut to the rest of 128
+// (same sign); the cut-off part goes to that row's fix for the quad. A pair of opposite
+// signs never saturates (|x0 a + x1 b| <= 255 max(|a|, |b|)) and is never cut.
 struct SPARQ_API PairSafeWeights {
   AlignedBuffer values, fix_ptr, fix_quad, fix_values;
   bool empty() const { return values.size() == 0; }

@@ -417,16 +417,18 @@ TEST(QuadIndex, DerivedOnlyForAlignedQuads) {
 
 // Dense int8 weights, both kinds with few enough fix groups for AVX2's pair-safe form:
 // bell-shaped (normal-like), or small weights with one pair in 16 of the worst cases
-// for saturation (+-127 / +-127, 127 / -1, -128 / -128, 64 / 65).
+// for saturation (+-127 / +-127, 127 / -1, -128 / -128, 64 / 65, and the opposite-sign
+// 127 / -127 and -128 / 127, which cannot saturate).
 std::vector<int8_t> dense_int8_weights(int64_t n, int64_t k, bool worst, uint32_t seed) {
   std::vector<int8_t> q(static_cast<size_t>(n * k));
   uint32_t s = seed;
   auto next = [&] { return s = s * 1664525u + 1013904223u; };
   for (size_t i = 0; i < q.size(); ++i) {
     if (worst) {
-      const int8_t pattern[] = {127, 127, -127, -127, 127, -1, -128, -128, 64, 65};
+      const int8_t pattern[] = {127,  127, -127, -127, 127,  -1,   -128,
+                                -128, 64,  65,   127,  -127, -128, 127};
       if (i % 2 == 0 && next() % 16 == 0) {
-        const size_t pick = (next() >> 8) % 5;
+        const size_t pick = (next() >> 8) % 7;
         q[i] = pattern[2 * pick];
         if (i + 1 < q.size()) q[++i] = pattern[2 * pick + 1];
       } else {
@@ -455,7 +457,7 @@ TEST(PairSafe, GroupsSumToTheWeightsAndNoPairSaturates) {
     ASSERT_NE(v.pair_safe_values, nullptr);
     const int64_t gpr = v.groups_per_dense_row();
     const int8_t* w = static_cast<const int8_t*>(v.values);
-    int64_t fixes = 0;
+    int64_t fixes = 0, opposite_big = 0;
     for (int64_t br = 0; br < v.num_block_rows; ++br) {
       for (int r = 0; r < 4; ++r) {
         const int64_t row = br * 4 + r;
@@ -464,7 +466,18 @@ TEST(PairSafe, GroupsSumToTheWeightsAndNoPairSaturates) {
           for (int j = 0; j < 4; j += 2) {
             const int32_t a = v.pair_safe_values[(br * gpr + qd) * 16 + r * 4 + j];
             const int32_t b = v.pair_safe_values[(br * gpr + qd) * 16 + r * 4 + j + 1];
-            EXPECT_LE(std::abs(a) + std::abs(b), 128);
+            // No u8 pair saturates int16: the positive and the negative parts each
+            // within 128 (255 x 128 < 2^15).
+            EXPECT_LE(std::max(a, 0) + std::max(b, 0), 128);
+            EXPECT_GE(std::min(a, 0) + std::min(b, 0), -128);
+            // A pair of opposite signs cannot saturate and is never cut.
+            const int32_t a0 = w[(br * gpr + qd) * 16 + r * 4 + j];
+            const int32_t b0 = w[(br * gpr + qd) * 16 + r * 4 + j + 1];
+            if ((a0 < 0) != (b0 < 0)) {
+              EXPECT_EQ(a, a0);
+              EXPECT_EQ(b, b0);
+              opposite_big += std::abs(a0) + std::abs(b0) > 128;
+            }
             sum[static_cast<size_t>(qd * 4 + j)] += a;
             sum[static_cast<size_t>(qd * 4 + j + 1)] += b;
           }
@@ -492,13 +505,18 @@ TEST(PairSafe, GroupsSumToTheWeightsAndNoPairSaturates) {
     }
     EXPECT_EQ(fixes, v.pair_fix_ptr[v.num_block_rows * 4]);
     if (worst) {
-      EXPECT_GT(fixes, 0);  // these weights include pairs past 128
+      EXPECT_GT(fixes, 0);         // these weights include pairs past 128 of one sign
+      EXPECT_GT(opposite_big, 0);  // and of opposite signs
     }
   }
-  // Flat weights (half the pairs past 128) get no pair-safe form; only dense int8 R = 4
-  // matrices have one.
+  // Uniform weights (a quarter of the pairs past 128 with one sign, more than one fix a
+  // group) get no pair-safe form; only dense int8 R = 4 matrices have one.
   std::vector<int8_t> flat(16 * 64);
-  for (size_t i = 0; i < flat.size(); ++i) flat[i] = static_cast<int8_t>((i * 97 + 31) % 255 - 127);
+  uint32_t s = 11;
+  for (auto& f : flat) {
+    s = s * 1664525u + 1013904223u;
+    f = static_cast<int8_t>(static_cast<int32_t>((s >> 8) % 255) - 127);
+  }
   std::vector<float> fsc(16, 0.01f);
   EXPECT_TRUE(
       pair_safe_of(PackedMatrix::pack_s8(flat.data(), fsc.data(), 16, 64, kBlock4x1, true).view())

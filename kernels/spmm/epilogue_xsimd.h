@@ -63,6 +63,76 @@ static inline void xsimd_epilogue_store(const Epilogue& ep, int64_t n, int64_t m
   }
 }
 
+// xsimd_epilogue_store on rows [n0, n0 + rows) x tokens [m0, m0 + tokens) (a multiple of
+// B::size), staged as stage[r * ld_stage + t], out of line and once per tile: the
+// activations' code then keeps its constants in registers across the tile, and the
+// kernel's tile loop none of its registers on the stack.
+template <class B>
+__attribute__((noinline)) static void xsimd_epilogue_rows(const Epilogue& epilogue, int64_t n0,
+                                                          int64_t rows, int64_t m0, int64_t tokens,
+                                                          const float* stage, int64_t ld_stage) {
+  const Epilogue ep = epilogue;  // a copy: no output store can alias it
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t t = 0; t < tokens; t += static_cast<int64_t>(B::size))
+      xsimd_epilogue_store(ep, n0 + r, m0 + t, B::load_unaligned(stage + r * ld_stage + t));
+}
+
+// The epilogue of one kernel call on whole vectors, with its fields read once. Through
+// `const Epilogue&` every store to the output (a u8 store may alias anything) made the
+// compiler reload each field for every vector, and the inlined activations kept a tile's
+// values on the stack: an empty 768 x 3072 int8 call (M 128, 99.99% sparse, no groups)
+// took 0.37 ms, against 0.11 ms with plain stores (Zen 3). Scales, bias and residual run
+// inline (store); a kernel stages a tile for an activation or a u8 output
+// (xsimd_epilogue_rows). Same operations in the same order as xsimd_epilogue_store: the
+// outputs are bit-identical to it.
+template <class B>
+class XsimdEpilogue {
+ public:
+  explicit XsimdEpilogue(const Epilogue& ep)
+      : ep_(ep),
+        channel_scale_(ep.channel_scale),
+        token_scale_(ep.token_scale),
+        bias_(ep.bias),
+        residual_(ep.residual),
+        out_(ep.out_f32),
+        ld_residual_(ep.ld_residual),
+        ld_out_(ep.ld_out),
+        inline_(ep.activation == Activation::kNone && ep.out_u8 == nullptr) {}
+
+  // The token scales of [m, m + B::size), loaded once for all the rows of a tile.
+  B token_scales(int64_t m) const {
+    return token_scale_ != nullptr ? B::load_unaligned(token_scale_ + m) : B(1.0f);
+  }
+
+  // Whether store applies this epilogue; if not, a kernel stages its tile for rows().
+  bool inlined() const { return inline_; }
+
+  // Row n, tokens [m, m + B::size); ts = token_scales(m). Only when inlined().
+  void store(int64_t n, int64_t m, B y, B ts) const {
+    if (channel_scale_ != nullptr) y *= B(channel_scale_[n]);
+    if (token_scale_ != nullptr) y *= ts;
+    if (bias_ != nullptr) y += B(bias_[n]);
+    if (residual_ != nullptr) y += B::load_unaligned(residual_ + n * ld_residual_ + m);
+    y.store_unaligned(out_ + n * ld_out_ + m);
+  }
+
+  // The whole epilogue on a staged tile (xsimd_epilogue_rows).
+  void rows(int64_t n0, int64_t rows, int64_t m0, int64_t tokens, const float* stage,
+            int64_t ld_stage) const {
+    xsimd_epilogue_rows<B>(ep_, n0, rows, m0, tokens, stage, ld_stage);
+  }
+
+ private:
+  const Epilogue& ep_;
+  const float* channel_scale_;
+  const float* token_scale_;
+  const float* bias_;
+  const float* residual_;
+  float* out_;
+  int64_t ld_residual_, ld_out_;
+  bool inline_;
+};
+
 }  // namespace
 }  // namespace sparq
 

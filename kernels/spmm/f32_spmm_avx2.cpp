@@ -13,6 +13,7 @@
 // in the same order (std::fma is one vfmadd231ss here) and a partial vector epilogue: a token gets
 // the same arithmetic wherever its tile starts, and nothing past m_end is read. (Not vmaskmovps:
 // QEMU's emulation faults on the masked lanes past a buffer's end.)
+#include <algorithm>
 #include <cmath>
 
 #include <xsimd/xsimd.hpp>
@@ -53,15 +54,35 @@ inline void f32_tile(const PackedWeights& w, const float* x, int64_t ldx, int64_
 
 template <int R, int NV>
 inline void f32_tile_store(const PackedWeights& w, const float* x, int64_t ldx, int64_t m0,
-                           int64_t br, const Epilogue& ep) {
+                           int64_t br, const XsimdEpilogue<B>& epi) {
   B acc[R][NV];
   if (w.dense) f32_tile<R, NV, true>(w, x, ldx, m0, br, acc);
   else f32_tile<R, NV, false>(w, x, ldx, m0, br, acc);
-  for (int r = 0; r < R; ++r) {
-    const int64_t n = br * R + r;
-    if (n >= w.n) break;
-    for (int j = 0; j < NV; ++j) xsimd_epilogue_store(ep, n, m0 + kLanes * j, acc[r][j]);
+  const int64_t rows = std::min<int64_t>(R, w.n - br * R);
+  if (epi.inlined() && R == 1) {  // one row: no scales to share
+    for (int j = 0; j < NV; ++j) {
+      const int64_t m = m0 + kLanes * j;
+      epi.store(br, m, acc[0][j], epi.token_scales(m));
+    }
+    return;
   }
+  if (epi.inlined()) {  // the token scales loaded once for the R rows
+    B ts[NV];
+    for (int j = 0; j < NV; ++j) ts[j] = epi.token_scales(m0 + kLanes * j);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      if (r >= rows) break;
+      for (int j = 0; j < NV; ++j) epi.store(br * R + r, m0 + kLanes * j, acc[r][j], ts[j]);
+    }
+    return;
+  }
+  alignas(32) float stage[R][NV * kLanes];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+    if (r >= rows) break;
+    for (int j = 0; j < NV; ++j) acc[r][j].store_aligned(stage[r] + kLanes * j);
+  }
+  epi.rows(br * R, rows, m0, NV * kLanes, stage[0], NV * kLanes);
 }
 
 // Tokens [m0, m0 + count), count < kLanes: lane by lane what f32_tile computes.
@@ -91,18 +112,19 @@ template <int R, int NV, int NV2 = NV>
 void f32_spmm(const PackedWeights& w, const float* x, int64_t ldx, int64_t m_begin, int64_t m_end,
               int64_t br_begin, int64_t br_end, const Epilogue& ep) {
   constexpr int64_t kTile = kLanes * NV;
+  const XsimdEpilogue<B> epi(ep);
   const int64_t m_full = m_begin + (m_end - m_begin) / kTile * kTile;
   for (int64_t m0 = m_begin; m0 < m_full; m0 += kTile) {
-    for (int64_t br = br_begin; br < br_end; ++br) f32_tile_store<R, NV>(w, x, ldx, m0, br, ep);
+    for (int64_t br = br_begin; br < br_end; ++br) f32_tile_store<R, NV>(w, x, ldx, m0, br, epi);
   }
   int64_t m0 = m_full;
   if (NV2 > 1 && NV2 < NV) {
     for (; m0 + kLanes * NV2 <= m_end; m0 += kLanes * NV2) {
-      for (int64_t br = br_begin; br < br_end; ++br) f32_tile_store<R, NV2>(w, x, ldx, m0, br, ep);
+      for (int64_t br = br_begin; br < br_end; ++br) f32_tile_store<R, NV2>(w, x, ldx, m0, br, epi);
     }
   }
   for (; m0 + kLanes <= m_end; m0 += kLanes) {
-    for (int64_t br = br_begin; br < br_end; ++br) f32_tile_store<R, 1>(w, x, ldx, m0, br, ep);
+    for (int64_t br = br_begin; br < br_end; ++br) f32_tile_store<R, 1>(w, x, ldx, m0, br, epi);
   }
   if (m0 < m_end) {
     for (int64_t br = br_begin; br < br_end; ++br)

@@ -53,9 +53,10 @@ struct PackedWeights {
   const uint16_t* quad_index = nullptr;  // [num_groups]
   // Set for a dense int8 matrix with R = 4 on kernels whose u8 x s8 dot product adds two
   // products in saturating int16 (AVX2's vpmaddubsw): the matrix as pair-safe groups,
-  // every weight pair (inputs 2p, 2p + 1) within |w0| + |w1| <= 128, which no u8 input
-  // can saturate (255 x 128 < 2^15), as two parts that sum to the weights:
-  // pair_safe_values, the dense values (same layout) with each pair past 128 cut to fit,
+  // every weight pair (inputs 2p, 2p + 1) with its positive and its negative parts each
+  // within 128, which no u8 input can saturate (255 x 128 < 2^15), as two parts that sum
+  // to the weights: pair_safe_values, the dense values (same layout) with each pair of one
+  // sign past 128 cut to fit (a pair of opposite signs cannot saturate and stays whole),
   // and per row n (block-row n / 4, row n % 4) fixes [pair_fix_ptr[n], pair_fix_ptr[n + 1])
   // in quad order, each an input quad pair_fix_quad[f] and the 4 weights the cuts left out
   // of that row's quad (at most one nonzero per pair, of magnitude <= 128). Derived
