@@ -140,17 +140,20 @@ TEST_P(SpmmIsaTest, ActivationsWideRange) {
   }
 }
 
-// The erf GELU near every interval edge of the AVX-512 piecewise form (k 5.5 / 31, k =
-// 0..31, and a few ulps either side), far out, and at the special values: within 3e-7
-// (1 + |x|) of float64 on every ISA; GELU(inf) = inf, NaN stays NaN, GELU(0) = 0.
+// The erf GELU near every interval edge of the AVX-512 and AVX2 piecewise forms
+// (k 5.5 / 31, k = 0..31, and k 5.5 / 7, k = 0..7, and a few ulps either side), far out,
+// and at the special values: within 3e-7 (1 + |x|) of float64 on every ISA;
+// GELU(inf) = inf, NaN stays NaN, GELU(0) = 0.
 TEST_P(SpmmIsaTest, GeluErfIntervalEdges) {
   std::vector<float> xs = {0.0f,  1e-30f, -1e-30f, 1e-6f, -1e-6f, 6.0f,
                            -6.0f, 40.0f,  -40.0f,  1e30f, -1e30f};
-  for (int k = 0; k <= 31; ++k) {
-    for (const float sign : {1.0f, -1.0f}) {
-      float x = sign * static_cast<float>(k * 5.5 / 31.0);
-      for (int u = 0; u < 3; ++u) x = std::nextafter(x, -1e9f);
-      for (int u = 0; u < 7; ++u, x = std::nextafter(x, 1e9f)) xs.push_back(x);
+  for (const int intervals : {31, 7}) {
+    for (int k = 0; k <= intervals; ++k) {
+      for (const float sign : {1.0f, -1.0f}) {
+        float x = sign * static_cast<float>(k * 5.5 / intervals);
+        for (int u = 0; u < 3; ++u) x = std::nextafter(x, -1e9f);
+        for (int u = 0; u < 7; ++u, x = std::nextafter(x, 1e9f)) xs.push_back(x);
+      }
     }
   }
   const int64_t kN = 16, kM = static_cast<int64_t>(xs.size()) + 2;

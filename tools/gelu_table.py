@@ -1,17 +1,20 @@
 #!/usr/bin/env python3
-"""Coefficients of the piecewise erf GELU of kernels/common/avx512_gelu.h.
+"""Coefficients of the piecewise erf GELUs of kernels/spmm/epilogue_avx512.h and
+kernels/spmm/epilogue_xsimd.h (AVX2).
 
 GELU(x) = x/2 + |x| g(|x|) with g(a) = erf(a / sqrt 2) / 2 in [0, 1/2). The range
 [0, A) is split into N intervals of width A / N; on interval i, g((i + t) A / N) for
 t in [0, 1) is a degree-4 polynomial in t, fitted by least squares on Chebyshev nodes in
 float64 and rounded to float32. Past A, g is 1/2 in float32 (interval N, a constant).
-The kernel picks each lane's coefficients with two-table permutes (32 entries), so N + 1
-is 32.
+The AVX-512 kernel picks each lane's coefficients with two-table permutes (32 entries), so
+N + 1 is 32 (the default: 31 intervals of degree 4). The AVX2 kernel has one 8-entry
+permute (vpermps), so N + 1 is 8: --intervals 7 --degree 6.
 
 Prints the C++ table and the largest error of the float32 evaluation (Horner's rule in
 float32 on the float32 coefficients, as the kernel computes it) against float64, over a
 dense grid of float32 inputs: run it to regenerate or check the table.
 """
+import argparse
 import math
 import sys
 
@@ -56,6 +59,12 @@ def evaluate_f32(coeffs, x):
 
 
 def main():
+    global N, DEGREE
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--intervals", type=int, default=N)
+    parser.add_argument("--degree", type=int, default=DEGREE)
+    args = parser.parse_args()
+    N, DEGREE = args.intervals, args.degree
     coeffs = fit()
     worst = 0.0
     worst_x = 0.0

@@ -52,9 +52,9 @@ inline void f32_tile(const PackedWeights& w, const float* x, int64_t ldx, int64_
   }
 }
 
-template <int R, int NV>
+template <int R, int NV, class Epi>
 inline void f32_tile_store(const PackedWeights& w, const float* x, int64_t ldx, int64_t m0,
-                           int64_t br, const XsimdEpilogue<B>& epi) {
+                           int64_t br, const Epi& epi) {
   B acc[R][NV];
   if (w.dense) f32_tile<R, NV, true>(w, x, ldx, m0, br, acc);
   else f32_tile<R, NV, false>(w, x, ldx, m0, br, acc);
@@ -112,20 +112,22 @@ template <int R, int NV, int NV2 = NV>
 void f32_spmm(const PackedWeights& w, const float* x, int64_t ldx, int64_t m_begin, int64_t m_end,
               int64_t br_begin, int64_t br_end, const Epilogue& ep) {
   constexpr int64_t kTile = kLanes * NV;
-  const XsimdEpilogue<B> epi(ep);
   const int64_t m_full = m_begin + (m_end - m_begin) / kTile * kTile;
-  for (int64_t m0 = m_begin; m0 < m_full; m0 += kTile) {
-    for (int64_t br = br_begin; br < br_end; ++br) f32_tile_store<R, NV>(w, x, ldx, m0, br, epi);
-  }
   int64_t m0 = m_full;
-  if (NV2 > 1 && NV2 < NV) {
-    for (; m0 + kLanes * NV2 <= m_end; m0 += kLanes * NV2) {
-      for (int64_t br = br_begin; br < br_end; ++br) f32_tile_store<R, NV2>(w, x, ldx, m0, br, epi);
+  with_xsimd_epilogue<B>(ep, [&](const auto& epi) {
+    for (int64_t t0 = m_begin; t0 < m_full; t0 += kTile) {
+      for (int64_t br = br_begin; br < br_end; ++br) f32_tile_store<R, NV>(w, x, ldx, t0, br, epi);
     }
-  }
-  for (; m0 + kLanes <= m_end; m0 += kLanes) {
-    for (int64_t br = br_begin; br < br_end; ++br) f32_tile_store<R, 1>(w, x, ldx, m0, br, epi);
-  }
+    if (NV2 > 1 && NV2 < NV) {
+      for (; m0 + kLanes * NV2 <= m_end; m0 += kLanes * NV2) {
+        for (int64_t br = br_begin; br < br_end; ++br)
+          f32_tile_store<R, NV2>(w, x, ldx, m0, br, epi);
+      }
+    }
+    for (; m0 + kLanes <= m_end; m0 += kLanes) {
+      for (int64_t br = br_begin; br < br_end; ++br) f32_tile_store<R, 1>(w, x, ldx, m0, br, epi);
+    }
+  });
   if (m0 < m_end) {
     for (int64_t br = br_begin; br < br_end; ++br)
       f32_tail_store<R>(w, x, ldx, m0, m_end - m0, br, ep);

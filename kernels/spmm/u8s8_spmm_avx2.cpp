@@ -156,44 +156,45 @@ template <int R>
 void u8s8_spmm(const PackedWeights& w, const uint8_t* x, int64_t ldx, int64_t m_begin,
                int64_t m_end, int64_t br_begin, int64_t br_end, const Epilogue& ep) {
   constexpr int64_t kTile = 16;
-  const XsimdEpilogue<B> epi(ep);
   const int64_t m_full = m_begin + (m_end - m_begin) / kTile * kTile;
   // Up to 4 tiles (64 tokens, one cache line of each X row) per block-row before the
   // next: the X lines a block-row's groups load serve its 4 tiles from L1, and its
   // weights are read once per 64 tokens, not once per 16.
   constexpr int64_t kSpan = 64;
-  for (int64_t s0 = m_begin; s0 < m_full; s0 += kSpan) {
-    const int64_t s1 = std::min(m_full, s0 + kSpan);
-    for (int64_t br = br_begin; br < br_end; ++br) {
-      for (int64_t m0 = s0; m0 < s1; m0 += kTile) {
-        __m256i lo[R], hi[R];
-        if (w.dense) u8s8_tile<R, true>(w, x, ldx, m0, br, lo, hi);
-        else u8s8_tile<R, false>(w, x, ldx, m0, br, lo, hi);
-        const int64_t rows = std::min<int64_t>(R, w.n - br * R);
-        if (epi.inlined()) {
-          const B ts0 = epi.token_scales(m0), ts1 = epi.token_scales(m0 + 8);
+  with_xsimd_epilogue<B>(ep, [&](const auto& epi) {
+    for (int64_t s0 = m_begin; s0 < m_full; s0 += kSpan) {
+      const int64_t s1 = std::min(m_full, s0 + kSpan);
+      for (int64_t br = br_begin; br < br_end; ++br) {
+        for (int64_t m0 = s0; m0 < s1; m0 += kTile) {
+          __m256i lo[R], hi[R];
+          if (w.dense) u8s8_tile<R, true>(w, x, ldx, m0, br, lo, hi);
+          else u8s8_tile<R, false>(w, x, ldx, m0, br, lo, hi);
+          const int64_t rows = std::min<int64_t>(R, w.n - br * R);
+          if (epi.inlined()) {
+            const B ts0 = epi.token_scales(m0), ts1 = epi.token_scales(m0 + 8);
 #pragma GCC unroll 4
-          for (int r = 0; r < R; ++r) {
-            if (r >= rows) break;
-            const int64_t n = br * R + r;
-            const __m256i comp = _mm256_set1_epi32(w.compensation[n]);
-            epi.store(n, m0, tile_tokens(lo[r], hi[r], comp, 0), ts0);
-            epi.store(n, m0 + 8, tile_tokens(lo[r], hi[r], comp, 1), ts1);
-          }
-        } else {
-          alignas(32) float stage[R][kTile];
+            for (int r = 0; r < R; ++r) {
+              if (r >= rows) break;
+              const int64_t n = br * R + r;
+              const __m256i comp = _mm256_set1_epi32(w.compensation[n]);
+              epi.store(n, m0, tile_tokens(lo[r], hi[r], comp, 0), ts0);
+              epi.store(n, m0 + 8, tile_tokens(lo[r], hi[r], comp, 1), ts1);
+            }
+          } else {
+            alignas(32) float stage[R][kTile];
 #pragma GCC unroll 4
-          for (int r = 0; r < R; ++r) {
-            if (r >= rows) break;
-            const __m256i comp = _mm256_set1_epi32(w.compensation[br * R + r]);
-            tile_tokens(lo[r], hi[r], comp, 0).store_aligned(stage[r]);
-            tile_tokens(lo[r], hi[r], comp, 1).store_aligned(stage[r] + 8);
+            for (int r = 0; r < R; ++r) {
+              if (r >= rows) break;
+              const __m256i comp = _mm256_set1_epi32(w.compensation[br * R + r]);
+              tile_tokens(lo[r], hi[r], comp, 0).store_aligned(stage[r]);
+              tile_tokens(lo[r], hi[r], comp, 1).store_aligned(stage[r] + 8);
+            }
+            epi.rows(br * R, rows, m0, kTile, stage[0], kTile);
           }
-          epi.rows(br * R, rows, m0, kTile, stage[0], kTile);
         }
       }
     }
-  }
+  });
   if (m_full < m_end) {
     u8s8_tail(w, m_full, m_end, br_begin * R, std::min<int64_t>(br_end * R, w.n), ep,
               [&](int64_t n, int64_t m) { return scalar_u8s8_dot(w, x, ldx, n / R, n % R, m); });
@@ -251,9 +252,9 @@ void pack_quads(const uint8_t* x, int64_t ldx, int64_t k, int64_t m, uint8_t* xq
 }
 
 // Output row n, tokens [m0, m0 + 4 NV): NV accumulators of 4 tokens' pair sums.
-template <int NV>
+template <int NV, class Epi>
 inline void quads_tile(const PackedWeights& w, const int8_t* values, const uint8_t* xq, int64_t ldq,
-                       int64_t m0, int64_t n, const XsimdEpilogue<B>& epi) {
+                       int64_t m0, int64_t n, const Epi& epi) {
   __m256i acc[NV];
   for (int j = 0; j < NV; ++j) acc[j] = _mm256_setzero_si256();
   for (int64_t g = w.group_ptr[n]; g < w.group_ptr[n + 1]; ++g) {
@@ -281,14 +282,15 @@ void u8s8_quads_spmm(const PackedWeights& w, const uint8_t* xq, int64_t ldq, int
                      int64_t m_end, int64_t br_begin, int64_t br_end, const Epilogue& ep) {
   // 32-token tiles (one weight broadcast and one index per 8 loads), then one of 16.
   const int8_t* values = static_cast<const int8_t*>(w.values);
-  const XsimdEpilogue<B> epi(ep);
   int64_t m0 = m_begin;
-  for (; m0 + 32 <= m_end; m0 += 32) {
-    for (int64_t n = br_begin; n < br_end; ++n) quads_tile<8>(w, values, xq, ldq, m0, n, epi);
-  }
-  for (; m0 + 16 <= m_end; m0 += 16) {
-    for (int64_t n = br_begin; n < br_end; ++n) quads_tile<4>(w, values, xq, ldq, m0, n, epi);
-  }
+  with_xsimd_epilogue<B>(ep, [&](const auto& epi) {
+    for (; m0 + 32 <= m_end; m0 += 32) {
+      for (int64_t n = br_begin; n < br_end; ++n) quads_tile<8>(w, values, xq, ldq, m0, n, epi);
+    }
+    for (; m0 + 16 <= m_end; m0 += 16) {
+      for (int64_t n = br_begin; n < br_end; ++n) quads_tile<4>(w, values, xq, ldq, m0, n, epi);
+    }
+  });
   const int64_t m_full = m0;
   if (m_full < m_end) {
     u8s8_tail(w, m_full, m_end, br_begin, br_end, ep,
@@ -373,49 +375,50 @@ inline void gemm_tile(const PackedWeights& w, const uint8_t* xq, int64_t ldq, in
 void u8s8_gemm(const PackedWeights& w, const uint8_t* xq, int64_t ldq, int64_t m_begin,
                int64_t m_end, int64_t br_begin, int64_t br_end, const Epilogue& ep) {
   constexpr int64_t kTile = 16, kSpan = 64;
-  const XsimdEpilogue<B> epi(ep);
-  for (int64_t s0 = m_begin; s0 < m_end; s0 += kSpan) {
-    const int64_t s1 = std::min(m_end, s0 + kSpan);
-    for (int64_t br = br_begin; br < br_end; ++br) {
-      for (int64_t t = s0; t < s1; t += kTile) {
-        // A tile never reads past ldq: the last one of an unaligned range starts earlier
-        // and stores only its own tokens.
-        const int64_t t0 = std::min(t, ldq - kTile), t_end = std::min(s1, t + kTile);
-        __m256i acc[4][2];
-        gemm_tile(w, xq, ldq, t0, br, acc);
-        const int64_t rows = std::min<int64_t>(4, w.n - br * 4);
-        if (t0 == t && t_end == t + kTile) {  // a whole tile
-          alignas(32) float stage[4][kTile];
+  with_xsimd_epilogue<B>(ep, [&](const auto& epi) {
+    for (int64_t s0 = m_begin; s0 < m_end; s0 += kSpan) {
+      const int64_t s1 = std::min(m_end, s0 + kSpan);
+      for (int64_t br = br_begin; br < br_end; ++br) {
+        for (int64_t t = s0; t < s1; t += kTile) {
+          // A tile never reads past ldq: the last one of an unaligned range starts earlier
+          // and stores only its own tokens.
+          const int64_t t0 = std::min(t, ldq - kTile), t_end = std::min(s1, t + kTile);
+          __m256i acc[4][2];
+          gemm_tile(w, xq, ldq, t0, br, acc);
+          const int64_t rows = std::min<int64_t>(4, w.n - br * 4);
+          if (t0 == t && t_end == t + kTile) {  // a whole tile
+            alignas(32) float stage[4][kTile];
 #pragma GCC unroll 4
-          for (int r = 0; r < 4; ++r) {
-            if (r >= rows) break;
-            const int64_t n = br * 4 + r;
-            const __m256i comp = _mm256_set1_epi32(w.compensation[n]);
-            for (int h = 0; h < 2; ++h) {
-              const B y(_mm256_cvtepi32_ps(_mm256_sub_epi32(acc[r][h], comp)));
-              if (epi.inlined()) epi.store(n, t + 8 * h, y, epi.token_scales(t + 8 * h));
-              else y.store_aligned(stage[r] + 8 * h);
+            for (int r = 0; r < 4; ++r) {
+              if (r >= rows) break;
+              const int64_t n = br * 4 + r;
+              const __m256i comp = _mm256_set1_epi32(w.compensation[n]);
+              for (int h = 0; h < 2; ++h) {
+                const B y(_mm256_cvtepi32_ps(_mm256_sub_epi32(acc[r][h], comp)));
+                if (epi.inlined()) epi.store(n, t + 8 * h, y, epi.token_scales(t + 8 * h));
+                else y.store_aligned(stage[r] + 8 * h);
+              }
             }
+            if (!epi.inlined()) epi.rows(br * 4, rows, t, kTile, stage[0], kTile);
+            continue;
           }
-          if (!epi.inlined()) epi.rows(br * 4, rows, t, kTile, stage[0], kTile);
-          continue;
-        }
-        for (int r = 0; r < 4; ++r) {
-          const int64_t n = br * 4 + r;
-          if (n >= w.n) break;
-          const __m256i comp = _mm256_set1_epi32(w.compensation[n]);
-          alignas(32) float y[kTile];
-          for (int h = 0; h < 2; ++h) {
-            _mm256_store_ps(y + 8 * h, _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[r][h], comp)));
-          }
-          for (int64_t c = t; c < t_end; c += 8) {
-            xsimd_epilogue_store(ep, n, c, B::load_unaligned(y + (c - t0)),
-                                 std::min<int64_t>(8, t_end - c));
+          for (int r = 0; r < 4; ++r) {
+            const int64_t n = br * 4 + r;
+            if (n >= w.n) break;
+            const __m256i comp = _mm256_set1_epi32(w.compensation[n]);
+            alignas(32) float y[kTile];
+            for (int h = 0; h < 2; ++h) {
+              _mm256_store_ps(y + 8 * h, _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[r][h], comp)));
+            }
+            for (int64_t c = t; c < t_end; c += 8) {
+              xsimd_epilogue_store(ep, n, c, B::load_unaligned(y + (c - t0)),
+                                   std::min<int64_t>(8, t_end - c));
+            }
           }
         }
       }
     }
-  }
+  });
 }
 
 }  // namespace
