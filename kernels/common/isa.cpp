@@ -123,6 +123,22 @@ bool avx512_bf16_enabled() {
   return on;
 }
 
+bool two_int16_madd_pipes() {
+  static const bool on = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid(0, &a, &b, &c, &d)) return false;
+    char vendor[13] = {};
+    std::memcpy(vendor, &b, 4);
+    std::memcpy(vendor + 4, &d, 4);
+    std::memcpy(vendor + 8, &c, 4);
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+    const unsigned base = (a >> 8) & 0xF, ext = (a >> 20) & 0xFF;
+    const unsigned family = base == 0xF ? base + ext : base;
+    return std::strcmp(vendor, "AuthenticAMD") == 0 && family >= 0x19;
+  }();
+  return on;
+}
+
 Isa detected_isa() {
   static const Isa isa = compute_detected();
   return isa;

@@ -31,6 +31,11 @@ SPARQ_API bool isa_supported(Isa isa);
 // AVX512-BF16 (vdpbf16ps) is present and the active ISA is at least avx512: int8 models
 // may then run attention in bf16.
 SPARQ_API bool avx512_bf16_enabled();
+// The CPU issues two vpmaddwd (16-bit multiply-add) a cycle, twice its fp32 FMA's
+// multiplies: AMD family 19h and later (Zen 3, 4, 5), measured on Zen 3. Zen 1/2 have one
+// such pipe; Intel CPUs without AVX-512 are not measured and count as false. The AVX2
+// int8 attention is chosen only where this holds.
+SPARQ_API bool two_int16_madd_pipes();
 // Verbose logging (SPARQ_VERBOSE) was configured.
 SPARQ_API bool verbose();
 // The process's ISA cap text ("" = none) and verbosity. Kernels never read the

@@ -78,9 +78,13 @@ struct FmKernels {
   // Optional: the same with both products in int8 (AVX512-VNNI; per-query Q, per-key K,
   // per-channel V scales, probabilities in 255 steps), for int8 models; preferred over
   // bf16 unless the session's attention option says otherwise (fm_low_precision_attention).
+  // On AVX2 (no VNNI): both products in int8 values held in 16-bit words (vpmaddwd),
+  // present on every AVX2 CPU but chosen only where it is faster than fp32
+  // (attention_int8_preferred: CPUs that issue two vpmaddwd a cycle).
   FmAttentionFn attention_int8 = nullptr;
   FmAttentionFn attention_int8_prep = nullptr;  // units, not items (see a.kv_packed)
   const char* attention_int8_name = "";
+  bool attention_int8_preferred = true;
   FmLayerNormFn layernorm = nullptr;
   FmQuantizeFn quantize = nullptr;
   int64_t query_block = 1;  // queries per attention work item
@@ -111,24 +115,32 @@ inline bool fm_attention_item(const FmAttentionArgs& a, int64_t blocks, int64_t 
   *blk = (r / per_chunk) * cb + r % cb;
   return *blk < blocks;
 }
+// The int8 kernel's packed K and V of one (b, h), in 4-byte units; the whole buffer for
+// a.kv_packed is batch * heads of them. fm_attention_int8_prep fills it in units (b, key
+// chunk of 64, h), fm_attention_int8_units of them, with scratch as for the items.
+// The AVX2 kernel's (word pairs) needs more: the larger of the two.
+inline int64_t fm_attention_int8_head_floats(const FmAttentionArgs& a) {
+  const int64_t dh4 = (a.dh + 3) / 4, dh2 = (a.dh + 1) / 2, tp = (a.keys + 15) / 16 * 16;
+  const int64_t vnni = dh4 * tp + 3 * tp + a.dv * (tp / 4);
+  const int64_t avx2 = dh2 * tp + 2 * tp + a.dv * (tp / 2);
+  return vnni > avx2 ? vnni : avx2;
+}
 inline int64_t fm_attention_scratch_floats(const FmAttentionArgs& a, int64_t query_block) {
   // Enough for the fp32 and the bf16 kernels...
   const int64_t f =
       (2 * a.dh + 2 * a.keys + a.dv + 8) * query_block + (a.dh + a.dv + 2) * (a.keys + 2) + 128;
-  // ...and for the int8 one (its layout is in fm_attention_int8_avx512.cpp).
-  const int64_t dh4 = (a.dh + 3) / 4, t4 = (a.keys + 3) / 4, tp = (a.keys + 15) / 16 * 16;
-  const int64_t i8 = (a.dh + dh4 + 5 * t4 + 1) * query_block + (dh4 + 3) * tp + a.dv * (tp / 4) +
+  // ...and for the int8 ones (their layouts are in fm_attention_int8_avx512.cpp and
+  // fm_attention_int8_avx2.cpp).
+  const int64_t dh4 = (a.dh + 3) / 4, t4 = (a.keys + 3) / 4;
+  const int64_t dh2 = (a.dh + 1) / 2, t2 = (a.keys + 1) / 2;
+  const int64_t i8 = (a.dh + dh4 + 5 * t4 + 1) * query_block + fm_attention_int8_head_floats(a) +
                      (a.dh > a.dv ? a.dh : a.dv) * 64 + 64;
-  return f > i8 ? f : i8;
+  const int64_t i16 = (a.dh + dh2 + 3 * t2 + 1) * query_block + fm_attention_int8_head_floats(a) +
+                      (a.dh > a.dv ? a.dh : a.dv) * 64 + 64;
+  const int64_t i = i8 > i16 ? i8 : i16;
+  return f > i ? f : i;
 }
 
-// The int8 kernel's packed K and V of one (b, h), in 4-byte units; the whole buffer for
-// a.kv_packed is batch * heads of them. fm_attention_int8_prep fills it in units (b, key
-// chunk of 64, h), fm_attention_int8_units of them, with scratch as for the items.
-inline int64_t fm_attention_int8_head_floats(const FmAttentionArgs& a) {
-  const int64_t dh4 = (a.dh + 3) / 4, tp = (a.keys + 15) / 16 * 16;
-  return dh4 * tp + 3 * tp + a.dv * (tp / 4);
-}
 inline int64_t fm_attention_int8_units(const FmAttentionArgs& a) {
   return a.batch * ((a.keys + 63) / 64) * a.heads;
 }
@@ -147,7 +159,11 @@ const FmKernels& fm_table();
 }
 namespace avx2 {
 const FmKernels& fm_table();
-}
+void fm_attention_int8(const FmAttentionArgs& a, int64_t item_begin, int64_t item_end,
+                       float* scratch);
+void fm_attention_int8_prep(const FmAttentionArgs& a, int64_t unit_begin, int64_t unit_end,
+                            float* scratch);
+}  // namespace avx2
 namespace avx512 {
 const FmKernels& fm_table();
 }

@@ -95,21 +95,6 @@ inline void abs_max_groups(const float* src, int64_t stride, int64_t nr, int64_t
   }
 }
 
-// Where one head's rows [r0, r0 + nr) of tokens [m, m + n) are read: in place when those
-// tokens are one contiguous run (row-major, or inside one panel), else copied (zero past n)
-// into `tmp` with row stride ld_tmp. Lanes past n are never read from the source.
-struct Rows {
-  const float* p;
-  int64_t stride;
-};
-
-inline Rows rows_of(const float* src, int64_t P, int64_t R, int64_t ld, int64_t r0, int64_t nr,
-                    int64_t m, int64_t n, float* tmp, int64_t ld_tmp) {
-  if (P == 0 || m % P + n <= P) return {src + fm_offset(P, R, ld, r0, m), fm_row_stride(P, ld)};
-  fm_copy_rows(src, P, R, ld, r0, nr, m, n, 1.0f, tmp, ld_tmp);
-  return {tmp, ld_tmp};
-}
-
 // exp(x) for the probabilities: 2^(x log2 e) with a degree-3 polynomial for 2^f on [0, 1)
 // (relative error below 1.6e-4, 25 times finer than the 255 steps they are rounded to
 // next); vscalefps applies the integer part and underflows to 0 for masked scores.

@@ -89,6 +89,10 @@ const FmKernels& fm_table() {
     FmKernels k =
         fm_table_for<XsimdOps<xsimd::fma3<xsimd::avx2>>>("f32_mha_fm_ukernel_8x16__avx2", "avx2");
     k.quantize = quantize;
+    k.attention_int8 = fm_attention_int8;
+    k.attention_int8_prep = fm_attention_int8_prep;
+    k.attention_int8_name = "s8s8_mha_fm_ukernel_6x16__avx2";
+    k.attention_int8_preferred = two_int16_madd_pipes();
     return k;
   }();
   return t;

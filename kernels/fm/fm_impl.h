@@ -50,6 +50,22 @@ inline void fm_copy_row(const float* src, int64_t P, int64_t R, int64_t ld, int6
   fm_copy_rows(src, P, R, ld, r, 1, m, n, sc, dst, n);
 }
 
+// Where one head's rows [r0, r0 + nr) of tokens [m, m + n) are read by the int8 kernels:
+// in place when those tokens are one contiguous run (row-major, or inside one panel), else
+// copied into `tmp` with row stride ld_tmp. Lanes past n are never read
+// from the source.
+struct Rows {
+  const float* p;
+  int64_t stride;
+};
+
+inline Rows rows_of(const float* src, int64_t P, int64_t R, int64_t ld, int64_t r0, int64_t nr,
+                    int64_t m, int64_t n, float* tmp, int64_t ld_tmp) {
+  if (P == 0 || m % P + n <= P) return {src + fm_offset(P, R, ld, r0, m), fm_row_stride(P, ld)};
+  fm_copy_rows(src, P, R, ld, r0, nr, m, n, 1.0f, tmp, ld_tmp);
+  return {tmp, ld_tmp};
+}
+
 // Row r, tokens [m, m + n) = src[0, n).
 inline void fm_store_row(float* dst, int64_t P, int64_t R, int64_t ld, int64_t r, int64_t m,
                          int64_t n, const float* src) {

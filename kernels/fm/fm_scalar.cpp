@@ -59,7 +59,7 @@ FmAttentionFn fm_low_precision_attention(const FmKernels& k, FmAttentionPref pre
   const int want = static_cast<int>(pref);
   FmAttentionFn fn = k.attention;
   const char* fn_name = k.attention_name;
-  if (want >= 2 && k.attention_int8 != nullptr) {
+  if (want >= 2 && k.attention_int8 != nullptr && k.attention_int8_preferred) {
     fn = k.attention_int8;
     fn_name = k.attention_int8_name;
   } else if (want >= 1 && k.attention_bf16 != nullptr) {
