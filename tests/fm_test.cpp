@@ -379,6 +379,49 @@ TEST_P(FmIsaTest, LayerNormMaximaQuantizeSameAsApart) {
   }
 }
 
+// Which attention an int8 model gets: the preferred kernel if the table has it and it is
+// chosen on this CPU (the AVX2 int8 kernel only where two vpmaddwd issue a cycle), else
+// the next one down, and fp32 when asked.
+TEST(FmAttentionChoice, FallsBackInOrderAndHonoursThePreference) {
+  // Distinct bodies: identical ones could be folded into one function (-fipa-icf).
+  const FmAttentionFn fp32 = [](const FmAttentionArgs&, int64_t, int64_t, float* s) { *s = 32; };
+  const FmAttentionFn bf16 = [](const FmAttentionArgs&, int64_t, int64_t, float* s) { *s = 16; };
+  const FmAttentionFn int8 = [](const FmAttentionArgs&, int64_t, int64_t, float* s) { *s = 8; };
+  ASSERT_NE(fp32, bf16);
+  ASSERT_NE(bf16, int8);
+  ASSERT_NE(fp32, int8);
+  FmKernels k;
+  k.attention = fp32;
+  k.attention_name = "fp32";
+  EXPECT_EQ(fm_low_precision_attention(k, FmAttentionPref::kInt8, nullptr), fp32);
+  k.attention_bf16 = bf16;
+  k.attention_bf16_name = "bf16";
+  k.attention_int8 = int8;
+  k.attention_int8_name = "int8";
+  const char* name = nullptr;
+  EXPECT_EQ(fm_low_precision_attention(k, FmAttentionPref::kInt8, &name), int8);
+  EXPECT_STREQ(name, "int8");
+  EXPECT_EQ(fm_low_precision_attention(k, FmAttentionPref::kBf16, nullptr), bf16);
+  EXPECT_EQ(fm_low_precision_attention(k, FmAttentionPref::kFp32, nullptr), fp32);
+  k.attention_int8_preferred = false;  // present (and tested) but slower here
+  EXPECT_EQ(fm_low_precision_attention(k, FmAttentionPref::kInt8, &name), bf16);
+  EXPECT_STREQ(name, "bf16");
+  k.attention_bf16 = nullptr;
+  EXPECT_EQ(fm_low_precision_attention(k, FmAttentionPref::kInt8, nullptr), fp32);
+}
+
+// The AVX2 table always has the int8 kernel (the tests above run it on every AVX2 CPU);
+// it is preferred exactly where the CPU check says so.
+TEST(FmAttentionChoice, Avx2Int8PreferredOnlyWithTwoMaddPipes) {
+  if (!isa_supported(Isa::kAvx2)) GTEST_SKIP() << "no AVX2";
+  const FmKernels& k = fm_kernels(Isa::kAvx2);
+  ASSERT_NE(k.attention_int8, nullptr);
+  ASSERT_NE(k.attention_int8_prep, nullptr);
+  EXPECT_EQ(k.attention_int8_preferred, two_int16_madd_pipes());
+  EXPECT_EQ(fm_low_precision_attention(k, FmAttentionPref::kInt8, nullptr),
+            two_int16_madd_pipes() ? k.attention_int8 : k.attention);
+}
+
 INSTANTIATE_TEST_SUITE_P(AllIsas, FmIsaTest,
                          ::testing::Values(Isa::kGeneric, Isa::kAvx2, Isa::kAvx512,
                                            Isa::kAvx512Vnni),
