@@ -233,6 +233,22 @@ void scores(const FmAttentionArgs& a, int64_t mo, const int32_t* qp, const KvPac
     finish(t + 4, c40, c41);
     finish(t + 5, c50, c51);
   }
+  // The rest in pairs of keys (4 accumulator chains; a single key's 2 leave the loads
+  // waiting on them), then one.
+  for (; t + 2 <= T; t += 2) {
+    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00;
+    for (int64_t d2 = 0; d2 < dh2; ++d2) {
+      const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qp + d2 * SB));
+      const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qp + d2 * SB + W));
+      const int32_t* kr = kp + d2 * Tp + t;
+      __m256i kv = _mm256_set1_epi32(kr[0]);
+      madd(c00, x0, kv), madd(c01, x1, kv);
+      kv = _mm256_set1_epi32(kr[1]);
+      madd(c10, x0, kv), madd(c11, x1, kv);
+    }
+    finish(t + 0, c00, c01);
+    finish(t + 1, c10, c11);
+  }
   for (; t < T; ++t) {
     __m256i acc0 = _mm256_setzero_si256(), acc1 = acc0;
     for (int64_t d2 = 0; d2 < dh2; ++d2) {
@@ -401,6 +417,20 @@ void fm_attention_int8(const FmAttentionArgs& a, int64_t item_begin, int64_t ite
       emit(j + 3, c30, c31);
       emit(j + 4, c40, c41);
       emit(j + 5, c50, c51);
+    }
+    for (; j + 2 <= dv; j += 2) {  // the rest in pairs of channels, then one
+      __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00;
+      const int32_t* vr = vp + j * ldv;
+      for (int64_t t2 = 0; t2 < T2; ++t2) {
+        const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pp + t2 * SB));
+        const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pp + t2 * SB + W));
+        __m256i vv = _mm256_set1_epi32(vr[t2]);
+        madd(c00, x0, vv), madd(c01, x1, vv);
+        vv = _mm256_set1_epi32(vr[ldv + t2]);
+        madd(c10, x0, vv), madd(c11, x1, vv);
+      }
+      emit(j + 0, c00, c01);
+      emit(j + 1, c10, c11);
     }
     for (; j < dv; ++j) {
       __m256i acc0 = _mm256_setzero_si256(), acc1 = acc0;
