@@ -88,15 +88,16 @@ inline __m256i pair_words(__m256i lo, __m256i hi) {
 // are rounded to next). y is clamped at -127, whose exponent field 0 makes the result 0:
 // masked scores (around -3.4e38) underflow to 0, as vscalefps makes them there.
 inline __m256 exp_coarse(__m256 x) {
-  const __m256 y =
-      _mm256_max_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _mm256_set1_ps(-127.0f));
+  const __m256 y = _mm256_max_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                 _mm256_set1_ps(-127.0f));
   const __m256 n = _mm256_floor_ps(y);
   const __m256 f = _mm256_sub_ps(y, n);
   __m256 p = _mm256_set1_ps(7.5804844e-2f);
   p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.2905980e-1f));
   p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.9484705e-1f));
   p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.9997616e-1f));
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  const __m256i e =
+      _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
   return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
@@ -134,7 +135,8 @@ void pack_keys(const FmAttentionArgs& a, int64_t b, int64_t h, int64_t k0, int64
     const int64_t left = n - t;
     const float* src = kr.p + t;
     __m256 amax = _mm256_setzero_ps();
-    for (int64_t d = 0; d < dh; ++d) amax = _mm256_max_ps(amax, abs_ps(load_n(src + d * kr.stride, left)));
+    for (int64_t d = 0; d < dh; ++d)
+      amax = _mm256_max_ps(amax, abs_ps(load_n(src + d * kr.stride, left)));
     __m256 inv, scale;
     scales_of(amax, &inv, &scale);
     _mm256_storeu_ps(pk.sk + k0 + t, scale);
@@ -324,15 +326,17 @@ void fm_attention_int8(const FmAttentionArgs& a, int64_t item_begin, int64_t ite
       const float* src = qr.p + v * W;
       __m256 amax = _mm256_setzero_ps();
       for (int64_t d = 0; d < dh; ++d)
-        amax = _mm256_max_ps(amax, abs_ps(_mm256_mul_ps(load_n(src + d * qr.stride, left), qscale)));
+        amax =
+            _mm256_max_ps(amax, abs_ps(_mm256_mul_ps(load_n(src + d * qr.stride, left), qscale)));
       __m256 inv;
       scales_of(amax, &inv, &sq[v]);
       for (int64_t d2 = 0; d2 < dh2; ++d2) {
         const int64_t d = 2 * d2;
         const __m256i lo = quantize(_mm256_mul_ps(load_n(src + d * qr.stride, left), qscale), inv);
         const __m256i hi =
-            d + 1 < dh ? quantize(_mm256_mul_ps(load_n(src + (d + 1) * qr.stride, left), qscale), inv)
-                       : _mm256_setzero_si256();
+            d + 1 < dh
+                ? quantize(_mm256_mul_ps(load_n(src + (d + 1) * qr.stride, left), qscale), inv)
+                : _mm256_setzero_si256();
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(qp + d2 * SB + v * W), pair_words(lo, hi));
       }
     }
