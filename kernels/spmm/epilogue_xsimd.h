@@ -122,14 +122,52 @@ static inline __m256 avx2_gelu_erf(__m256 x) {
   return _mm256_fmadd_ps(ax, p, _mm256_mul_ps(x, _mm256_set1_ps(0.5f)));
 }
 
+// exp(x) for the tanh and sigmoid GELUs: 2^(x log2 e) with avx512_exp's degree-6
+// polynomial for 2^f on [0, 1) (relative error below 1e-7) and 2^n from the exponent
+// bits. x log2 e is clamped to [-127, 128], whose exponent fields 0 and 255 make the
+// result 0 and inf: it underflows and overflows as vscalefps does (below 2^-126 it gives
+// 0 where vscalefps gives a denormal; the GELUs add 1 to it). NaN becomes -127 here; the
+// GELUs' x / (1 + e) still returns NaN.
+static inline __m256 avx2_exp(__m256 x) {
+  const __m256 y =
+      _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                  _mm256_set1_ps(-127.0f)),
+                    _mm256_set1_ps(128.0f));
+  const __m256 n = _mm256_floor_ps(y);
+  const __m256 f = _mm256_sub_ps(y, n);
+  static constexpr float kC[] = {1.0f,          6.9314706e-1f, 2.4022876e-1f, 5.5488255e-2f,
+                                 9.6687926e-3f, 1.2533959e-3f, 2.1372245e-4f};
+  __m256 p = _mm256_set1_ps(kC[6]);
+  for (int i = 5; i >= 0; --i) p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(kC[i]));
+  const __m256i e =
+      _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+// The AVX-512 forms' formulas (epilogue_avx512.h), in the same order of operations:
+// x/2 (1 + tanh(u)) = x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3); and
+// x sigmoid(1.702 x) = x / (1 + exp(-1.702 x)). They replace xsimd::tanh and xsimd::exp:
+// a fused 768 x 3072 call (90% 4x1, M 128) took 2.6 -> 1.8 ms with the tanh GELU and
+// 2.1 -> 1.7 ms with the sigmoid one (Zen 3; the erf GELU, inline: 1.6 ms).
+static inline __m256 avx2_gelu_tanh(__m256 x) {
+  const __m256 x2 = _mm256_mul_ps(x, x);
+  const __m256 u =
+      _mm256_mul_ps(_mm256_mul_ps(x, _mm256_set1_ps(0.79788456080286536f)),
+                    _mm256_fmadd_ps(x2, _mm256_set1_ps(0.044715f), _mm256_set1_ps(1.0f)));
+  const __m256 e = avx2_exp(_mm256_mul_ps(u, _mm256_set1_ps(-2.0f)));
+  return _mm256_div_ps(x, _mm256_add_ps(e, _mm256_set1_ps(1.0f)));
+}
+
+static inline __m256 avx2_gelu_sigmoid(__m256 x) {
+  const __m256 e = avx2_exp(_mm256_mul_ps(x, _mm256_set1_ps(-1.702f)));
+  return _mm256_div_ps(x, _mm256_add_ps(e, _mm256_set1_ps(1.0f)));
+}
+
 template <class B>
 static inline B xsimd_activation(Activation act, B y) {
   if (act == Activation::kGeluErf) return B(avx2_gelu_erf(y));
-  if (act == Activation::kGeluTanh) {
-    return B(0.5f) * y *
-           (B(1.0f) + xsimd::tanh(B(0.79788456080286536f) * (y + B(0.044715f) * y * y * y)));
-  }
-  if (act == Activation::kGeluSigmoid) return y / (B(1.0f) + xsimd::exp(B(-1.702f) * y));
+  if (act == Activation::kGeluTanh) return B(avx2_gelu_tanh(y));
+  if (act == Activation::kGeluSigmoid) return B(avx2_gelu_sigmoid(y));
   return y;
 }
 
