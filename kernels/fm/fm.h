@@ -133,11 +133,11 @@ inline int64_t fm_attention_scratch_floats(const FmAttentionArgs& a, int64_t que
   // fm_attention_int8_avx2.cpp).
   const int64_t dh4 = (a.dh + 3) / 4, t4 = (a.keys + 3) / 4;
   const int64_t dh2 = (a.dh + 1) / 2, t2 = (a.keys + 1) / 2;
-  const int64_t i8 = (a.dh + dh4 + 5 * t4 + 1) * query_block + fm_attention_int8_head_floats(a) +
-                     (a.dh > a.dv ? a.dh : a.dv) * 64 + 64;
-  const int64_t i16 = (a.dh + dh2 + 3 * t2 + 1) * query_block + fm_attention_int8_head_floats(a) +
-                      (a.dh > a.dv ? a.dh : a.dv) * 64 + 64;
-  const int64_t i = i8 > i16 ? i8 : i16;
+  // Per query: VNNI qs, qq, p, pq, os; AVX2 qs, qp, p, pp, os. Then one head's pack and
+  // pack_keys' [max(dh, dv)][64] copy, the same for both.
+  const int64_t vnni = a.dh + dh4 + 5 * t4 + 1, avx2 = a.dh + dh2 + 3 * t2 + 1;
+  const int64_t i = (vnni > avx2 ? vnni : avx2) * query_block + fm_attention_int8_head_floats(a) +
+                    (a.dh > a.dv ? a.dh : a.dv) * 64 + 64;
   return f > i ? f : i;
 }
 
