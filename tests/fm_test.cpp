@@ -322,6 +322,11 @@ TEST_P(FmIsaTest, QuantizeBitIdenticalToGeneric) {
     for (int64_t f = 0; f < F; ++f)
       x[f * ld + 1] = f == 0 ? 127.0f : -63.5f + static_cast<float>(f % 7);
     for (int64_t f = 0; f < F; ++f) x[f * ld + 2] = f % 2 ? -0.0f : 0.0f;
+    // A NaN among finite values (the maximum skips it; the NaN itself clamps to -127), and a
+    // token with a NaN and an infinity (its scale is inf, every byte 128 or the clamp).
+    x[(F / 2) * ld + 3] = std::numeric_limits<float>::quiet_NaN();
+    x[4] = std::numeric_limits<float>::quiet_NaN();
+    x[(F - 1) * ld + 4] = -std::numeric_limits<float>::infinity();
     std::vector<uint8_t> q1(F * ld, 1), q2(F * ld, 2);
     std::vector<float> s1(M), s2(M);
     kern.quantize(x.data(), ld, F, 0, M, nullptr, q1.data(), ld, s1.data());

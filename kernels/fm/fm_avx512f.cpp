@@ -31,7 +31,8 @@ void quantize_avx512(const float* x, int64_t ldx, int64_t features, int64_t t0, 
       for (int64_t f = 0; f < features; ++f) {
         const float* xr = x + f * ldx + tb;
         for (int j = 0; j < 4; ++j)
-          mx[j] = _mm512_max_ps(mx[j], _mm512_abs_ps(_mm512_loadu_ps(xr + 16 * j)));
+          // max(|x|, mx) keeps mx for a NaN, as std::max(mx, |x|) does.
+          mx[j] = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(xr + 16 * j)), mx[j]);
       }
     }
     __m512 inv[4];
@@ -46,7 +47,9 @@ void quantize_avx512(const float* x, int64_t ldx, int64_t features, int64_t t0, 
       __m128i bytes[4];
       for (int j = 0; j < 4; ++j) {
         __m512 v = _mm512_mul_ps(_mm512_loadu_ps(xr + 16 * j), inv[j]);
-        v = _mm512_min_ps(lim, _mm512_max_ps(nlim, v));
+        // std::min(127, std::max(-127, v)): max(v, -127) is -127 for a NaN, as std::max is
+        // (a NaN token quantizes to 1 on every path).
+        v = _mm512_min_ps(_mm512_max_ps(v, nlim), lim);
         // copysign(0.5, v): the sign bit of v on 0.5 (ternary logic: sign from v, rest from half).
         const __m512 h = _mm512_castsi512_ps(
             _mm512_ternarylogic_epi32(sign, _mm512_castps_si512(v), half, 0xCA));
