@@ -336,10 +336,12 @@ TEST_P(SpmmIsaTest, OutputsDoNotDependOnTheTokenSplit) {
 // Threaded twin: two threads through the nonzero-balanced partition give the same
 // answers as the reference (and so as the serial run).
 TEST_P(SpmmIsaTest, ThreadedTwin) {
-  // (128 x 770: large enough that spmm_u8s8 packs a 1x4 matrix's activations on the
-  // pool, in slices of quads, the last one at K's ragged edge.)
-  for (const Shape& s :
-       {Shape{128, 300, 260}, Shape{64, 768, 1000}, Shape{19, 129, 333}, Shape{128, 770, 64}}) {
+  // (A 1x4 matrix's activations: with a 64-token tile per thread each thread packs and runs
+  // its own tiles (128 x 770, 130 x 96); with fewer tiles than threads they are packed on
+  // the pool in slices of quads, the last one at K's ragged edge (64 x 1030, large enough
+  // for the pool), and the block-rows are split.)
+  for (const Shape& s : {Shape{128, 300, 260}, Shape{64, 768, 1000}, Shape{19, 129, 333},
+                         Shape{128, 770, 64}, Shape{64, 1030, 64}}) {
     for (BlockShape b : kBlocks) {
       SpmmTester().m(s.m).k(s.k).n(s.n).block(b).sparsity(0.8).threads(2).TestU8S8(kernels());
       SpmmTester().m(s.m).k(s.k).n(s.n).block(b).sparsity(0.8).threads(2).bias(true).TestF32(
