@@ -359,9 +359,12 @@ const uint8_t* pack_quads_for_call(const SpmmKernels& kernels, ThreadPool* pool,
 // The 1x4 kernel on u8 X [K][ldx] with at least one 64-token tile per thread: each tile is
 // packed into quad order ([K/4][64][4], the executor's panel layout, so the kernel's
 // constant-stride variant runs) by the thread that then runs it over every block-row.
-// Packing in slices of quads instead, as pack_quads_for_call does, left each thread reading
-// half its tile from the other core's cache: kernel-bench 3072 x 768 90% 1x4 took as long
-// on 2 threads as on 1 (Zen 4, session 16).
+// (pack_quads_for_call packs the whole call at ldq = M rounded up: at M 128 the kernel ran
+// its runtime-stride variant and each tile's quads used half the L1 sets, and with two
+// threads each read half its tile from the other core's cache. Zen 4, 1 thread, kernel-bench
+// 90% 1x4: 4.07 -> 4.58x oneDNN at 768 x 3072, docs/performance.md session 16. The serial
+// and whole-tiles-per-thread branches follow spmm_u8s8_in_panels; fewer tiles than threads on
+// pack_quads_for_call, whose slices of quads keep a single tile's pack parallel.)
 void spmm_u8s8_quads_in_tiles(const SpmmKernels& kernels, U8S8SpmmFn kernel, ThreadPool* pool,
                               const PackedWeights& w, const uint8_t* x, int64_t ldx, int64_t m,
                               const Epilogue& ep) {
