@@ -341,16 +341,115 @@ void PackedMatrix::derive_pair_safe() {
 }
 
 void PairSafeWeights::attach(PackedWeights* w) const {
-  if (empty()) return;
-  w->pair_safe_values = values.as<int8_t>();
-  w->pair_fix_ptr = fix_ptr.as<int32_t>();
-  w->pair_fix_quad = fix_quad.as<int32_t>();
-  w->pair_fix_values = fix_values.as<int8_t>();
+  if (values.size() > 0) {
+    w->pair_safe_values = values.as<int8_t>();
+    w->pair_fix_ptr = fix_ptr.as<int32_t>();
+    w->pair_fix_quad = fix_quad.as<int32_t>();
+    w->pair_fix_values = fix_values.as<int8_t>();
+  }
+  if (paired_ptr.size() > 0) {
+    w->paired_ptr = paired_ptr.as<int32_t>();
+    w->paired_index = paired_index.as<uint16_t>();
+    w->paired_values = paired_values.as<int8_t>();
+  }
 }
+
+namespace {
+
+// The sparse R = 1 form (PackedWeights::paired_*): per row, the minority sign's weights
+// each pair with one of the largest of the other sign (a pair of opposite signs never
+// saturates), and the rest, of one sign, pair smallest with largest while their magnitudes
+// sum to at most 128 (the most such pairs), the others with a zero; two pairs a group, in
+// the order of their first input.
+PairSafeWeights sign_paired_of(const PackedWeights& w) {
+  PairSafeWeights out;
+  if (w.k > 65536 || w.num_groups > std::numeric_limits<int32_t>::max() / 4) return out;
+  struct Entry {
+    int32_t mag;
+    int32_t index;
+    int8_t value;
+  };
+  struct Pair {
+    Entry a, b;  // b.value == 0: a zero partner (b.index = a.index)
+  };
+  const int8_t* v = static_cast<const int8_t*>(w.values);
+  std::vector<int32_t> ptr(static_cast<size_t>(w.n) + 1, 0);
+  std::vector<uint16_t> index;
+  std::vector<int8_t> values;
+  std::vector<Entry> pos, neg;
+  std::vector<Pair> pairs;
+  auto by_mag_desc = [](const Entry& x, const Entry& y) {
+    return x.mag != y.mag ? x.mag > y.mag : x.index < y.index;
+  };
+  for (int64_t n = 0; n < w.n; ++n) {
+    pos.clear();
+    neg.clear();
+    pairs.clear();
+    for (int64_t g = w.group_ptr[n]; g < w.group_ptr[n + 1]; ++g) {
+      for (int j = 0; j < 4; ++j) {
+        const int8_t x = v[g * 4 + j];
+        const Entry e{std::abs(int32_t{x}), w.indices[g * 4 + j], x};
+        if (x > 0) pos.push_back(e);
+        else if (x < 0) neg.push_back(e);
+      }
+    }
+    std::sort(pos.begin(), pos.end(), by_mag_desc);
+    std::sort(neg.begin(), neg.end(), by_mag_desc);
+    std::vector<Entry>& more = pos.size() >= neg.size() ? pos : neg;
+    const std::vector<Entry>& fewer = pos.size() >= neg.size() ? neg : pos;
+    for (size_t i = 0; i < fewer.size(); ++i) pairs.push_back({more[i], fewer[i]});
+    // The rest of `more`, largest first: [lo, hi] still unpaired.
+    int64_t lo = static_cast<int64_t>(fewer.size()), hi = static_cast<int64_t>(more.size()) - 1;
+    while (lo <= hi) {
+      const Entry& big = more[static_cast<size_t>(lo)];
+      const Entry& small = more[static_cast<size_t>(hi)];
+      if (lo < hi && big.mag + small.mag <= 128) {
+        pairs.push_back({big, small});
+        --hi;
+      } else {
+        pairs.push_back({big, Entry{0, big.index, 0}});
+      }
+      ++lo;
+    }
+    std::sort(pairs.begin(), pairs.end(), [](const Pair& x, const Pair& y) {
+      const int32_t fx = std::min(x.a.index, x.b.index), fy = std::min(y.a.index, y.b.index);
+      return fx != fy ? fx < fy : std::max(x.a.index, x.b.index) < std::max(y.a.index, y.b.index);
+    });
+    for (size_t i = 0; i < pairs.size(); i += 2) {
+      const Pair& p = pairs[i];
+      const Pair q =
+          i + 1 < pairs.size() ? pairs[i + 1] : Pair{{0, p.a.index, 0}, {0, p.a.index, 0}};
+      for (const Entry& e : {p.a, p.b, q.a, q.b}) {
+        index.push_back(static_cast<uint16_t>(e.index));
+        values.push_back(e.value);
+      }
+    }
+    ptr[static_cast<size_t>(n) + 1] = static_cast<int32_t>(index.size() / 4);
+  }
+  // A group costs the same whether its pairs are whole or half zeros; past 1.5x the
+  // groups (one-signed weights too large to pair) the widening kernel is kept.
+  const int64_t groups = static_cast<int64_t>(index.size() / 4);
+  if (2 * groups > 3 * w.num_groups) return out;
+  auto fill = [](AlignedBuffer& buf, const void* src, size_t bytes) {
+    buf.resize(std::max<size_t>(bytes, 1));
+    if (bytes > 0) std::memcpy(buf.data(), src, bytes);
+  };
+  fill(out.paired_ptr, ptr.data(), ptr.size() * sizeof(int32_t));
+  fill(out.paired_index, index.data(), index.size() * sizeof(uint16_t));
+  fill(out.paired_values, values.data(), values.size());
+  return out;
+}
+
+}  // namespace
 
 PairSafeWeights pair_safe_of(const PackedWeights& w) {
   PairSafeWeights out;
-  if (w.type != WeightType::kS8 || !w.dense || w.rows_per_block != 4 || w.group != 4) return out;
+  if (w.type != WeightType::kS8 || w.group != 4) return out;
+  if (!w.dense && w.rows_per_block == 1) {
+    if (w.quad_index != nullptr || quad_index_of(w).size() > 0) return out;  // the quad kernel
+    return sign_paired_of(w);
+  }
+  if (!w.dense || w.rows_per_block != 4) return out;
   // The fix offsets are int32, and a group can have 4 fixes (one a row) while they are made.
   if (w.num_groups > std::numeric_limits<int32_t>::max() / 4) return out;
   const int64_t gpr = w.groups_per_dense_row(), nbr = w.num_block_rows;

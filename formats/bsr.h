@@ -83,17 +83,24 @@ SPARQ_API PackedArraySizes expected_array_sizes(const PackedWeights& w);
 // Largest K an int8 matrix may have: the int32 accumulator of 255 x 128 x K stays exact.
 inline constexpr int64_t kMaxInt8K = 65536;
 
-// The pair-safe form of a dense int8 matrix with R = 4 (PackedWeights::pair_safe_values
-// and pair_fix_*, spmm.h), owned; empty for any other matrix, and for one with so many
-// fixes that the pair-safe kernel would be slower. A pair of weights of one sign whose
+// The pair-safe form of an int8 matrix, owned, for kernels that add two u8 x s8 products
+// in saturating int16 (spmm.h):
+//  * a dense matrix with R = 4: PackedWeights::pair_safe_values and pair_fix_*; none for
+//    one with so many fixes that the pair-safe kernel would be slower;
+//  * a sparse matrix with R = 1 that is not a quad matrix: PackedWeights::paired_*, each
+//    row's nonzeros regrouped into sign-paired groups; none for one whose weights pair so
+//    badly (one sign and large) that the groups grow past 1.5x;
+// empty for any other matrix. Dense: a pair of weights of one sign whose
 // magnitudes sum past 128 keeps the larger weight and the smaller cut to the rest of 128
 // (same sign); the cut-off part goes to that row's fix for the quad. A pair of opposite
 // signs never saturates (|x0 a + x1 b| <= 255 max(|a|, |b|)) and is never cut.
 struct SPARQ_API PairSafeWeights {
-  AlignedBuffer values, fix_ptr, fix_quad, fix_values;
-  bool empty() const { return values.size() == 0; }
+  AlignedBuffer values, fix_ptr, fix_quad, fix_values;    // dense, R = 4
+  AlignedBuffer paired_ptr, paired_index, paired_values;  // sparse, R = 1
+  bool empty() const { return values.size() == 0 && paired_ptr.size() == 0; }
   std::size_t bytes() const {
-    return values.size() + fix_ptr.size() + fix_quad.size() + fix_values.size();
+    return values.size() + fix_ptr.size() + fix_quad.size() + fix_values.size() +
+           paired_ptr.size() + paired_index.size() + paired_values.size();
   }
   // Points w's pair-safe fields at these arrays (none when empty).
   void attach(PackedWeights* w) const;
@@ -124,8 +131,8 @@ class SPARQ_API PackedMatrix {
   static PackedMatrix pack_s8(const int8_t* wq, const float* scales, int64_t n, int64_t k,
                               BlockShape block, bool dense = false);
   // Adds the pair-safe form (pair_safe_of; none for other matrices) for AVX2's dense
-  // GEMM. Not done by pack: the converter writes only the stored arrays, and a loaded
-  // model derives them itself where the active kernels read them (engine/model.cpp).
+  // GEMM and 1x1 kernel. Not done by pack: the converter writes only the stored arrays, and a
+  // loaded model derives them itself where the active kernels read them (engine/model.cpp).
   void derive_pair_safe();
 
  private:

@@ -515,7 +515,7 @@ TEST(PairSafe, GroupsSumToTheWeightsAndNoPairSaturates) {
     }
   }
   // Uniform weights (a quarter of the pairs past 128 with one sign, more than one fix a
-  // group) get no pair-safe form; only dense int8 R = 4 matrices have one.
+  // group) get no pair-safe form, nor fp32 matrices (sparse 1x1 int8 ones: below).
   std::vector<int8_t> flat(16 * 64);
   uint32_t s = 11;
   for (auto& f : flat) {
@@ -531,6 +531,38 @@ TEST(PairSafe, GroupsSumToTheWeightsAndNoPairSaturates) {
       pair_safe_of(PackedMatrix::pack_f32(w.data(), 8, 16, kBlock4x1, true).view()).empty());
 }
 
+// spmm_u8s8 on p (whose weights W^T[N][K] are q, channel scales 1), serial and on a pool,
+// against exact int64 sums; activations 255 everywhere (the saturating case for
+// vpmaddubsw), or mixed.
+void ExpectExactU8S8(const SpmmKernels& kernels, const PackedMatrix& p,
+                     const std::vector<int8_t>& q, const Shape& sh, bool mixed) {
+  std::vector<uint8_t> x(static_cast<size_t>(sh.k * sh.m), 255);
+  if (mixed) {
+    for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<uint8_t>((i * 37 + 11) % 256);
+  }
+  std::vector<float> y(static_cast<size_t>(sh.n * sh.m), -1.0f),
+      ts(static_cast<size_t>(sh.m), 1.0f);
+  Epilogue ep;
+  ep.out_f32 = y.data();
+  ep.ld_out = sh.m;
+  ep.channel_scale = p.view().scales;
+  ep.token_scale = ts.data();
+  ThreadPool pool(2);
+  for (ThreadPool* tp : {static_cast<ThreadPool*>(nullptr), &pool}) {
+    spmm_u8s8(kernels, tp, p.view(), x.data(), sh.m, sh.m, ep);
+    for (int64_t nn = 0; nn < sh.n; ++nn)
+      for (int64_t t = 0; t < sh.m; ++t) {
+        int64_t want = 0;
+        for (int64_t c = 0; c < sh.k; ++c)
+          want += int64_t{q[static_cast<size_t>(nn * sh.k + c)]} *
+                  (int64_t{x[static_cast<size_t>(c * sh.m + t)]} - 128);
+        ASSERT_EQ(y[static_cast<size_t>(nn * sh.m + t)], static_cast<float>(want))
+            << "m " << sh.m << " k " << sh.k << " n " << sh.n << " mixed " << mixed << " row " << nn
+            << " token " << t << " threads " << (tp ? 2 : 1);
+      }
+  }
+}
+
 // The dense int8 path (on AVX2 the pair-safe GEMM) on bell-shaped and worst-case weights,
 // against exact int64 sums; activations include 255 everywhere, the saturating case.
 TEST_P(SpmmIsaTest, DenseInt8BellShapedAndSaturatingWeights) {
@@ -542,31 +574,124 @@ TEST_P(SpmmIsaTest, DenseInt8BellShapedAndSaturatingWeights) {
         std::vector<float> sc(static_cast<size_t>(sh.n), 1.0f);
         PackedMatrix p = PackedMatrix::pack_s8(q.data(), sc.data(), sh.n, sh.k, kBlock4x1, true);
         p.derive_pair_safe();
-        std::vector<uint8_t> x(static_cast<size_t>(sh.k * sh.m), 255);
-        if (xs == 1) {
-          for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<uint8_t>((i * 37 + 11) % 256);
+        SCOPED_TRACE("worst " + std::to_string(worst));
+        ExpectExactU8S8(kernels(), p, q, sh, xs == 1);
+        if (HasFatalFailure()) return;
+      }
+}
+
+// Sparse int8 weights for the 1x1 pattern with the saturating cases of vpmaddubsw in
+// them: about half zeros, and the rest drawn, by row, from both signs (one-signed pairs past
+// 128, 127 + 127 and -128 + -1, opposite signs, -128 + 127, and small weights), from
+// positive weights only (127, 1, 2, 64, 65: pairs at 128 and at 129), from negative ones
+// only (-128, -1, -100, -28, -64, -65) or from 64 and 65 (64 + 65 would saturate at 255);
+// `one_sign`: only large positive ones (no two can pair).
+std::vector<int8_t> sparse_int8_weights(int64_t n, int64_t k, bool one_sign, uint32_t seed) {
+  std::vector<int8_t> q(static_cast<size_t>(n * k), 0);
+  uint32_t s = seed;
+  auto next = [&] { return s = s * 1664525u + 1013904223u; };
+  const int8_t mixed[] = {127, 127, -128, -1, 64, 65, 1, 64, -100, -28, -128, 127, 5, -7, 20, 3};
+  const int8_t positive[] = {127, 1, 2, 64, 65, 63};
+  const int8_t negative[] = {-128, -1, -100, -28, -64, -65};
+  for (size_t i = 0; i < q.size(); ++i) {
+    if ((next() >> 16) % 2 == 0) continue;  // a high bit: the low ones have short periods
+    const uint32_t r = (next() >> 8) % 16, kind = static_cast<uint32_t>(i / k % 4);
+    q[i] = one_sign    ? static_cast<int8_t>(100 + r % 28)
+           : kind == 0 ? mixed[r]
+           : kind == 1 ? positive[r % 6]
+           : kind == 2 ? negative[r % 6]
+                       : static_cast<int8_t>(64 + r % 2);
+  }
+  return q;
+}
+
+// The sparse 1x1 form of pair_safe_of: every row's nonzeros exactly once, no pair of one
+// sign past 128, inputs in range, the fewest groups the pairing allows on a row chosen
+// for it; none for one-signed large weights, quad matrices and 4-row blocks.
+TEST(PairSafe, SparseRowsAreSignPaired) {
+  const int64_t n = 23, k = 301;
+  std::vector<int8_t> q = sparse_int8_weights(n, k, false, 5);
+  // Row 0: 127 + 1, 100 + 28 and 90 + 38 pair within 128 (3 pairs, 2 groups), where pairing
+  // largest with largest would leave 6 weights alone (3 groups).
+  std::fill(q.begin(), q.begin() + k, int8_t{0});
+  const int8_t row0[] = {100, 28, 90, 38, 127, 1};
+  for (int i = 0; i < 6; ++i) q[static_cast<size_t>(7 + 40 * i)] = row0[i];
+  std::vector<float> sc(static_cast<size_t>(n), 0.01f);
+  PackedMatrix p = PackedMatrix::pack_s8(q.data(), sc.data(), n, k, kBlock1x1, false);
+  p.derive_pair_safe();
+  const PackedWeights& v = p.view();
+  ASSERT_NE(v.paired_ptr, nullptr);
+  EXPECT_EQ(v.pair_safe_values, nullptr);
+  EXPECT_EQ(v.paired_ptr[0], 0);
+  EXPECT_EQ(v.paired_ptr[1], 2);
+  const int8_t* w = static_cast<const int8_t*>(v.values);
+  int64_t same_sign_pairs = 0, opposite_big = 0;
+  for (int64_t row = 0; row < n; ++row) {
+    std::vector<std::pair<int32_t, int32_t>> want, got;
+    for (int64_t g = v.group_ptr[row]; g < v.group_ptr[row + 1]; ++g)
+      for (int j = 0; j < 4; ++j)
+        if (w[g * 4 + j] != 0) want.emplace_back(v.indices[g * 4 + j], w[g * 4 + j]);
+    ASSERT_LE(v.paired_ptr[row], v.paired_ptr[row + 1]);
+    for (int64_t g = v.paired_ptr[row]; g < v.paired_ptr[row + 1]; ++g) {
+      for (int j = 0; j < 4; ++j) {
+        ASSERT_LT(v.paired_index[g * 4 + j], k);
+        if (v.paired_values[g * 4 + j] != 0)
+          got.emplace_back(v.paired_index[g * 4 + j], v.paired_values[g * 4 + j]);
+      }
+      for (int j = 0; j < 4; j += 2) {
+        const int32_t a = v.paired_values[g * 4 + j], b = v.paired_values[g * 4 + j + 1];
+        if ((a > 0 && b > 0) || (a < 0 && b < 0)) {
+          EXPECT_LE(std::abs(a) + std::abs(b), 128) << "row " << row << " group " << g;
+          ++same_sign_pairs;
         }
-        std::vector<float> y(static_cast<size_t>(sh.n * sh.m), -1.0f),
-            ts(static_cast<size_t>(sh.m), 1.0f);
-        Epilogue ep;
-        ep.out_f32 = y.data();
-        ep.ld_out = sh.m;
-        ep.channel_scale = p.view().scales;
-        ep.token_scale = ts.data();
-        ThreadPool pool(2);
-        for (ThreadPool* tp : {static_cast<ThreadPool*>(nullptr), &pool}) {
-          spmm_u8s8(kernels(), tp, p.view(), x.data(), sh.m, sh.m, ep);
-          for (int64_t nn = 0; nn < sh.n; ++nn)
-            for (int64_t t = 0; t < sh.m; ++t) {
-              int64_t want = 0;
-              for (int64_t c = 0; c < sh.k; ++c)
-                want += int64_t{q[static_cast<size_t>(nn * sh.k + c)]} *
-                        (int64_t{x[static_cast<size_t>(c * sh.m + t)]} - 128);
-              ASSERT_EQ(y[static_cast<size_t>(nn * sh.m + t)], static_cast<float>(want))
-                  << "m " << sh.m << " k " << sh.k << " n " << sh.n << " worst " << worst << " row "
-                  << nn << " token " << t;
-            }
+        opposite_big += (a > 0) != (b > 0) && a != 0 && b != 0 && std::abs(a) + std::abs(b) > 128;
+      }
+    }
+    std::sort(want.begin(), want.end());
+    std::sort(got.begin(), got.end());
+    ASSERT_EQ(got, want) << "row " << row;
+    // At most one pair of the row is alone in its group, and at most the unpairable
+    // weights of the majority sign have a zero partner: never more than one group over
+    // half the row's nonzeros plus one.
+    EXPECT_LE(v.paired_ptr[row + 1] - v.paired_ptr[row], static_cast<int64_t>(want.size()) / 2 + 1);
+  }
+  EXPECT_GT(same_sign_pairs, 0);
+  EXPECT_GT(opposite_big, 0);
+  EXPECT_LE(2 * int64_t{v.paired_ptr[n]}, 3 * v.num_groups);
+  // One-signed weights of 100-127 pair only with zeros (twice the groups): no form.
+  std::vector<int8_t> big = sparse_int8_weights(n, k, true, 6);
+  EXPECT_TRUE(
+      pair_safe_of(PackedMatrix::pack_s8(big.data(), sc.data(), n, k, kBlock1x1, false).view())
+          .empty());
+  // The 1x4 pattern has its quad kernel, 4-row blocks theirs.
+  for (BlockShape b : {kBlock1x4, kBlock4x1}) {
+    std::vector<float> f = random_floats(static_cast<size_t>(n * k), 9);
+    prune_blocks(f.data(), n, k, b, 0.8);
+    std::vector<int8_t> fq(f.size());
+    quantize_per_channel(f.data(), n, k, fq.data(), sc.data());
+    EXPECT_TRUE(
+        pair_safe_of(PackedMatrix::pack_s8(fq.data(), sc.data(), n, k, b, false).view()).empty());
+  }
+}
+
+// The 1x1 kernels (on AVX2 the sign-paired one where the form exists) on those weights,
+// with activations of 255 everywhere (the saturating case) and mixed, against exact int64
+// sums, serial and threaded; token counts around the 32-token tile.
+TEST_P(SpmmIsaTest, SparseInt8SaturatingWeights) {
+  const Shape shapes[] = {{1, 4, 4}, {31, 37, 13}, {32, 64, 5}, {64, 129, 17}, {97, 300, 9}};
+  for (const Shape& sh : shapes)
+    for (bool one_sign : {false, true})
+      for (int xs = 0; xs < 2; ++xs) {
+        std::vector<int8_t> q = sparse_int8_weights(sh.n, sh.k, one_sign, 8);
+        std::vector<float> sc(static_cast<size_t>(sh.n), 1.0f);
+        PackedMatrix p = PackedMatrix::pack_s8(q.data(), sc.data(), sh.n, sh.k, kBlock1x1, false);
+        p.derive_pair_safe();
+        if (kernels().u8s8_r1_sign_paired && !one_sign && p.view().quad_index == nullptr) {
+          ASSERT_NE(p.view().paired_ptr, nullptr);
         }
+        SCOPED_TRACE("one_sign " + std::to_string(one_sign));
+        ExpectExactU8S8(kernels(), p, q, sh, xs == 1);
+        if (HasFatalFailure()) return;
       }
 }
 

@@ -147,9 +147,8 @@ class SpmmTester {
     packed.derive_pair_safe();
     validate_packed(packed.view(), packed.array_sizes());
     const bool quads = packed.view().quad_index != nullptr && kernels.u8s8_quads_r1 != nullptr;
-    SCOPED_TRACE(
-        Describe() + " kernel=" +
-        (quads ? kernels.u8s8_quads_r1_name : kernels.u8s8_name(block_.out % 4 == 0 ? 4 : 1)));
+    SCOPED_TRACE(Describe() + " kernel=" +
+                 (quads ? kernels.u8s8_quads_r1_name : kernels.u8s8_name(packed.view())));
     GuardedBuffer<uint8_t> x(static_cast<size_t>(k_ * m_));
     std::mt19937 rng(seed_ + 1);
     for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<uint8_t>(rng() & 0xFF);

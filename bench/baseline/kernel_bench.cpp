@@ -91,7 +91,7 @@ KernelBenchResult run_kernel_bench(const KernelBenchConfig& cfg) {
   auto pack = [&] {
     if (!cfg.int8) return PackedMatrix::pack_f32(wt.data(), n, k, block, dense);
     PackedMatrix p = PackedMatrix::pack_s8(q.data(), scales.data(), n, k, block, dense);
-    if (spmm_kernels().u8s8_gemm_r4_pair_safe) p.derive_pair_safe();  // as a loaded model
+    if (spmm_kernels().reads_pair_safe()) p.derive_pair_safe();  // as a loaded model
     return p;
   };
 
@@ -120,7 +120,7 @@ KernelBenchResult run_kernel_bench(const KernelBenchConfig& cfg) {
   res.stored_density = sq[0].w.stored_density();
   const SpmmKernels& kernels = spmm_kernels();
   const int R = sq[0].w.view().rows_per_block;
-  res.sparq_kernel = cfg.int8 ? kernels.u8s8_name(R) : kernels.f32_name(R);
+  res.sparq_kernel = cfg.int8 ? kernels.u8s8_name(sq[0].w.view()) : kernels.f32_name(R);
   if (cfg.int8 && kernels.gemm_r4_for(sq[0].w.view()) != nullptr) {
     res.sparq_kernel = kernels.u8s8_gemm_r4_name;
   }

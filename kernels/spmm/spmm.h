@@ -65,9 +65,20 @@ struct PackedWeights {
   const int32_t* pair_fix_ptr = nullptr;     // [num_block_rows * 4 + 1]
   const int32_t* pair_fix_quad = nullptr;    // [pair_fix_ptr[num_block_rows * 4]]
   const int8_t* pair_fix_values = nullptr;   // [pair_fix_ptr[num_block_rows * 4]][4]
-  int64_t num_groups = 0;                    // total groups over all block-rows
-  const int32_t* group_ptr = nullptr;        // [num_block_rows + 1]; null when dense
-  const int32_t* indices = nullptr;          // [num_groups * G]; null when dense
+  // Set for a sparse int8 matrix with R = 1 that is not a quad matrix (the 1x1 pattern),
+  // on the same kernels: each row's nonzeros regrouped into sign-paired groups of 4 inputs,
+  // rows [paired_ptr[n], paired_ptr[n + 1]) of paired_index (4 inputs a group) and
+  // paired_values (their 4 weights), where each pair (slots 0-1, 2-3) is of opposite signs,
+  // or of one sign with |w0| + |w1| <= 128, or has a zero: no u8 input can saturate its
+  // int16 pair sum. The same nonzeros as the row's groups, so the same exact int32 sums.
+  // Zero slots repeat an input of their group. Derived (pair_safe_of in formats/bsr.h),
+  // never stored.
+  const int32_t* paired_ptr = nullptr;     // [n + 1]
+  const uint16_t* paired_index = nullptr;  // [paired_ptr[n]][4] (K <= 65536)
+  const int8_t* paired_values = nullptr;   // [paired_ptr[n]][4]
+  int64_t num_groups = 0;                  // total groups over all block-rows
+  const int32_t* group_ptr = nullptr;      // [num_block_rows + 1]; null when dense
+  const int32_t* indices = nullptr;        // [num_groups * G]; null when dense
   const void* values = nullptr;           // kF32: float[num_groups][R]; kS8: int8[num_groups][R][G]
   const int32_t* compensation = nullptr;  // kS8: [num_block_rows * R], 128 * row sum of W
   const float* scales = nullptr;          // kS8: [num_block_rows * R], per-channel scale
@@ -168,6 +179,10 @@ struct SpmmKernels {
   const char* f32_r1_name = "";
   const char* u8s8_r4_name = "";
   const char* u8s8_r1_name = "";
+  // u8s8_r1 runs a faster kernel on PackedWeights::paired_* where they are set (the
+  // widening one otherwise), and its name then.
+  bool u8s8_r1_sign_paired = false;
+  const char* u8s8_r1_paired_name = "";
 
   // The packed dense GEMM for w, or null: w is not dense int8 with R = 4, or the GEMM
   // needs pair-safe weights that w lacks.
@@ -176,10 +191,18 @@ struct SpmmKernels {
     if (u8s8_gemm_r4_pair_safe && w.pair_safe_values == nullptr) return nullptr;
     return u8s8_gemm_r4;
   }
+  // Whether some kernel here reads a matrix's pair-safe form (pair_safe_of), which a loaded
+  // model then derives.
+  bool reads_pair_safe() const { return u8s8_gemm_r4_pair_safe || u8s8_r1_sign_paired; }
   F32SpmmFn f32(int rows_per_block) const { return rows_per_block == 4 ? f32_r4 : f32_r1; }
   U8S8SpmmFn u8s8(int rows_per_block) const { return rows_per_block == 4 ? u8s8_r4 : u8s8_r1; }
   const char* f32_name(int r) const { return r == 4 ? f32_r4_name : f32_r1_name; }
   const char* u8s8_name(int r) const { return r == 4 ? u8s8_r4_name : u8s8_r1_name; }
+  // The name of the kernel u8s8(R) runs on w.
+  const char* u8s8_name(const PackedWeights& w) const {
+    if (w.rows_per_block == 4) return u8s8_r4_name;
+    return u8s8_r1_sign_paired && w.paired_ptr != nullptr ? u8s8_r1_paired_name : u8s8_r1_name;
+  }
 };
 
 // The kernels of one ISA (must be supported here: see isa_supported()).
