@@ -70,6 +70,25 @@ struct DotWiden16 {
   }
 };
 
+// For AVX-512 without VNNI on sign-paired groups (PackedWeights::paired_*, R = 1 only):
+// vpmaddubsw adds each pair of u8 x s8 products in saturating int16, which those groups
+// never reach, and vpmaddwd with ones adds a token's two pairs in int32: the exact
+// vpdpbusd in two instructions, with no widening of activations or weights.
+struct DotPaired {
+  struct Prepared {
+    __m512i a;
+  };
+  struct Weight {
+    __m512i b;
+  };
+  static inline Prepared prepare(__m512i a) { return {a}; }
+  static inline Weight weight(const int32_t* dword) { return {DotVnni::weight(dword).b}; }
+  static inline __m512i dot(__m512i acc, const Prepared& a, const Weight& b) {
+    const __m512i pairs = _mm512_maddubs_epi16(a.a, b.b);
+    return _mm512_add_epi32(acc, _mm512_madd_epi16(pairs, _mm512_set1_epi16(1)));
+  }
+};
+
 #ifndef SPARQ_PREFETCH_GROUPS
 #define SPARQ_PREFETCH_GROUPS 0
 #endif
@@ -117,8 +136,9 @@ inline void int8_tile_finish(const PackedWeights& w, int64_t br, int64_t m0, int
 }
 
 // One tile: block-row `br`, tokens [m0, m0 + valid), accumulators in registers from
-// the first group to the epilogue.
-template <class Dot, int R, bool kDense, bool kFull, int64_t kLd>
+// the first group to the epilogue. kPaired (R = 1, Dot = DotPaired): the row's
+// sign-paired groups (PackedWeights::paired_*) instead of its stored ones.
+template <class Dot, int R, bool kDense, bool kFull, int64_t kLd, bool kPaired = false>
 __attribute__((always_inline)) inline void u8s8_tile(const PackedWeights& w, const uint8_t* x,
                                                      int64_t ldx_rt, int64_t m0, int64_t valid,
                                                      int64_t br, const Avx512TileEpilogue<4>& te,
@@ -130,15 +150,27 @@ __attribute__((always_inline)) inline void u8s8_tile(const PackedWeights& w, con
   __m512i acc[R][4];
   for (int r = 0; r < R; ++r)
     for (int j = 0; j < 4; ++j) acc[r][j] = _mm512_setzero_si512();
-  const int8_t* values = static_cast<const int8_t*>(w.values);
+  static_assert(!kPaired || (R == 1 && !kDense), "sign-paired groups: sparse R = 1");
+  const int8_t* values = kPaired ? w.paired_values : static_cast<const int8_t*>(w.values);
   const int64_t gpr = (static_cast<int64_t>(w.k) + 3) / 4;
-  const int64_t g0 = kDense ? br * gpr : w.group_ptr[br];
-  const int64_t g1 = kDense ? g0 + gpr : w.group_ptr[br + 1];
+  const int64_t g0 = kDense ? br * gpr : kPaired ? w.paired_ptr[br] : w.group_ptr[br];
+  const int64_t g1 = kDense ? g0 + gpr : kPaired ? w.paired_ptr[br + 1] : w.group_ptr[br + 1];
   const int64_t k_last = w.k - 1;
   const uint8_t* xm = x + m0;
   for (int64_t g = g0; g < g1; ++g) {
     int64_t i0, i1, i2, i3;
-    if (kDense) {
+    if (kPaired) {
+      const uint16_t* idx = w.paired_index + g * 4;
+      if (kPrefetchWeights > 0) {
+        _mm_prefetch(reinterpret_cast<const char*>(idx) + kPrefetchWeights, _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(values + g * 4) + kPrefetchWeights,
+                     _MM_HINT_T0);
+      }
+      i0 = idx[0];
+      i1 = idx[1];
+      i2 = idx[2];
+      i3 = idx[3];
+    } else if (kDense) {
       const int64_t first = (g - g0) * 4;
       i0 = first;
       i1 = first + 1 <= k_last ? first + 1 : k_last;
@@ -230,6 +262,33 @@ void u8s8_spmm(const PackedWeights& w, const uint8_t* x, int64_t ldx, int64_t m_
     } else {
       for (int64_t br = br_begin; br < br_end; ++br)
         u8s8_tile<Dot, R, false, false, 0>(w, x, ldx, m0, valid, br, te, ep);
+    }
+  }
+}
+
+// The 1x1 kernel on sign-paired groups (DotPaired; u8s8_bsr1x1_spmm_ukernel_1x64c4p__<isa>),
+// where the matrix has them, else u8s8_spmm<Dot, 1>: the same tiles and panel sweep.
+template <class Dot>
+void u8s8_spmm_r1_paired(const PackedWeights& w, const uint8_t* x, int64_t ldx, int64_t m_begin,
+                         int64_t m_end, int64_t br_begin, int64_t br_end, const Epilogue& ep) {
+  if (w.paired_ptr == nullptr) {
+    u8s8_spmm<Dot, 1>(w, x, ldx, m_begin, m_end, br_begin, br_end, ep);
+    return;
+  }
+  Avx512TileEpilogue<4> te(ep);
+  for (int64_t m0 = m_begin; m0 < m_end; m0 += 64) {
+    const int64_t valid = m_end - m0 < 64 ? m_end - m0 : 64;
+    te.begin_tile(m0, valid);
+    avx512_prefetch_panel_l2(x + m0, w.k, ldx, valid);
+    if (valid == 64 && ldx == 64) {
+      for (int64_t br = br_begin; br < br_end; ++br)
+        u8s8_tile<DotPaired, 1, false, true, 64, true>(w, x, ldx, m0, valid, br, te, ep);
+    } else if (valid == 64) {
+      for (int64_t br = br_begin; br < br_end; ++br)
+        u8s8_tile<DotPaired, 1, false, true, 0, true>(w, x, ldx, m0, valid, br, te, ep);
+    } else {
+      for (int64_t br = br_begin; br < br_end; ++br)
+        u8s8_tile<DotPaired, 1, false, false, 0, true>(w, x, ldx, m0, valid, br, te, ep);
     }
   }
 }

@@ -1,8 +1,9 @@
-// u8s8_bsr4x1_spmm_ukernel_4x64c4__avx512bw, u8s8_bsr1x1_spmm_ukernel_1x64c4__avx512bw and
-// u8s8_bsr1x4_spmm_ukernel_2x64c4__avx512bw:
+// u8s8_bsr4x1_spmm_ukernel_4x64c4__avx512bw, u8s8_bsr1x1_spmm_ukernel_1x64c4__avx512bw,
+// u8s8_bsr1x1_spmm_ukernel_1x64c4p__avx512bw and u8s8_bsr1x4_spmm_ukernel_2x64c4__avx512bw:
 // the u8 x s8 SpMM for AVX-512 CPUs without VNNI (Skylake-SP), with the dot product
-// widened to 16 bits (vpmaddwd; never the saturating vpmaddubsw). Layout and
-// contracts: u8s8_spmm_avx512_impl.h.
+// widened to 16 bits (vpmaddwd), except on a 1x1 matrix's sign-paired groups, which the
+// saturating vpmaddubsw cannot overflow (DotPaired). Layout and contracts:
+// u8s8_spmm_avx512_impl.h.
 #include "kernels/spmm/spmm.h"
 #include "kernels/spmm/spmm_avx512.h"
 #include "kernels/spmm/u8s8_spmm_avx512_impl.h"
@@ -17,11 +18,13 @@ const SpmmKernels& kernels() {
     t.f32_r4 = f32_bsr4x1_spmm_ukernel_4x64__avx512f;
     t.f32_r1 = f32_bsr1x1_spmm_ukernel_1x128__avx512f;
     t.u8s8_r4 = u8s8_spmm<DotWiden16, 4>;
-    t.u8s8_r1 = u8s8_spmm<DotWiden16, 1>;
+    t.u8s8_r1 = u8s8_spmm_r1_paired<DotWiden16>;
     t.f32_r4_name = "f32_bsr4x1_spmm_ukernel_4x64__avx512f";
     t.f32_r1_name = "f32_bsr1x1_spmm_ukernel_1x128__avx512f";
     t.u8s8_r4_name = "u8s8_bsr4x1_spmm_ukernel_4x64c4__avx512bw";
     t.u8s8_r1_name = "u8s8_bsr1x1_spmm_ukernel_1x64c4__avx512bw";
+    t.u8s8_r1_sign_paired = true;
+    t.u8s8_r1_paired_name = "u8s8_bsr1x1_spmm_ukernel_1x64c4p__avx512bw";
     t.u8_pack_quads = u8_pack_quads;
     t.u8s8_gemm_r4 = u8s8_gemm_packed<DotWiden16, 4>;
     t.u8s8_gemm_r4_name = "u8s8_gemm_ukernel_4x64c4__avx512bw";
