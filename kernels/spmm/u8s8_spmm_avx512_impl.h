@@ -163,8 +163,7 @@ __attribute__((always_inline)) inline void u8s8_tile(const PackedWeights& w, con
       const uint16_t* idx = w.paired_index + g * 4;
       if (kPrefetchWeights > 0) {
         _mm_prefetch(reinterpret_cast<const char*>(idx) + kPrefetchWeights, _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(values + g * 4) + kPrefetchWeights,
-                     _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(values + g * 4) + kPrefetchWeights, _MM_HINT_T0);
       }
       i0 = idx[0];
       i1 = idx[1];
