@@ -122,7 +122,7 @@ KernelBenchResult run_kernel_bench(const KernelBenchConfig& cfg) {
   const int R = sq[0].w.view().rows_per_block;
   res.sparq_kernel = cfg.int8 ? kernels.u8s8_name(sq[0].w.view()) : kernels.f32_name(R);
   if (cfg.int8 && kernels.gemm_r4_for(sq[0].w.view()) != nullptr) {
-    res.sparq_kernel = kernels.u8s8_gemm_r4_name;
+    res.sparq_kernel = kernels.gemm_r4_name(sq[0].w.view());
   }
   if (cfg.int8 && sq[0].w.view().quad_index != nullptr && kernels.u8s8_quads_r1 != nullptr) {
     res.sparq_kernel = kernels.u8s8_quads_r1_name;

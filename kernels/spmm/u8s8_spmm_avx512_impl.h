@@ -347,6 +347,74 @@ void u8s8_gemm_packed(const PackedWeights& w, const uint8_t* xq, int64_t ldq, in
   }
 }
 
+// The packed dense GEMM on the matrix's pair-safe form (PackedWeights::pair_safe_values and
+// pair_fix_*, R = 4) with DotPaired, u8s8_gemm_ukernel_4x64c4p__<isa>: the quads of the cut
+// values, then per row its fixes (the parts the cuts left out, each one quad of one row);
+// acc is the exact int32 sum, as gemm_tile's.
+__attribute__((always_inline)) inline void gemm_tile_paired(const PackedWeights& w,
+                                                            const uint8_t* xq, int64_t ldq,
+                                                            int64_t m0, int64_t valid, int64_t br,
+                                                            const Avx512TileEpilogue<4>& te,
+                                                            const Epilogue& ep) {
+  constexpr int R = 4;
+  const int64_t gpr = (static_cast<int64_t>(w.k) + 3) / 4, step = ldq * 4;
+  __m512i acc[R][4];
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < 4; ++j) acc[r][j] = _mm512_setzero_si512();
+  const uint8_t* xt = xq + m0 * 4;
+  const uint8_t* xp = xt;
+  for (int64_t q = 0; q < gpr; ++q, xp += step) {
+    const DotPaired::Prepared v[4] = {{_mm512_loadu_si512(xp)},
+                                      {_mm512_loadu_si512(xp + 64)},
+                                      {_mm512_loadu_si512(xp + 128)},
+                                      {_mm512_loadu_si512(xp + 192)}};
+    const int32_t* wd = reinterpret_cast<const int32_t*>(w.pair_safe_values + (br * gpr + q) * 16);
+    if (kPrefetchDenseWeights > 0)
+      _mm_prefetch(reinterpret_cast<const char*>(wd) + kPrefetchDenseWeights, _MM_HINT_T0);
+    for (int r = 0; r < R; ++r) {
+      const DotPaired::Weight b = DotPaired::weight(wd + r);
+      for (int j = 0; j < 4; ++j) acc[r][j] = DotPaired::dot(acc[r][j], v[j], b);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    const int64_t n = br * R + r;
+    for (int32_t f = w.pair_fix_ptr[n]; f < w.pair_fix_ptr[n + 1]; ++f) {
+      const uint8_t* fp = xt + int64_t{w.pair_fix_quad[f]} * step;
+      const DotPaired::Weight b =
+          DotPaired::weight(reinterpret_cast<const int32_t*>(w.pair_fix_values + 4 * int64_t{f}));
+      for (int j = 0; j < 4; ++j)
+        acc[r][j] = DotPaired::dot(acc[r][j], {_mm512_loadu_si512(fp + 64 * j)}, b);
+    }
+  }
+  alignas(64) float stage[R][64];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+    const int64_t n = br * R + r;
+    if (n >= w.n) continue;
+    int8_row_epilogue(w, n, acc[r], te, stage[r]);
+  }
+  int8_tile_finish<R>(w, br, m0, valid, te, ep, stage);
+}
+
+// The packed dense GEMM for AVX-512 without VNNI: on the pair-safe form where the matrix
+// has it (bell-shaped weights), else widened (Dot).
+template <class Dot>
+void u8s8_gemm_packed_r4_paired(const PackedWeights& w, const uint8_t* xq, int64_t ldq,
+                                int64_t m_begin, int64_t m_end, int64_t br_begin, int64_t br_end,
+                                const Epilogue& ep) {
+  if (w.pair_safe_values == nullptr) {
+    u8s8_gemm_packed<Dot, 4>(w, xq, ldq, m_begin, m_end, br_begin, br_end, ep);
+    return;
+  }
+  Avx512TileEpilogue<4> te(ep);
+  for (int64_t m0 = m_begin; m0 < m_end; m0 += 64) {
+    const int64_t valid = m_end - m0 < 64 ? m_end - m0 : 64;
+    te.begin_tile(m0, valid);
+    for (int64_t br = br_begin; br < br_end; ++br)
+      gemm_tile_paired(w, xq, ldq, m0, valid, br, te, ep);
+  }
+}
+
 // Tuning knobs of the 1x4 kernel, fixed at build time (the measured choice is the default).
 #ifndef SPARQ_QUAD_ROWS
 #define SPARQ_QUAD_ROWS 2
