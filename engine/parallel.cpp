@@ -276,6 +276,24 @@ Epilogue epilogue_at(const Epilogue& ep, int64_t m0) {
   return e;
 }
 
+// f(t) for the tiles [0, tiles) of a call on w over m tokens: serially on one thread or when
+// the call is small, else whole tiles per thread, each thread a contiguous range. False,
+// with nothing run, when a large call has fewer tiles than threads.
+template <class F>
+bool run_whole_tiles(ThreadPool* pool, const PackedWeights& w, int64_t m, int64_t tiles, F&& f) {
+  const int threads = pool ? pool->threads() : 1;
+  const int64_t macs = w.num_groups * w.rows_per_block * w.group * m;
+  if (threads <= 1 || macs < kMinParallelMacs) {
+    for (int64_t t = 0; t < tiles; ++t) f(t);
+    return true;
+  }
+  if (tiles < threads) return false;
+  pool->parallel_for(threads, [&](int64_t i) {
+    for (int64_t t = tiles * i / threads; t < tiles * (i + 1) / threads; ++t) f(t);
+  });
+  return true;
+}
+
 void spmm_u8s8_in_panels(U8S8SpmmFn kernel, ThreadPool* pool, const PackedWeights& w,
                          const uint8_t* x, int64_t ldx, int64_t m, const Epilogue& ep) {
   const int64_t k = w.k, tiles = (m + kTile - 1) / kTile;
@@ -297,24 +315,14 @@ void spmm_u8s8_in_panels(U8S8SpmmFn kernel, ThreadPool* pool, const PackedWeight
   auto tile = [&](int64_t t, int64_t br0, int64_t br1) {
     kernel(w, panels + t * k * kTile, kTile, 0, valid_of(t), br0, br1, epilogue_at(ep, t * kTile));
   };
-  const int threads = pool ? pool->threads() : 1;
-  const int64_t macs = w.num_groups * w.rows_per_block * w.group * m;
-  if (threads <= 1 || macs < kMinParallelMacs) {
-    for (int64_t t = 0; t < tiles; ++t) {
-      copy_tile(t);
-      tile(t, 0, w.num_block_rows);
-    }
-    return;
-  }
-  if (tiles >= threads) {  // whole tiles per thread, as run_spmm splits token ranges
-    pool->parallel_for(threads, [&](int64_t i) {
-      for (int64_t t = tiles * i / threads; t < tiles * (i + 1) / threads; ++t) {
+  // Whole tiles per thread, as run_spmm splits token ranges.
+  if (run_whole_tiles(pool, w, m, tiles, [&](int64_t t) {
         copy_tile(t);
         tile(t, 0, w.num_block_rows);
-      }
-    });
+      })) {
     return;
   }
+  const int threads = pool->threads();
   for (int64_t t = 0; t < tiles; ++t) copy_tile(t);
   const std::vector<int64_t> b = partition_block_rows(w, int64_t{threads} * 4);
   pool->parallel_for(static_cast<int64_t>(b.size()) - 1, [&](int64_t i) {
@@ -362,10 +370,11 @@ const uint8_t* pack_quads_for_call(const SpmmKernels& kernels, ThreadPool* pool,
 // (pack_quads_for_call packs the whole call at ldq = M rounded up: at M 128 the kernel ran
 // its runtime-stride variant and each tile's quads used half the L1 sets, and with two
 // threads each read half its tile from the other core's cache. Zen 4, 1 thread, kernel-bench
-// 90% 1x4: 4.07 -> 4.58x oneDNN at 768 x 3072, docs/performance.md session 16. The serial
-// and whole-tiles-per-thread branches follow spmm_u8s8_in_panels; fewer tiles than threads on
-// pack_quads_for_call, whose slices of quads keep a single tile's pack parallel.)
-void spmm_u8s8_quads_in_tiles(const SpmmKernels& kernels, U8S8SpmmFn kernel, ThreadPool* pool,
+// 90% 1x4: 4.07 -> 4.58x oneDNN at 768 x 3072, docs/performance.md session 16. Tiles go out as
+// in spmm_u8s8_in_panels (run_whole_tiles); fewer tiles than threads on pack_quads_for_call,
+// whose slices of quads keep a single tile's pack parallel.)
+// False, with nothing run, for a large call with fewer tiles than threads.
+bool spmm_u8s8_quads_in_tiles(const SpmmKernels& kernels, U8S8SpmmFn kernel, ThreadPool* pool,
                               const PackedWeights& w, const uint8_t* x, int64_t ldx, int64_t m,
                               const Epilogue& ep) {
   const int64_t k = w.k, tiles = (m + kTile - 1) / kTile;
@@ -380,15 +389,7 @@ void spmm_u8s8_quads_in_tiles(const SpmmKernels& kernels, U8S8SpmmFn kernel, Thr
     kernels.u8_pack_quads(x + t * kTile, ldx, k, valid, xq, kTile);
     kernel(w, xq, kTile, 0, valid, 0, w.num_block_rows, epilogue_at(ep, t * kTile));
   };
-  const int threads = pool ? pool->threads() : 1;
-  const int64_t macs = w.num_groups * w.rows_per_block * w.group * m;
-  if (threads <= 1 || macs < kMinParallelMacs) {
-    for (int64_t t = 0; t < tiles; ++t) one_tile(t);
-    return;
-  }
-  pool->parallel_for(threads, [&](int64_t i) {
-    for (int64_t t = tiles * i / threads; t < tiles * (i + 1) / threads; ++t) one_tile(t);
-  });
+  return run_whole_tiles(pool, w, m, tiles, one_tile);
 }
 
 }  // namespace
@@ -402,8 +403,8 @@ void spmm_u8s8(const SpmmKernels& kernels, ThreadPool* pool, const PackedWeights
   U8S8SpmmFn packed_kernel = kernels.gemm_r4_for(w);
   if (w.quad_index != nullptr) packed_kernel = kernels.u8s8_quads_r1;
   const int threads = pool ? pool->threads() : 1;
-  if (w.quad_index != nullptr && packed_kernel != nullptr && (m + kTile - 1) / kTile >= threads) {
-    spmm_u8s8_quads_in_tiles(kernels, packed_kernel, pool, w, x, ldx, m, ep);
+  if (w.quad_index != nullptr && packed_kernel != nullptr && (m + kTile - 1) / kTile >= threads &&
+      spmm_u8s8_quads_in_tiles(kernels, packed_kernel, pool, w, x, ldx, m, ep)) {
     return;
   }
   if (packed_kernel != nullptr) {
