@@ -404,7 +404,7 @@ std::shared_ptr<const Model> Model::load(const std::string& path) {
       l.quad_index = quad_index_of(l.w);
       if (l.quad_index.size() > 0) l.w.quad_index = l.quad_index.as<uint16_t>();
       if (spmm_kernels().reads_pair_safe()) {
-        l.pair_safe = pair_safe_of(l.w);
+        l.pair_safe = pair_safe_of(l.w, spmm_kernels().u8s8_r4_sign_paired);
         l.pair_safe.attach(&l.w);
       }
     }

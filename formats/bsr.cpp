@@ -335,8 +335,8 @@ PackedMatrix PackedMatrix::pack(WeightType type, const void* w, const float* sca
   return p;
 }
 
-void PackedMatrix::derive_pair_safe() {
-  pair_safe_ = pair_safe_of(view_);
+void PackedMatrix::derive_pair_safe(bool sparse_rows4) {
+  pair_safe_ = pair_safe_of(view_, sparse_rows4);
   pair_safe_.attach(&view_);
 }
 
@@ -355,6 +355,24 @@ void PairSafeWeights::attach(PackedWeights* w) const {
 }
 
 namespace {
+
+void fill_buffer(AlignedBuffer& buf, const void* src, size_t bytes) {
+  buf.resize(std::max<size_t>(bytes, 1));
+  if (bytes > 0) std::memcpy(buf.data(), src, bytes);
+}
+
+// The paired arrays as a PairSafeWeights, or none past 1.5x w's groups: a group costs the
+// same whether its pairs are whole or half zeros, and there the widening kernel is kept.
+PairSafeWeights paired_form(const PackedWeights& w, const std::vector<int32_t>& ptr,
+                            const std::vector<uint16_t>& index, const std::vector<int8_t>& values) {
+  PairSafeWeights out;
+  const int64_t groups = static_cast<int64_t>(index.size() / 4);
+  if (2 * groups > 3 * w.num_groups) return out;
+  fill_buffer(out.paired_ptr, ptr.data(), ptr.size() * sizeof(int32_t));
+  fill_buffer(out.paired_index, index.data(), index.size() * sizeof(uint16_t));
+  fill_buffer(out.paired_values, values.data(), values.size());
+  return out;
+}
 
 // The sparse R = 1 form (PackedWeights::paired_*): per row, the minority sign's weights
 // each pair with one of the largest of the other sign (a pair of opposite signs never
@@ -426,28 +444,100 @@ PairSafeWeights sign_paired_of(const PackedWeights& w) {
     }
     ptr[static_cast<size_t>(n) + 1] = static_cast<int32_t>(index.size() / 4);
   }
-  // A group costs the same whether its pairs are whole or half zeros; past 1.5x the
-  // groups (one-signed weights too large to pair) the widening kernel is kept.
-  const int64_t groups = static_cast<int64_t>(index.size() / 4);
-  if (2 * groups > 3 * w.num_groups) return out;
-  auto fill = [](AlignedBuffer& buf, const void* src, size_t bytes) {
-    buf.resize(std::max<size_t>(bytes, 1));
-    if (bytes > 0) std::memcpy(buf.data(), src, bytes);
+  return paired_form(w, ptr, index, values);
+}
+
+// The sparse R = 4 form: the block-row's input columns (4 weights each, one a row) paired so
+// that every row's two weights are safe (opposite signs, one sign within 128, or a zero), by
+// a greedy pass in input order that takes each column's first safe partner among the next
+// kPairWindow unpaired ones (O(columns x window) at load); a column without one gets a
+// zero partner. Two pairs a group, [row][4] as the stored groups.
+PairSafeWeights sign_paired_rows4_of(const PackedWeights& w) {
+  PairSafeWeights out;
+  constexpr int64_t kPairWindow = 64;
+  if (w.k > 65536 || w.num_groups > std::numeric_limits<int32_t>::max() / 4) return out;
+  struct Col {
+    int32_t index;
+    int8_t v[4];
   };
-  fill(out.paired_ptr, ptr.data(), ptr.size() * sizeof(int32_t));
-  fill(out.paired_index, index.data(), index.size() * sizeof(uint16_t));
-  fill(out.paired_values, values.data(), values.size());
-  return out;
+  auto safe = [](int32_t a, int32_t b) {
+    return a == 0 || b == 0 || (a > 0) != (b > 0) || std::abs(a) + std::abs(b) <= 128;
+  };
+  auto compatible = [&](const Col& a, const Col& b) {
+    for (int r = 0; r < 4; ++r)
+      if (!safe(a.v[r], b.v[r])) return false;
+    return true;
+  };
+  const int8_t* v = static_cast<const int8_t*>(w.values);
+  std::vector<int32_t> ptr(static_cast<size_t>(w.num_block_rows) + 1, 0);
+  std::vector<uint16_t> index;
+  std::vector<int8_t> values;
+  std::vector<Col> cols;
+  std::vector<uint8_t> used;
+  std::vector<std::pair<int64_t, int64_t>> pairs;  // column indices, -1 = a zero partner
+  for (int64_t br = 0; br < w.num_block_rows; ++br) {
+    cols.clear();
+    for (int64_t g = w.group_ptr[br]; g < w.group_ptr[br + 1]; ++g) {
+      for (int j = 0; j < 4; ++j) {
+        Col c{w.indices[g * 4 + j], {}};
+        bool any = false;
+        for (int r = 0; r < 4; ++r) {
+          c.v[r] = v[g * 16 + r * 4 + j];
+          any = any || c.v[r] != 0;
+        }
+        if (any) cols.push_back(c);
+      }
+    }
+    const int64_t nc = static_cast<int64_t>(cols.size());
+    used.assign(static_cast<size_t>(nc), 0);
+    pairs.clear();
+    for (int64_t i = 0; i < nc; ++i) {
+      if (used[static_cast<size_t>(i)]) continue;
+      used[static_cast<size_t>(i)] = 1;
+      int64_t partner = -1;
+      for (int64_t j = i + 1, seen = 0; j < nc && seen < kPairWindow; ++j) {
+        if (used[static_cast<size_t>(j)]) continue;
+        ++seen;
+        if (compatible(cols[static_cast<size_t>(i)], cols[static_cast<size_t>(j)])) {
+          partner = j;
+          break;
+        }
+      }
+      if (partner >= 0) used[static_cast<size_t>(partner)] = 1;
+      pairs.emplace_back(i, partner);
+    }
+    for (size_t p = 0; p < pairs.size(); p += 2) {
+      int64_t slot[4] = {pairs[p].first, pairs[p].second, -1, -1};
+      if (p + 1 < pairs.size()) {
+        slot[2] = pairs[p + 1].first;
+        slot[3] = pairs[p + 1].second;
+      }
+      for (int j = 0; j < 4; ++j) {
+        // A zero slot repeats its pair's input (or the group's first).
+        const int64_t c = slot[j] >= 0 ? slot[j] : slot[j & 2] >= 0 ? slot[j & 2] : slot[0];
+        index.push_back(static_cast<uint16_t>(cols[static_cast<size_t>(c)].index));
+      }
+      for (int r = 0; r < 4; ++r)
+        for (int j = 0; j < 4; ++j)
+          values.push_back(slot[j] >= 0 ? cols[static_cast<size_t>(slot[j])].v[r] : int8_t{0});
+    }
+    ptr[static_cast<size_t>(br) + 1] = static_cast<int32_t>(index.size() / 4);
+  }
+  return paired_form(w, ptr, index, values);
 }
 
 }  // namespace
 
-PairSafeWeights pair_safe_of(const PackedWeights& w) {
+PairSafeWeights pair_safe_of(const PackedWeights& w, bool sparse_rows4) {
   PairSafeWeights out;
   if (w.type != WeightType::kS8 || w.group != 4) return out;
   if (!w.dense && w.rows_per_block == 1) {
     if (w.quad_index != nullptr || quad_index_of(w).size() > 0) return out;  // the quad kernel
     return sign_paired_of(w);
+  }
+  if (!w.dense && w.rows_per_block == 4) {
+    if (!sparse_rows4) return out;
+    return sign_paired_rows4_of(w);
   }
   if (!w.dense || w.rows_per_block != 4) return out;
   // The fix offsets are int32, and a group can have 4 fixes (one a row) while they are made.
@@ -498,12 +588,8 @@ PairSafeWeights pair_safe_of(const PackedWeights& w) {
   // Bell-shaped weights need far fewer (K 768: normal 1.8% of the pairs, fixes in 3.6% of
   // the rows' quads; laplace 0.4% and 0.8%).
   if (static_cast<int64_t>(fix_quad.size()) > w.num_groups) return PairSafeWeights{};
-  auto fill = [](AlignedBuffer& buf, const void* src, size_t bytes) {
-    buf.resize(std::max<size_t>(bytes, 1));
-    if (bytes > 0) std::memcpy(buf.data(), src, bytes);
-  };
-  fill(out.fix_quad, fix_quad.data(), fix_quad.size() * sizeof(int32_t));
-  fill(out.fix_values, fix_values.data(), fix_values.size());
+  fill_buffer(out.fix_quad, fix_quad.data(), fix_quad.size() * sizeof(int32_t));
+  fill_buffer(out.fix_values, fix_values.data(), fix_values.size());
   return out;
 }
 

@@ -90,6 +90,9 @@ inline constexpr int64_t kMaxInt8K = 65536;
 //  * a sparse matrix with R = 1 that is not a quad matrix: PackedWeights::paired_*, each
 //    row's nonzeros regrouped into sign-paired groups; none for one whose weights pair so
 //    badly (one sign and large) that the groups grow past 1.5x;
+//  * with sparse_rows4, a sparse matrix with R = 4: PackedWeights::paired_*, each
+//    block-row's input columns paired so that the pair is safe in all four rows (a column
+//    with no such partner pairs with a zero); none past 1.5x the groups either;
 // empty for any other matrix. Dense: a pair of weights of one sign whose
 // magnitudes sum past 128 keeps the larger weight and the smaller cut to the rest of 128
 // (same sign); the cut-off part goes to that row's fix for the quad. A pair of opposite
@@ -105,7 +108,7 @@ struct SPARQ_API PairSafeWeights {
   // Points w's pair-safe fields at these arrays (none when empty).
   void attach(PackedWeights* w) const;
 };
-SPARQ_API PairSafeWeights pair_safe_of(const PackedWeights& w);
+SPARQ_API PairSafeWeights pair_safe_of(const PackedWeights& w, bool sparse_rows4 = true);
 
 // Owning packed weights in the kernels' layout (see spmm.h). Rows per block-row are 4
 // when the block shape's `out` is a multiple of 4, else 1.
@@ -133,7 +136,7 @@ class SPARQ_API PackedMatrix {
   // Adds the pair-safe form (pair_safe_of; none for other matrices) for AVX2's dense
   // GEMM and 1x1 kernel. Not done by pack: the converter writes only the stored arrays, and a
   // loaded model derives them itself where the active kernels read them (engine/model.cpp).
-  void derive_pair_safe();
+  void derive_pair_safe(bool sparse_rows4 = true);
 
  private:
   static PackedMatrix pack(WeightType type, const void* w, const float* scales, int64_t n,

@@ -663,18 +663,92 @@ TEST(PairSafe, SparseRowsAreSignPaired) {
   EXPECT_TRUE(
       pair_safe_of(PackedMatrix::pack_s8(big.data(), sc.data(), n, k, kBlock1x1, false).view())
           .empty());
-  // The 1x4 pattern has its quad kernel, 4-row blocks theirs.
-  for (BlockShape b : {kBlock1x4, kBlock4x1}) {
-    std::vector<float> f = random_floats(static_cast<size_t>(n * k), 9);
-    prune_blocks(f.data(), n, k, b, 0.8);
-    std::vector<int8_t> fq(f.size());
-    quantize_per_channel(f.data(), n, k, fq.data(), sc.data());
-    EXPECT_TRUE(
-        pair_safe_of(PackedMatrix::pack_s8(fq.data(), sc.data(), n, k, b, false).view()).empty());
+  // The 1x4 pattern has its quad kernel; 4-row blocks have their own form (below), only
+  // where asked for.
+  std::vector<float> f = random_floats(static_cast<size_t>(n * k), 9);
+  prune_blocks(f.data(), n, k, kBlock1x4, 0.8);
+  std::vector<int8_t> fq(f.size());
+  quantize_per_channel(f.data(), n, k, fq.data(), sc.data());
+  EXPECT_TRUE(
+      pair_safe_of(PackedMatrix::pack_s8(fq.data(), sc.data(), n, k, kBlock1x4, false).view())
+          .empty());
+  EXPECT_TRUE(
+      pair_safe_of(PackedMatrix::pack_s8(q.data(), sc.data(), n, k, kBlock4x1, false).view(), false)
+          .empty());
+}
+
+// The sparse 4-row form: every input column (its 4 weights) exactly once, in every row
+// each pair safe, inputs in range; on the saturating weights, uniform ones (the most
+// pairs no row allows) and dense one-signed large ones (no two columns pair: no form).
+TEST(PairSafe, SparseBlockRowsArePairedInEveryRow) {
+  const int64_t n = 22, k = 301;  // a last block-row of 2 rows
+  for (int kind = 0; kind < 3; ++kind) {
+    std::vector<int8_t> q = sparse_int8_weights(n, k, false, 12);
+    if (kind == 2) {  // every weight one-signed and large: no two columns pair
+      for (size_t i = 0; i < q.size(); ++i) q[i] = static_cast<int8_t>(100 + i % 28);
+    }
+    if (kind == 1) {
+      uint32_t st = 3;
+      for (auto& x : q) {
+        st = st * 1664525u + 1013904223u;
+        x = (st >> 16) % 3 == 0 ? static_cast<int8_t>(static_cast<int32_t>((st >> 8) % 255) - 127)
+                                : int8_t{0};
+      }
+    }
+    std::vector<float> sc(static_cast<size_t>(n), 0.01f);
+    PackedMatrix p = PackedMatrix::pack_s8(q.data(), sc.data(), n, k, kBlock4x1, false);
+    p.derive_pair_safe();
+    const PackedWeights& v = p.view();
+    SCOPED_TRACE("kind " + std::to_string(kind));
+    if (kind == 2) {
+      EXPECT_EQ(v.paired_ptr, nullptr);
+      continue;
+    }
+    ASSERT_NE(v.paired_ptr, nullptr);
+    const int8_t* w = static_cast<const int8_t*>(v.values);
+    for (int64_t br = 0; br < v.num_block_rows; ++br) {
+      // (input, its 4 weights) of every column with a nonzero, stored and paired.
+      std::vector<std::vector<int32_t>> want, got;
+      for (int64_t g = v.group_ptr[br]; g < v.group_ptr[br + 1]; ++g)
+        for (int j = 0; j < 4; ++j) {
+          std::vector<int32_t> c = {v.indices[g * 4 + j]};
+          bool any = false;
+          for (int r = 0; r < 4; ++r) {
+            c.push_back(w[g * 16 + r * 4 + j]);
+            any = any || c.back() != 0;
+          }
+          if (any) want.push_back(c);
+        }
+      ASSERT_LE(v.paired_ptr[br], v.paired_ptr[br + 1]);
+      for (int64_t g = v.paired_ptr[br]; g < v.paired_ptr[br + 1]; ++g) {
+        for (int j = 0; j < 4; ++j) {
+          ASSERT_LT(v.paired_index[g * 4 + j], k);
+          std::vector<int32_t> c = {v.paired_index[g * 4 + j]};
+          bool any = false;
+          for (int r = 0; r < 4; ++r) {
+            c.push_back(v.paired_values[g * 16 + r * 4 + j]);
+            any = any || c.back() != 0;
+          }
+          if (any) got.push_back(c);
+        }
+        for (int r = 0; r < 4; ++r)
+          for (int j = 0; j < 4; j += 2) {
+            const int32_t a = v.paired_values[g * 16 + r * 4 + j];
+            const int32_t b = v.paired_values[g * 16 + r * 4 + j + 1];
+            if ((a > 0 && b > 0) || (a < 0 && b < 0)) {
+              EXPECT_LE(std::abs(a) + std::abs(b), 128) << "block-row " << br << " group " << g;
+            }
+          }
+      }
+      std::sort(want.begin(), want.end());
+      std::sort(got.begin(), got.end());
+      ASSERT_EQ(got, want) << "block-row " << br;
+    }
+    EXPECT_LE(2 * int64_t{v.paired_ptr[v.num_block_rows]}, 3 * v.num_groups);
   }
 }
 
-// The 1x1 kernels (on AVX2 the sign-paired one where the form exists) on those weights,
+// The 1x1 and 4x1 kernels (the sign-paired ones where the form exists) on those weights,
 // with activations of 255 everywhere (the saturating case) and mixed, against exact int64
 // sums, serial and threaded; token counts around the 32-token tile.
 TEST_P(SpmmIsaTest, SparseInt8SaturatingWeights) {
@@ -684,14 +758,19 @@ TEST_P(SpmmIsaTest, SparseInt8SaturatingWeights) {
       for (int xs = 0; xs < 2; ++xs) {
         std::vector<int8_t> q = sparse_int8_weights(sh.n, sh.k, one_sign, 8);
         std::vector<float> sc(static_cast<size_t>(sh.n), 1.0f);
-        PackedMatrix p = PackedMatrix::pack_s8(q.data(), sc.data(), sh.n, sh.k, kBlock1x1, false);
-        p.derive_pair_safe();
-        if (kernels().u8s8_r1_sign_paired && !one_sign && p.view().quad_index == nullptr) {
-          ASSERT_NE(p.view().paired_ptr, nullptr);
+        for (BlockShape b : {kBlock1x1, kBlock4x1}) {
+          PackedMatrix p = PackedMatrix::pack_s8(q.data(), sc.data(), sh.n, sh.k, b, false);
+          p.derive_pair_safe();
+          const bool paired =
+              b.out == 4 ? kernels().u8s8_r4_sign_paired : kernels().u8s8_r1_sign_paired;
+          if (paired && !one_sign && p.view().quad_index == nullptr && sh.k >= 32) {
+            ASSERT_NE(p.view().paired_ptr, nullptr);
+          }
+          SCOPED_TRACE("one_sign " + std::to_string(one_sign) + " block " + std::to_string(b.out) +
+                       "x" + std::to_string(b.in));
+          ExpectExactU8S8(kernels(), p, q, sh, xs == 1);
+          if (HasFatalFailure()) return;
         }
-        SCOPED_TRACE("one_sign " + std::to_string(one_sign));
-        ExpectExactU8S8(kernels(), p, q, sh, xs == 1);
-        if (HasFatalFailure()) return;
       }
 }
 

@@ -91,7 +91,9 @@ KernelBenchResult run_kernel_bench(const KernelBenchConfig& cfg) {
   auto pack = [&] {
     if (!cfg.int8) return PackedMatrix::pack_f32(wt.data(), n, k, block, dense);
     PackedMatrix p = PackedMatrix::pack_s8(q.data(), scales.data(), n, k, block, dense);
-    if (spmm_kernels().reads_pair_safe()) p.derive_pair_safe();  // as a loaded model
+    if (spmm_kernels().reads_pair_safe()) {  // as a loaded model
+      p.derive_pair_safe(spmm_kernels().u8s8_r4_sign_paired);
+    }
     return p;
   };
 

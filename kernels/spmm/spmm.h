@@ -66,16 +66,16 @@ struct PackedWeights {
   const int32_t* pair_fix_quad = nullptr;    // [pair_fix_ptr[num_block_rows * 4]]
   const int8_t* pair_fix_values = nullptr;   // [pair_fix_ptr[num_block_rows * 4]][4]
   // Set for a sparse int8 matrix with R = 1 that is not a quad matrix (the 1x1 pattern),
-  // on the same kernels: each row's nonzeros regrouped into sign-paired groups of 4 inputs,
-  // rows [paired_ptr[n], paired_ptr[n + 1]) of paired_index (4 inputs a group) and
-  // paired_values (their 4 weights), where each pair (slots 0-1, 2-3) is of opposite signs,
-  // or of one sign with |w0| + |w1| <= 128, or has a zero: no u8 input can saturate its
-  // int16 pair sum. The same nonzeros as the row's groups, so the same exact int32 sums.
-  // Zero slots repeat an input of their group. Derived (pair_safe_of in formats/bsr.h),
-  // never stored.
-  const int32_t* paired_ptr = nullptr;     // [n + 1]
-  const uint16_t* paired_index = nullptr;  // [paired_ptr[n]][4] (K <= 65536)
-  const int8_t* paired_values = nullptr;   // [paired_ptr[n]][4]
+  // or with R = 4, on the same kernels: each block-row's nonzeros regrouped into
+  // sign-paired groups of 4 inputs, block-rows [paired_ptr[br], paired_ptr[br + 1]) of
+  // paired_index (4 inputs a group) and paired_values (their R x 4 weights, [row][4]),
+  // where in every row each pair (slots 0-1, 2-3) is of opposite signs, or of one sign
+  // with |w0| + |w1| <= 128, or has a zero: no u8 input can saturate its int16 pair sum.
+  // The same nonzeros as the stored groups, so the same exact int32 sums. Zero slots repeat
+  // an input of their group. Derived (pair_safe_of in formats/bsr.h), never stored.
+  const int32_t* paired_ptr = nullptr;     // [num_block_rows + 1]
+  const uint16_t* paired_index = nullptr;  // [paired_ptr[num_block_rows]][4] (K <= 65536)
+  const int8_t* paired_values = nullptr;   // [paired_ptr[num_block_rows]][R][4]
   int64_t num_groups = 0;                  // total groups over all block-rows
   const int32_t* group_ptr = nullptr;      // [num_block_rows + 1]; null when dense
   const int32_t* indices = nullptr;        // [num_groups * G]; null when dense
@@ -186,6 +186,9 @@ struct SpmmKernels {
   // widening one otherwise), and its name then.
   bool u8s8_r1_sign_paired = false;
   const char* u8s8_r1_paired_name = "";
+  // The same for u8s8_r4 (4-row matrices' paired form, pair_safe_of's sparse_rows4).
+  bool u8s8_r4_sign_paired = false;
+  const char* u8s8_r4_paired_name = "";
 
   // The packed dense GEMM for w, or null: w is not dense int8 with R = 4, or the GEMM
   // needs pair-safe weights that w lacks.
@@ -197,7 +200,8 @@ struct SpmmKernels {
   // Whether some kernel here reads a matrix's pair-safe form (pair_safe_of), which a loaded
   // model then derives.
   bool reads_pair_safe() const {
-    return u8s8_gemm_r4_pair_safe || u8s8_r1_sign_paired || u8s8_gemm_r4_paired_name != nullptr;
+    return u8s8_gemm_r4_pair_safe || u8s8_r1_sign_paired || u8s8_r4_sign_paired ||
+           u8s8_gemm_r4_paired_name != nullptr;
   }
   // The name of the kernel gemm_r4_for(w) runs.
   const char* gemm_r4_name(const PackedWeights& w) const {
@@ -211,7 +215,9 @@ struct SpmmKernels {
   const char* u8s8_name(int r) const { return r == 4 ? u8s8_r4_name : u8s8_r1_name; }
   // The name of the kernel u8s8(R) runs on w.
   const char* u8s8_name(const PackedWeights& w) const {
-    if (w.rows_per_block == 4) return u8s8_r4_name;
+    if (w.rows_per_block == 4) {
+      return u8s8_r4_sign_paired && w.paired_ptr != nullptr ? u8s8_r4_paired_name : u8s8_r4_name;
+    }
     return u8s8_r1_sign_paired && w.paired_ptr != nullptr ? u8s8_r1_paired_name : u8s8_r1_name;
   }
 };

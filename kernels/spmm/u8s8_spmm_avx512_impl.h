@@ -70,7 +70,7 @@ struct DotWiden16 {
   }
 };
 
-// For AVX-512 without VNNI on sign-paired groups (PackedWeights::paired_*, R = 1 only):
+// For AVX-512 without VNNI on sign-paired groups (PackedWeights::paired_*):
 // vpmaddubsw adds each pair of u8 x s8 products in saturating int16, which those groups
 // never reach, and vpmaddwd with ones adds a token's two pairs in int32: the exact
 // vpdpbusd in two instructions, with no widening of activations or weights.
@@ -136,8 +136,8 @@ inline void int8_tile_finish(const PackedWeights& w, int64_t br, int64_t m0, int
 }
 
 // One tile: block-row `br`, tokens [m0, m0 + valid), accumulators in registers from
-// the first group to the epilogue. kPaired (R = 1, Dot = DotPaired): the row's
-// sign-paired groups (PackedWeights::paired_*) instead of its stored ones.
+// the first group to the epilogue. kPaired (Dot = DotPaired): the block-row's sign-paired
+// groups (PackedWeights::paired_*) instead of its stored ones.
 template <class Dot, int R, bool kDense, bool kFull, int64_t kLd, bool kPaired = false>
 __attribute__((always_inline)) inline void u8s8_tile(const PackedWeights& w, const uint8_t* x,
                                                      int64_t ldx_rt, int64_t m0, int64_t valid,
@@ -150,7 +150,7 @@ __attribute__((always_inline)) inline void u8s8_tile(const PackedWeights& w, con
   __m512i acc[R][4];
   for (int r = 0; r < R; ++r)
     for (int j = 0; j < 4; ++j) acc[r][j] = _mm512_setzero_si512();
-  static_assert(!kPaired || (R == 1 && !kDense), "sign-paired groups: sparse R = 1");
+  static_assert(!kPaired || !kDense, "sign-paired groups: sparse matrices");
   const int8_t* values = kPaired ? w.paired_values : static_cast<const int8_t*>(w.values);
   const int64_t gpr = (static_cast<int64_t>(w.k) + 3) / 4;
   const int64_t g0 = kDense ? br * gpr : kPaired ? w.paired_ptr[br] : w.group_ptr[br];
@@ -163,7 +163,8 @@ __attribute__((always_inline)) inline void u8s8_tile(const PackedWeights& w, con
       const uint16_t* idx = w.paired_index + g * 4;
       if (kPrefetchWeights > 0) {
         _mm_prefetch(reinterpret_cast<const char*>(idx) + kPrefetchWeights, _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(values + g * 4) + kPrefetchWeights, _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(values + g * R * 4) + kPrefetchWeights,
+                     _MM_HINT_T0);
       }
       i0 = idx[0];
       i1 = idx[1];
@@ -265,13 +266,14 @@ void u8s8_spmm(const PackedWeights& w, const uint8_t* x, int64_t ldx, int64_t m_
   }
 }
 
-// The 1x1 kernel on sign-paired groups (DotPaired; u8s8_bsr1x1_spmm_ukernel_1x64c4p__<isa>),
-// where the matrix has them, else u8s8_spmm<Dot, 1>: the same tiles and panel sweep.
-template <class Dot>
-void u8s8_spmm_r1_paired(const PackedWeights& w, const uint8_t* x, int64_t ldx, int64_t m_begin,
-                         int64_t m_end, int64_t br_begin, int64_t br_end, const Epilogue& ep) {
+// The sparse kernels on sign-paired groups (DotPaired; u8s8_bsr{4x1,1x1}_spmm_ukernel_
+// {4,1}x64c4p__<isa>), where the matrix has them, else u8s8_spmm<Dot, R>: the same tiles and
+// panel sweep.
+template <class Dot, int R>
+void u8s8_spmm_paired(const PackedWeights& w, const uint8_t* x, int64_t ldx, int64_t m_begin,
+                      int64_t m_end, int64_t br_begin, int64_t br_end, const Epilogue& ep) {
   if (w.paired_ptr == nullptr) {
-    u8s8_spmm<Dot, 1>(w, x, ldx, m_begin, m_end, br_begin, br_end, ep);
+    u8s8_spmm<Dot, R>(w, x, ldx, m_begin, m_end, br_begin, br_end, ep);
     return;
   }
   Avx512TileEpilogue<4> te(ep);
@@ -281,13 +283,13 @@ void u8s8_spmm_r1_paired(const PackedWeights& w, const uint8_t* x, int64_t ldx, 
     avx512_prefetch_panel_l2(x + m0, w.k, ldx, valid);
     if (valid == 64 && ldx == 64) {
       for (int64_t br = br_begin; br < br_end; ++br)
-        u8s8_tile<DotPaired, 1, false, true, 64, true>(w, x, ldx, m0, valid, br, te, ep);
+        u8s8_tile<DotPaired, R, false, true, 64, true>(w, x, ldx, m0, valid, br, te, ep);
     } else if (valid == 64) {
       for (int64_t br = br_begin; br < br_end; ++br)
-        u8s8_tile<DotPaired, 1, false, true, 0, true>(w, x, ldx, m0, valid, br, te, ep);
+        u8s8_tile<DotPaired, R, false, true, 0, true>(w, x, ldx, m0, valid, br, te, ep);
     } else {
       for (int64_t br = br_begin; br < br_end; ++br)
-        u8s8_tile<DotPaired, 1, false, false, 0, true>(w, x, ldx, m0, valid, br, te, ep);
+        u8s8_tile<DotPaired, R, false, false, 0, true>(w, x, ldx, m0, valid, br, te, ep);
     }
   }
 }
