@@ -140,21 +140,27 @@ KernelBenchResult run_kernel_bench(const KernelBenchConfig& cfg) {
   res.onednn_impl = dnn.implementation();
 
   ThreadPool pool(cfg.threads);
+  // SPARQ_KB_X=hot: both sides read one activation buffer every call (the weights still
+  // rotate), as a planned model's matmul reads the panel its producer has just written;
+  // by default the activations rotate with the weights and come from DRAM.
+  const char* x_env = std::getenv("SPARQ_KB_X");
+  const bool hot_x = x_env != nullptr && std::string(x_env) == "hot";
   auto run_sparq = [&](int i) {
     SparqCopy& c = sq[static_cast<size_t>(i) % sq.size()];
+    const SparqCopy& xc = hot_x ? sq[0] : c;
     Epilogue ep;
     ep.out_f32 = y.as<float>();
     ep.ld_out = m;
     if (std::getenv("SPARQ_KB_GELU")) ep.activation = Activation::kGeluErf;
     if (cfg.int8) {
       ep.channel_scale = c.w.view().scales;
-      ep.token_scale = c.token_scale.data();
-      spmm_u8s8(kernels, &pool, c.w.view(), c.x.as<uint8_t>(), m, m, ep);
+      ep.token_scale = xc.token_scale.data();
+      spmm_u8s8(kernels, &pool, c.w.view(), xc.x.as<uint8_t>(), m, m, ep);
     } else {
-      spmm_f32(kernels, &pool, c.w.view(), c.x.as<float>(), m, m, ep);
+      spmm_f32(kernels, &pool, c.w.view(), xc.x.as<float>(), m, m, ep);
     }
   };
-  auto run_dnn = [&](int i) { dnn.run(i); };
+  auto run_dnn = [&](int i) { dnn.run(i, hot_x); };
 
   // Warm up both (page faults, thread start-up), then size a sample to about
   // sample_seconds from the warm-up rate.

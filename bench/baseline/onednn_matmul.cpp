@@ -83,11 +83,12 @@ void OnednnMatmul::set_weights(const float* wt) {
   p.stream.wait();
 }
 
-void OnednnMatmul::run(int i) {
+void OnednnMatmul::run(int i, bool hot_src) {
   Impl& p = *impl_;
   const size_t c = static_cast<size_t>(i) % p.src.size();
-  p.prim.execute(
-      p.stream, {{DNNL_ARG_SRC, p.src[c]}, {DNNL_ARG_WEIGHTS, p.wei[c]}, {DNNL_ARG_DST, p.dst[0]}});
+  p.prim.execute(p.stream, {{DNNL_ARG_SRC, p.src[hot_src ? 0 : c]},
+                            {DNNL_ARG_WEIGHTS, p.wei[c]},
+                            {DNNL_ARG_DST, p.dst[0]}});
   p.stream.wait();
 }
 

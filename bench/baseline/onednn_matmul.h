@@ -23,8 +23,9 @@ class OnednnMatmul {
   // Loads weights W^T[N][K] (fp32; int8 quantized per output channel inside) into
   // every copy and random activations.
   void set_weights(const float* wt);
-  // Runs copy `i % copies` once.
-  void run(int i);
+  // Runs copy `i % copies` once; with hot_src on copy 0's activations (the weights of copy
+  // i % copies), whose bytes then stay cached from call to call.
+  void run(int i, bool hot_src = false);
   int copies() const;
   std::string implementation() const;  // oneDNN's implementation name, e.g. brg:avx512_core_vnni
 
