@@ -501,16 +501,24 @@ class Machine {
                        const float* gamma, const float* beta, float eps, const QuantOut& q,
                        RunState& st) const {
     alignas(64) float mx[kPanel];
-    float* absmax = q.out >= 0 ? mx : nullptr;
+    float* absmax = q.scales >= 0 ? mx : nullptr;
     fm_.layernorm(x, kPanel, F, 0, n, gamma, beta, eps, y, kPanel, absmax);
-    if (q.out >= 0) quantize_panel(q, y, F, pn, n, absmax, st);
+    if (q.scales >= 0) quantize_panel(q, y, F, pn, n, absmax, st);
   }
 
   // Quantizes panel pn (n tokens, F features) into q's buffers; absmax: the per-token
-  // maxima its producer took, or null.
+  // maxima its producer took, or null. Without a plain u8 buffer (every consumer reads the
+  // quad order), the u8 panel goes through this thread's scratch on its way to the quads.
   void quantize_panel(const QuantOut& q, const float* panel, int64_t F, int64_t pn, int64_t n,
                       const float* absmax, RunState& st) const {
-    uint8_t* qp = st.buf[static_cast<size_t>(q.out)] + pn * F * kPanel;
+    thread_local AlignedBuffer plain;
+    uint8_t* qp;
+    if (q.out >= 0) {
+      qp = st.buf[static_cast<size_t>(q.out)] + pn * F * kPanel;
+    } else {
+      if (plain.size() < static_cast<size_t>(F * kPanel)) plain.resize(F * kPanel);
+      qp = plain.as<uint8_t>();
+    }
     float* sc = reinterpret_cast<float*>(st.buf[static_cast<size_t>(q.scales)]) + pn * kPanel;
     fm_.quantize(panel, kPanel, F, 0, n, absmax, qp, kPanel, sc);
     // The quad order of the panel just written, while it is in this core's L1/L2.
@@ -957,7 +965,7 @@ class Planner {
   // same u8 in quad order. A slot is quantized by one step; a consumer that reads the
   // other order adds it to that step's outputs.
   void q8(int s, int* q, int* scales, bool quads = false) {
-    if (slot(s).q8 < 0 && slot(s).view_of >= 0) {  // one quantization for every view
+    if (slot(s).q8_step < 0 && slot(s).view_of >= 0) {  // one quantization for every view
       q8(slot(s).view_of, q, scales, quads);
       const Slot& base = slot(slot(s).view_of);
       slot(s).q8 = base.q8;
@@ -965,30 +973,37 @@ class Planner {
       slot(s).q8q = base.q8q;
       slot(s).q8_step = base.q8_step;
     }
-    if (slot(s).q8 < 0) {
+    if (slot(s).q8_step < 0) {  // the step that quantizes it, and the scales
       const int src = fm(s);
       const Slot& o = slot(s);
-      const int out = new_buffer(fm_bytes(o.features(), o.tokens(), 1));
       const int sc = new_buffer(fm_bytes(1, o.tokens(), 4));
       int at = quantizing_producer(src);
       if (at >= 0) {  // the LayerNorm that wrote it quantizes it too
         QuantOut& qo = *quant_out(&p_.steps[static_cast<size_t>(at)]);
-        qo.out = out;
         qo.scales = sc;
-        written_at(out, at);
         written_at(sc, at);
         ++p_.summary.fused_quantize;
       } else {
         QuantizeStep t;
         t.src = src;
-        t.q.out = out;
         t.q.scales = sc;
         emit(Step(t, o.features(), o.tokens()));
         at = static_cast<int>(p_.steps.size()) - 1;
       }
-      slot(s).q8 = out;
       slot(s).q8s = sc;
       slot(s).q8_step = at;
+    }
+    // Each order only when a consumer reads it: the 1x4 kernels read only the quads.
+    if (!quads && slot(s).q8 < 0) {
+      const int at = slot(s).q8_step;
+      QuantOut& t = *quant_out(&p_.steps[static_cast<size_t>(at)]);
+      const Slot& o = slot(s);
+      t.out = new_buffer(fm_bytes(o.features(), o.tokens(), 1));
+      written_at(t.out, at);
+      slot(s).q8 = t.out;
+      for (Slot& v : p_.slots) {  // views sharing the quantization see it too
+        if (v.q8_step == at) v.q8 = t.out;
+      }
     }
     if (quads && slot(s).q8q < 0) {
       const int at = slot(s).q8_step;
