@@ -171,7 +171,8 @@ struct SpmmKernels {
   bool u8s8_gemm_r4_pair_safe = false;
   // Else, where set: u8s8_gemm_r4 runs a faster kernel on pair_safe_values where they are
   // set (a widening one otherwise), and its name then.
-  const char* u8s8_gemm_r4_paired_name = nullptr;
+  bool u8s8_gemm_r4_paired = false;
+  const char* u8s8_gemm_r4_paired_name = "";
   // Optional sparse int8 kernel for quad matrices (PackedWeights::quad_index, the 1x4
   // pattern) on activations in quad order (u8_pack_quads; ldx = ldq, a multiple of 64,
   // tokens up to the next multiple of 64 readable). One 32-bit weight broadcast and one
@@ -201,13 +202,12 @@ struct SpmmKernels {
   // model then derives.
   bool reads_pair_safe() const {
     return u8s8_gemm_r4_pair_safe || u8s8_r1_sign_paired || u8s8_r4_sign_paired ||
-           u8s8_gemm_r4_paired_name != nullptr;
+           u8s8_gemm_r4_paired;
   }
   // The name of the kernel gemm_r4_for(w) runs.
   const char* gemm_r4_name(const PackedWeights& w) const {
-    return u8s8_gemm_r4_paired_name != nullptr && w.pair_safe_values != nullptr
-               ? u8s8_gemm_r4_paired_name
-               : u8s8_gemm_r4_name;
+    return u8s8_gemm_r4_paired && w.pair_safe_values != nullptr ? u8s8_gemm_r4_paired_name
+                                                                : u8s8_gemm_r4_name;
   }
   F32SpmmFn f32(int rows_per_block) const { return rows_per_block == 4 ? f32_r4 : f32_r1; }
   U8S8SpmmFn u8s8(int rows_per_block) const { return rows_per_block == 4 ? u8s8_r4 : u8s8_r1; }

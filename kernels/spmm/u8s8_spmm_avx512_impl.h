@@ -112,6 +112,22 @@ static inline __m512i load_tokens(const uint8_t* p, bool full, __mmask64 mask) {
   return full ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi8(mask, p);
 }
 
+// A sparse group's 4 inputs (int32 stored, uint16 paired), with the weight streams
+// prefetched kPrefetchWeights bytes ahead.
+template <class Index>
+__attribute__((always_inline)) inline void group_indices(const Index* idx, const int8_t* values,
+                                                         int64_t& i0, int64_t& i1, int64_t& i2,
+                                                         int64_t& i3) {
+  if (kPrefetchWeights > 0) {
+    _mm_prefetch(reinterpret_cast<const char*>(idx) + kPrefetchWeights, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(values) + kPrefetchWeights, _MM_HINT_T0);
+  }
+  i0 = idx[0];
+  i1 = idx[1];
+  i2 = idx[2];
+  i3 = idx[3];
+}
+
 // The end of an int8 tile, shared by the sparse, the 1x4 and the packed dense kernels: row
 // n's NV token-ordered int32 vectors minus the compensation, to float, through the epilogue.
 template <int NV>
@@ -160,16 +176,7 @@ __attribute__((always_inline)) inline void u8s8_tile(const PackedWeights& w, con
   for (int64_t g = g0; g < g1; ++g) {
     int64_t i0, i1, i2, i3;
     if (kPaired) {
-      const uint16_t* idx = w.paired_index + g * 4;
-      if (kPrefetchWeights > 0) {
-        _mm_prefetch(reinterpret_cast<const char*>(idx) + kPrefetchWeights, _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(values + g * R * 4) + kPrefetchWeights,
-                     _MM_HINT_T0);
-      }
-      i0 = idx[0];
-      i1 = idx[1];
-      i2 = idx[2];
-      i3 = idx[3];
+      group_indices(w.paired_index + g * 4, values + g * R * 4, i0, i1, i2, i3);
     } else if (kDense) {
       const int64_t first = (g - g0) * 4;
       i0 = first;
@@ -178,15 +185,7 @@ __attribute__((always_inline)) inline void u8s8_tile(const PackedWeights& w, con
       i3 = first + 3 <= k_last ? first + 3 : k_last;
     } else {
       const int32_t* idx = w.indices + g * 4;
-      if (kPrefetchWeights > 0) {
-        _mm_prefetch(reinterpret_cast<const char*>(idx) + kPrefetchWeights, _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(values + g * R * 4) + kPrefetchWeights,
-                     _MM_HINT_T0);
-      }
-      i0 = idx[0];
-      i1 = idx[1];
-      i2 = idx[2];
-      i3 = idx[3];
+      group_indices(idx, values + g * R * 4, i0, i1, i2, i3);
       // The rows of a later group are random L2 lines: start them early.
       if (kPrefetchGroups > 0 && g + kPrefetchGroups < g1) {
         const int32_t* pf = idx + 4 * kPrefetchGroups;

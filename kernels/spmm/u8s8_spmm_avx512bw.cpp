@@ -31,6 +31,7 @@ const SpmmKernels& kernels() {
     t.u8_pack_quads = u8_pack_quads;
     t.u8s8_gemm_r4 = u8s8_gemm_packed_r4_paired<DotWiden16>;
     t.u8s8_gemm_r4_name = "u8s8_gemm_ukernel_4x64c4__avx512bw";
+    t.u8s8_gemm_r4_paired = true;
     t.u8s8_gemm_r4_paired_name = "u8s8_gemm_ukernel_4x64c4p__avx512bw";
     t.u8s8_quads_r1 = u8s8_quads_spmm<DotWiden16>;
     t.u8s8_quads_r1_name = "u8s8_bsr1x4_spmm_ukernel_" SPARQ_QUAD_SHAPE "__avx512bw";
