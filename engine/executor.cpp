@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <set>
+#include <thread>
 #include <variant>
 
 #include "engine/graph_index.h"
@@ -340,11 +341,7 @@ class Machine {
     if (opts_.profile) {
       const auto t0 = Profile::Clock::now();
       exec_step(p, s, st);
-      std::string key = s.name();
-      if (const auto* g = std::get_if<GenericStep>(&s.op)) key += " " + g->node->op;
-      if (const auto* mm = std::get_if<MatMulStep>(&s.op))
-        key += mm->w->type == WeightType::kS8 ? " int8" : " fp32";
-      profile_.add(key, t0);
+      profile_.add(profile_key(s), t0);
       return;
     }
     exec_step(p, s, st);
@@ -700,16 +697,98 @@ class Machine {
   void exec_segment(const Executor::Plan& p, const Step* first, const Step* last, RunState& st) {
     const int64_t m = first->cols, panels = panels_of(m);
     const int64_t np = std::min<int64_t>(panels, pool_->threads());
-    pool_->parallel_for(np, [&](int64_t part) {
-      for (int64_t pn = panels * part / np; pn < panels * (part + 1) / np; ++pn) {
-        t_segment_panel = pn;
-        for (const Step* s = first; s != last; ++s) exec_step(p, *s, st);
-      }
-      t_segment_panel = -1;
-    });
+    if (opts_.profile) {
+      profile_segment(p, first, last, st, np);
+    } else {
+      pool_->parallel_for(np, [&](int64_t part) { segment_part(p, first, last, st, part, np); });
+    }
     for (const Step* s = first; s != last; ++s) release(*s, st);
   }
 
+ private:
+  // Part `part` of np of a segment: its panels through every step. step_ms (profiling):
+  // this part's time in each step, added.
+  void segment_part(const Executor::Plan& p, const Step* first, const Step* last, RunState& st,
+                    int64_t part, int64_t np, double* step_ms = nullptr) {
+    const int64_t panels = panels_of(first->cols);
+    for (int64_t pn = panels * part / np; pn < panels * (part + 1) / np; ++pn) {
+      t_segment_panel = pn;
+      for (const Step* s = first; s != last; ++s) {
+        if (step_ms == nullptr) {
+          exec_step(p, *s, st);
+          continue;
+        }
+        const auto t0 = Profile::Clock::now();
+        exec_step(p, *s, st);
+        step_ms[s - first] +=
+            std::chrono::duration<double, std::milli>(Profile::Clock::now() - t0).count();
+      }
+    }
+    t_segment_panel = -1;
+  }
+
+  static std::string profile_key(const Step& s) {
+    std::string key = s.name();
+    if (const auto* g = std::get_if<GenericStep>(&s.op)) key += " " + g->node->op;
+    if (const auto* mm = std::get_if<MatMulStep>(&s.op))
+      key += mm->w->type == WeightType::kS8 ? " int8" : " fp32";
+    return key;
+  }
+
+  // SPARQ_PROFILE=segments: a segment runs as one region, as it does unprofiled. Keys:
+  // "seg <steps> wall" (the region), "... slowest part" and "... fastest part" (the
+  // threads' shares: their difference is time a thread waited), "... last start" (how long
+  // after the region began its last part started: a worker's wake-up), and each step's
+  // thread time summed over the parts, "<step> (all threads)", to set against its time at
+  // one thread. A region in which one thread ran more than one part counts a call of
+  // "... shared a thread".
+  void profile_segment(const Executor::Plan& p, const Step* first, const Step* last, RunState& st,
+                       int64_t np) {
+    using Clock = Profile::Clock;
+    struct Part {
+      Clock::time_point start, end;
+      std::thread::id thread;
+    };
+    const size_t steps = static_cast<size_t>(last - first);
+    std::vector<Part> parts(static_cast<size_t>(np));
+    std::vector<double> step_ms(static_cast<size_t>(np) * steps, 0.0);
+    const Clock::time_point t0 = Clock::now();
+    pool_->parallel_for(np, [&](int64_t part) {
+      Part& r = parts[static_cast<size_t>(part)];
+      r.start = Clock::now();
+      r.thread = std::this_thread::get_id();
+      segment_part(p, first, last, st, part, np, &step_ms[static_cast<size_t>(part) * steps]);
+      r.end = Clock::now();
+    });
+    const double wall = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    auto ms = [](Clock::time_point a, Clock::time_point b) {
+      return std::chrono::duration<double, std::milli>(b - a).count();
+    };
+    std::string key = "seg";
+    for (const Step* s = first; s != last; ++s)
+      key += std::string(s == first ? " " : "+") + s->name();
+    double slowest = 0, fastest = 1e300, latest = 0;
+    std::set<std::thread::id> threads;
+    for (const Part& r : parts) {
+      slowest = std::max(slowest, ms(r.start, r.end));
+      fastest = std::min(fastest, ms(r.start, r.end));
+      latest = std::max(latest, ms(t0, r.start));
+      threads.insert(r.thread);
+    }
+    profile_.add_ms(key + " wall", wall);
+    profile_.add_ms(key + " slowest part", slowest);
+    profile_.add_ms(key + " fastest part", fastest);
+    profile_.add_ms(key + " last start", latest);
+    if (static_cast<int64_t>(threads.size()) < np) profile_.add_ms(key + " shared a thread", 0);
+    for (size_t i = 0; i < steps; ++i) {
+      double sum = 0;
+      for (int64_t part = 0; part < np; ++part)
+        sum += step_ms[static_cast<size_t>(part) * steps + i];
+      profile_.add_ms(profile_key(first[i]) + " (all threads)", sum);
+    }
+  }
+
+ public:
  private:
   // f(panel, tokens in it) for every kPanel-token panel of [0, m), contiguous ranges of
   // panels per thread (the same split for every step, so a thread's tokens stay in its
@@ -1788,8 +1867,8 @@ std::map<std::string, Value> Executor::run(const std::map<std::string, Value>& i
   st.env.assign(p.slots.size(), nullptr);
   for (const auto& in : p.inputs) st.env[static_cast<size_t>(in.second)] = inputs.at(in.first);
   // Runs of panel-local steps on the same tokens go out as one parallel region each
-  // (not while profiling, which times steps one by one).
-  const bool segmented = pool_->threads() > 1 && !options_.profile;
+  // (not under SPARQ_PROFILE=1, which times steps one by one; SPARQ_PROFILE=segments keeps them).
+  const bool segmented = pool_->threads() > 1 && (!options_.profile || options_.profile_segments);
   for (size_t i = 0; i < p.steps.size();) {
     const size_t j = segmented ? static_cast<size_t>(p.seg_end[i]) : i + 1;
     if (j - i >= 2) {

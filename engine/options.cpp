@@ -33,7 +33,8 @@ RuntimeOptions parse() {
   const std::string pool = knob("SPARQ_POOL");
   if (pool == "team") o.pool = PoolKind::kTeam;
   else if (!pool.empty() && pool != "tbb") bad_value("SPARQ_POOL", pool, "tbb, team", "tbb");
-  o.profile = flag("SPARQ_PROFILE");
+  o.profile_segments = knob("SPARQ_PROFILE") == "segments";
+  o.profile = o.profile_segments || flag("SPARQ_PROFILE");
   return o;
 }
 

@@ -32,7 +32,10 @@ struct RuntimeOptions {
   // preset: Debian's libtbb is not instrumented).
   PoolKind pool = PoolKind::kTbb;
   // SPARQ_PROFILE=1: per-step times on stderr (steps then run one region at a time).
+  // SPARQ_PROFILE=segments: panel segments kept (as an unprofiled run), each timed whole,
+  // with the busiest and the idlest thread's time inside it.
   bool profile = false;
+  bool profile_segments = false;
   PlanOptions plan;
 
   // The environment's values, parsed on first use.

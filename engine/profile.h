@@ -15,8 +15,11 @@ class Profile {
  public:
   using Clock = std::chrono::steady_clock;
   void add(const std::string& key, Clock::time_point since) {
+    add_ms(key, std::chrono::duration<double, std::milli>(Clock::now() - since).count());
+  }
+  void add_ms(const std::string& key, double ms) {
     auto& e = times_[key];
-    e.first += std::chrono::duration<double, std::milli>(Clock::now() - since).count();
+    e.first += ms;
     ++e.second;
   }
   // One line per key, then starts over.

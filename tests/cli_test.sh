@@ -120,6 +120,23 @@ import json; d=json.load(open('$work/bi.json'))
 assert d['instances']==2 and d['threads_per_instance']==1 and d['threads']==2 and d['throughput_seq_per_s']>0
 assert d['latency_ms']['p50'] <= d['latency_ms']['p90'] <= d['latency_ms']['p99']"; then
   pass "bench --instances 2 --threads-per-instance 1"; else fail "bench --instances"; fi
+# SPARQ_PROFILE: per-step times (1) or panel segments timed whole (segments, as a run
+# without profiling executes); the outputs are the unprofiled run's, bit for bit.
+if "$sparq" run "$work/int8.sparq" $ins -o "$work/prof0" --threads 2 2>/dev/null &&
+   SPARQ_PROFILE=segments "$sparq" run "$work/int8.sparq" $ins -o "$work/prof2" --threads 2 2>/dev/null &&
+   SPARQ_PROFILE=1 "$sparq" run "$work/int8.sparq" $ins -o "$work/prof1" --threads 2 2>/dev/null &&
+   cmp -s "$work/prof0/last_hidden_state.npy" "$work/prof2/last_hidden_state.npy" &&
+   cmp -s "$work/prof0/last_hidden_state.npy" "$work/prof1/last_hidden_state.npy" &&
+   SPARQ_PROFILE=segments "$sparq" bench "$work/int8.sparq" --batch 2 --seq 64 --threads 2 --warmup 0 \
+     --iterations 1 >/dev/null 2>"$work/prof.err" &&
+   grep -q '^sparq: profile seg .* wall ' "$work/prof.err" &&
+   grep -q '^sparq: profile seg .* slowest part ' "$work/prof.err" &&
+   grep -q '^sparq: profile matmul int8 (all threads) ' "$work/prof.err" &&
+   SPARQ_PROFILE=1 "$sparq" bench "$work/int8.sparq" --batch 2 --seq 64 --threads 2 --warmup 0 \
+     --iterations 1 >/dev/null 2>"$work/prof1.err" &&
+   grep -q '^sparq: profile matmul int8 ' "$work/prof1.err" && ! grep -q 'profile seg ' "$work/prof1.err"; then
+  pass "SPARQ_PROFILE=1 and =segments: same outputs, their own keys"
+else fail "SPARQ_PROFILE: $(head -c 300 "$work/prof.err" 2>/dev/null)"; fi
 # A generous cap: some layout meets it, the best is reported at the top level with
 # every candidate; an impossible cap reports met_cap false.
 if "$sparq" bench "$work/int8.sparq" --seq 16 --latency-cap 10000 --warmup 1 --iterations 3 --json >"$work/bc.json" \
