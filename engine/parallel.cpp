@@ -276,22 +276,65 @@ Epilogue epilogue_at(const Epilogue& ep, int64_t m0) {
   return e;
 }
 
-// f(t) for the tiles [0, tiles) of a call on w over m tokens: serially on one thread or when
-// the call is small, else whole tiles per thread, each thread a contiguous range. False,
-// with nothing run, when a large call has fewer tiles than threads.
-template <class F>
-bool run_whole_tiles(ThreadPool* pool, const PackedWeights& w, int64_t m, int64_t tiles, F&& f) {
+// Bytes of w's values and index arrays, which every thread of a token split reads.
+int64_t weight_bytes(const PackedWeights& w) {
+  const int64_t values =
+      w.num_groups * w.rows_per_block * w.group * (w.type == WeightType::kS8 ? 1 : 4);
+  if (w.dense) return values;
+  return values + w.num_groups * (w.quad_index != nullptr ? 2 : w.group * 4);
+}
+
+// Tiles [0, tiles) of a call on w over m tokens: prep(t) readies tile t's activations (its
+// copy or its pack) and run(t, br0, br1) runs block-rows [br0, br1) on it. Serial on one
+// thread or when the call is small. Otherwise split one of two ways:
+// - by tokens, whole tiles per thread (prep and run by the thread that owns the tile):
+//   every thread reads all of the weights and its share of the activations;
+// - by block-rows, the tiles prepared in parallel, then each part a range of block-rows over
+//   every tile: every thread reads its share of the weights and all of the activations.
+// By block-rows when there are fewer tiles than threads, or when the weights' bytes are
+// more than three times the activations' (K x M) and the activations, which every thread
+// then keeps for all of its block-rows, are at most kRowSplitMaxX (a quarter of a 1 MB L2).
+// kernel-bench at M 128, 2 threads, Zen 4, old and new CLI alternated (docs/performance.md,
+// session 18): 4x1 768 x 3072 90% 0.143-0.161 -> 0.114-0.131 ms (activations 98 KB,
+// weights 472 KB); 1x4 and 1x1 there within the noise; 4x1 3072 x 768 70% (activations
+// 393 KB, weights 1.4 MB) 5% slower by block-rows, hence the cap. Where both come from DRAM
+// (a call on its own, as there), each thread reading every weight costs more than the
+// activations saved; the planned executor calls per panel (each thread its panels) and
+// never comes here at 64 tokens a thread.
+constexpr int64_t kRowSplitMaxX = 256 * 1024;
+template <class Prep, class Run>
+void run_tiles(ThreadPool* pool, const PackedWeights& w, int64_t m, int64_t tiles, Prep&& prep,
+               Run&& run) {
   const int threads = pool ? pool->threads() : 1;
   const int64_t macs = w.num_groups * w.rows_per_block * w.group * m;
+  const int64_t nbr = w.num_block_rows;
   if (threads <= 1 || macs < kMinParallelMacs) {
-    for (int64_t t = 0; t < tiles; ++t) f(t);
-    return true;
+    for (int64_t t = 0; t < tiles; ++t) {
+      prep(t);
+      run(t, 0, nbr);
+    }
+    return;
   }
-  if (tiles < threads) return false;
-  pool->parallel_for(threads, [&](int64_t i) {
-    for (int64_t t = tiles * i / threads; t < tiles * (i + 1) / threads; ++t) f(t);
+  const int64_t x_bytes = int64_t{w.k} * m;
+  if (tiles >= threads && (3 * x_bytes >= weight_bytes(w) || x_bytes > kRowSplitMaxX)) {
+    pool->parallel_for(threads, [&](int64_t i) {
+      for (int64_t t = tiles * i / threads; t < tiles * (i + 1) / threads; ++t) {
+        prep(t);
+        run(t, 0, nbr);
+      }
+    });
+    return;
+  }
+  const int64_t tp = std::min<int64_t>(tiles, threads);
+  pool->parallel_for(tp, [&](int64_t i) {
+    for (int64_t t = tiles * i / tp; t < tiles * (i + 1) / tp; ++t) prep(t);
   });
-  return true;
+  // A few parts per thread lets the pool even out a noisy neighbour.
+  const std::vector<int64_t> b = partition_block_rows(w, int64_t{threads} * 4);
+  pool->parallel_for(static_cast<int64_t>(b.size()) - 1, [&](int64_t i) {
+    for (int64_t t = 0; t < tiles; ++t)
+      run(t, b[static_cast<size_t>(i)], b[static_cast<size_t>(i) + 1]);
+  });
 }
 
 void spmm_u8s8_in_panels(U8S8SpmmFn kernel, ThreadPool* pool, const PackedWeights& w,
@@ -312,22 +355,8 @@ void spmm_u8s8_in_panels(U8S8SpmmFn kernel, ThreadPool* pool, const PackedWeight
       for (int64_t r = 0; r < k; ++r) std::memcpy(dst + r * kTile, src + r * ldx, n);
     }
   };
-  auto tile = [&](int64_t t, int64_t br0, int64_t br1) {
+  run_tiles(pool, w, m, tiles, copy_tile, [&](int64_t t, int64_t br0, int64_t br1) {
     kernel(w, panels + t * k * kTile, kTile, 0, valid_of(t), br0, br1, epilogue_at(ep, t * kTile));
-  };
-  // Whole tiles per thread, as run_spmm splits token ranges.
-  if (run_whole_tiles(pool, w, m, tiles, [&](int64_t t) {
-        copy_tile(t);
-        tile(t, 0, w.num_block_rows);
-      })) {
-    return;
-  }
-  const int threads = pool->threads();
-  for (int64_t t = 0; t < tiles; ++t) copy_tile(t);
-  const std::vector<int64_t> b = partition_block_rows(w, int64_t{threads} * 4);
-  pool->parallel_for(static_cast<int64_t>(b.size()) - 1, [&](int64_t i) {
-    for (int64_t t = 0; t < tiles; ++t)
-      tile(t, b[static_cast<size_t>(i)], b[static_cast<size_t>(i) + 1]);
   });
 }
 }  // namespace
@@ -383,13 +412,20 @@ bool spmm_u8s8_quads_in_tiles(const SpmmKernels& kernels, U8S8SpmmFn kernel, Thr
   const size_t bytes = static_cast<size_t>(tiles * tile_bytes);
   if (scratch.size() < bytes) scratch.resize(bytes);
   uint8_t* packed = scratch.as<uint8_t>();
-  auto one_tile = [&](int64_t t) {
-    const int64_t valid = std::min(kTile, m - t * kTile);
-    uint8_t* xq = packed + t * tile_bytes;
-    kernels.u8_pack_quads(x + t * kTile, ldx, k, valid, xq, kTile);
-    kernel(w, xq, kTile, 0, valid, 0, w.num_block_rows, epilogue_at(ep, t * kTile));
-  };
-  return run_whole_tiles(pool, w, m, tiles, one_tile);
+  const int threads = pool ? pool->threads() : 1;
+  const int64_t macs = w.num_groups * w.group * m;
+  if (threads > 1 && macs >= kMinParallelMacs && tiles < threads) return false;
+  auto valid_of = [&](int64_t t) { return std::min(kTile, m - t * kTile); };
+  run_tiles(
+      pool, w, m, tiles,
+      [&](int64_t t) {
+        kernels.u8_pack_quads(x + t * kTile, ldx, k, valid_of(t), packed + t * tile_bytes, kTile);
+      },
+      [&](int64_t t, int64_t br0, int64_t br1) {
+        kernel(w, packed + t * tile_bytes, kTile, 0, valid_of(t), br0, br1,
+               epilogue_at(ep, t * kTile));
+      });
+  return true;
 }
 
 }  // namespace

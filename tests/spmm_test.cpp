@@ -340,8 +340,10 @@ TEST_P(SpmmIsaTest, ThreadedTwin) {
   // its own tiles (128 x 770, 130 x 96); with fewer tiles than threads they are packed on
   // the pool in slices of quads, the last one at K's ragged edge (64 x 1030, large enough
   // for the pool), and the block-rows are split.)
+  // (Two tiles whose weights outweigh their activations three times, 128 x 96 x 2000, are
+  // split by block-rows, each tile packed or copied by one thread first; the others by tokens.)
   for (const Shape& s : {Shape{128, 300, 260}, Shape{64, 768, 1000}, Shape{19, 129, 333},
-                         Shape{128, 770, 64}, Shape{64, 1030, 64}}) {
+                         Shape{128, 770, 64}, Shape{64, 1030, 64}, Shape{128, 96, 2000}}) {
     for (BlockShape b : kBlocks) {
       SpmmTester().m(s.m).k(s.k).n(s.n).block(b).sparsity(0.8).threads(2).TestU8S8(kernels());
       SpmmTester().m(s.m).k(s.k).n(s.n).block(b).sparsity(0.8).threads(2).bias(true).TestF32(
@@ -354,7 +356,7 @@ TEST_P(SpmmIsaTest, ThreadedTwin) {
   // Three 64-token tiles (the last ragged) of a row-major X on two threads, and one tile
   // split by block-rows: spmm_u8s8 copies such X into 64-token panels first, and every
   // per-token input of the epilogue must follow the tile.
-  for (const Shape& s : {Shape{130, 96, 40}, Shape{50, 96, 40}}) {
+  for (const Shape& s : {Shape{130, 96, 40}, Shape{50, 96, 40}, Shape{130, 96, 2000}}) {
     for (BlockShape b : kBlocks) {
       SpmmTester()
           .m(s.m)
