@@ -44,6 +44,9 @@ inline int64_t panels_of(int64_t tokens) { return (tokens + kPanel - 1) / kPanel
 // Inside a panel segment (Machine::exec_segment), the one panel this thread runs the
 // segment's steps for; -1 outside.
 thread_local int64_t t_segment_panel = -1;
+// Inside a panel segment, which of its parts this thread runs (0 .. parts - 1): the slot
+// of the segment's own buffers (Executor::Plan::panel_local) that its panels use in turn.
+thread_local int64_t t_segment_part = 0;
 inline size_t fm_bytes(int64_t features, int64_t tokens, size_t elem) {
   return static_cast<size_t>(panels_of(tokens) * kPanel * features) * elem;
 }
@@ -304,6 +307,11 @@ struct Executor::Plan {
   std::vector<Buffer> buffers;
   std::vector<Step> steps;
   std::vector<int> seg_end;  // per step: the end of its panel segment (i + 1: none)
+  // Per buffer: its bytes per panel when it lives and dies inside one panel segment, so
+  // that it holds only the panels being run, one slot per part of the segment (each
+  // thread's panels take its slot in turn and it stays in that core's cache); 0 for a
+  // buffer of every panel.
+  std::vector<int64_t> panel_local;
   std::vector<std::pair<std::string, int>> outputs;
   std::vector<std::pair<std::string, int>> inputs;
   size_t arena_bytes = 0;
@@ -317,6 +325,7 @@ namespace {
 // Runtime state of one run: where every buffer is and the heap values alive.
 struct RunState {
   std::vector<uint8_t*> buf;
+  const std::vector<int64_t>* panel_local = nullptr;  // the plan's
   std::vector<Value> env;
   size_t live = 0, peak = 0;
 };
@@ -335,6 +344,16 @@ class Machine {
     v->shape = s.shape;
     v->view = st.buf[static_cast<size_t>(s.tm)];
     return v;
+  }
+
+  // Panel pn of buffer b (panel_bytes apart): in a segment's own buffer, this thread's slot.
+  static uint8_t* at(const RunState& st, int b, int64_t pn, int64_t panel_bytes) {
+    const size_t i = static_cast<size_t>(b);
+    if ((*st.panel_local)[i] > 0 && t_segment_panel >= 0) pn = t_segment_part;
+    return st.buf[i] + pn * panel_bytes;
+  }
+  static float* f32at(const RunState& st, int b, int64_t pn, int64_t panel_floats) {
+    return reinterpret_cast<float*>(at(st, b, pn, panel_floats * 4));
   }
 
   void exec(const Executor::Plan& p, const Step& s, RunState& st) {
@@ -511,41 +530,34 @@ class Machine {
     thread_local AlignedBuffer plain;
     uint8_t* qp;
     if (q.out >= 0) {
-      qp = st.buf[static_cast<size_t>(q.out)] + pn * F * kPanel;
+      qp = at(st, q.out, pn, F * kPanel);
     } else {
       if (plain.size() < static_cast<size_t>(F * kPanel)) plain.resize(F * kPanel);
       qp = plain.as<uint8_t>();
     }
-    float* sc = reinterpret_cast<float*>(st.buf[static_cast<size_t>(q.scales)]) + pn * kPanel;
+    float* sc = f32at(st, q.scales, pn, kPanel);
     fm_.quantize(panel, kPanel, F, 0, n, absmax, qp, kPanel, sc);
     // The quad order of the panel just written, while it is in this core's L1/L2.
     if (q.quads >= 0) {
       const int64_t quad_panel = (F + 3) / 4 * 4 * kPanel;
-      q.pack_quads(qp, kPanel, F, n, st.buf[static_cast<size_t>(q.quads)] + pn * quad_panel,
-                   kPanel);
+      q.pack_quads(qp, kPanel, F, n, at(st, q.quads, pn, quad_panel), kPanel);
     }
   }
 
   void run(const Executor::Plan&, const Step& step, const QuantizeStep& s, RunState& st) {
-    auto f32 = [&](int b) { return reinterpret_cast<float*>(st.buf[static_cast<size_t>(b)]); };
     const int64_t F = step.rows, M = step.cols;
-    const float* x = f32(s.src);
     by_panels(M, F, [&](int64_t pn, int64_t n) {
-      quantize_panel(s.q, x + pn * F * kPanel, F, pn, n, nullptr, st);
+      quantize_panel(s.q, f32at(st, s.src, pn, F * kPanel), F, pn, n, nullptr, st);
     });
   }
 
   void run(const Executor::Plan&, const Step& step, const LayerNormStep& s, RunState& st) {
-    auto f32 = [&](int b) { return reinterpret_cast<float*>(st.buf[static_cast<size_t>(b)]); };
     const int64_t F = step.rows, M = step.cols;
-    const float* x = f32(s.src);
-    const float* r = s.residual >= 0 ? f32(s.residual) : nullptr;  // residual add + LayerNorm
-    float* y = f32(s.out);
     by_panels(M, 3 * F, [&](int64_t pn, int64_t n) {
-      const float* xp = x + pn * F * kPanel;
-      float* yp = y + pn * F * kPanel;
-      if (r != nullptr) {  // the sum stays in this core's cache for the LayerNorm
-        const float* rp = r + pn * F * kPanel;
+      const float* xp = f32at(st, s.src, pn, F * kPanel);
+      float* yp = f32at(st, s.out, pn, F * kPanel);
+      if (s.residual >= 0) {  // residual add + LayerNorm: the sum stays in this core's cache
+        const float* rp = f32at(st, s.residual, pn, F * kPanel);
         for (int64_t f = 0; f < F; ++f)
           for (int64_t j = 0; j < n; ++j)
             yp[f * kPanel + j] = xp[f * kPanel + j] + rp[f * kPanel + j];
@@ -556,48 +568,44 @@ class Machine {
   }
 
   void run(const Executor::Plan&, const Step& step, const AddStep& s, RunState& st) {
-    auto f32 = [&](int b) { return reinterpret_cast<float*>(st.buf[static_cast<size_t>(b)]); };
     const int64_t F = step.rows, M = step.cols;
-    const float* x = f32(s.x);
-    const float* y = f32(s.y);
-    float* z = f32(s.out);
     by_panels(M, F, [&](int64_t pn, int64_t n) {
+      const float* x = f32at(st, s.x, pn, F * kPanel);
+      const float* y = f32at(st, s.y, pn, F * kPanel);
+      float* z = f32at(st, s.out, pn, F * kPanel);
       for (int64_t f = 0; f < F; ++f) {
-        const int64_t o = (pn * F + f) * kPanel;
+        const int64_t o = f * kPanel;
         for (int64_t j = 0; j < n; ++j) z[o + j] = x[o + j] + y[o + j];
       }
     });
   }
 
   void run(const Executor::Plan&, const Step& step, const MatMulStep& s, RunState& st) {
-    auto f32 = [&](int b) { return reinterpret_cast<float*>(st.buf[static_cast<size_t>(b)]); };
     const int64_t F = step.rows, M = step.cols;
     const int64_t K = s.w->k;
     const bool int8 = s.w->type == WeightType::kS8;
     const SpmmKernels& k = *s.kernels;
     auto one_panel = [&](int64_t pn, int64_t n, ThreadPool* pool) {
       Epilogue ep;
-      ep.out_f32 = f32(s.out) + pn * F * kPanel;
+      ep.out_f32 = f32at(st, s.out, pn, F * kPanel);
       ep.ld_out = kPanel;
       ep.bias = s.bias;
       ep.activation = s.act;
       if (s.residual >= 0) {
-        ep.residual = f32(s.residual) + pn * F * kPanel;
+        ep.residual = f32at(st, s.residual, pn, F * kPanel);
         ep.ld_residual = kPanel;
       }
       if (int8 && s.quads) {
         ep.channel_scale = s.w->scales;
-        ep.token_scale = f32(s.token_scale) + pn * kPanel;
+        ep.token_scale = f32at(st, s.token_scale, pn, kPanel);
         const int64_t quad_panel = (K + 3) / 4 * 4 * kPanel;
-        spmm_u8s8_quads(k, pool, *s.w, st.buf[static_cast<size_t>(s.src)] + pn * quad_panel, kPanel,
-                        n, ep);
+        spmm_u8s8_quads(k, pool, *s.w, at(st, s.src, pn, quad_panel), kPanel, n, ep);
       } else if (int8) {
         ep.channel_scale = s.w->scales;
-        ep.token_scale = f32(s.token_scale) + pn * kPanel;
-        spmm_u8s8(k, pool, *s.w, st.buf[static_cast<size_t>(s.src)] + pn * K * kPanel, kPanel, n,
-                  ep);
+        ep.token_scale = f32at(st, s.token_scale, pn, kPanel);
+        spmm_u8s8(k, pool, *s.w, at(st, s.src, pn, K * kPanel), kPanel, n, ep);
       } else {
-        spmm_f32(k, pool, *s.w, f32(s.src) + pn * K * kPanel, kPanel, n, ep);
+        spmm_f32(k, pool, *s.w, f32at(st, s.src, pn, K * kPanel), kPanel, n, ep);
       }
     };
     const int64_t panels = panels_of(M);
@@ -662,6 +670,12 @@ class Machine {
 
   int threads() const { return pool_->threads(); }
 
+  // Whether runs of panel-local steps go out as segments (Machine::exec_segment): always
+  // but under SPARQ_PROFILE=1, which times steps one by one. At one thread too, where the
+  // segment's own buffers (Plan::panel_local) then hold one panel each: BERT-base 90% int8
+  // at seq 384, 1 thread, 61-69 -> 52-59 ms (docs/performance.md, session 18).
+  bool segments_run() const { return !opts_.profile || opts_.profile_segments; }
+
   // The attention kernel and its work split for a step's shapes (at planning).
   void choose_attention(AttentionStep* t) const {
     FmAttentionArgs& a = t->att;
@@ -711,6 +725,7 @@ class Machine {
   void segment_part(const Executor::Plan& p, const Step* first, const Step* last, RunState& st,
                     int64_t part, int64_t np, double* step_ms = nullptr) {
     const int64_t panels = panels_of(first->cols);
+    t_segment_part = part;
     for (int64_t pn = panels * part / np; pn < panels * (part + 1) / np; ++pn) {
       t_segment_panel = pn;
       for (const Step* s = first; s != last; ++s) {
@@ -1767,6 +1782,21 @@ class Planner {
     std::vector<BufferLife> lives(p_.buffers.size());
     for (size_t i = 0; i < lives.size(); ++i)
       lives[i] = {p_.buffers[i].bytes, p_.buffers[i].first, p_.buffers[i].last};
+    // A buffer written and last read inside one segment holds one panel per part of it.
+    p_.panel_local.assign(p_.buffers.size(), 0);
+    for (size_t i = 0; i < lives.size() && m_.segments_run(); ++i) {
+      const int w0 = p_.buffers[i].first, r1 = p_.buffers[i].last;
+      if (w0 < 0 || seg.start[static_cast<size_t>(w0)] != seg.start[static_cast<size_t>(r1)] ||
+          seg.end[static_cast<size_t>(w0)] - seg.start[static_cast<size_t>(w0)] < 2) {
+        continue;
+      }
+      const int64_t panels = panels_of(p_.steps[static_cast<size_t>(w0)].cols);
+      const int64_t parts = std::min<int64_t>(panels, m_.threads());
+      const size_t bytes = p_.buffers[i].bytes;
+      if (parts >= panels || bytes % static_cast<size_t>(panels) != 0) continue;
+      p_.panel_local[i] = static_cast<int64_t>(bytes) / panels;
+      lives[i].bytes = static_cast<size_t>(parts * p_.panel_local[i]);
+    }
     const MemoryPlan mp = plan_memory(std::move(lives), seg);
     for (size_t i = 0; i < p_.buffers.size(); ++i) p_.buffers[i].offset = mp.offsets[i];
     const size_t total = mp.arena_bytes, unshared = mp.unshared_bytes;
@@ -1862,13 +1892,14 @@ std::map<std::string, Value> Executor::run(const std::map<std::string, Value>& i
   }
   if (p.arena.size() < p.arena_bytes) p.arena.resize(std::max<size_t>(p.arena_bytes, 64));
   st.buf.resize(p.buffers.size());
+  st.panel_local = &p.panel_local;
   for (size_t i = 0; i < p.buffers.size(); ++i)
     st.buf[i] = p.arena.as<uint8_t>() + p.buffers[i].offset;
   st.env.assign(p.slots.size(), nullptr);
   for (const auto& in : p.inputs) st.env[static_cast<size_t>(in.second)] = inputs.at(in.first);
   // Runs of panel-local steps on the same tokens go out as one parallel region each
-  // (not under SPARQ_PROFILE=1, which times steps one by one; SPARQ_PROFILE=segments keeps them).
-  const bool segmented = pool_->threads() > 1 && (!options_.profile || options_.profile_segments);
+  // (segments_run).
+  const bool segmented = machine.segments_run();
   for (size_t i = 0; i < p.steps.size();) {
     const size_t j = segmented ? static_cast<size_t>(p.seg_end[i]) : i + 1;
     if (j - i >= 2) {

@@ -137,6 +137,28 @@ if "$sparq" run "$work/int8.sparq" $ins -o "$work/prof0" --threads 2 2>/dev/null
    grep -q '^sparq: profile matmul int8 ' "$work/prof1.err" && ! grep -q 'profile seg ' "$work/prof1.err"; then
   pass "SPARQ_PROFILE=1 and =segments: same outputs, their own keys"
 else fail "SPARQ_PROFILE: $(head -c 300 "$work/prof.err" 2>/dev/null)"; fi
+# Three panels of tokens (batch 3 x seq 60): the buffers that live inside one panel segment
+# hold a panel per thread (one slot at 1 thread, two at 2); SPARQ_PROFILE=1 runs without
+# segments on buffers of every panel. All of them give the same bytes.
+$py -c "
+import numpy as np
+r = np.random.default_rng(7)
+np.save('$work/ids3.npy', r.integers(0, 96, size=(3, 60)).astype(np.int64))
+m = np.ones((3, 60), np.int64); m[2, 41:] = 0
+np.save('$work/mask3.npy', m); np.save('$work/tt3.npy', np.zeros((3, 60), np.int64))"
+ins3="-i input_ids=$work/ids3.npy -i attention_mask=$work/mask3.npy -i token_type_ids=$work/tt3.npy"
+seg_ok=1
+for p in int8 fp32; do
+  for t in 1 2; do
+    "$sparq" run "$work/$p.sparq" $ins3 -o "$work/seg-$p-$t" --threads $t >/dev/null 2>&1 &&
+      SPARQ_PROFILE=1 "$sparq" run "$work/$p.sparq" $ins3 -o "$work/step-$p-$t" --threads $t >/dev/null 2>&1 &&
+      cmp -s "$work/seg-$p-$t/last_hidden_state.npy" "$work/step-$p-$t/last_hidden_state.npy" &&
+      cmp -s "$work/seg-$p-$t/pooler_output.npy" "$work/step-$p-$t/pooler_output.npy" || seg_ok=0
+  done
+  cmp -s "$work/seg-$p-1/last_hidden_state.npy" "$work/seg-$p-2/last_hidden_state.npy" || seg_ok=0
+done
+if [ $seg_ok = 1 ]; then pass "3 panels: segment-local buffers (1 and 2 threads) = buffers of every panel, bit for bit"
+else fail "segment-local buffers"; fi
 # A generous cap: some layout meets it, the best is reported at the top level with
 # every candidate; an impossible cap reports met_cap false.
 if "$sparq" bench "$work/int8.sparq" --seq 16 --latency-cap 10000 --warmup 1 --iterations 3 --json >"$work/bc.json" \
