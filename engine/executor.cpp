@@ -775,10 +775,10 @@ class Machine {
       segment_part(p, first, last, st, part, np, &step_ms[static_cast<size_t>(part) * steps]);
       r.end = Clock::now();
     });
-    const double wall = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
     auto ms = [](Clock::time_point a, Clock::time_point b) {
       return std::chrono::duration<double, std::milli>(b - a).count();
     };
+    const double wall = ms(t0, Clock::now());
     std::string key = "seg";
     for (const Step* s = first; s != last; ++s)
       key += std::string(s == first ? " " : "+") + s->name();
@@ -803,8 +803,6 @@ class Machine {
     }
   }
 
- public:
- private:
   // f(panel, tokens in it) for every kPanel-token panel of [0, m), contiguous ranges of
   // panels per thread (the same split for every step, so a thread's tokens stay in its
   // cache); serial when the work (m x cost per token) is small.
@@ -1784,7 +1782,8 @@ class Planner {
       lives[i] = {p_.buffers[i].bytes, p_.buffers[i].first, p_.buffers[i].last};
     // A buffer written and last read inside one segment holds one panel per part of it.
     p_.panel_local.assign(p_.buffers.size(), 0);
-    for (size_t i = 0; i < lives.size() && m_.segments_run(); ++i) {
+    const bool segments = m_.segments_run();
+    for (size_t i = 0; segments && i < lives.size(); ++i) {
       const int w0 = p_.buffers[i].first, r1 = p_.buffers[i].last;
       if (w0 < 0 || seg.start[static_cast<size_t>(w0)] != seg.start[static_cast<size_t>(r1)] ||
           seg.end[static_cast<size_t>(w0)] - seg.start[static_cast<size_t>(w0)] < 2) {

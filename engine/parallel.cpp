@@ -400,10 +400,9 @@ const uint8_t* pack_quads_for_call(const SpmmKernels& kernels, ThreadPool* pool,
 // its runtime-stride variant and each tile's quads used half the L1 sets, and with two
 // threads each read half its tile from the other core's cache. Zen 4, 1 thread, kernel-bench
 // 90% 1x4: 4.07 -> 4.58x oneDNN at 768 x 3072, docs/performance.md session 16. Tiles go out as
-// in spmm_u8s8_in_panels (run_whole_tiles); fewer tiles than threads on pack_quads_for_call,
-// whose slices of quads keep a single tile's pack parallel.)
-// False, with nothing run, for a large call with fewer tiles than threads.
-bool spmm_u8s8_quads_in_tiles(const SpmmKernels& kernels, U8S8SpmmFn kernel, ThreadPool* pool,
+// in spmm_u8s8_in_panels (run_tiles). A call with fewer tiles than threads goes to
+// pack_quads_for_call instead, whose slices of quads keep a single tile's pack parallel.)
+void spmm_u8s8_quads_in_tiles(const SpmmKernels& kernels, U8S8SpmmFn kernel, ThreadPool* pool,
                               const PackedWeights& w, const uint8_t* x, int64_t ldx, int64_t m,
                               const Epilogue& ep) {
   const int64_t k = w.k, tiles = (m + kTile - 1) / kTile;
@@ -412,9 +411,6 @@ bool spmm_u8s8_quads_in_tiles(const SpmmKernels& kernels, U8S8SpmmFn kernel, Thr
   const size_t bytes = static_cast<size_t>(tiles * tile_bytes);
   if (scratch.size() < bytes) scratch.resize(bytes);
   uint8_t* packed = scratch.as<uint8_t>();
-  const int threads = pool ? pool->threads() : 1;
-  const int64_t macs = w.num_groups * w.group * m;
-  if (threads > 1 && macs >= kMinParallelMacs && tiles < threads) return false;
   auto valid_of = [&](int64_t t) { return std::min(kTile, m - t * kTile); };
   run_tiles(
       pool, w, m, tiles,
@@ -425,7 +421,6 @@ bool spmm_u8s8_quads_in_tiles(const SpmmKernels& kernels, U8S8SpmmFn kernel, Thr
         kernel(w, packed + t * tile_bytes, kTile, 0, valid_of(t), br0, br1,
                epilogue_at(ep, t * kTile));
       });
-  return true;
 }
 
 }  // namespace
@@ -439,8 +434,8 @@ void spmm_u8s8(const SpmmKernels& kernels, ThreadPool* pool, const PackedWeights
   U8S8SpmmFn packed_kernel = kernels.gemm_r4_for(w);
   if (w.quad_index != nullptr) packed_kernel = kernels.u8s8_quads_r1;
   const int threads = pool ? pool->threads() : 1;
-  if (w.quad_index != nullptr && packed_kernel != nullptr && (m + kTile - 1) / kTile >= threads &&
-      spmm_u8s8_quads_in_tiles(kernels, packed_kernel, pool, w, x, ldx, m, ep)) {
+  if (w.quad_index != nullptr && packed_kernel != nullptr && (m + kTile - 1) / kTile >= threads) {
+    spmm_u8s8_quads_in_tiles(kernels, packed_kernel, pool, w, x, ldx, m, ep);
     return;
   }
   if (packed_kernel != nullptr) {
